@@ -1,0 +1,213 @@
+"""Configuration: YAML file < ``CRONMETRICS_*`` environment < command-line flags.
+
+pydantic-settings does the merging and the environment parsing; the file is read through
+:mod:`cronmetrics.yamlio` so a config file gets the same YAML 1.2 reading and the same
+``file:line: message`` errors as a job file.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .errors import ConfigError, Problem
+
+__all__ = ["Config", "Scope", "TokenConfig", "default_state_dir", "load_config"]
+
+Scope = Literal["admin", "submit", "read", "metrics"]
+#: Secrets that must not leave the process; ``cronmetrics config show`` masks them.
+SECRET_FIELDS = frozenset({"sha256"})
+
+DEFAULT_REDACT = [
+    r"(?i)\b(password|passwd|pwd|token|secret|api[_-]?key)\s*[=:]\s*\S+",
+    r"(?i)\bauthorization:\s*\S+(\s+\S+)?",
+    r"\b(AKIA|ASIA)[0-9A-Z]{16}\b",
+    r"(?i)\baws_secret_access_key\s*[=:]\s*\S+",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsConfig(_Section):
+    cert: Path
+    key: Path
+
+
+class TokenConfig(_Section):
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    scopes: Annotated[list[Scope], Field(min_length=1)]
+    jobs: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = None
+
+
+class AuthConfig(_Section):
+    tokens: list[TokenConfig] = Field(default_factory=list)
+
+    @field_validator("tokens")
+    @classmethod
+    def _unique_names(cls, tokens: list[TokenConfig]) -> list[TokenConfig]:
+        names = [t.name for t in tokens]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"token names must be unique: {', '.join(dupes)}")
+        return tokens
+
+
+class SnapshotConfig(_Section):
+    interval: Annotated[float, Field(ge=0.5, le=3600)] = 10.0
+    journal: StrictBool = False
+
+
+class RetentionConfig(_Section):
+    days: Annotated[StrictInt, Field(ge=1, le=3660)] = 30
+    max_results_per_job: Annotated[StrictInt, Field(ge=1, le=100_000)] = 100
+
+
+class LimitsConfig(_Section):
+    max_body_bytes: Annotated[StrictInt, Field(ge=1024, le=64 * 1024 * 1024)] = 1_048_576
+    max_output_bytes: Annotated[StrictInt, Field(ge=0, le=1_048_576)] = 10_000
+    max_batch: Annotated[StrictInt, Field(ge=1, le=100_000)] = 1000
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "cronmetrics"
+
+
+_file_data: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("_file_data")
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The config file's mapping, already parsed by :func:`load_config`."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return _file_data.get({}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_file_data.get({}))
+
+
+class Config(BaseSettings):
+    """The effective server configuration (DESIGN.md section 9)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CRONMETRICS_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    jobs_dir: Path = Path("jobs.d")
+    state_dir: Path = Field(default_factory=default_state_dir)
+    bind: Annotated[str, Field(pattern=r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]*):\d{1,5}$")] = (
+        "0.0.0.0:9479"  # noqa: S104 - an exporter listens on all interfaces by default
+    )
+    tls: TlsConfig | None = None
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    no_auth: StrictBool = False
+    snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    redact: list[str] = Field(default_factory=lambda: list(DEFAULT_REDACT))
+    unknown_jobs: Literal["reject", "accept"] = "reject"
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    @field_validator("redact")
+    @classmethod
+    def _patterns(cls, patterns: list[str]) -> list[str]:
+        for index, pattern in enumerate(patterns):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"redact[{index}] is not a valid regular expression: {exc}")
+        return patterns
+
+    @pydantic.model_validator(mode="after")
+    def _state_outside_jobs(self) -> Config:
+        jobs = self.jobs_dir.resolve()
+        state = self.state_dir.resolve()
+        if state == jobs or jobs in state.parents:
+            raise ValueError("state_dir must not be inside jobs_dir (it would be watched)")
+        return self
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.bind.rpartition(":")
+        return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _FileSource(settings_cls)
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as plain data with secrets masked, for ``config show``."""
+        return _mask(self.model_dump(mode="json"))
+
+
+def _mask(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: ("***" if k in SECRET_FIELDS else _mask(v)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_mask(v) for v in data]
+    return data
+
+
+def load_config(path: Path | None = None, **overrides: Any) -> Config:
+    """Build the effective config; raise :class:`ConfigError` naming file:line or variable."""
+    from .model import problems_from_pydantic
+    from .yamlio import YamlSyntaxError, load_fast
+
+    data: dict[str, Any] = {}
+    text: str | None = None
+    shown = str(path) if path else None
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: config file is not UTF-8 text") from None
+        try:
+            loaded = load_fast(text)
+        except YamlSyntaxError as exc:
+            raise ConfigError(str(exc.problem(shown))) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}:1:1: config file must be a mapping of settings")
+        data = loaded
+    token = _file_data.set(data)
+    try:
+        return Config(**{k: v for k, v in overrides.items() if v is not None})
+    except pydantic.ValidationError as exc:
+        problems = problems_from_pydantic(exc, path=shown, text=text)
+        raise ConfigError(_describe(problems)) from None
+    finally:
+        _file_data.reset(token)
+
+
+def _describe(problems: list[Problem]) -> str:
+    lines = [str(p) for p in problems]
+    return lines[0] if len(lines) == 1 else "invalid configuration:\n  " + "\n  ".join(lines)

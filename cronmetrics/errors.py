@@ -1,0 +1,133 @@
+"""One exception hierarchy for the whole package.
+
+Every error a user can cause is a :class:`CronmetricsError`. The HTTP layer maps them to
+responses in one place (``api.error_response``) and the CLI maps them to one-line messages
+and exit codes in one place (``cli.main``), so a new error type needs no new plumbing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One validation problem, located as precisely as we can (file, line, column, field)."""
+
+    message: str
+    path: str | None = None
+    line: int | None = None
+    column: int | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = ""
+        if self.path is not None:
+            where = self.path
+            if self.line is not None:
+                where += f":{self.line}"
+                if self.column is not None:
+                    where += f":{self.column}"
+            where += ": "
+        return f"{where}{self.message}"
+
+
+class CronmetricsError(Exception):
+    """Root of every error cronmetrics raises on purpose."""
+
+    code = "ERROR"
+    http_status = 500
+    exit_code = 1
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class ConfigError(CronmetricsError):
+    """The configuration file, environment or flags are invalid."""
+
+    code = "CONFIG_ERROR"
+    exit_code = 2
+
+
+class ValidationError(CronmetricsError):
+    """Input (a job file, a request body) broke the contract; carries every problem found."""
+
+    code = "VALIDATION_ERROR"
+    http_status = 400
+
+    def __init__(self, problems: list[Problem]) -> None:
+        if not problems:
+            raise ValueError("ValidationError needs at least one problem")
+        first = problems[0]
+        super().__init__(str(first), field=first.field)
+        self.problems = problems
+
+
+class InvalidRequest(CronmetricsError):
+    """A request is malformed in a way that is not about one field's value."""
+
+    code = "INVALID_REQUEST"
+    http_status = 400
+
+
+class UnsupportedMediaType(CronmetricsError):
+    code = "UNSUPPORTED_MEDIA_TYPE"
+    http_status = 415
+
+
+class PayloadTooLarge(CronmetricsError):
+    code = "PAYLOAD_TOO_LARGE"
+    http_status = 413
+
+
+class NotFound(CronmetricsError):
+    code = "NOT_FOUND"
+    http_status = 404
+    exit_code = 4
+
+
+class Conflict(CronmetricsError):
+    code = "CONFLICT"
+    http_status = 409
+    exit_code = 5
+
+
+class ReadOnly(Conflict):
+    """The jobs directory cannot be written (ConfigMap, git-sync worktree)."""
+
+    code = "READ_ONLY"
+
+
+class Unauthorized(CronmetricsError):
+    code = "UNAUTHORIZED"
+    http_status = 401
+    exit_code = 6
+
+
+class Forbidden(CronmetricsError):
+    code = "FORBIDDEN"
+    http_status = 403
+    exit_code = 6
+
+
+class RateLimited(CronmetricsError):
+    code = "RATE_LIMITED"
+    http_status = 429
+
+
+class StorageError(CronmetricsError):
+    """State could not be persisted or restored (disk full, corrupt snapshot)."""
+
+    code = "STORAGE_ERROR"
+    http_status = 503
+
+
+class ServerUnavailable(CronmetricsError):
+    """The CLI could not reach the server."""
+
+    code = "UNAVAILABLE"
+    http_status = 503
+    exit_code = 3
