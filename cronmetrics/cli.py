@@ -31,14 +31,13 @@ def cli() -> None:
 
 def config_options(func: Any) -> Any:
     """``--config`` plus the overrides every server-side command shares."""
-    func = click.option(
+    return click.option(
         "--config",
         "config_path",
         type=click.Path(dir_okay=False, path_type=Path),
         envvar="CRONMETRICS_CONFIG",
         help="YAML config file.",
     )(func)
-    return func
 
 
 def build_config(config_path: Path | None, **overrides: Any) -> Config:
@@ -96,9 +95,7 @@ def validate(paths: tuple[Path, ...], fmt: str) -> None:
     pairs = _collect(paths or (Path("jobs.d"),))
     show_bar = sys.stderr.isatty() and len(pairs) >= PROGRESS_MIN_FILES and fmt != "json"
     if show_bar:
-        with click.progressbar(
-            length=len(pairs), label="validating", file=sys.stderr
-        ) as bar:
+        with click.progressbar(length=len(pairs), label="validating", file=sys.stderr) as bar:
             result = load_paths(pairs, progress=bar.update)
     else:
         result = load_paths(pairs)
@@ -129,6 +126,46 @@ def validate(paths: tuple[Path, ...], fmt: str) -> None:
         click.echo(summary, err=True)
     if problems:
         sys.exit(1)
+
+
+# -- serve -------------------------------------------------------------------------------
+
+
+@cli.command()
+@config_options
+@click.option("--jobs-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--bind", default=None, help="HOST:PORT to listen on (default 0.0.0.0:9479).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--no-auth", is_flag=True, default=None, help="Run without authentication.")
+@click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True)
+def serve(
+    config_path: Path | None,
+    jobs_dir: Path | None,
+    state_dir: Path | None,
+    bind: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    no_auth: bool | None,
+    threads: int,
+) -> None:
+    """Run the exporter (gunicorn, one worker process with threads)."""
+    from .server import Server, check_can_start
+
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    tls = {"cert": tls_cert, "key": tls_key} if tls_cert is not None else None
+    config = build_config(
+        config_path,
+        jobs_dir=jobs_dir,
+        state_dir=state_dir,
+        bind=bind,
+        tls=tls,
+        no_auth=no_auth,
+    )
+    check_can_start(config)
+    Server(config, threads=threads).run()
 
 
 # -- config --------------------------------------------------------------------------------

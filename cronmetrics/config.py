@@ -10,13 +10,20 @@ from __future__ import annotations
 import contextvars
 import os
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from .errors import ConfigError, Problem
 
@@ -89,6 +96,8 @@ def default_state_dir() -> Path:
     return Path(base) / "cronmetrics"
 
 
+_BIND_RE = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]*):(\d{1,5})")
+
 _file_data: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("_file_data")
 
 
@@ -100,6 +109,49 @@ class _FileSource(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         return dict(_file_data.get({}))
+
+
+def _scalar_type(annotation: Any) -> Any:
+    """``StrictInt`` -> ``int``, ``SomeModel | None`` -> ``SomeModel``; else unchanged."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(args) != 1:
+                return annotation
+            annotation = args[0]
+        else:
+            return annotation
+
+
+def _coerce_env(annotation: Any, value: Any) -> Any:
+    """Environment values are strings; give strict number/boolean fields what they need.
+
+    The file keeps its strict typing (``days: "30"`` is an error there), but
+    ``CRONMETRICS_RETENTION__DAYS=30`` and ``CRONMETRICS_NO_AUTH=true`` must work.
+    """
+    target = _scalar_type(annotation)
+    if isinstance(value, dict) and isinstance(target, type) and issubclass(target, BaseModel):
+        fields = target.model_fields
+        return {
+            k: _coerce_env(fields[k].annotation, v) if k in fields else v for k, v in value.items()
+        }
+    if isinstance(value, str) and target in (int, float, bool):
+        try:
+            return pydantic.TypeAdapter(target).validate_python(value.strip())
+        except pydantic.ValidationError:
+            return value  # reported by the real validation, naming the variable
+    return value
+
+
+class _EnvSource(EnvSettingsSource):
+    def prepare_field_value(
+        self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool
+    ) -> Any:
+        prepared = super().prepare_field_value(field_name, field, value, value_is_complex)
+        return _coerce_env(field.annotation, prepared)
 
 
 class Config(BaseSettings):
@@ -114,9 +166,8 @@ class Config(BaseSettings):
 
     jobs_dir: Path = Path("jobs.d")
     state_dir: Path = Field(default_factory=default_state_dir)
-    bind: Annotated[str, Field(pattern=r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]*):\d{1,5}$")] = (
-        "0.0.0.0:9479"  # noqa: S104 - an exporter listens on all interfaces by default
-    )
+    #: HOST:PORT; an exporter listens on all interfaces by default
+    bind: str = "0.0.0.0:9479"
     tls: TlsConfig | None = None
     auth: AuthConfig = Field(default_factory=AuthConfig)
     no_auth: StrictBool = False
@@ -127,6 +178,14 @@ class Config(BaseSettings):
     unknown_jobs: Literal["reject", "accept"] = "reject"
     log: LogConfig = Field(default_factory=LogConfig)
 
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, value: str) -> str:
+        match = _BIND_RE.fullmatch(value)
+        if not match or not 1 <= int(match.group(2)) <= 65535:
+            raise ValueError(f"{value!r} is not HOST:PORT (e.g. 0.0.0.0:9479 or [::1]:9479)")
+        return value
+
     @field_validator("redact")
     @classmethod
     def _patterns(cls, patterns: list[str]) -> list[str]:
@@ -134,7 +193,9 @@ class Config(BaseSettings):
             try:
                 re.compile(pattern)
             except re.error as exc:
-                raise ValueError(f"redact[{index}] is not a valid regular expression: {exc}")
+                raise ValueError(
+                    f"redact[{index}] is not a valid regular expression: {exc}"
+                ) from None
         return patterns
 
     @pydantic.model_validator(mode="after")
@@ -159,11 +220,12 @@ class Config(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, _FileSource(settings_cls)
+        return init_settings, _EnvSource(settings_cls), _FileSource(settings_cls)
 
     def redacted(self) -> dict[str, Any]:
         """The config as plain data with secrets masked, for ``config show``."""
-        return _mask(self.model_dump(mode="json"))
+        masked: dict[str, Any] = _mask(self.model_dump(mode="json"))
+        return masked
 
 
 def _mask(data: Any) -> Any:

@@ -73,6 +73,10 @@ class InvalidRequest(CronmetricsError):
     http_status = 400
 
 
+class MalformedJson(InvalidRequest):
+    code = "INVALID_JSON"
+
+
 class UnsupportedMediaType(CronmetricsError):
     code = "UNSUPPORTED_MEDIA_TYPE"
     http_status = 415

@@ -50,9 +50,9 @@ def clear() -> None:
 
 def rfc3339(ts: float) -> str:
     return (
-        dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace(
-            "+00:00", "Z"
-        )
+        dt.datetime.fromtimestamp(ts, dt.UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
     )
 
 

@@ -64,7 +64,7 @@ def job_id(name: str, host: str | None) -> str:
 def _check_name(value: str, regex: re.Pattern[str]) -> str:
     if ".." in value:
         raise ValueError(f"{value!r} must not contain '..'")
-    if not regex.match(value):
+    if not regex.fullmatch(value):
         first = "a letter or '_'" if regex is _NAME_RE else "a letter, digit or '_'"
         raise ValueError(
             f"{value!r} is not allowed: use letters, digits, '_', '.', '-' "
@@ -81,17 +81,51 @@ def check_host(value: str) -> str:
     return _check_name(value, _HOST_RE)
 
 
+#: RFC 3339 date-time (what JSON Schema's ``date-time`` format means) or a full date.
+_RFC3339_RE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
 def _to_utc(value: Any) -> Any:
-    """YAML timestamps without an offset are UTC (YAML spec); a bare date is midnight UTC."""
+    """A timestamp: a YAML timestamp, an RFC 3339 string with offset, or a date.
+
+    YAML timestamps without an offset are UTC (YAML spec); a date is midnight UTC. Strings
+    must carry an offset (``2026-12-01T00:00:00Z``), as JSON Schema's ``date-time`` says;
+    epoch numbers and other spellings pydantic would guess at are refused.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        if _DATE_RE.fullmatch(text):
+            try:
+                value = dt.date.fromisoformat(text)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a valid date") from None
+        elif _RFC3339_RE.fullmatch(text):
+            try:
+                value = dt.datetime.fromisoformat(text.replace("z", "Z"))
+            except ValueError:
+                raise ValueError(f"{value!r} is not a valid timestamp") from None
+        else:
+            raise ValueError(
+                f"{value!r} is not a timestamp: use RFC 3339 with an offset, like "
+                "2026-12-01T00:00:00Z, or a date like 2026-12-01"
+            )
     if isinstance(value, dt.datetime):
         return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
     if isinstance(value, dt.date):
         return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+    raise ValueError("must be a timestamp like 2026-12-01T00:00:00Z or a date like 2026-12-01")
+
+
+def _integral(value: Any) -> Any:
+    """``3600.0`` is the integer 3600, as in JSON Schema; ``3600.5`` is not an integer."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     return value
 
 
 def _label_name(name: str) -> str:
-    if not _LABEL_RE.match(name):
+    if not _LABEL_RE.fullmatch(name):
         raise ValueError(f"label name {name!r} is not a valid Prometheus label name")
     if name.startswith("__"):
         raise ValueError(f"label name {name!r} must not start with '__' (reserved)")
@@ -101,7 +135,7 @@ def _label_name(name: str) -> str:
 
 
 def _result_label_name(name: str) -> str:
-    if not _LABEL_RE.match(name):
+    if not _LABEL_RE.fullmatch(name):
         raise ValueError(f"label name {name!r} is not a valid label name")
     return name
 
@@ -112,7 +146,7 @@ JobName = Annotated[
 Host = Annotated[
     StrictStr, Field(min_length=1, max_length=253), pydantic.AfterValidator(check_host)
 ]
-Seconds = Annotated[StrictInt, Field(ge=1, le=TEN_YEARS)]
+Seconds = Annotated[StrictInt, Field(ge=1, le=TEN_YEARS), pydantic.BeforeValidator(_integral)]
 LabelValue = Annotated[StrictStr, Field(max_length=MAX_LABEL_VALUE)]
 Labels = Annotated[
     dict[
@@ -140,7 +174,9 @@ class JobDefinition(BaseModel):
     automatic_failure_threshold: Seconds | None = None
     schedule: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None
     timezone: Annotated[StrictStr, Field(min_length=1, max_length=64)] = "UTC"
-    grace: Annotated[StrictInt, Field(ge=0, le=TEN_YEARS)] = 300
+    grace: Annotated[StrictInt, Field(ge=0, le=TEN_YEARS), pydantic.BeforeValidator(_integral)] = (
+        300
+    )
     max_runtime: Seconds | None = None
     labels: Labels = Field(default_factory=dict)
     status: Lifecycle = Lifecycle.ACTIVE
@@ -163,7 +199,7 @@ class JobDefinition(BaseModel):
     @field_validator("maintenance_until", mode="before")
     @classmethod
     def _until(cls, value: Any) -> Any:
-        return _to_utc(value)
+        return None if value is None else _to_utc(value)
 
     @pydantic.model_validator(mode="after")
     def _needs_deadline(self) -> JobDefinition:
@@ -218,6 +254,15 @@ class ResultIn(BaseModel):
 
 
 _FIELDS = tuple(JobDefinition.model_fields)
+_KINDS: dict[type, str] = {
+    list: "a list",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    dt.datetime: "a timestamp",
+    dt.date: "a date",
+}
 
 
 def _message(error: Mapping[str, Any]) -> str:
@@ -264,15 +309,21 @@ def problems_from_pydantic(
     return problems
 
 
-def parse_job(
-    data: Any, *, path: str | None = None, text: str | None = None
-) -> JobDefinition:
+def parse_job(data: Any, *, path: str | None = None, text: str | None = None) -> JobDefinition:
     """Validate one job document; raise :class:`ValidationError` with every problem."""
     if not isinstance(data, dict):
-        kind = "empty" if data is None else f"a {type(data).__name__}"
+        kind = _KINDS.get(type(data), f"a {type(data).__name__}")
         what = "file is empty" if data is None else f"top level must be a mapping, not {kind}"
-        raise ValidationError([Problem(what, path=path, line=1 if text is not None else None,
-                                       column=1 if text is not None else None)])
+        raise ValidationError(
+            [
+                Problem(
+                    what,
+                    path=path,
+                    line=1 if text is not None else None,
+                    column=1 if text is not None else None,
+                )
+            ]
+        )
     try:
         return JobDefinition.model_validate(data)
     except pydantic.ValidationError as exc:

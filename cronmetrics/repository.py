@@ -7,19 +7,24 @@ parsed with the libyaml reader and re-parsed only when their content hash change
 from __future__ import annotations
 
 import hashlib
+import multiprocessing as mp
 import os
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import Problem, ValidationError
 from .model import JobDefinition, parse_job
-from .yamlio import YamlSyntaxError, load_fast
+from .yamlio import YamlSyntaxError, load_fast, locate
 
 __all__ = ["JobFile", "LoadResult", "iter_job_files", "load_directory", "load_paths"]
 
 SUFFIXES = (".yaml", ".yml")
 MAX_FILE_BYTES = 256 * 1024
+#: Below this many files to parse, a process pool costs more than it saves.
+PARALLEL_MIN_FILES = 2000
+MAX_WORKERS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +57,7 @@ def iter_job_files(root: Path) -> Iterator[Path]:
     seen: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         try:
-            st = os.stat(dirpath)
+            st = Path(dirpath).stat()
         except OSError:
             dirnames[:] = []
             continue
@@ -97,48 +102,99 @@ def parse_text(text: str, display: str) -> JobDefinition:
     return parse_job(data, path=display, text=text)
 
 
+_Loaded = tuple[str | None, JobDefinition | list[Problem] | None]
+
+
+def _load_one(path: Path, display: str, known: str | None) -> _Loaded:
+    """Read and parse one file: ``(digest, definition or problems)``.
+
+    The definition is ``None`` when the digest equals ``known`` (the caller has it already).
+    """
+    try:
+        text, digest = _read(path, display)
+    except ValidationError as exc:
+        return None, exc.problems
+    if digest == known:
+        return digest, None
+    try:
+        return digest, parse_text(text, display)
+    except ValidationError as exc:
+        return digest, exc.problems
+
+
+def _load_chunk(chunk: list[tuple[Path, str, str | None]]) -> list[_Loaded]:
+    return [_load_one(*item) for item in chunk]
+
+
+def _load_all(
+    todo: list[tuple[Path, str, str | None]], progress: Callable[[int], None] | None
+) -> Iterator[_Loaded]:
+    """Load every file; in a process pool when there are many.
+
+    YAML construction is pure Python even with libyaml, so 10,000 files take seconds on
+    one core; the pool spreads them over the machine's cores (``fork``: no re-import).
+    """
+    workers = min(os.cpu_count() or 1, MAX_WORKERS)
+    if len(todo) < PARALLEL_MIN_FILES or workers < 2 or "fork" not in mp.get_all_start_methods():
+        for item in todo:
+            yield _load_one(*item)
+            if progress is not None:
+                progress(1)
+        return
+    size = max(50, len(todo) // (workers * 8))
+    chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+        for chunk, loaded in zip(chunks, pool.map(_load_chunk, chunks), strict=True):
+            yield from loaded
+            if progress is not None:
+                progress(len(chunk))
+
+
 def load_paths(
     paths: Iterable[tuple[Path, str]],
     *,
     previous: LoadResult | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> LoadResult:
-    """Load ``(path, display)`` pairs; reuse ``previous`` definitions whose hash is unchanged."""
+    """Load ``(path, display)`` pairs; reuse ``previous`` definitions whose hash is unchanged.
+
+    ``progress`` is called with the number of files done since the last call. Duplicate
+    job ids are reported on every file after the first (in the given order) that claims one.
+    """
     result = LoadResult()
     cached: dict[str, JobFile] = {}
     if previous is not None:
         cached = {jf.display: jf for jf in previous.jobs.values()}
-    owners: dict[str, JobFile] = {}
+    todo: list[tuple[Path, str, str | None]] = []
     for path, display in paths:
-        result.files += 1
-        if progress is not None:
-            progress(1)
-        try:
-            text, digest = _read(path, display)
+        old = cached.get(display)
+        todo.append((path, display, old.digest if old is not None else None))
+    result.files = len(todo)
+    owners: dict[str, JobFile] = {}
+    for (path, display, _), (digest, loaded) in zip(todo, _load_all(todo, progress), strict=True):
+        if digest is not None:
             result.digests[display] = digest
-            old = cached.get(display)
-            if old is not None and old.digest == digest:
-                job = JobFile(path, display, old.definition, digest)
-            else:
-                job = JobFile(path, display, parse_text(text, display), digest)
-        except ValidationError as exc:
-            result.invalid[display] = exc.problems
+        if isinstance(loaded, list):
+            result.invalid[display] = loaded
             continue
-        other = owners.get(job.definition.id)
+        definition = loaded if loaded is not None else cached[display].definition
+        other = owners.get(definition.id)
         if other is not None:
-            result.invalid[display] = [
-                Problem(
-                    f"duplicate job id {job.definition.id!r}: already defined in {other.display}",
-                    display,
-                    1,
-                    1,
-                    "job_name",
-                )
-            ]
+            result.invalid[display] = [_duplicate(path, display, definition.id, other.display)]
             continue
-        owners[job.definition.id] = job
+        owners[definition.id] = JobFile(path, display, definition, digest or "")
     result.jobs = owners
     return result
+
+
+def _duplicate(path: Path, display: str, job: str, first: str) -> Problem:
+    try:
+        where = locate(path.read_text(encoding="utf-8"), ("job_name",))
+    except (OSError, UnicodeDecodeError):
+        where = None
+    line, col = where or (1, 1)
+    message = f"duplicate job id {job!r}: already defined in {first}"
+    return Problem(message, display, line, col, "job_name")
 
 
 def display_path(path: Path, root: Path) -> str:
@@ -155,3 +211,51 @@ def load_directory(
     files = iter_job_files(root)
     pairs = ((p, display_path(p, root) if relative else str(p)) for p in files)
     return load_paths(pairs, previous=previous)
+
+
+@dataclass(slots=True)
+class ReloadReport:
+    """What one reload found: the definitions now in force and the files that failed."""
+
+    jobs: dict[str, JobFile]
+    invalid: dict[str, list[Problem]]
+    kept: list[str]  # display paths whose last good definition stays live
+    files: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.invalid
+
+
+class JobsDir:
+    """The watched jobs directory as the server sees it.
+
+    A file that turns invalid keeps its last good definition live (a typo in a PR must not
+    silently drop monitoring); a removed file removes its job.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._last: LoadResult | None = None
+        self._effective: dict[str, JobFile] = {}  # display -> file in force
+        self._by_id: dict[str, JobFile] = {}
+
+    def reload(self) -> ReloadReport:
+        result = load_directory(self.root, previous=self._last)
+        effective = {jf.display: jf for jf in result.jobs.values()}
+        taken = set(result.jobs)
+        kept = []
+        for display in result.invalid:
+            old = self._effective.get(display)
+            if old is not None and old.definition.id not in taken:
+                effective[display] = old
+                taken.add(old.definition.id)
+                kept.append(display)
+        self._last = result
+        self._effective = effective
+        jobs = {jf.definition.id: jf for jf in effective.values()}
+        self._by_id = jobs
+        return ReloadReport(jobs, dict(result.invalid), kept, result.files)
+
+    def file_of(self, job_id: str) -> JobFile | None:
+        return self._by_id.get(job_id)

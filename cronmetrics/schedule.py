@@ -82,7 +82,9 @@ def parse_timezone(name: str) -> zoneinfo.ZoneInfo:
     try:
         return zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown timezone {name!r} (use an IANA name like Europe/Berlin)") from None
+        raise ValueError(
+            f"unknown timezone {name!r} (use an IANA name like Europe/Berlin)"
+        ) from None
 
 
 def next_fire(schedule: CronSchedule, tz: dt.tzinfo, after: float) -> float:

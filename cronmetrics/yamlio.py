@@ -40,7 +40,7 @@ __all__ = [
     "to_plain",
 ]
 
-from yaml.cyaml import CParser  # PyYAML wheels always ship libyaml
+from yaml._yaml import CParser  # PyYAML wheels always ship libyaml
 
 
 class YamlSyntaxError(Exception):
@@ -70,7 +70,7 @@ for _versions, _tag, _regexp, _first in _ruamel_resolvers:
 class _Constructor12(yaml.constructor.SafeConstructor):
     """Safe constructor with YAML 1.2 integers and duplicate-key detection."""
 
-    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:  # type: ignore[override]
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
         value = str(self.construct_scalar(node)).replace("_", "")
         sign = 1
         if value[:1] in "+-":
@@ -87,7 +87,7 @@ class _Constructor12(yaml.constructor.SafeConstructor):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, yaml.Node] = {}
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=True)
             try:
                 hash(key)
             except TypeError:
@@ -106,10 +106,12 @@ class _Constructor12(yaml.constructor.SafeConstructor):
         return super().construct_mapping(node, deep=deep)
 
 
-_Constructor12.add_constructor("tag:yaml.org,2002:int", _Constructor12.construct_yaml_int)
+_Constructor12.add_constructor(  # type: ignore[type-var]
+    "tag:yaml.org,2002:int", _Constructor12.construct_yaml_int
+)
 
 
-class _FastLoader(CParser, _Constructor12, _Resolver12):  # type: ignore[misc]
+class _FastLoader(CParser, _Constructor12, _Resolver12):
     def __init__(self, stream: str) -> None:
         CParser.__init__(self, stream)
         _Constructor12.__init__(self)
@@ -160,10 +162,13 @@ def locate(text: str, path: Sequence[str | int]) -> tuple[int, int] | None:
     Only called when something is wrong, so composing the document again is fine. Points
     at the key when the path ends at a key, at the deepest existing ancestor otherwise.
     """
+    loader = _FastLoader(text)
     try:
-        node = yaml.compose(text, Loader=_FastLoader)
+        node = loader.get_single_node()
     except yaml.YAMLError:
         return None
+    finally:
+        loader.dispose()
     if node is None:
         return None
     best = (node.start_mark.line + 1, node.start_mark.column + 1)

@@ -1,0 +1,216 @@
+"""HTTP plumbing shared by every route: errors, request context, auth, JSON bodies.
+
+Every error leaves as ``{"error": {"code", "message", "field"}}``: :func:`error_response`
+is the one place a :class:`CronmetricsError` (or a werkzeug HTTP error) becomes a response.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pydantic
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from . import logging as cmlog
+from .app import Services, services
+from .auth import Identity
+from .errors import (
+    CronmetricsError,
+    MalformedJson,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationError,
+)
+from .model import problems_from_pydantic
+
+__all__ = ["current", "identity", "json_body", "json_response", "register", "require"]
+
+log = cmlog.get_logger("api")
+OPENAPI = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
+
+
+def current() -> Services:
+    from flask import current_app
+
+    return services(current_app)
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(
+        json.dumps(data, ensure_ascii=False, separators=(",", ":")),
+        status=status,
+        mimetype="application/json",
+    )
+
+
+def error_response(exc: CronmetricsError) -> Response:
+    error: dict[str, Any] = {"code": exc.code, "message": exc.message, "field": exc.field}
+    if isinstance(exc, ValidationError) and len(exc.problems) > 1:
+        error["problems"] = [{"message": p.message, "field": p.field} for p in exc.problems]
+    response = json_response({"error": error}, exc.http_status)
+    if exc.http_status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="cronmetrics"'
+    return response
+
+
+_HTTP_CODES = {
+    400: "INVALID_REQUEST",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
+
+
+def _http_error(exc: HTTPException) -> Response:
+    if isinstance(exc, RequestEntityTooLarge):
+        limit = current().config.limits.max_body_bytes
+        return _handle(PayloadTooLarge(f"request body is larger than {limit} bytes"))
+    status = exc.code or 500
+    code = _HTTP_CODES.get(status, "HTTP_ERROR")
+    message = exc.description or exc.name
+    if status == 404:
+        message = f"no such endpoint: {request.method} {request.path}"
+    elif status == 405:
+        message = f"method {request.method} not allowed on {request.path}"
+    response = json_response({"error": {"code": code, "message": message, "field": None}}, status)
+    if status == 405 and exc.valid_methods:  # type: ignore[attr-defined]
+        response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+    return response
+
+
+def _handle(exc: CronmetricsError) -> Response:
+    if getattr(g, "submission", False):
+        outcome = {
+            "UNAUTHORIZED": "unauthorized",
+            "FORBIDDEN": "forbidden",
+            "NOT_FOUND": "unknown_job",
+            "PAYLOAD_TOO_LARGE": "too_large",
+        }.get(exc.code, "invalid")
+        current().metrics.submissions.labels(outcome).inc()
+    level = log.warning if exc.http_status < 500 else log.error
+    level(
+        "request failed", extra={"status": exc.http_status, "code": exc.code, "error": exc.message}
+    )
+    return error_response(exc)
+
+
+def _unexpected(exc: Exception) -> Response:
+    log.exception("unhandled error")
+    body = {"error": {"code": "INTERNAL", "message": "internal server error", "field": None}}
+    return json_response(body, 500)
+
+
+# -- auth ----------------------------------------------------------------------------------
+
+
+def identity() -> Identity:
+    """The caller, identified once per request; raises 401 for a missing/unknown token."""
+    found: Identity | None = g.get("identity")
+    if found is None:
+        found = current().auth.identify(request.headers.get("Authorization"))
+        g.identity = found
+        if found.name != "anonymous":
+            cmlog.bind(token=found.name)
+    return found
+
+
+def require(scope: str, job_id: str | None = None) -> Identity:
+    who = identity()
+    current().auth.require(who, scope, job_id)
+    return who
+
+
+# -- bodies --------------------------------------------------------------------------------
+
+
+def raw_body() -> bytes:
+    return request.get_data(cache=True)
+
+
+def json_body(adapter: pydantic.TypeAdapter[Any], *, prefix_index: bool = False) -> Any:
+    """Parse and validate a JSON body in one pass (pydantic's Rust JSON parser)."""
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType(
+            f"send the body as JSON with 'Content-Type: application/json' "
+            f"(got {request.mimetype or 'no content type'!r})"
+        )
+    body = raw_body()
+    if not body.strip():
+        raise MalformedJson("request body is empty; expected JSON")
+    try:
+        return adapter.validate_json(body)
+    except pydantic.ValidationError as exc:
+        raise _json_problems(exc) from None
+
+
+def _json_problems(exc: pydantic.ValidationError) -> CronmetricsError:
+    errors = exc.errors()
+    for error in errors:
+        if error["type"] == "json_invalid":
+            detail = str(error.get("ctx", {}).get("error", error["msg"]))
+            return MalformedJson(f"malformed JSON: {detail}")
+        if (
+            error["type"] in ("model_type", "list_type", "model_attributes_type")
+            and not error["loc"]
+        ):
+            return ValidationError(
+                [_problem("body must be a JSON object (or an array of objects)", None)]
+            )
+    problems = problems_from_pydantic(exc)
+    fixed = []
+    for problem in problems:
+        field = problem.field
+        if field and field.split(".")[0].isdigit():
+            index, _, rest = field.partition(".")
+            field = f"[{index}].{rest}" if rest else f"[{index}]"
+            message = problem.message.replace(problem.field or "", field, 1)
+            fixed.append(_problem(message, field))
+        else:
+            fixed.append(problem)
+    return ValidationError(fixed)
+
+
+def _problem(message: str, field: str | None) -> Any:
+    from .errors import Problem
+
+    return Problem(message, field=field)
+
+
+# -- app wiring ----------------------------------------------------------------------------
+
+
+def _before() -> None:
+    cmlog.clear()
+    rid = request.headers.get("X-Request-Id", "")
+    if not (0 < len(rid) <= 64 and rid.replace("-", "").isalnum()):
+        rid = uuid.uuid4().hex
+    g.request_id = rid
+    cmlog.bind(request_id=rid)
+
+
+def _after(response: Response) -> Response:
+    response.headers["X-Request-Id"] = g.get("request_id", "")
+    return response
+
+
+def register(app: Flask) -> None:
+    from . import routes_jobs, routes_results, routes_system
+
+    app.register_error_handler(CronmetricsError, _handle)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)
+    app.before_request(_before)
+    app.after_request(_after)
+    app.register_blueprint(routes_system.bp)
+    app.register_blueprint(routes_results.bp)
+    app.register_blueprint(routes_jobs.bp)
+
+
+def stream(chunks: Iterable[bytes]) -> Iterable[bytes]:
+    yield from chunks

@@ -1,0 +1,191 @@
+"""The Flask application factory and the services one server process runs.
+
+Nothing here is global: :func:`create_app` builds a monitor, an exposition, the jobs
+directory and (with ``start_background``) the scheduler and watcher, and keeps them on
+``app.extensions["cronmetrics"]``. Under gunicorn the app is created in the worker, so
+background threads never run in the master.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask
+
+from .auth import TokenAuth
+from .config import Config
+from .exposition import Exposition
+from .logging import configure as configure_logging
+from .logging import get_logger
+from .metrics import SelfMetrics
+from .monitor import Monitor
+from .repository import JobsDir, ReloadReport
+from .scheduler import Scheduler
+from .store import MemoryStore
+
+__all__ = ["Services", "create_app", "services"]
+
+log = get_logger("app")
+Clock = Callable[[], float]
+
+
+def make_redactor(patterns: list[str]) -> Callable[[str], str] | None:
+    if not patterns:
+        return None
+    compiled = [re.compile(p) for p in patterns]
+
+    def redact(text: str) -> str:
+        for regex in compiled:
+            text = regex.sub("[REDACTED]", text)
+        return text
+
+    return redact
+
+
+@dataclass
+class Services:
+    """Everything one app instance owns; reached through :func:`services`."""
+
+    config: Config
+    clock: Clock
+    monitor: Monitor
+    exposition: Exposition
+    metrics: SelfMetrics
+    jobs_dir: JobsDir
+    auth: TokenAuth
+    redact: Callable[[str], str] | None
+    scheduler: Scheduler | None = None
+    last_reload: ReloadReport | None = None
+    last_reload_error: str | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+    _reload_lock: threading.Lock = field(default_factory=threading.Lock)
+    _stopped: bool = False
+
+    def reload(self) -> ReloadReport:
+        """Rescan jobs.d and apply the result; invalid files keep their last good version."""
+        with self._reload_lock:
+            report = self.jobs_dir.reload()
+            now = self.clock()
+            diff = self.monitor.apply_definitions(
+                {job_id: jf.definition for job_id, jf in report.jobs.items()}, now
+            )
+            self.last_reload = report
+            self.metrics.invalid_files.set(len(report.invalid))
+            self.metrics.reload_ok.set(1 if report.ok else 0)
+            if report.ok:
+                self.metrics.reload_ts.set(now)
+            for display, problems in report.invalid.items():
+                for problem in problems:
+                    log.error(
+                        "invalid job file",
+                        extra={
+                            "file": display,
+                            "problem": str(problem),
+                            "kept": display in report.kept,
+                        },
+                    )
+            if diff:
+                log.info(
+                    "jobs reloaded",
+                    extra={
+                        "added": len(diff.added),
+                        "removed": len(diff.removed),
+                        "changed": len(diff.changed),
+                        "jobs": len(report.jobs),
+                    },
+                )
+            return report
+
+    def shutdown(self) -> None:
+        """Stop background work; hooks registered in ``extras['on_shutdown']`` run last."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for stop in self.extras.get("on_stop", []):
+            try:
+                stop()
+            except Exception:
+                log.exception("shutdown hook failed")
+        if self.scheduler is not None:
+            self.scheduler.shutdown()
+
+    def health(self) -> dict[str, tuple[bool, str]]:
+        """Readiness checks for ``/health/deep``: name -> (ok, detail)."""
+        checks: dict[str, tuple[bool, str]] = {}
+        root = self.config.jobs_dir
+        readable = root.is_dir() and os.access(root, os.R_OK | os.X_OK)
+        checks["jobs_dir"] = (
+            readable,
+            f"{root} is readable" if readable else f"{root} is not a readable directory",
+        )
+        state = self.config.state_dir
+        writable = state.is_dir() and os.access(state, os.W_OK | os.X_OK)
+        checks["state_dir"] = (
+            writable,
+            f"{state} is writable" if writable else f"{state} is not writable",
+        )
+        report = self.last_reload
+        if report is None:
+            checks["reload"] = (False, "jobs.d not loaded yet")
+        elif report.ok:
+            checks["reload"] = (True, f"{len(report.jobs)} jobs loaded")
+        else:
+            files = ", ".join(sorted(report.invalid)[:5])
+            checks["reload"] = (False, f"{len(report.invalid)} invalid job files: {files}")
+        if self.scheduler is not None:
+            alive = self.scheduler.alive
+            checks["scheduler"] = (alive, "running" if alive else "stopped")
+        for name, check in self.extras.get("health_checks", {}).items():
+            checks[name] = check()
+        return checks
+
+
+def services(app: Flask) -> Services:
+    svc: Services = app.extensions["cronmetrics"]
+    return svc
+
+
+def create_app(
+    config: Config,
+    *,
+    clock: Clock = time.time,
+    start_background: bool = True,
+) -> Flask:
+    """Build the app. ``start_background=False`` leaves time to the caller (tests)."""
+    from . import api
+
+    configure_logging(config.log.level, config.log.format)
+    redact = make_redactor(config.redact)
+    monitor = Monitor(
+        MemoryStore(config.retention.max_results_per_job),
+        accept_unknown=config.unknown_jobs == "accept",
+        max_output_bytes=config.limits.max_output_bytes,
+        redact=redact,
+    )
+    metrics = SelfMetrics(monitor.counts)
+    svc = Services(
+        config=config,
+        clock=clock,
+        monitor=monitor,
+        exposition=Exposition(monitor, metrics.render),
+        metrics=metrics,
+        jobs_dir=JobsDir(config.jobs_dir),
+        auth=TokenAuth.from_config(config),
+        redact=redact,
+    )
+    app = Flask("cronmetrics")
+    app.config["MAX_CONTENT_LENGTH"] = config.limits.max_body_bytes
+    app.extensions["cronmetrics"] = svc
+    api.register(app)
+
+    svc.reload()
+    if start_background:
+        svc.scheduler = Scheduler(monitor, clock)
+        svc.scheduler.start()
+    return app

@@ -1,0 +1,91 @@
+"""Job status as a pure function of (definition, state, now) — DESIGN.md section 5.
+
+No clock, no I/O: every rule is testable by passing ``now``. The result also says when
+it can next change on its own (a deadline, a timeout, the end of a maintenance window),
+which is what the scheduler waits for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import schedule as cron
+from .model import JobDefinition, Lifecycle
+from .store import JobState
+
+__all__ = ["Evaluation", "deadline", "evaluate"]
+
+OK, RUNNING, PENDING = "ok", "running", "pending"
+FAILED, TIMEOUT, MISSED, NEVER = "failed", "timeout", "missed deadline", "never reported"
+REASONS = (OK, RUNNING, PENDING, FAILED, TIMEOUT, MISSED, NEVER, "maintenance", "paused")
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    lifecycle: str  # active | maintenance | paused | retired
+    value: int  # 1 ok, 0 failing, -1 not monitored right now
+    reason: str
+    deadline: float | None = None
+    next_change: float | None = None
+
+    @property
+    def exported(self) -> bool:
+        return self.lifecycle != Lifecycle.RETIRED
+
+    @property
+    def failing(self) -> bool:
+        return self.value == 0
+
+
+def effective_lifecycle(definition: JobDefinition, now: float) -> tuple[Lifecycle, float | None]:
+    """The lifecycle in force at ``now`` and when maintenance ends (if it does by itself)."""
+    until = definition.maintenance_until.timestamp() if definition.maintenance_until else None
+    if definition.status == Lifecycle.MAINTENANCE and until is not None and now >= until:
+        return Lifecycle.ACTIVE, until
+    return definition.status, until
+
+
+def deadline(definition: JobDefinition, anchor: float) -> float | None:
+    """When a job last heard from at ``anchor`` is overdue (threshold and/or cron + grace)."""
+    candidates = []
+    if definition.automatic_failure_threshold is not None:
+        candidates.append(anchor + definition.automatic_failure_threshold)
+    schedule = definition.cron
+    if schedule is not None:
+        candidates.append(cron.next_fire(schedule, definition.tz, anchor) + definition.grace)
+    return min(candidates) if candidates else None
+
+
+def evaluate(definition: JobDefinition, state: JobState, now: float) -> Evaluation:
+    lifecycle, until = effective_lifecycle(definition, now)
+    if lifecycle == Lifecycle.RETIRED:
+        return Evaluation(lifecycle, -1, "retired")
+    if lifecycle in (Lifecycle.PAUSED, Lifecycle.MAINTENANCE):
+        ends = until if lifecycle == Lifecycle.MAINTENANCE and until is not None else None
+        return Evaluation(lifecycle, -1, str(lifecycle), None, ends)
+
+    # Silence only counts from when the job was last (re)activated.
+    floor = max(state.first_seen, state.active_since)
+    if until is not None and definition.status == Lifecycle.MAINTENANCE:
+        floor = max(floor, until)
+    anchor = floor if state.last_report is None else max(state.last_report, floor)
+    due = deadline(definition, anchor)
+
+    timeout_at = None
+    if state.running and state.run_started is not None and definition.max_runtime:
+        timeout_at = state.run_started + definition.max_runtime
+        if now >= timeout_at:
+            return Evaluation(lifecycle, 0, TIMEOUT, due)
+    if state.last_status == "failure" and not state.running:
+        return Evaluation(lifecycle, 0, FAILED, due)
+    if due is not None and now >= due:
+        reason = NEVER if state.last_report is None else MISSED
+        return Evaluation(lifecycle, 0, reason, due, timeout_at if timeout_at else None)
+    if state.running:
+        reason = RUNNING
+    elif state.last_report is None:
+        reason = PENDING
+    else:
+        reason = OK
+    upcoming = [t for t in (due, timeout_at) if t is not None]
+    return Evaluation(lifecycle, 1, reason, due, min(upcoming) if upcoming else None)

@@ -1,0 +1,324 @@
+"""The live view of every job: definitions, states and current evaluations.
+
+One lock guards it all. Submissions, reloads and the deadline tick change it; the
+exposition and the read API look at it. Each evaluation says when it next changes by
+itself, and a heap of those times lets :meth:`Monitor.tick` touch only the jobs whose
+deadline actually passed, never scanning all of them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import NotFound, Problem, ValidationError
+from .evaluator import Evaluation, evaluate
+from .model import JobDefinition, Lifecycle, ResultIn
+from .store import JobState, MemoryStore, Result, ResultStore
+
+__all__ = ["FUTURE_TOLERANCE", "JobView", "Monitor", "ReloadDiff"]
+
+#: results stamped further in the future than this are rejected (clock skew guard)
+FUTURE_TOLERANCE = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """A consistent copy of one job, safe to read outside the lock."""
+
+    id: str
+    definition: JobDefinition
+    state: JobState
+    evaluation: Evaluation
+    unmanaged: bool = False
+
+
+@dataclass(slots=True)
+class ReloadDiff:
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+
+def _unmanaged_definition(job_name: str, host: str | None) -> JobDefinition:
+    """A stand-in definition for a job nobody declared (``unknown_jobs: accept``)."""
+    return JobDefinition.model_construct(
+        job_name=job_name,
+        host=host,
+        automatic_failure_threshold=None,
+        schedule=None,
+        timezone="UTC",
+        grace=300,
+        max_runtime=None,
+        labels={},
+        status=Lifecycle.ACTIVE,
+        maintenance_until=None,
+        description="reported without a definition (unknown_jobs: accept)",
+    )
+
+
+class Monitor:
+    def __init__(
+        self,
+        store: ResultStore | None = None,
+        *,
+        accept_unknown: bool = False,
+        max_output_bytes: int = 10_000,
+        redact: Callable[[str], str] | None = None,
+    ) -> None:
+        self.lock = threading.RLock()
+        self.store: ResultStore = store if store is not None else MemoryStore()
+        self.accept_unknown = accept_unknown
+        self.max_output_bytes = max_output_bytes
+        self.redact = redact
+        self.definitions: dict[str, JobDefinition] = {}
+        self.unmanaged: set[str] = set()
+        self.evaluations: dict[str, Evaluation] = {}
+        self._heap: list[tuple[float, str]] = []
+        self._scheduled: dict[str, float] = {}
+        self._dirty: set[str] = set()
+        #: bumped on every change; lets readers cache cheaply
+        self.version = 0
+        self._listeners: list[Callable[[], None]] = []
+
+    # -- change notification -------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (no lock held) after any change; used to wake the scheduler."""
+        self._listeners.append(callback)
+
+    def _notify(self) -> None:
+        for callback in self._listeners:
+            callback()
+
+    def take_dirty(self) -> set[str]:
+        """Ids changed since the last call (removed ones included); for the exposition."""
+        with self.lock:
+            dirty, self._dirty = self._dirty, set()
+            return dirty
+
+    # -- internal ------------------------------------------------------------------------
+
+    def _reevaluate(self, job_id: str, now: float) -> None:
+        definition = self.definitions[job_id]
+        state = self.store.get(job_id)
+        assert state is not None
+        evaluation = evaluate(definition, state, now)
+        self.evaluations[job_id] = evaluation
+        self._dirty.add(job_id)
+        self.version += 1
+        when = evaluation.next_change
+        if when is not None and self._scheduled.get(job_id) != when:
+            self._scheduled[job_id] = when
+            heapq.heappush(self._heap, (when, job_id))
+            if len(self._heap) > 4 * len(self.definitions) + 64:
+                self._compact()
+        elif when is None:
+            self._scheduled.pop(job_id, None)
+
+    def _compact(self) -> None:
+        self._heap = [(t, j) for j, t in self._scheduled.items()]
+        heapq.heapify(self._heap)
+
+    # -- definitions ---------------------------------------------------------------------
+
+    def apply_definitions(self, definitions: Mapping[str, JobDefinition], now: float) -> ReloadDiff:
+        """Swap in a new set of definitions; states of surviving ids are kept."""
+        diff = ReloadDiff()
+        with self.lock:
+            for job_id in list(self.definitions):
+                if job_id not in definitions and job_id not in self.unmanaged:
+                    diff.removed.append(job_id)
+                    self._forget(job_id)
+            for job_id, definition in definitions.items():
+                old = self.definitions.get(job_id)
+                if old == definition and job_id not in self.unmanaged:
+                    continue
+                state = self.store.ensure(job_id, now)
+                if old is None:
+                    diff.added.append(job_id)
+                else:
+                    diff.changed.append(job_id)
+                    was = evaluate(old, state, now).lifecycle
+                    if was != Lifecycle.ACTIVE and definition.status == Lifecycle.ACTIVE:
+                        state.active_since = now
+                self.unmanaged.discard(job_id)
+                self.definitions[job_id] = definition
+                self._reevaluate(job_id, now)
+        if diff:
+            self._notify()
+        return diff
+
+    def _forget(self, job_id: str) -> None:
+        self.definitions.pop(job_id, None)
+        self.evaluations.pop(job_id, None)
+        self._scheduled.pop(job_id, None)
+        self.unmanaged.discard(job_id)
+        self.store.drop(job_id)
+        self._dirty.add(job_id)
+        self.version += 1
+
+    # -- submissions ---------------------------------------------------------------------
+
+    def resolve(self, job_name: str, host: str | None) -> str | None:
+        """``name@host`` when that is defined, else the host-agnostic ``name``."""
+        if host:
+            specific = f"{job_name}@{host}"
+            if specific in self.definitions:
+                return specific
+        if job_name in self.definitions and self.definitions[job_name].host is None:
+            return job_name
+        return None
+
+    def _clean_output(self, output: str | None) -> str | None:
+        if output is None:
+            return None
+        limit = self.max_output_bytes
+        raw = output.encode("utf-8", "replace")
+        if len(raw) > limit:
+            output = raw[len(raw) - limit :].decode("utf-8", "ignore")
+        if self.redact is not None:
+            output = self.redact(output)
+        return output
+
+    def submit(
+        self,
+        results: Sequence[ResultIn],
+        now: float,
+        *,
+        index_errors: bool = False,
+        authorize: Callable[[str], None] | None = None,
+    ) -> list[str]:
+        """Record results all-or-nothing; return the job id each one went to."""
+        problems = []
+        for index, item in enumerate(results):
+            if item.timestamp is not None and item.timestamp.timestamp() > now + FUTURE_TOLERANCE:
+                field = f"[{index}].timestamp" if index_errors else "timestamp"
+                problems.append(
+                    Problem(
+                        "timestamp is more than 5 minutes in the future (check the clock)",
+                        field=field,
+                    )
+                )
+        if problems:
+            raise ValidationError(problems)
+        with self.lock:
+            targets: list[str] = []
+            for index, item in enumerate(results):
+                job_id = self.resolve(item.job_name, item.host)
+                if job_id is None:
+                    if not self.accept_unknown:
+                        where = f" (item {index})" if index_errors else ""
+                        name = f"{item.job_name}@{item.host}" if item.host else item.job_name
+                        raise NotFound(f"unknown job {name!r}{where}", field="job_name")
+                    job_id = f"{item.job_name}@{item.host}" if item.host else item.job_name
+                if authorize is not None:
+                    authorize(job_id)
+                targets.append(job_id)
+            for job_id, item in zip(targets, results, strict=True):
+                if job_id not in self.definitions:
+                    self.definitions[job_id] = _unmanaged_definition(item.job_name, item.host)
+                    self.unmanaged.add(job_id)
+                    self.store.ensure(job_id, now)
+                ts = item.timestamp.timestamp() if item.timestamp is not None else now
+                self.store.record(
+                    Result(
+                        job_id=job_id,
+                        status=str(item.status),
+                        timestamp=ts,
+                        received=now,
+                        host=item.host,
+                        duration=item.duration,
+                        exit_code=item.exit_code,
+                        run_id=item.run_id,
+                        output=self._clean_output(item.output),
+                        labels=item.labels,
+                    )
+                )
+                self._reevaluate(job_id, now)
+        self._notify()
+        return targets
+
+    # -- time ----------------------------------------------------------------------------
+
+    def next_wakeup(self) -> float | None:
+        with self.lock:
+            while self._heap:
+                when, job_id = self._heap[0]
+                if self._scheduled.get(job_id) == when:
+                    return when
+                heapq.heappop(self._heap)
+            return None
+
+    def tick(self, now: float) -> list[str]:
+        """Re-evaluate the jobs whose next change is due; return their ids."""
+        changed = []
+        with self.lock:
+            while self._heap and self._heap[0][0] <= now:
+                when, job_id = heapq.heappop(self._heap)
+                if self._scheduled.get(job_id) != when or job_id not in self.definitions:
+                    continue
+                del self._scheduled[job_id]
+                before = self.evaluations.get(job_id)
+                self._reevaluate(job_id, now)
+                if before != self.evaluations[job_id]:
+                    changed.append(job_id)
+        return changed
+
+    # -- reading -------------------------------------------------------------------------
+
+    def view(self, job_id: str) -> JobView:
+        with self.lock:
+            definition = self.definitions.get(job_id)
+            state = self.store.get(job_id)
+            if definition is None or state is None:
+                raise NotFound(f"job {job_id!r} not found")
+            return JobView(
+                job_id,
+                definition,
+                state.copy(),
+                self.evaluations[job_id],
+                job_id in self.unmanaged,
+            )
+
+    def views(self, ids: Iterable[str] | None = None) -> list[JobView]:
+        with self.lock:
+            chosen = list(self.definitions) if ids is None else list(ids)
+            out = []
+            for job_id in chosen:
+                definition = self.definitions.get(job_id)
+                state = self.store.get(job_id)
+                if definition is None or state is None:
+                    continue
+                shallow = JobState(
+                    **{
+                        k: getattr(state, k)
+                        for k in JobState.__dataclass_fields__
+                        if k != "history"
+                    }
+                )
+                out.append(
+                    JobView(
+                        job_id,
+                        definition,
+                        shallow,
+                        self.evaluations[job_id],
+                        job_id in self.unmanaged,
+                    )
+                )
+            return out
+
+    def counts(self) -> dict[str, Any]:
+        with self.lock:
+            by_status: dict[str, int] = {"active": 0, "maintenance": 0, "paused": 0, "retired": 0}
+            failing = 0
+            for evaluation in self.evaluations.values():
+                by_status[evaluation.lifecycle] = by_status.get(evaluation.lifecycle, 0) + 1
+                failing += evaluation.failing
+            return {"by_status": by_status, "failing": failing, "jobs": len(self.definitions)}

@@ -1,0 +1,113 @@
+"""Result submissions: ``POST /api/job-result`` and the curl-friendly ping."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import pydantic
+from flask import Blueprint, Response, g, request
+
+from .api import current, json_body, json_response, raw_body, require
+from .errors import InvalidRequest, Problem, ValidationError
+from .model import ResultIn, ResultStatus, check_host, check_job_name
+
+bp = Blueprint("results", __name__)
+
+_ONE = pydantic.TypeAdapter(ResultIn)
+_adapters: dict[int, pydantic.TypeAdapter[Any]] = {}
+
+
+def _batch_adapter(limit: int) -> pydantic.TypeAdapter[Any]:
+    adapter = _adapters.get(limit)
+    if adapter is None:
+        adapter = pydantic.TypeAdapter(
+            Annotated[list[ResultIn], pydantic.Field(min_length=1, max_length=limit)]
+        )
+        _adapters[limit] = adapter
+    return adapter
+
+
+def _submit(results: list[ResultIn], *, batch: bool) -> list[str]:
+    svc = current()
+    who = require("submit")
+    targets = svc.monitor.submit(
+        results,
+        svc.clock(),
+        index_errors=batch,
+        authorize=lambda job_id: svc.auth.require(who, "submit", job_id),
+    )
+    svc.metrics.submissions.labels("accepted").inc(len(results))
+    return targets
+
+
+@bp.post("/api/job-result")
+def job_result() -> Response:
+    g.submission = True
+    svc = current()
+    body = raw_body().lstrip()
+    if body[:1] == b"[":
+        limit = svc.config.limits.max_batch
+        results = json_body(_batch_adapter(limit))
+        targets = _submit(results, batch=True)
+        return json_response({"accepted": len(targets), "jobs": targets})
+    result = json_body(_ONE)
+    targets = _submit([result], batch=False)
+    return json_response({"accepted": 1, "jobs": targets})
+
+
+def _split_id(job_id: str) -> tuple[str, str | None]:
+    name, _, host = job_id.partition("@")
+    try:
+        check_job_name(name)
+        if host:
+            check_host(host)
+    except ValueError as exc:
+        raise ValidationError([Problem(f"invalid job id: {exc}", field="job_id")]) from None
+    return name, host or None
+
+
+@bp.post("/api/ping/<job_id>/<action>")
+def ping(job_id: str, action: str) -> Response:
+    """``curl -X POST --data-binary @log .../api/ping/backup@db1/success``."""
+    g.submission = True
+    name, host = _split_id(job_id)
+    exit_code: int | None = None
+    if action == "start":
+        status = ResultStatus.START
+    elif action == "success":
+        status, exit_code = ResultStatus.SUCCESS, 0
+    elif action in ("fail", "failure"):
+        status = ResultStatus.FAILURE
+    elif action.isdigit() and len(action) <= 3 and int(action) <= 255:
+        exit_code = int(action)
+        status = ResultStatus.SUCCESS if exit_code == 0 else ResultStatus.FAILURE
+    else:
+        raise InvalidRequest(
+            f"unknown ping action {action!r}: use start, success, fail or an exit code 0-255",
+            field="action",
+        )
+    fields: dict[str, Any] = {"job_name": name, "host": host, "status": status}
+    if exit_code is not None:
+        fields["exit_code"] = exit_code
+    for key in ("run_id", "duration"):
+        value = request.args.get(key)
+        if value is not None:
+            fields[key] = value
+    if "duration" in fields:
+        try:
+            fields["duration"] = float(fields["duration"])
+        except ValueError:
+            raise ValidationError(
+                [Problem("duration must be a number of seconds", field="duration")]
+            ) from None
+    output = raw_body()
+    if output:
+        fields["output"] = output.decode("utf-8", "replace")
+    try:
+        result = ResultIn.model_validate(fields)
+    except pydantic.ValidationError as exc:
+        from .model import problems_from_pydantic
+
+        raise ValidationError(problems_from_pydantic(exc)) from None
+    targets = _submit([result], batch=False)
+    return json_response({"accepted": 1, "jobs": targets})

@@ -1,0 +1,208 @@
+"""Result storage: each job's running state and its recent history.
+
+:class:`ResultStore` is the small interface the rest of the code depends on (record,
+read state and history, snapshot/restore, purge) so a shared backend such as Redis can sit
+beside :class:`MemoryStore` for replicated deployments (DESIGN.md section 12).
+Stores are not thread-safe on their own; :class:`cronmetrics.monitor.Monitor` serializes
+access.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+__all__ = ["JobState", "MemoryStore", "Result", "ResultStore"]
+
+
+@dataclass(slots=True)
+class Result:
+    """One accepted result, as kept in history."""
+
+    job_id: str
+    status: str  # start | success | failure
+    timestamp: float
+    received: float
+    host: str | None = None
+    duration: float | None = None
+    exit_code: int | None = None
+    run_id: str | None = None
+    output: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Result:
+        return cls(**data)
+
+
+@dataclass(slots=True)
+class JobState:
+    """What the server knows about one job; everything the evaluator needs besides time."""
+
+    first_seen: float
+    #: when the job last became active (resume, end of maintenance): deadlines count from here
+    active_since: float
+    last_report: float | None = None
+    last_run: float | None = None
+    last_success: float | None = None
+    last_failure: float | None = None
+    last_status: str | None = None
+    last_duration: float | None = None
+    last_exit_code: int | None = None
+    running: bool = False
+    run_started: float | None = None
+    run_id: str | None = None
+    consecutive_failures: int = 0
+    runs_total: int = 0
+    failures_total: int = 0
+    history: deque[Result] = field(default_factory=deque)
+
+    def copy(self) -> JobState:
+        clone = copy.copy(self)
+        clone.history = deque(self.history, maxlen=self.history.maxlen)
+        return clone
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "history"}
+        data["history"] = [r.to_dict() for r in self.history]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], maxlen: int) -> JobState:
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        history = fields.pop("history", [])
+        state = cls(**fields)
+        state.history = deque((Result.from_dict(r) for r in history), maxlen=maxlen)
+        return state
+
+
+def apply_result(state: JobState, result: Result) -> bool:
+    """Fold ``result`` into ``state``; return whether the job's current state changed.
+
+    A result older than the newest one already seen goes to history (and the counters, it
+    is still a run that happened) but never rolls the state back.
+    """
+    state.history.append(result)
+    finished = result.status != "start"
+    if finished:
+        state.runs_total += 1
+        if result.status == "failure":
+            state.failures_total += 1
+    if state.last_report is not None and result.timestamp < state.last_report:
+        return finished
+    state.last_report = result.timestamp
+    if not finished:
+        state.running = True
+        state.run_started = result.timestamp
+        state.run_id = result.run_id
+        return True
+    duration = result.duration
+    if state.running and (result.run_id is None or result.run_id == state.run_id):
+        if duration is None and state.run_started is not None:
+            duration = max(0.0, result.timestamp - state.run_started)
+        state.running = False
+        state.run_started = None
+        state.run_id = None
+    state.last_run = result.timestamp
+    state.last_status = result.status
+    state.last_duration = duration
+    state.last_exit_code = result.exit_code
+    if result.status == "success":
+        state.last_success = result.timestamp
+        state.consecutive_failures = 0
+    else:
+        state.last_failure = result.timestamp
+        state.consecutive_failures += 1
+    return True
+
+
+class ResultStore(Protocol):
+    """What the monitor needs from a result backend."""
+
+    def ensure(self, job_id: str, now: float) -> JobState: ...
+
+    def get(self, job_id: str) -> JobState | None: ...
+
+    def drop(self, job_id: str) -> None: ...
+
+    def record(self, result: Result) -> bool: ...
+
+    def history(self, job_id: str) -> list[Result]: ...
+
+    def ids(self) -> Iterable[str]: ...
+
+    def purge(self, before: float, job_id: str | None = None) -> int: ...
+
+    def dump(self) -> dict[str, Any]: ...
+
+    def restore(self, data: dict[str, Any]) -> None: ...
+
+
+class MemoryStore:
+    """Everything in process memory; persisted by :mod:`cronmetrics.snapshot`."""
+
+    def __init__(self, max_results_per_job: int = 100) -> None:
+        self.max_results = max_results_per_job
+        self._states: dict[str, JobState] = {}
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._states)
+
+    def ensure(self, job_id: str, now: float) -> JobState:
+        state = self._states.get(job_id)
+        if state is None:
+            state = JobState(first_seen=now, active_since=now)
+            state.history = deque(maxlen=self.max_results)
+            self._states[job_id] = state
+        return state
+
+    def get(self, job_id: str) -> JobState | None:
+        return self._states.get(job_id)
+
+    def drop(self, job_id: str) -> None:
+        self._states.pop(job_id, None)
+
+    def record(self, result: Result) -> bool:
+        state = self._states[result.job_id]
+        return apply_result(state, result)
+
+    def history(self, job_id: str) -> list[Result]:
+        state = self._states.get(job_id)
+        return list(state.history) if state else []
+
+    def ids(self) -> Iterable[str]:
+        return list(self._states)
+
+    def purge(self, before: float, job_id: str | None = None) -> int:
+        """Drop history entries older than ``before``; return how many went."""
+        removed = 0
+        targets = [job_id] if job_id is not None else list(self._states)
+        for jid in targets:
+            state = self._states.get(jid)
+            if state is None:
+                continue
+            while state.history and state.history[0].timestamp < before:
+                state.history.popleft()
+                removed += 1
+            if any(r.timestamp < before for r in state.history):  # out-of-order stragglers
+                kept = [r for r in state.history if r.timestamp >= before]
+                removed += len(state.history) - len(kept)
+                state.history = deque(kept, maxlen=self.max_results)
+        return removed
+
+    def dump(self) -> dict[str, Any]:
+        return {jid: state.to_dict() for jid, state in self._states.items()}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        self._states = {
+            jid: JobState.from_dict(state, self.max_results) for jid, state in data.items()
+        }
