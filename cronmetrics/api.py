@@ -23,6 +23,7 @@ from .errors import (
     CronmetricsError,
     MalformedJson,
     PayloadTooLarge,
+    RateLimited,
     UnsupportedMediaType,
     ValidationError,
 )
@@ -31,7 +32,7 @@ from .model import problems_from_pydantic
 __all__ = ["current", "identity", "json_body", "json_response", "register", "require"]
 
 log = cmlog.get_logger("api")
-OPENAPI = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
+OPENAPI = Path(__file__).resolve().parent / "openapi.yaml"
 
 
 def current() -> Services:
@@ -55,6 +56,10 @@ def error_response(exc: CronmetricsError) -> Response:
     response = json_response({"error": error}, exc.http_status)
     if exc.http_status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="cronmetrics"'
+    if isinstance(exc, RateLimited):
+        from .ratelimit import retry_after_header
+
+        response.headers["Retry-After"] = retry_after_header(exc.retry_after)
     return response
 
 
@@ -89,6 +94,7 @@ def _handle(exc: CronmetricsError) -> Response:
         outcome = {
             "UNAUTHORIZED": "unauthorized",
             "FORBIDDEN": "forbidden",
+            "RATE_LIMITED": "rate_limited",
             "NOT_FOUND": "unknown_job",
             "PAYLOAD_TOO_LARGE": "too_large",
         }.get(exc.code, "invalid")
@@ -110,10 +116,19 @@ def _unexpected(exc: Exception) -> Response:
 
 
 def identity() -> Identity:
-    """The caller, identified once per request; raises 401 for a missing/unknown token."""
+    """The caller, identified once per request; raises 401 for a missing/unknown token.
+
+    Binds the token's *name* to every later log line of the request; the value is never
+    logged. Failures count against the peer address (429 once it has failed too often).
+    """
     found: Identity | None = g.get("identity")
     if found is None:
-        found = current().auth.identify(request.headers.get("Authorization"))
+        svc = current()
+        found = svc.auth.identify(
+            request.headers.get("Authorization"),
+            client=request.remote_addr or "unknown",
+            now=svc.clock(),
+        )
         g.identity = found
         if found.name != "anonymous":
             cmlog.bind(token=found.name)
@@ -130,7 +145,19 @@ def require(scope: str, job_id: str | None = None) -> Identity:
 
 
 def raw_body() -> bytes:
-    return request.get_data(cache=True)
+    """The request body, at most ``limits.max_body_bytes`` (413 beyond, chunked or not).
+
+    Werkzeug enforces the limit against ``Content-Length``, but a chunked body (no
+    length) is silently cut at the limit; one more byte on the wire means it was larger.
+    """
+    data = request.get_data(cache=True)
+    limit = current().config.limits.max_body_bytes
+    if request.content_length is None and len(data) >= limit:
+        if "body_over_limit" not in g:
+            g.body_over_limit = bool(request.environ["wsgi.input"].read(1))
+        if g.body_over_limit:
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    return data
 
 
 def json_body(adapter: pydantic.TypeAdapter[Any], *, prefix_index: bool = False) -> Any:
@@ -199,17 +226,25 @@ def _after(response: Response) -> Response:
     return response
 
 
+def _teardown(exc: BaseException | None) -> None:
+    """Unbind the request's log fields so that later lines of this thread don't carry
+    another request's id or token name."""
+    cmlog.clear()
+
+
 def register(app: Flask) -> None:
-    from . import routes_jobs, routes_results, routes_system
+    from . import routes_history, routes_jobs, routes_results, routes_system
 
     app.register_error_handler(CronmetricsError, _handle)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)
     app.before_request(_before)
     app.after_request(_after)
+    app.teardown_request(_teardown)
     app.register_blueprint(routes_system.bp)
     app.register_blueprint(routes_results.bp)
     app.register_blueprint(routes_jobs.bp)
+    app.register_blueprint(routes_history.bp)
 
 
 def stream(chunks: Iterable[bytes]) -> Iterable[bytes]:

@@ -27,6 +27,7 @@ from .metrics import SelfMetrics
 from .monitor import Monitor
 from .repository import JobsDir, ReloadReport
 from .scheduler import Scheduler
+from .snapshot import Snapshotter
 from .store import MemoryStore
 
 __all__ = ["Services", "create_app", "services"]
@@ -36,13 +37,22 @@ Clock = Callable[[], float]
 
 
 def make_redactor(patterns: list[str]) -> Callable[[str], str] | None:
+    """Replace every match with ``[REDACTED]``; only the ``(?P<secret>...)`` group if the
+    pattern has one, so ``DB_PASSWORD=[REDACTED]`` still says what was hidden."""
     if not patterns:
         return None
     compiled = [re.compile(p) for p in patterns]
 
+    def hide(match: re.Match[str]) -> str:
+        if "secret" not in match.re.groupindex or match.start("secret") < 0:
+            return "[REDACTED]"
+        text, base = match.group(0), match.start()
+        start, end = match.span("secret")
+        return text[: start - base] + "[REDACTED]" + text[end - base :]
+
     def redact(text: str) -> str:
         for regex in compiled:
-            text = regex.sub("[REDACTED]", text)
+            text = regex.sub(hide, text)
         return text
 
     return redact
@@ -67,10 +77,13 @@ class Services:
     _reload_lock: threading.Lock = field(default_factory=threading.Lock)
     _stopped: bool = False
 
-    def reload(self) -> ReloadReport:
-        """Rescan jobs.d and apply the result; invalid files keep their last good version."""
+    def reload(self, *, full: bool = False) -> ReloadReport:
+        """Rescan jobs.d and apply the result; invalid files keep their last good version.
+
+        ``full`` reads every file; otherwise files whose stat is unchanged are trusted.
+        """
         with self._reload_lock:
-            report = self.jobs_dir.reload()
+            report = self.jobs_dir.reload(full=full)
             now = self.clock()
             diff = self.monitor.apply_definitions(
                 {job_id: jf.definition for job_id, jf in report.jobs.items()}, now
@@ -184,8 +197,38 @@ def create_app(
     app.extensions["cronmetrics"] = svc
     api.register(app)
 
+    snapshotter = Snapshotter.for_services(svc)  # before the first reload, which keeps states
     svc.reload()
     if start_background:
         svc.scheduler = Scheduler(monitor, clock)
         svc.scheduler.start()
+        if config.watch.enabled:
+            _start_watcher(svc)
+    snapshotter.started(svc)
     return app
+
+
+def _start_watcher(svc: Services) -> None:
+    """Hot reload (issue #4): a watcher thread plus a periodic full rescan behind it."""
+    from .watcher import Watcher
+
+    watch = svc.config.watch
+    watcher = Watcher(
+        svc.config.jobs_dir,
+        svc.reload,
+        is_current=svc.jobs_dir.is_current,
+        poll=watch.poll,
+        poll_interval=watch.poll_interval,
+        debounce=watch.debounce,
+    )
+    watcher.start()
+    svc.extras["watcher"] = watcher
+    svc.extras.setdefault("on_stop", []).append(watcher.stop)
+    svc.extras.setdefault("health_checks", {})["watcher"] = watcher.health
+    if svc.scheduler is not None:
+        # behind the events: a walk that trusts unchanged stats (cheap: ~0.1 s for 10,000
+        # files), and every tenth time a rescan that re-reads and re-hashes every file
+        svc.scheduler.every(watch.rescan_interval, svc.reload, "jobs-rescan")
+        svc.scheduler.every(
+            watch.rescan_interval * 10, lambda: svc.reload(full=True), "jobs-rescan-full"
+        )

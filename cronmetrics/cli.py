@@ -178,16 +178,111 @@ def config_group() -> None:
 
 @config_group.command("show")
 @config_options
+@click.option("--jobs-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--bind", default=None, help="HOST:PORT")
 @click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml")
-def config_show(config_path: Path | None, output: str) -> None:
+def config_show(
+    config_path: Path | None,
+    jobs_dir: Path | None,
+    state_dir: Path | None,
+    bind: str | None,
+    output: str,
+) -> None:
     """Print the effective configuration (file < environment < flags), secrets masked."""
     from .yamlio import dumps_plain
 
-    data = build_config(config_path).redacted()
+    data = build_config(config_path, jobs_dir=jobs_dir, state_dir=state_dir, bind=bind).redacted()
     if output == "json":
         click.echo(json.dumps(data, indent=2))
     else:
         click.echo(dumps_plain(data), nl=False)
+
+
+# -- token ---------------------------------------------------------------------------------
+
+_SCOPES = click.Choice(["admin", "submit", "read", "metrics"])
+
+
+def _token_entry(
+    token: str, scopes: tuple[str, ...], jobs: tuple[str, ...], name: str | None
+) -> str:
+    """Check the entry as the server would, and return its ``auth.tokens`` line."""
+    import pydantic
+
+    from .auth import config_line, hash_token
+    from .config import TokenConfig
+
+    digest = hash_token(token)
+    name = name or f"{scopes[0]}-{digest[:6]}"
+    try:
+        TokenConfig(name=name, sha256=digest, scopes=list(scopes), jobs=list(jobs) or None)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        raise click.BadParameter(str(first["msg"]), param_hint=f"--{first['loc'][0]}") from None
+    return config_line(name, token, list(dict.fromkeys(scopes)), list(jobs))
+
+
+@cli.group("token")
+def token_group() -> None:
+    """Create API tokens; the server keeps only their SHA-256 hashes (docs/security.md)."""
+
+
+@token_group.command("new")
+@click.option("--scope", "scopes", type=_SCOPES, multiple=True, required=True, help="Repeatable.")
+@click.option("--job", "jobs", multiple=True, metavar="GLOB", help="Limit to job ids (repeatable).")
+@click.option("--name", default=None, help="Shown in logs (default: SCOPE-<hash prefix>).")
+def token_new(scopes: tuple[str, ...], jobs: tuple[str, ...], name: str | None) -> None:
+    """Print a fresh random token (160 bits) and the config line holding its hash."""
+    from .auth import new_token
+
+    token = new_token()
+    line = _token_entry(token, scopes, jobs, name)
+    click.echo("# the token, shown only now: give it to the client (CRONMETRICS_TOKEN)")
+    click.echo(token)
+    click.echo("# add this line under auth.tokens in the server config:")
+    click.echo(line)
+
+
+@token_group.command("hash")
+@click.option("--scope", "scopes", type=_SCOPES, multiple=True, help="Print a config line.")
+@click.option("--job", "jobs", multiple=True, metavar="GLOB")
+@click.option("--name", default=None)
+def token_hash(scopes: tuple[str, ...], jobs: tuple[str, ...], name: str | None) -> None:
+    """Read a token on stdin; print its SHA-256 (or, with --scope, its config line)."""
+    from .auth import hash_token
+
+    if sys.stdin.isatty():
+        token = click.prompt("token", hide_input=True, err=True)
+    else:
+        token = sys.stdin.readline()
+    token = token.strip()
+    if not token:
+        raise click.UsageError("no token on stdin")
+    click.echo(_token_entry(token, scopes, jobs, name) if scopes else hash_token(token))
+
+
+# -- client commands: job, result, run, ingest (cronmetrics/jobctl.py, runner.py, ingest.py)
+
+from .ingest import ingest_cmd  # noqa: E402  (they must not import this module)
+from .jobctl import job_group, result_group  # noqa: E402
+from .retention import purge_cmd  # noqa: E402
+from .runner import run_cmd  # noqa: E402
+
+cli.add_command(job_group)
+cli.add_command(result_group)
+cli.add_command(run_cmd)
+cli.add_command(ingest_cmd)
+cli.add_command(purge_cmd)
+cli.epilog = """\b
+Exit codes: 0 ok, 1 error (validation problems, server refused input),
+2 usage or configuration error, 3 server unavailable, 4 not found,
+5 conflict (exists, read-only jobs dir), 6 unauthorized or forbidden,
+130 interrupted. `run` exits with the command's own code.
+\b
+Environment: CRONMETRICS_URL, CRONMETRICS_TOKEN, CRONMETRICS_TOKEN_FILE,
+CRONMETRICS_CACERT, CRONMETRICS_JOBS_DIR, CRONMETRICS_CONFIG, CRONMETRICS_<KEY>.
+See docs/cli.md."""
 
 
 # -- entry point ---------------------------------------------------------------------------
@@ -207,6 +302,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except CronmetricsError as exc:
         click.echo(f"error: {exc.message}", err=True)
+        for problem in getattr(exc, "problems", [])[1:]:
+            click.echo(f"error: {problem}", err=True)
         sys.exit(exc.exit_code)
     except BrokenPipeError:
         sys.exit(1)

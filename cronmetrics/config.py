@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -33,11 +41,28 @@ Scope = Literal["admin", "submit", "read", "metrics"]
 #: Secrets that must not leave the process; ``cronmetrics config show`` masks them.
 SECRET_FIELDS = frozenset({"sha256"})
 
+#: Secrets in job output, replaced by ``[REDACTED]`` before a result is stored or logged
+#: (only the ``secret`` group where there is one; docs/security.md explains each). Every
+#: pattern begins with one literal character or a small set, so the regex engine skips
+#: ahead instead of trying each position; ``(?<!\w.)`` right after that character is a
+#: word boundary in front of it. Quantifiers are bounded and possessive, so a hostile
+#: 1 MiB output costs linear time (benchmarks/bench_security.py).
 DEFAULT_REDACT = [
-    r"(?i)\b(password|passwd|pwd|token|secret|api[_-]?key)\s*[=:]\s*\S+",
-    r"(?i)\bauthorization:\s*\S+(\s+\S+)?",
-    r"\b(AKIA|ASIA)[0-9A-Z]{16}\b",
-    r"(?i)\baws_secret_access_key\s*[=:]\s*\S+",
+    # password=..., DB_PASSWORD: ..., "client_secret": "...", GITHUB_TOKEN=..., api-key=...
+    r"(?i)[acpst](?:(?<=p)assw(?:or)?d|(?<=t)oken|(?<=s)ecret|(?<=a)pi[_-]?key"
+    r"|(?<=a)ccess[_-]?key|(?<=c)redentials?)[a-z0-9_.-]{0,20}+[\"']?"
+    r"[ \t]{0,4}+[=:][ \t]{0,4}+(?P<secret>\"[^\"\n]*\"|'[^'\n]*'|\S+)",
+    # Authorization: Bearer xyz / Basic ... / Proxy-Authorization: ...
+    r"(?i)a(?<!\w.)uthorization[ \t]{0,8}+:[ \t]{0,8}+"
+    r"(?:(?:bearer|basic|token|digest|negotiate)[ \t]++)?(?P<secret>[^\s\"']+)",
+    r"(?i)b(?<!\w.)earer[ \t]++(?P<secret>[A-Za-z0-9._~+/=-]{8,})",
+    # AWS access key ids
+    r"A(?<!\w.)(?:KIA|SIA)[0-9A-Z]{16}\b",
+    # credentials in URLs: scheme://user:password@host
+    r"/(?<=://)[^/\s:@]{1,256}+:(?P<secret>[^/\s@]{1,256}+)(?=@)",
+    # PEM private keys
+    r"-----BEGIN [A-Z ]{0,40}PRIVATE KEY-----(?P<secret>[\s\S]*?)"
+    r"(?:-----END [A-Z ]{0,40}PRIVATE KEY-----|$)",
 ]
 
 
@@ -71,7 +96,7 @@ class AuthConfig(_Section):
 
 
 class SnapshotConfig(_Section):
-    interval: Annotated[float, Field(ge=0.5, le=3600)] = 10.0
+    interval: Annotated[StrictFloat, Field(ge=0.5, le=3600)] = 10.0
     journal: StrictBool = False
 
 
@@ -91,12 +116,29 @@ class LogConfig(_Section):
     format: Literal["json", "text"] = "json"
 
 
+class WatchConfig(_Section):
+    """Hot reload of jobs.d: file events are hints, a periodic full rescan backs them up."""
+
+    enabled: StrictBool = True
+    #: ``null`` = auto: inotify, polling on network filesystems or when inotify fails
+    poll: StrictBool | None = None
+    #: seconds between polls in polling mode
+    poll_interval: Annotated[StrictFloat, Field(ge=0.1, le=60)] = 1.0
+    #: quiet time (seconds) after the last event before reloading; a burst of events
+    #: (a git checkout) becomes one reload
+    debounce: Annotated[StrictFloat, Field(ge=0.01, le=10)] = 0.2
+    #: seconds between rescans of the whole tree whatever the events said (by stat;
+    #: every tenth one re-reads every file)
+    rescan_interval: Annotated[StrictFloat, Field(ge=1, le=86400)] = 60.0
+
+
 def default_state_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "cronmetrics"
 
 
-_BIND_RE = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]*):(\d{1,5})")
+_BIND_PATTERN = r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]*):(\d{1,5})$"
+_BIND_RE = re.compile(_BIND_PATTERN)
 
 _file_data: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("_file_data")
 
@@ -167,7 +209,7 @@ class Config(BaseSettings):
     jobs_dir: Path = Path("jobs.d")
     state_dir: Path = Field(default_factory=default_state_dir)
     #: HOST:PORT; an exporter listens on all interfaces by default
-    bind: str = "0.0.0.0:9479"
+    bind: Annotated[str, Field(json_schema_extra={"pattern": _BIND_PATTERN})] = "0.0.0.0:9479"
     tls: TlsConfig | None = None
     auth: AuthConfig = Field(default_factory=AuthConfig)
     no_auth: StrictBool = False
@@ -177,6 +219,7 @@ class Config(BaseSettings):
     redact: list[str] = Field(default_factory=lambda: list(DEFAULT_REDACT))
     unknown_jobs: Literal["reject", "accept"] = "reject"
     log: LogConfig = Field(default_factory=LogConfig)
+    watch: WatchConfig = Field(default_factory=WatchConfig)
 
     @field_validator("bind")
     @classmethod
@@ -260,14 +303,34 @@ def load_config(path: Path | None = None, **overrides: Any) -> Config:
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}:1:1: config file must be a mapping of settings")
         data = loaded
+    flags = {k: v for k, v in overrides.items() if v is not None}
     token = _file_data.set(data)
     try:
-        return Config(**{k: v for k, v in overrides.items() if v is not None})
+        return Config(**flags)
     except pydantic.ValidationError as exc:
         problems = problems_from_pydantic(exc, path=shown, text=text)
-        raise ConfigError(_describe(problems)) from None
+        raise ConfigError(_describe([_attribute(p, flags) for p in problems])) from None
     finally:
         _file_data.reset(token)
+
+
+def _attribute(problem: Problem, flags: dict[str, Any]) -> Problem:
+    """Name the flag or environment variable a bad value came from, else the file line."""
+    if problem.field is None:
+        return problem
+    parts = problem.field.split(".")
+    if parts[0] in flags:
+        return Problem(problem.message, path=f"--{parts[0].replace('_', '-')}", field=problem.field)
+    node: Any = _EnvSource(Config)()
+    for part in parts:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return problem
+    variable = "CRONMETRICS_" + "__".join(parts[:2]).upper()
+    return Problem(problem.message, path=variable, field=problem.field)
 
 
 def _describe(problems: list[Problem]) -> str:

@@ -118,8 +118,14 @@ class Forbidden(CronmetricsError):
 
 
 class RateLimited(CronmetricsError):
+    """Too many failed attempts; ``retry_after`` seconds until the next one is allowed."""
+
     code = "RATE_LIMITED"
     http_status = 429
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class StorageError(CronmetricsError):

@@ -111,15 +111,29 @@ class _Segment:
     packed: bytes = b""
 
 
+#: the family headers as stored deflate blocks (level 0), computed once
+_PACKED_HEADERS = tuple(_deflate(header, 0) for header in _HEADERS)
+
+
 class Exposition:
-    """Renders and caches ``/metrics`` for one :class:`Monitor`."""
+    """Renders and caches ``/metrics`` for one :class:`Monitor`.
+
+    Work per scrape is proportional to what changed: a changed job replaces its line in
+    the (family, block) segments where it actually differs (a success usually leaves the
+    status, reason and failure families alone) and only those are re-joined (a C-level
+    join of a ready list), the plain body is re-assembled only when a
+    segment changed, and segments are deflated lazily, on the first gzip scrape after they
+    changed, so plain-only scrapers never pay for compression. Level 1 by default: on this
+    text it is 2-3x cheaper than level 6 for an 18% larger body (measured in
+    benchmarks/bench_metrics.py), and compression is most of a busy scrape's cost.
+    """
 
     def __init__(
         self,
         monitor: Monitor,
         tail: Callable[[], bytes] = lambda: b"",
         *,
-        level: int = 6,
+        level: int = 1,
     ) -> None:
         self.monitor = monitor
         self.tail = tail
@@ -129,9 +143,22 @@ class Exposition:
         self._frags: dict[str, tuple[bytes, ...]] = {}
         self._nblocks = 1
         self._blocks: list[set[str]] = [set()]
-        self._segments: list[list[_Segment]] = [[_Segment() for _ in range(self._nblocks)]]
-        self._dirty_blocks: set[int] = set()
-        self._body: tuple[bytes, bytes, int] | None = None  # plain, packed, crc
+        self._segments: list[list[_Segment]] = [
+            [_Segment() for _ in range(self._nblocks)] for _ in range(_NFAM)
+        ]
+        #: each block's jobs in output order, and every job's index in its block
+        self._pos: dict[str, int] = {}
+        #: lines[family][block]: that block's lines of that family, in job order
+        self._lines: list[list[list[bytes]]] = []
+        #: blocks whose membership changed (their lines are laid out again)
+        self._reshape: set[int] = set()
+        #: (family, block) segments whose plain text must be re-joined
+        self._dirty: set[tuple[int, int]] = set()
+        #: segments whose plain text changed since they were last deflated
+        self._unpacked: set[tuple[int, int]] = set()
+        self._parts: list[bytes] | None = None  # the plain body, unjoined
+        self._plain: bytes | None = None  # joined on the first plain scrape
+        self._packed: tuple[bytes, int] | None = None  # deflated body, crc of the plain body
         self._initialized = False
 
     def _block_of(self, job_id: str) -> int:
@@ -141,71 +168,110 @@ class Exposition:
         wanted = 1
         while wanted * JOBS_PER_BLOCK < len(self._frags):
             wanted *= 2
-        if wanted == self._nblocks:
+        if wanted == self._nblocks and self._lines:
             return
         self._nblocks = wanted
         self._blocks = [set() for _ in range(wanted)]
         for job_id in self._frags:
             self._blocks[self._block_of(job_id)].add(job_id)
         self._segments = [[_Segment() for _ in range(wanted)] for _ in range(_NFAM)]
-        self._dirty_blocks = set(range(wanted))
+        self._lines = [[[] for _ in range(wanted)] for _ in range(_NFAM)]
+        self._reshape = set(range(wanted))
+        self._dirty.clear()
+        self._unpacked.clear()
+
+    def _drop(self, job_id: str) -> None:
+        if self._frags.pop(job_id, None) is not None:
+            block = self._block_of(job_id)
+            self._blocks[block].discard(job_id)
+            self._pos.pop(job_id, None)
+            self._reshape.add(block)
 
     def _update(self, views: Iterable[JobView], removed: Iterable[str]) -> None:
         for job_id in removed:
-            if self._frags.pop(job_id, None) is not None:
-                self._labels.pop(job_id, None)
-                block = self._block_of(job_id)
-                self._blocks[block].discard(job_id)
-                self._dirty_blocks.add(block)
+            self._drop(job_id)
+            self._labels.pop(job_id, None)
         for view in views:
             cached = self._labels.get(view.id)
             if cached is None or cached[0] is not view.definition:
                 cached = (view.definition, label_string(view))
                 self._labels[view.id] = cached
             if not view.evaluation.exported:
-                if self._frags.pop(view.id, None) is not None:
-                    block = self._block_of(view.id)
-                    self._blocks[block].discard(view.id)
-                    self._dirty_blocks.add(block)
+                self._drop(view.id)
                 continue
-            new = view.id not in self._frags
-            self._frags[view.id] = render_job(view, cached[1])
+            frags = render_job(view, cached[1])
+            old = self._frags.get(view.id)
+            self._frags[view.id] = frags
             block = self._block_of(view.id)
-            if new:
+            if old is None:
                 self._blocks[block].add(view.id)
-            self._dirty_blocks.add(block)
+                self._reshape.add(block)
+            elif block not in self._reshape:
+                pos = self._pos[view.id]
+                for fam in range(_NFAM):
+                    if frags[fam] != old[fam]:
+                        self._lines[fam][block][pos] = frags[fam]
+                        self._dirty.add((fam, block))
         self._resize()
 
     def _rebuild_segments(self) -> None:
-        if not self._dirty_blocks:
-            return
-        if len(self._segments) != _NFAM:
-            self._segments = [[_Segment() for _ in range(self._nblocks)] for _ in range(_NFAM)]
-        for block in self._dirty_blocks:
+        for block in self._reshape:  # membership changed: lay the block out again
             ids = sorted(self._blocks[block])
-            frags = [self._frags[i] for i in ids]
+            for pos, job_id in enumerate(ids):
+                self._pos[job_id] = pos
+            frags = [self._frags[job_id] for job_id in ids]
             for fam in range(_NFAM):
-                plain = b"".join(f[fam] for f in frags)
-                seg = self._segments[fam][block]
-                if plain != seg.plain:
-                    seg.plain = plain
-                    seg.packed = _deflate(plain, self.level) if plain else b""
-        self._dirty_blocks.clear()
-        plain_parts: list[bytes] = []
-        packed_parts: list[bytes] = []
+                self._lines[fam][block] = [f[fam] for f in frags]
+                self._dirty.add((fam, block))
+        self._reshape.clear()
+        if not self._dirty and self._parts is not None:
+            return
+        changed = False
+        for fam, block in self._dirty:
+            plain = b"".join(self._lines[fam][block])
+            seg = self._segments[fam][block]
+            if plain != seg.plain:
+                seg.plain = plain
+                self._unpacked.add((fam, block))
+                changed = True
+        self._dirty.clear()
+        if not changed and self._parts is not None:
+            return
+        parts: list[bytes] = []
         for fam in range(_NFAM):
-            segs = self._segments[fam]
-            if not any(seg.plain for seg in segs):
-                continue
-            header = _HEADERS[fam]
-            plain_parts.append(header)
-            packed_parts.append(_deflate(header, 0))
-            for seg in segs:
-                if seg.plain:
-                    plain_parts.append(seg.plain)
-                    packed_parts.append(seg.packed)
-        plain = b"".join(plain_parts)
-        self._body = (plain, b"".join(packed_parts), zlib.crc32(plain))
+            segs = [seg.plain for seg in self._segments[fam] if seg.plain]
+            if segs:
+                parts.append(_HEADERS[fam])
+                parts.extend(segs)
+        self._parts = parts
+        self._plain = None
+        self._packed = None
+
+    def _plain_body(self) -> bytes:
+        if self._plain is None:
+            assert self._parts is not None
+            self._plain = b"".join(self._parts)
+        return self._plain
+
+    def _pack(self) -> tuple[bytes, int]:
+        """The deflated body (re-deflating only segments changed since last time)."""
+        if self._packed is None:
+            for fam, block in self._unpacked:
+                seg = self._segments[fam][block]
+                seg.packed = _deflate(seg.plain, self.level) if seg.plain else b""
+            self._unpacked.clear()
+            parts: list[bytes] = []
+            for fam in range(_NFAM):
+                segs = [seg.packed for seg in self._segments[fam] if seg.plain]
+                if segs:
+                    parts.append(_PACKED_HEADERS[fam])
+                    parts.extend(segs)
+            assert self._parts is not None
+            crc = 0
+            for part in self._parts:
+                crc = zlib.crc32(part, crc)
+            self._packed = (b"".join(parts), crc)
+        return self._packed
 
     def refresh(self, now: float) -> None:
         """Bring the cached body up to date with the monitor (deadlines included)."""
@@ -214,7 +280,7 @@ class Exposition:
         if not self._initialized:
             dirty = set(self.monitor.definitions)
             self._initialized = True
-        if dirty or self._body is None:
+        if dirty or self._parts is None:
             views = self.monitor.views(dirty)
             present = {v.id for v in views}
             self._update(views, dirty - present)
@@ -224,13 +290,17 @@ class Exposition:
         """The response body as chunks (no copy of the large cached part)."""
         with self._lock:
             self.refresh(now)
-            assert self._body is not None
-            plain, packed, crc = self._body
-        tail = self.tail()
+            if not gzip:
+                plain = self._plain_body()
+            else:
+                packed, crc = self._pack()
+                assert self._parts is not None
+                length = sum(map(len, self._parts))
         if not gzip:
-            return [plain, tail]
+            return [plain, self.tail()]
+        tail = self.tail()
         crc = zlib.crc32(tail, crc)
-        size = (len(plain) + len(tail)) & 0xFFFFFFFF
+        size = (length + len(tail)) & 0xFFFFFFFF
         return [
             _GZIP_HEADER,
             packed,

@@ -18,7 +18,15 @@ from . import __version__
 
 __all__ = ["SelfMetrics"]
 
-OUTCOMES = ("accepted", "invalid", "unknown_job", "unauthorized", "forbidden", "too_large")
+OUTCOMES = (
+    "accepted",
+    "invalid",
+    "unknown_job",
+    "unauthorized",
+    "forbidden",
+    "rate_limited",
+    "too_large",
+)
 
 
 class _JobCounts(Collector):

@@ -42,6 +42,7 @@ EXPORTER_LABELS = frozenset({"job_name", "host", "status", "reason", "result", "
 MAX_LABELS = 20
 MAX_LABEL_VALUE = 256
 TEN_YEARS = 10 * 366 * 86400
+NEEDS_DEADLINE = "set automatic_failure_threshold (seconds) or schedule (cron), or both"
 
 
 class Lifecycle(enum.StrEnum):
@@ -82,7 +83,7 @@ def check_host(value: str) -> str:
 
 
 #: RFC 3339 date-time (what JSON Schema's ``date-time`` format means) or a full date.
-_RFC3339_RE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+_RFC3339_RE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -204,9 +205,7 @@ class JobDefinition(BaseModel):
     @pydantic.model_validator(mode="after")
     def _needs_deadline(self) -> JobDefinition:
         if self.automatic_failure_threshold is None and self.schedule is None:
-            raise ValueError(
-                "set automatic_failure_threshold (seconds) or schedule (cron), or both"
-            )
+            raise ValueError(NEEDS_DEADLINE)
         return self
 
     @property
@@ -327,4 +326,17 @@ def parse_job(data: Any, *, path: str | None = None, text: str | None = None) ->
     try:
         return JobDefinition.model_validate(data)
     except pydantic.ValidationError as exc:
-        raise ValidationError(problems_from_pydantic(exc, path=path, text=text)) from None
+        problems = problems_from_pydantic(exc, path=path, text=text)
+    # pydantic skips model validators when a field is invalid; report this one anyway
+    deadline_keys = ("automatic_failure_threshold", "schedule")
+    typos = [str(k) for k in data if k not in JobDefinition.model_fields]
+    needs_deadline = all(data.get(key) is None for key in deadline_keys) and not any(
+        difflib.get_close_matches(typo, deadline_keys, n=1, cutoff=0.6) for typo in typos
+    )
+    if needs_deadline and all(p.message != NEEDS_DEADLINE for p in problems):
+        from .yamlio import locate
+
+        where = locate(text, ()) if text is not None else None
+        line, col = where or (None, None)
+        problems.append(Problem(NEEDS_DEADLINE, path=path, line=line, column=col))
+    raise ValidationError(problems)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,6 +87,11 @@ class Monitor:
         #: bumped on every change; lets readers cache cheaply
         self.version = 0
         self._listeners: list[Callable[[], None]] = []
+        #: durability hook (:mod:`cronmetrics.journal`): called under the lock with the
+        #: validated results before they are recorded (raising refuses the submission);
+        #: returns a commit run after the lock is released, before submit() returns
+        self.journal: Callable[[list[Result]], Callable[[], None]] | None = None
+        self._counts_cache: tuple[tuple[int, int], dict[str, Any]] | None = None
 
     # -- change notification -------------------------------------------------------------
 
@@ -177,14 +183,15 @@ class Monitor:
         return None
 
     def _clean_output(self, output: str | None) -> str | None:
+        """Redact, then keep the tail: cutting first could leave half a secret unmatched."""
         if output is None:
             return None
+        if self.redact is not None:
+            output = self.redact(output)
         limit = self.max_output_bytes
         raw = output.encode("utf-8", "replace")
         if len(raw) > limit:
             output = raw[len(raw) - limit :].decode("utf-8", "ignore")
-        if self.redact is not None:
-            output = self.redact(output)
         return output
 
     def submit(
@@ -213,6 +220,8 @@ class Monitor:
             for index, item in enumerate(results):
                 job_id = self.resolve(item.job_name, item.host)
                 if job_id is None:
+                    if authorize is not None:  # outside its globs: 403, never a 404 hint
+                        authorize(f"{item.job_name}@{item.host}" if item.host else item.job_name)
                     if not self.accept_unknown:
                         where = f" (item {index})" if index_errors else ""
                         name = f"{item.job_name}@{item.host}" if item.host else item.job_name
@@ -221,29 +230,66 @@ class Monitor:
                 if authorize is not None:
                     authorize(job_id)
                 targets.append(job_id)
-            for job_id, item in zip(targets, results, strict=True):
+            records = [
+                Result(
+                    job_id=job_id,
+                    status=str(item.status),
+                    timestamp=item.timestamp.timestamp() if item.timestamp is not None else now,
+                    received=now,
+                    host=item.host,
+                    duration=item.duration,
+                    exit_code=item.exit_code,
+                    run_id=item.run_id,
+                    output=self._clean_output(item.output),
+                    labels=item.labels,
+                )
+                for job_id, item in zip(targets, results, strict=True)
+            ]
+            commit = self.journal(records) if self.journal is not None else None
+            for record, item in zip(records, results, strict=True):
+                job_id = record.job_id
                 if job_id not in self.definitions:
                     self.definitions[job_id] = _unmanaged_definition(item.job_name, item.host)
                     self.unmanaged.add(job_id)
                     self.store.ensure(job_id, now)
-                ts = item.timestamp.timestamp() if item.timestamp is not None else now
-                self.store.record(
-                    Result(
-                        job_id=job_id,
-                        status=str(item.status),
-                        timestamp=ts,
-                        received=now,
-                        host=item.host,
-                        duration=item.duration,
-                        exit_code=item.exit_code,
-                        run_id=item.run_id,
-                        output=self._clean_output(item.output),
-                        labels=item.labels,
-                    )
-                )
+                self.store.record(record)
                 self._reevaluate(job_id, now)
+        if commit is not None:
+            commit()  # fsync outside the lock: concurrent submissions share it
         self._notify()
         return targets
+
+    # -- history and durability ----------------------------------------------------------
+
+    def purge_history(self, before: float, job_id: str | None = None) -> int:
+        """Drop history entries stamped before ``before`` (all jobs, or one); count them."""
+        with self.lock:
+            if job_id is not None and self.store.get(job_id) is None:
+                raise NotFound(f"job {job_id!r} not found")
+            removed = self.store.purge(before, job_id)
+            if removed:
+                self.version += 1
+            return removed
+
+    def restore_unmanaged(self, jobs: Mapping[str, tuple[str, str | None]], now: float) -> None:
+        """Re-create restored jobs that were reported without a definition (accept mode)."""
+        if not self.accept_unknown:
+            return
+        with self.lock:
+            for job_id, (job_name, host) in jobs.items():
+                if job_id in self.definitions or self.store.get(job_id) is None:
+                    continue
+                self.definitions[job_id] = _unmanaged_definition(job_name, host)
+                self.unmanaged.add(job_id)
+                self._reevaluate(job_id, now)
+
+    def prune_orphans(self) -> list[str]:
+        """Drop stored states no definition claims (jobs deleted while the server was down)."""
+        with self.lock:
+            orphans = [j for j in self.store.ids() if j not in self.definitions]
+            for job_id in orphans:
+                self.store.drop(job_id)
+            return orphans
 
     # -- time ----------------------------------------------------------------------------
 
@@ -315,10 +361,18 @@ class Monitor:
             return out
 
     def counts(self) -> dict[str, Any]:
+        """Jobs per lifecycle and failing; cached per :attr:`version` (every scrape asks)."""
         with self.lock:
+            key = (self.version, len(self.definitions))
+            cached = self._counts_cache
+            if cached is not None and cached[0] == key:
+                return {**cached[1], "by_status": dict(cached[1]["by_status"])}
             by_status: dict[str, int] = {"active": 0, "maintenance": 0, "paused": 0, "retired": 0}
             failing = 0
-            for evaluation in self.evaluations.values():
-                by_status[evaluation.lifecycle] = by_status.get(evaluation.lifecycle, 0) + 1
-                failing += evaluation.failing
-            return {"by_status": by_status, "failing": failing, "jobs": len(self.definitions)}
+            tally = Counter((e.lifecycle, e.value) for e in self.evaluations.values())
+            for (lifecycle, value), n in tally.items():
+                by_status[lifecycle] = by_status.get(lifecycle, 0) + n
+                failing += n if value == 0 else 0
+            result = {"by_status": by_status, "failing": failing, "jobs": len(self.definitions)}
+            self._counts_cache = (key, {**result, "by_status": dict(by_status)})
+            return result

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
+import pydantic
 from flask import Blueprint, Response, request
 
-from .api import current, json_response, require
+from .api import current, json_body, json_response, require
 from .errors import InvalidRequest
 from .logging import rfc3339
+from .model import job_id as make_job_id
 from .monitor import JobView
+from .repository import JobFile, JobWriter, check_job_id
 
 bp = Blueprint("jobs", __name__)
 
@@ -61,7 +65,7 @@ def _label_filters() -> list[tuple[str, str]]:
 
 @bp.get("/api/job")
 def list_jobs() -> Response:
-    require("read")
+    who = require("read")
     svc = current()
     status = request.args.get("status")
     host = request.args.get("host")
@@ -72,8 +76,11 @@ def list_jobs() -> Response:
         raise InvalidRequest(
             f"status filter must be one of {', '.join(sorted(allowed))}", field="status"
         )
+    svc.monitor.tick(svc.clock())  # show the state at now, not at the last scheduler tick
     jobs = []
     for view in sorted(svc.monitor.views(), key=lambda v: v.id):
+        if not who.allows_job(view.id):  # a token limited to some jobs sees only those
+            continue
         d, e = view.definition, view.evaluation
         if status == "failing" and e.value != 0:
             continue
@@ -94,4 +101,80 @@ def list_jobs() -> Response:
 @bp.get("/api/job/<job_id>")
 def get_job(job_id: str) -> Response:
     require("read", job_id)
-    return json_response(job_json(current().monitor.view(job_id)))
+    svc = current()
+    svc.monitor.tick(svc.clock())  # show the state at now, not at the last scheduler tick
+    return json_response(job_json(svc.monitor.view(job_id)))
+
+
+# -- writes (issue #4) ---------------------------------------------------------------------
+
+_DOCUMENT = pydantic.TypeAdapter(dict[str, Any])
+
+
+def _writer() -> JobWriter:
+    """One writer per app: it keeps a warm index of jobs.d between calls."""
+    svc = current()
+    writer = svc.extras.get("job_writer")
+    if writer is None:
+        writer = svc.extras.setdefault(
+            "job_writer", JobWriter(svc.config.jobs_dir, jobs=svc.jobs_dir)
+        )
+    assert isinstance(writer, JobWriter)
+    return writer
+
+
+def _applied(written: JobFile, status: int = 200) -> Response:
+    """Apply the write to the running monitor now, so the answer (and /metrics) is live.
+
+    The reload rescans by stat and content hash, so it reads just the written file; the
+    watcher sees the same change a moment later, finds it applied already and skips it.
+    """
+    svc = current()
+    svc.reload()
+    job = written.definition.id
+    try:
+        body = job_json(svc.monitor.view(job))
+    except Exception:  # pragma: no cover - kept invalid by a concurrent edit
+        body = {"id": job, **written.definition.model_dump(mode="json"), "file": written.display}
+    response = json_response(body, status)
+    if status == 201:
+        response.headers["Location"] = f"/api/job/{quote(job, safe='@')}"
+    return response
+
+
+def _document() -> dict[str, Any]:
+    doc: dict[str, Any] = json_body(_DOCUMENT)
+    return doc
+
+
+@bp.post("/api/job")
+def create_job() -> Response:
+    require("admin")
+    doc = _document()
+    name, host = doc.get("job_name"), doc.get("host")
+    if isinstance(name, str) and (host is None or isinstance(host, str)):
+        require("admin", make_job_id(name, host))  # token job globs apply to new ids too
+    return _applied(_writer().create(doc), 201)
+
+
+@bp.put("/api/job/<job_id>")
+def replace_job(job_id: str) -> Response:
+    check_job_id(job_id)
+    require("admin", job_id)
+    return _applied(_writer().replace(job_id, _document()))
+
+
+@bp.patch("/api/job/<job_id>")
+def patch_job(job_id: str) -> Response:
+    check_job_id(job_id)
+    require("admin", job_id)
+    return _applied(_writer().patch(job_id, _document()))
+
+
+@bp.delete("/api/job/<job_id>")
+def delete_job(job_id: str) -> Response:
+    check_job_id(job_id)
+    require("admin", job_id)
+    _writer().delete(job_id)
+    current().reload()
+    return Response(status=204)

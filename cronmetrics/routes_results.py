@@ -43,6 +43,7 @@ def _submit(results: list[ResultIn], *, batch: bool) -> list[str]:
 @bp.post("/api/job-result")
 def job_result() -> Response:
     g.submission = True
+    require("submit")  # authenticate before reading the body: no parsing for strangers
     svc = current()
     body = raw_body().lstrip()
     if body[:1] == b"[":
@@ -70,6 +71,7 @@ def _split_id(job_id: str) -> tuple[str, str | None]:
 def ping(job_id: str, action: str) -> Response:
     """``curl -X POST --data-binary @log .../api/ping/backup@db1/success``."""
     g.submission = True
+    require("submit")  # authenticate before looking at the id or the body
     name, host = _split_id(job_id)
     exit_code: int | None = None
     if action == "start":

@@ -90,7 +90,13 @@ def parse_timezone(name: str) -> zoneinfo.ZoneInfo:
 def next_fire(schedule: CronSchedule, tz: dt.tzinfo, after: float) -> float:
     """The first fire time strictly after the epoch second ``after``."""
     start = dt.datetime.fromtimestamp(after, tz)
-    return next(CronSim(schedule.normalized, start)).timestamp()
+    for fire in CronSim(schedule.normalized, start):
+        # cronsim ignores ``fold``: from the second pass of an autumn doubled hour it yields
+        # the first pass of a time already gone (a deadline in the past); skip it.
+        when: float = fire.timestamp()
+        if when > after:
+            return when
+    raise AssertionError("cron schedules never run out")  # pragma: no cover
 
 
 def previous_fire(schedule: CronSchedule, tz: dt.tzinfo, at: float) -> float:

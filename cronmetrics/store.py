@@ -103,7 +103,9 @@ def apply_result(state: JobState, result: Result) -> bool:
         state.run_id = result.run_id
         return True
     duration = result.duration
-    if state.running and (result.run_id is None or result.run_id == state.run_id):
+    # A finish ends the current run unless both carry run ids and they differ.
+    same_run = result.run_id is None or state.run_id is None or result.run_id == state.run_id
+    if state.running and same_run:
         if duration is None and state.run_started is not None:
             duration = max(0.0, result.timestamp - state.run_started)
         state.running = False

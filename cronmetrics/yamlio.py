@@ -18,12 +18,12 @@ from __future__ import annotations
 import datetime as dt
 import io
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import yaml
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.resolver import implicit_resolvers as _ruamel_resolvers
 
@@ -38,6 +38,7 @@ __all__ = [
     "load_roundtrip",
     "locate",
     "to_plain",
+    "update_roundtrip",
 ]
 
 from yaml._yaml import CParser  # PyYAML wheels always ship libyaml
@@ -60,6 +61,21 @@ class _Resolver12(yaml.resolver.BaseResolver):
     """YAML 1.2 core schema, with the exact patterns ruamel.yaml uses."""
 
     yaml_implicit_resolvers: dict[Any, Any] = {}
+    _plain_cache: dict[str, str] = {}
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        """Memoized for plain scalars: keys and common values repeat across job files."""
+        if kind is yaml.ScalarNode and value == "" and tuple(implicit) == (False, False):
+            return "tag:yaml.org,2002:null"  # a bare ``!`` tag: null, as ruamel.yaml reads it
+        if kind is not yaml.ScalarNode or not implicit or not implicit[0]:
+            return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+        cache = _Resolver12._plain_cache
+        tag = cache.get(value)
+        if tag is None:
+            tag = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+            if len(cache) < 100_000:
+                cache[value] = tag
+        return tag
 
 
 for _versions, _tag, _regexp, _first in _ruamel_resolvers:
@@ -103,7 +119,11 @@ class _Constructor12(yaml.constructor.SafeConstructor):
                     key_node.start_mark,
                 )
             seen[key] = key_node
-        return super().construct_mapping(node, deep=deep)
+        # one pass: the keys are constructed (and memoized) above, values here
+        return {
+            self.construct_object(k, deep=True): self.construct_object(v, deep=deep)
+            for k, v in node.value
+        }
 
 
 _Constructor12.add_constructor(  # type: ignore[type-var]
@@ -126,6 +146,8 @@ def _syntax_error(exc: yaml.YAMLError, text: str) -> YamlSyntaxError:
     if context and "constructor for the tag" not in message:
         message = f"{message} ({context})"
     message = message.replace("could not determine a constructor for the tag", "unsupported tag")
+    if "tag:yaml.org,2002:merge" in message:
+        message = "merge keys ('<<') are not supported"
     line = mark.line + 1 if mark is not None else None
     col = mark.column + 1 if mark is not None else None
     if line is not None and col is not None:
@@ -192,7 +214,13 @@ def _roundtrip() -> YAML:
 
 
 def load_roundtrip(text: str) -> Any:
-    """Parse keeping comments, order and quoting, for in-place edits."""
+    """Parse keeping comments, order and quoting, for in-place edits.
+
+    The document is first read by :func:`load_fast`, so both readers reject the same
+    documents: ruamel.yaml would otherwise drop unknown tags (``!!python/object``) silently
+    and accept merge keys.
+    """
+    load_fast(text)
     try:
         return _roundtrip().load(text)
     except MarkedYAMLError as exc:
@@ -228,6 +256,9 @@ def to_commented(data: Any) -> Any:
     return data
 
 
+_STRING_TAGS = frozenset({"tag:yaml.org,2002:str", "tag:yaml.org,2002:value"})
+
+
 def to_plain(data: Any) -> Any:
     """Turn ruamel's commented containers and scalar subclasses into plain Python."""
     if isinstance(data, dict):
@@ -242,7 +273,10 @@ def to_plain(data: Any) -> Any:
         return float(data)
     if isinstance(data, str):
         return str(data)
+    if isinstance(data, TaggedScalar) and str(data.tag) in _STRING_TAGS:
+        return str(data.value)  # an explicit ``!!str 5``, or ruamel's 1.1 ``=`` (value) tag
     if isinstance(data, dt.datetime):
+        offset = data.utcoffset()
         return dt.datetime(
             data.year,
             data.month,
@@ -251,6 +285,33 @@ def to_plain(data: Any) -> Any:
             data.minute,
             data.second,
             data.microsecond,
-            tzinfo=data.tzinfo,
+            # ruamel names its zones ("Z", "-05:00"); libyaml's reader does not
+            tzinfo=None if offset is None else dt.UTC if not offset else dt.timezone(offset),
         )
     return data
+
+
+def update_roundtrip(
+    node: Any, values: dict[str, Any], *, keep: Callable[[str], bool] | None = None
+) -> Any:
+    """Make the round-trip mapping ``node`` hold exactly ``values``, touching only changes.
+
+    Keys that stay and whose value is unchanged (plain equality, or ``keep(key)`` for
+    values that are equal in meaning but spelled differently, like a timestamp) keep their
+    node, so their comments, quoting and flow style survive; nested mappings are updated
+    the same way; removed keys go, new keys are appended. ``node`` is returned (a new
+    mapping when it was not one).
+    """
+    if not isinstance(node, CommentedMap):
+        return to_commented(values)
+    for key in [k for k in node if k not in values]:
+        del node[key]
+    for key, value in values.items():
+        if key in node:
+            if (keep is not None and keep(key)) or to_plain(node[key]) == value:
+                continue
+            if isinstance(value, dict) and isinstance(node[key], CommentedMap):
+                update_roundtrip(node[key], value)
+                continue
+        node[key] = to_commented(value)
+    return node

@@ -46,3 +46,69 @@ def server(jobs_dir: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
 
     with live_server(jobs_dir, tmp_path / "state") as live:
         yield live
+
+
+@pytest.fixture(scope="session")
+def prometheus_bin() -> str:
+    """Path to the ``prometheus`` server; skips the test locally, fails it in CI."""
+    path = shutil.which("prometheus")
+    if path is None:
+        message = "prometheus not on PATH (Debian: apt-get install prometheus)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+#: 2026-01-05T00:00:00Z, a Monday: the fake clock's start in API tests
+T0 = 1_767_571_200.0
+
+
+class FakeClock:
+    """A clock tests move by hand: ``create_app(config, clock=fake_clock)``."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def make_client(tmp_path: Path, fake_clock: FakeClock):  # type: ignore[no-untyped-def]
+    """Build an app (no background threads, fake clock) and return its Flask test client.
+
+    ``make_client({"a.yaml": "job_name: a\\n..."}, unknown_jobs="accept")`` writes the job
+    files into a fresh jobs.d; a Path uses that directory as it is. Extra keyword arguments
+    are config overrides.
+    """
+    from cronmetrics.app import create_app
+    from cronmetrics.config import load_config
+
+    def build(jobs: dict[str, str] | Path | None = None, **overrides: object):  # type: ignore[no-untyped-def]
+        if isinstance(jobs, Path):
+            root = jobs
+        else:
+            root = tmp_path / "jobs.d"
+            root.mkdir(exist_ok=True)
+            for name, text in (jobs or {}).items():
+                (root / name).parent.mkdir(parents=True, exist_ok=True)
+                (root / name).write_text(text)
+        if "state_dir" not in overrides:
+            overrides["state_dir"] = tmp_path / "state"
+            (tmp_path / "state").mkdir(exist_ok=True)
+        overrides.setdefault("no_auth", True)
+        config = load_config(None, jobs_dir=root, **overrides)
+        app = create_app(config, clock=fake_clock, start_background=False)
+        return app.test_client()
+
+    return build

@@ -1,0 +1,378 @@
+"""Shared helpers for the issue-3 speed benchmarks (see benchmarks/README.md).
+
+Every benchmark talks to a real ``cronmetrics serve --no-auth`` (gunicorn, one worker,
+gthread) on a free 127.0.0.1 port, the same way tests/liveserver.py starts it; nothing
+leaves the loopback interface. Job files are generated into a temporary directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TEAMS = ["backup", "billing", "platform", "data", "search", "mail", "infra", "security"]
+ENVS = ["prod", "stage", "dev"]
+SCHEDULES = ["*/5 * * * *", "30 2 * * *", "0 */4 * * *", "15 6 * * 1-5", "@hourly"]
+ZONES = ["UTC", "Europe/Berlin", "America/New_York"]
+
+
+def machine() -> str:
+    """``2 x AMD EPYC, Python 3.11.2, Linux 6.1`` — the row's machine column."""
+    model = platform.processor() or "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return (
+        f"{os.cpu_count()} x {model}, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release().split('-')[0]} (load average {loadavg()})"
+    )
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    host: str | None
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}@{self.host}" if self.host else self.name
+
+
+def job_yaml(index: int, rng: random.Random) -> tuple[Job, str]:
+    """A realistic job file: half with a host, mixed threshold/cron, 2-3 labels."""
+    team = TEAMS[index % len(TEAMS)]
+    host = f"{team}{index % 40}.example.internal" if index % 2 == 0 else None
+    job = Job(f"{team}_job_{index}", host)
+    lines = [f"job_name: {job.name}"]
+    if host:
+        lines.append(f"host: {host}")
+    if index % 3 == 0:
+        lines += [
+            f'schedule: "{SCHEDULES[index % len(SCHEDULES)]}"',
+            f"timezone: {ZONES[index % len(ZONES)]}",
+            "grace: 600",
+        ]
+    else:
+        lines.append(f"automatic_failure_threshold: {rng.choice([3600, 7200, 90000])}")
+    if index % 4 == 0:
+        lines.append("max_runtime: 1800")
+    lines += ["labels:", f"  env: {ENVS[index % 3]}", f"  team: {team}"]
+    if index % 5 == 0:
+        lines.append('  tier: "1"')
+    lines.append(f"description: generated benchmark job {index}")
+    return job, "\n".join(lines) + "\n"
+
+
+def generate_jobs(root: Path, count: int, *, seed: int = 42) -> list[Job]:
+    """Write ``count`` job files under ``root`` (team/groupN subfolders); return the jobs."""
+    rng = random.Random(seed)
+    jobs = []
+    for index in range(count):
+        job, text = job_yaml(index, rng)
+        folder = root / TEAMS[index % len(TEAMS)] / f"group{index % 50}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"job_{index}.yaml").write_text(text, encoding="utf-8")
+        jobs.append(job)
+    return jobs
+
+
+def result_body(job: Job, rng: random.Random | None = None) -> dict[str, object]:
+    """A typical single result (success with duration and exit code)."""
+    rng = rng or random.Random(0)
+    body: dict[str, object] = {
+        "job_name": job.name,
+        "status": "success",
+        "duration": round(rng.uniform(1, 600), 2),
+        "exit_code": 0,
+    }
+    if job.host:
+        body["host"] = job.host
+    return body
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    """A running ``cronmetrics serve``; ``started`` is the monotonic time of Popen."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    started: float
+    ready_after: float = 0.0
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+def process_tree_cpu(pid: int) -> float:
+    """User+system CPU seconds of ``pid`` and its children (gunicorn master + worker).
+
+    On a shared machine wall-clock rates move with other people's load; CPU seconds per
+    request do not, so the scripts print both.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                children = (task / "children").read_text().split()
+                pending.extend(int(c) for c in children)
+    return total
+
+
+def loadavg() -> str:
+    with contextlib.suppress(OSError):
+        return Path("/proc/loadavg").read_text().split()[0]
+    return "?"
+
+
+def wait_deep_ready(server: Server, jobs: int, timeout: float) -> float:
+    """Poll ``/health/deep`` until 200 with ``jobs`` loaded; seconds since process start."""
+    deadline = time.monotonic() + timeout
+    want = f"{jobs} jobs loaded"
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"server exited ({server.process.returncode}):\n{server.log()}")
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+            conn.request("GET", "/health/deep")
+            response = conn.getresponse()
+            body = response.read()
+            conn.close()
+            if response.status == 200:
+                detail = json.loads(body)["checks"]["reload"]["detail"]
+                if detail == want:
+                    return time.monotonic() - server.started
+        time.sleep(0.02)
+    raise RuntimeError(f"server not ready after {timeout}s:\n{server.log()[-3000:]}")
+
+
+@contextlib.contextmanager
+def serve(
+    jobs_dir: Path,
+    jobs: int,
+    *,
+    threads: int = 8,
+    extra_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> Iterator[Server]:
+    """Run ``cronmetrics serve --no-auth`` on a free loopback port until the block ends."""
+    state_dir = Path(tempfile.mkdtemp(prefix="cm-bench-state-"))
+    port = free_port()
+    log_path = state_dir / "server.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "cronmetrics",
+        "serve",
+        "--no-auth",
+        "--jobs-dir",
+        str(jobs_dir),
+        "--state-dir",
+        str(state_dir / "state"),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--threads",
+        str(threads),
+        *extra_args,
+    ]
+    full_env = {**os.environ, "CRONMETRICS_LOG__LEVEL": "warning", **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO), full_env.get("PYTHONPATH", "")) if p
+    )
+    (state_dir / "state").mkdir()
+    with log_path.open("wb") as log_file:
+        started = time.monotonic()
+        process = subprocess.Popen(
+            cmd, stdout=log_file, stderr=subprocess.STDOUT, env=full_env, cwd=REPO
+        )
+    server = Server(port, process, log_path, started)
+    try:
+        server.ready_after = wait_deep_ready(server, jobs, timeout)
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def jobs_tree(count: int) -> Iterator[tuple[Path, list[Job]]]:
+    """A temporary jobs.d with ``count`` generated jobs."""
+    root = Path(tempfile.mkdtemp(prefix="cm-bench-jobs-"))
+    try:
+        jobs = generate_jobs(root / "jobs.d", count)
+        yield root / "jobs.d", jobs
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def post_json(conn: http.client.HTTPConnection, path: str, payload: bytes) -> tuple[int, bytes]:
+    conn.request("POST", path, body=payload, headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+def report_all(port: int, jobs: Sequence[Job], *, batch: int = 1000) -> None:
+    """Submit one result for every job (so all 10k are 'reporting'), in batches."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    rng = random.Random(1)
+    for start in range(0, len(jobs), batch):
+        chunk = [result_body(job, rng) for job in jobs[start : start + batch]]
+        status, body = post_json(conn, "/api/job-result", json.dumps(chunk).encode())
+        if status != 200:
+            raise RuntimeError(f"batch submit failed: {status} {body[:300]!r}")
+    conn.close()
+
+
+# -- wrk -----------------------------------------------------------------------------------
+
+WRK_LUA = """
+-- POST one JSON result per request, cycling through the bodies in bodies.txt
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local bodies = {}
+for line in io.lines("%(bodies)s") do bodies[#bodies + 1] = line end
+local counter = 0
+request = function()
+  counter = counter + 1
+  local body = bodies[(counter %% #bodies) + 1]
+  return wrk.format(nil, "%(path)s", nil, body)
+end
+done = function(summary, latency, requests)
+  local errors = summary.errors
+  io.write(string.format("STATUS_ERRORS %%d\\n", errors.status))
+  local socket = errors.connect + errors.read + errors.write + errors.timeout
+  io.write(string.format("SOCKET_ERRORS %%d\\n", socket))
+end
+"""
+
+
+@dataclass
+class WrkResult:
+    rate: float
+    requests: int
+    status_errors: int
+    socket_errors: int
+    latency_p50_ms: float | None
+    raw: str
+
+
+def _latency_ms(text: str, percentile: str) -> float | None:
+    match = re.search(rf"^\s*{percentile}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+    if not match:
+        return None
+    value, unit = float(match.group(1)), match.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def run_wrk(
+    url: str,
+    path: str,
+    bodies: Sequence[str],
+    *,
+    connections: int = 16,
+    threads: int = 2,
+    duration: float = 10,
+) -> WrkResult:
+    """``wrk`` with keep-alive, POSTing the given JSON bodies round-robin."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
+    with tempfile.TemporaryDirectory(prefix="cm-bench-wrk-") as tmp:
+        bodies_path = Path(tmp) / "bodies.txt"
+        bodies_path.write_text("\n".join(bodies) + "\n")
+        script = Path(tmp) / "post.lua"
+        script.write_text(WRK_LUA % {"bodies": bodies_path, "path": path})
+        out = subprocess.run(
+            [
+                wrk,
+                f"-t{threads}",
+                f"-c{connections}",
+                f"-d{max(1, round(duration))}s",
+                "--latency",
+                "-s",
+                str(script),
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=duration + 60,
+            check=True,
+        ).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    status_errors = int(re.search(r"STATUS_ERRORS (\d+)", out).group(1))  # type: ignore[union-attr]
+    socket_errors = int(re.search(r"SOCKET_ERRORS (\d+)", out).group(1))  # type: ignore[union-attr]
+    return WrkResult(rate, requests, status_errors, socket_errors, _latency_ms(out, "50"), out)
+
+
+# -- timing --------------------------------------------------------------------------------
+
+
+def timed_get(
+    conn: http.client.HTTPConnection, path: str, headers: dict[str, str] | None = None
+) -> tuple[float, int, int]:
+    """(seconds, status, body bytes) for one GET on a keep-alive connection."""
+    start = time.perf_counter()
+    conn.request("GET", path, headers=headers or {})
+    response = conn.getresponse()
+    body = response.read()
+    return time.perf_counter() - start, response.status, len(body)
+
+
+def median_ms(samples: Sequence[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def pct_ms(samples: Sequence[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def verdict(ok: bool) -> str:
+    return "pass" if ok else "MISS"

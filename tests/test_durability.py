@@ -1,0 +1,183 @@
+"""Crash durability with real processes: kill -9 the worker, restart on the same state dir.
+
+``kill -9`` means the gunicorn *worker* (where the state lives) dies without running a
+single line of cleanup; the master is frozen first so it cannot spawn a replacement, then
+killed too. Killing only the master would let the worker notice and shut down gracefully,
+which is the SIGTERM path, tested separately.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from liveserver import LiveServer, live_server
+
+from cronmetrics.cli import cli
+from cronmetrics.snapshot import decode
+
+pytestmark = pytest.mark.slow
+
+JOBS = [f"job{i}" for i in range(4)]
+
+
+@pytest.fixture
+def jobs(tmp_path: Path) -> Path:
+    root = tmp_path / "jobs.d"
+    root.mkdir()
+    for name in JOBS:
+        (root / f"{name}.yaml").write_text(f"job_name: {name}\nautomatic_failure_threshold: 3600\n")
+    return root
+
+
+def worker_pid(server: LiveServer) -> int:
+    pid = server.process.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    assert len(children) == 1, children
+    return int(children[0])
+
+
+def kill_9(server: LiveServer) -> None:
+    worker = worker_pid(server)
+    os.kill(server.process.pid, signal.SIGSTOP)  # no replacement worker, no graceful exit
+    os.kill(worker, signal.SIGKILL)
+    server.stop(signal.SIGKILL)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def stored_run_ids(url: str, job: str) -> list[str]:
+    response = httpx.get(f"{url}/api/job/{job}/results?limit=200", timeout=10)
+    assert response.status_code == 200, response.text
+    return [r["run_id"] for r in response.json()["results"]]
+
+
+def submit(http: httpx.Client, body: Any) -> None:
+    response = http.post("/api/job-result", json=body)
+    assert response.status_code == 200, response.text
+
+
+def test_kill_9_without_journal_loses_at_most_one_snapshot_interval(
+    jobs: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    env = {"CRONMETRICS_SNAPSHOT__INTERVAL": "0.5"}
+    sent: dict[str, list[str]] = {job: [] for job in JOBS}
+    with live_server(jobs, state, env=env) as server:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            for i in range(40):
+                job = JOBS[i % len(JOBS)]
+                submit(http, {"job_name": job, "status": "success", "run_id": f"r{i}"})
+                sent[job].append(f"r{i}")
+        snapshot = state / "state.snapshot"
+        everything = {i for ids in sent.values() for i in ids}
+
+        def snapshot_has_everything() -> bool:  # written by the 0.5 s timer, not on exit
+            if not snapshot.exists():
+                return False
+            jobs_in = decode(snapshot.read_bytes()).jobs
+            return {r.run_id for _, history in jobs_in.values() for r in history} == everything
+
+        wait_for(snapshot_has_everything)
+        with httpx.Client(base_url=server.url, timeout=10) as http:  # the unlucky last interval
+            submit(http, {"job_name": "job0", "status": "success", "run_id": "maybe-lost"})
+        kill_9(server)
+    with live_server(jobs, state, env=env) as again:
+        for job in JOBS:
+            stored = stored_run_ids(again.url, job)
+            assert sorted(i for i in stored if i != "maybe-lost") == sorted(sent[job])
+        assert "unusable" not in again.log()
+
+
+def test_kill_9_with_journal_loses_nothing_acknowledged(jobs: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    env = {
+        "CRONMETRICS_SNAPSHOT__JOURNAL": "true",
+        "CRONMETRICS_SNAPSHOT__INTERVAL": "0.5",
+        "CRONMETRICS_RETENTION__MAX_RESULTS_PER_JOB": "1000",
+    }
+    acked: dict[str, list[str]] = {job: [] for job in JOBS}
+    stop = threading.Event()
+    enough = threading.Event()
+    total = [0]
+    guard = threading.Lock()
+
+    def reporter(job: str, url: str, batch: int) -> None:
+        with httpx.Client(base_url=url, timeout=10) as http:
+            for n in range(0, 180, batch):
+                if stop.is_set():
+                    return
+                ids = [f"{job}-{n + k}" for k in range(batch)]
+                body = [{"job_name": job, "status": "success", "run_id": i} for i in ids]
+                try:
+                    response = http.post("/api/job-result", json=body if batch > 1 else body[0])
+                except httpx.HTTPError:
+                    return  # the server died mid-request: not acknowledged
+                if response.status_code == 200:
+                    with guard:
+                        acked[job].extend(ids)
+                        total[0] += batch
+                        if total[0] >= 300:
+                            enough.set()
+        enough.set()
+
+    with live_server(jobs, state, env=env) as server:
+        threads = [
+            threading.Thread(target=reporter, args=(job, server.url, 1 + 4 * (i % 2)))
+            for i, job in enumerate(JOBS)
+        ]
+        for thread in threads:
+            thread.start()
+        assert enough.wait(60)
+        kill_9(server)  # while the reporters are still sending
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    assert sum(len(ids) for ids in acked.values()) >= 300
+    with live_server(jobs, state, env=env) as again:
+        for job in JOBS:
+            stored = set(stored_run_ids(again.url, job))
+            missing = [i for i in acked[job] if i not in stored]
+            assert not missing, f"{job}: {len(missing)} acknowledged results lost"
+
+
+def test_sigterm_writes_a_final_snapshot(jobs: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    env = {"CRONMETRICS_SNAPSHOT__INTERVAL": "3600"}  # only the final snapshot can save it
+    with live_server(jobs, state, env=env) as server:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            submit(http, {"job_name": "job0", "status": "failure", "run_id": "last-words"})
+        assert server.stop(signal.SIGTERM) == 0
+    jobs_in_snapshot = decode((state / "state.snapshot").read_bytes()).jobs
+    assert [r.run_id for r in jobs_in_snapshot["job0"][1]] == ["last-words"]
+    with live_server(jobs, state, env=env) as again:
+        assert stored_run_ids(again.url, "job0") == ["last-words"]
+
+
+def test_cli_purge_online(jobs: Path, tmp_path: Path) -> None:
+    with live_server(jobs, tmp_path / "state") as server:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            for job in ("job0", "job1"):
+                submit(http, {"job_name": job, "status": "success", "run_id": job})
+        runner = CliRunner()
+        out = runner.invoke(cli, ["purge", "--url", server.url, "--before", "all", "--job", "job0"])
+        assert out.exit_code == 0, out.output
+        assert "removed 1 results of job0" in out.output
+        assert stored_run_ids(server.url, "job0") == []
+        assert stored_run_ids(server.url, "job1") == ["job1"]
+        out = runner.invoke(cli, ["purge", "--url", server.url, "--before", "1d"])
+        assert out.exit_code == 0, out.output
+        assert "removed 0 results" in out.output

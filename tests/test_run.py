@@ -1,0 +1,278 @@
+"""``cronmetrics run``: real child processes, a real server, signals, timeouts, big output."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cronmetrics.client import Client
+from cronmetrics.errors import ServerUnavailable
+from cronmetrics.runner import Outcome, OutputTail, Reporter, run_command
+
+REPO = Path(__file__).resolve().parent.parent
+JOB = "logrotate@web1"
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from liveserver import live_server
+
+    root = tmp_path_factory.mktemp("run")
+    shutil.copytree(REPO / "jobs.d", root / "jobs.d")
+    with live_server(root / "jobs.d", root / "state") as live:
+        yield live.url
+
+
+def cronmetrics_run(
+    url: str, *args: str, job: str = JOB, **popen: object
+) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "cronmetrics", "run", "--job", job, *args]
+    env = {**os.environ, "CRONMETRICS_URL": url}
+    return subprocess.Popen(  # type: ignore[call-overload,no-any-return]
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=REPO,
+        **popen,
+    )
+
+
+def finish(proc: subprocess.Popen[bytes]) -> tuple[int, bytes, str]:
+    out, err = proc.communicate(timeout=60)
+    return proc.returncode, out, err.decode(errors="replace")
+
+
+def last_results(url: str, job: str = JOB, limit: int = 2) -> list[dict[str, object]]:
+    """The job's newest results (newest first), from the history API."""
+    body = httpx.get(f"{url}/api/job/{job}/results", params={"limit": limit}, timeout=5).json()
+    return body["results"]  # type: ignore[no-any-return]
+
+
+def state(url: str, job: str = JOB) -> dict[str, object]:
+    body = httpx.get(f"{url}/api/job/{job}", timeout=5).json()
+    return body["state"]  # type: ignore[no-any-return]
+
+
+# -- end to end ----------------------------------------------------------------------------
+
+
+def test_exit_code_output_and_result_are_the_commands_own(url: str) -> None:
+    before = state(url)["runs_total"]
+    proc = cronmetrics_run(url, "--", "sh", "-c", "echo to-out; echo to-err >&2; exit 3")
+    code, out, err = finish(proc)
+    assert code == 3
+    assert out == b"to-out\n"
+    assert "to-err" in err
+    after = state(url)
+    assert after["last_status"] == "failure"
+    assert after["last_exit_code"] == 3
+    assert after["runs_total"] == before + 1  # type: ignore[operator]
+    assert after["running"] is False
+    final, start = last_results(url)
+    assert (start["status"], final["status"]) == ("start", "failure")
+    assert start["run_id"] == final["run_id"]
+    assert len(str(final["run_id"])) == 32
+    assert "to-out" in str(final["output"])
+    assert "to-err" in str(final["output"])
+
+
+def test_arguments_after_double_dash_reach_the_command_untouched(url: str) -> None:
+    proc = cronmetrics_run(url, "--", "printf", "%s|", "-a", "b c", "--job")
+    code, out, _ = finish(proc)
+    assert (code, out) == (0, b"-a|b c|--job|")
+    assert state(url)["last_status"] == "success"
+
+
+def test_start_is_reported_while_the_command_runs(url: str) -> None:
+    probe = (  # stdlib only: a quick start
+        "import json, sys, time, urllib.request\n"
+        "end = time.monotonic() + 20\n"
+        "while time.monotonic() < end:\n"
+        f"    s = json.load(urllib.request.urlopen({url!r} + '/api/job/{JOB}'))['state']\n"
+        "    if s['running']:\n"
+        "        sys.exit(0)\n"
+        "    time.sleep(0.05)\n"
+        "sys.exit(9)\n"
+    )
+    code, _, err = finish(cronmetrics_run(url, "--", sys.executable, "-c", probe))
+    assert code == 0, err
+    assert state(url)["running"] is False
+
+
+def test_big_output_passes_through_whole(url: str) -> None:
+    script = "import sys; sys.stdout.write('x' * 2_000_000 + 'END'); sys.stdout.flush()"
+    code, out, err = finish(cronmetrics_run(url, "--", sys.executable, "-c", script))
+    assert code == 0, err
+    assert len(out) == 2_000_003
+    assert out.endswith(b"END")
+    reported = str(last_results(url, limit=1)[0]["output"])
+    assert reported.endswith("END")
+    assert len(reported) <= 10_000  # the tail only (the server may cut it further)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_signals_are_forwarded_to_the_command(url: str, sig: signal.Signals) -> None:
+    script = (
+        f'trap "echo got {sig.name}; exit 42" {sig.name[3:]}; echo ready; '
+        "while :; do sleep 0.05; done"
+    )
+    proc = cronmetrics_run(url, "--", "sh", "-c", script)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"ready\n"
+    proc.send_signal(sig)
+    code, out, err = finish(proc)
+    assert code == 42, err
+    assert f"got {sig.name}".encode() in out
+    assert state(url)["last_exit_code"] == 42
+
+
+def test_timeout_kills_the_command_and_reports_failure(url: str) -> None:
+    proc = cronmetrics_run(url, "--timeout", "1", "--", "sh", "-c", "echo started; sleep 60")
+    code, out, err = finish(proc)
+    assert code == 128 + signal.SIGTERM
+    assert out == b"started\n"
+    assert "timed out after 1s" in err
+    s = state(url)
+    assert (s["last_status"], s["last_exit_code"]) == ("failure", 143)
+    assert "timed out after 1s" in str(last_results(url, limit=1)[0]["output"])
+
+
+def test_timeout_escalates_to_sigkill_when_term_is_ignored(url: str) -> None:
+    args = ["--timeout", "1", "--kill-after", "1", "--"]
+    proc = cronmetrics_run(url, *args, "sh", "-c", "trap '' TERM; sleep 60")
+    code, _, err = finish(proc)
+    assert code == 128 + signal.SIGKILL
+    assert "SIGKILL" in err
+
+
+def test_command_not_found_exits_127_and_reports_failure(url: str) -> None:
+    code, _, err = finish(cronmetrics_run(url, "--", "/nonexistent/backup.sh"))
+    assert code == 127
+    assert "command not found" in err
+    assert "Traceback" not in err
+    s = state(url)
+    assert (s["last_status"], s["last_exit_code"]) == ("failure", 127)
+
+
+def test_unknown_job_warns_but_keeps_the_exit_code(url: str) -> None:
+    code, _, err = finish(cronmetrics_run(url, "--", "sh", "-c", "exit 4", job="ghost@db9"))
+    assert code == 4
+    assert "warning" in err
+    assert "ghost@db9" in err
+
+
+def test_server_down_keeps_exit_code_and_costs_little_time() -> None:
+    from liveserver import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    proc = cronmetrics_run(closed, "--report-timeout", "1", "--", "sh", "-c", "exit 7")
+    code, _, err = finish(proc)
+    elapsed = time.monotonic() - started
+    assert code == 7
+    assert "could not report" in err
+    assert "Traceback" not in err
+    # the reporting budget (1 s) plus interpreter start-up; without a budget it would hang
+    assert elapsed < 10
+
+
+def test_invalid_job_id_is_a_usage_error(url: str) -> None:
+    code, _, err = finish(cronmetrics_run(url, "--", "true", job="bad/id"))
+    assert code == 2
+    assert "--job" in err
+
+
+# -- in process: what gets reported ---------------------------------------------------------
+
+
+def test_output_tail_memory_is_bounded() -> None:
+    tail = OutputTail(10_000)
+    chunk = b"y" * 65536
+    for _ in range(200):  # 13 MB through
+        tail.feed(chunk)
+        assert tail.held <= 10_000 + len(chunk)
+    tail.feed(b"LAST")
+    assert tail.total == 200 * 65536 + 4
+    text = tail.text()
+    assert len(text) == 10_000
+    assert text.endswith("yLAST")
+
+
+def test_run_command_keeps_only_the_tail_of_big_output() -> None:
+    script = "import sys; sys.stdout.write('x' * 1_500_000 + 'TAIL-END')"
+    sink = io.BytesIO()
+    outcome = run_command(
+        [sys.executable, "-c", script], output_limit=4096, stdout=sink, stderr=io.BytesIO()
+    )
+    assert outcome.exit_code == 0
+    assert len(sink.getvalue()) == 1_500_008
+    assert len(outcome.output) == 4096
+    assert outcome.output.endswith("TAIL-END")
+
+
+def recording_client(answers: list[int]) -> tuple[Client, list[dict[str, object]]]:
+    seen: list[dict[str, object]] = []
+    lock = threading.Lock()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        with lock:
+            seen.append(json.loads(request.content))
+            status = answers.pop(0) if answers else 200
+        if status >= 500:
+            return httpx.Response(status, json={"error": {"code": "X", "message": "busy"}})
+        return httpx.Response(status, json={"accepted": 1, "jobs": [JOB]})
+
+    client = Client("http://cronmetrics.test", transport=httpx.MockTransport(handler))
+    return client, seen
+
+
+def test_reports_share_one_run_id_and_carry_output_and_note() -> None:
+    client, seen = recording_client([])
+    warnings: list[str] = []
+    reporter = Reporter(lambda: client, JOB, "abc123", budget=5, warn=warnings.append)
+    reporter.start()
+    assert reporter.finish(Outcome(143, 1.25, "last words\n", "killed by SIGTERM", 15))
+    start, final = seen
+    assert start["status"] == "start"
+    assert (start["job_name"], start["host"], start["run_id"]) == ("logrotate", "web1", "abc123")
+    assert final["status"] == "failure"
+    assert (final["exit_code"], final["duration"], final["run_id"]) == (143, 1.25, "abc123")
+    assert final["output"] == "last words\n[cronmetrics run] killed by SIGTERM\n"
+    assert warnings == []
+
+
+def test_5xx_answers_are_retried_with_backoff() -> None:
+    sleeps: list[float] = []
+    client, seen = recording_client([503, 502])
+    client._sleep = sleeps.append
+    client.request_retrying("POST", "/api/job-result", json={"a": 1}, budget=10)
+    assert len(seen) == 3
+    assert sleeps == [0.25, 0.5]
+
+
+def test_retries_stop_at_the_budget() -> None:
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    client, seen = recording_client([503] * 100)
+    client._sleep, client._clock = sleep, lambda: now[0]
+    with pytest.raises(ServerUnavailable, match="busy"):
+        client.request_retrying("POST", "/api/job-result", json={}, budget=3)
+    assert now[0] <= 3
+    assert 3 <= len(seen) < 10

@@ -1,0 +1,88 @@
+"""``cronmetrics serve``: refuses to run open, stops cleanly, flips deadlines on time."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from liveserver import LiveServer, free_port, live_server
+
+pytestmark = pytest.mark.slow
+
+WAIT = 10.0
+
+
+def test_serve_without_tokens_or_no_auth_refuses_to_start(jobs_dir: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRONMETRICS_")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cronmetrics",
+            "serve",
+            "--jobs-dir",
+            str(jobs_dir),
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--bind",
+            f"127.0.0.1:{free_port()}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "--no-auth" in proc.stderr
+    assert "cronmetrics token new" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_sigterm_stops_the_server_cleanly(server: LiveServer) -> None:
+    assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+    # an idle keep-alive connection must not hold the shutdown up
+    with httpx.Client(timeout=5) as keepalive:
+        keepalive.get(f"{server.url}/metrics")
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            code = server.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"server still running 10 s after SIGTERM:\n{server.log()}")
+    assert code == 0, server.log()
+    assert "Traceback" not in server.log()
+
+
+def _deadline_logged(server: LiveServer, job_id: str) -> bool:
+    for line in server.log().splitlines():
+        if not line.startswith("{"):
+            continue
+        record = json.loads(line)
+        if record.get("msg") == "deadline passed" and job_id in record.get("sample", []):
+            return True
+    return False
+
+
+def test_scheduler_flips_a_job_to_missed_deadline_on_time(tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs.d"
+    jobs.mkdir()
+    (jobs / "quick.yaml").write_text("job_name: quick\nautomatic_failure_threshold: 2\n")
+    with live_server(jobs, tmp_path / "state") as server:
+        response = httpx.post(f"{server.url}/api/ping/quick/success", timeout=5)
+        assert response.status_code == 200
+        # Nothing reads the state here: only the scheduler can notice the deadline.
+        deadline = time.monotonic() + WAIT
+        while not _deadline_logged(server, "quick"):
+            if time.monotonic() > deadline:
+                pytest.fail(f"the scheduler never fired:\n{server.log()}")
+            time.sleep(0.1)
+        text = httpx.get(f"{server.url}/metrics", timeout=5).text
+        assert 'cronjob_status_reason{job_name="quick",host="",reason="missed deadline"} 1' in text
+        assert 'cronjob_status{job_name="quick",host="",status="active"} 0' in text

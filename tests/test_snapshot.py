@@ -1,0 +1,480 @@
+"""Snapshots and the journal, in process: round trips, damaged files, a full disk."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import T0, FakeClock
+from flask.testing import FlaskClient
+
+from cronmetrics import journal as journal_mod
+from cronmetrics import snapshot as snapshot_mod
+from cronmetrics.app import Services, services
+from cronmetrics.snapshot import FORMAT_VERSION, SnapshotError, Snapshotter, decode
+
+JOBS = {
+    "backup.yaml": "job_name: backup\nautomatic_failure_threshold: 3600\n",
+    "sync.yaml": "job_name: sync\nhost: db1\nautomatic_failure_threshold: 600\n",
+}
+
+
+def svc_of(client: FlaskClient) -> Services:
+    return services(client.application)
+
+
+def snapshotter(client: FlaskClient) -> Snapshotter:
+    snap: Snapshotter = svc_of(client).extras["snapshotter"]
+    return snap
+
+
+def submit(client: FlaskClient, body: Any) -> None:
+    response = client.post("/api/job-result", json=body)
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
+def history(client: FlaskClient, job_id: str) -> list[str | None]:
+    """run_ids of the job's results, oldest first."""
+    response = client.get(f"/api/job/{job_id}/results?limit=200")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return [r["run_id"] for r in reversed(response.get_json()["results"])]
+
+
+def state(client: FlaskClient, job_id: str) -> dict[str, Any]:
+    data: dict[str, Any] = client.get(f"/api/job/{job_id}").get_json()["state"]
+    return data
+
+
+def metric(client: FlaskClient, name: str) -> float:
+    for line in client.get("/metrics").get_data(as_text=True).splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not exported")
+
+
+def deep_check(client: FlaskClient) -> tuple[int, dict[str, Any]]:
+    response = client.get("/health/deep")
+    check: dict[str, Any] = response.get_json()["checks"]["snapshot"]
+    return response.status_code, check
+
+
+def run(client: FlaskClient, fake_clock: FakeClock, run_id: str, status: str = "success") -> None:
+    fake_clock.advance(60)
+    submit(
+        client,
+        {"job_name": "backup", "status": status, "run_id": run_id, "duration": 5, "output": run_id},
+    )
+
+
+@pytest.fixture
+def client(make_client: Any) -> FlaskClient:
+    c: FlaskClient = make_client(JOBS)
+    return c
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """Log records of the ``cronmetrics`` logger (which does not propagate to the root)."""
+    logger = logging.getLogger("cronmetrics")
+    logger.addHandler(caplog.handler)
+    try:
+        yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    return tmp_path / "state"
+
+
+# -- round trip --------------------------------------------------------------------------
+
+
+def test_restart_restores_state_history_and_counters(
+    client: FlaskClient, make_client: Any, fake_clock: FakeClock
+) -> None:
+    run(client, fake_clock, "r1")
+    run(client, fake_clock, "r2", "failure")
+    submit(client, {"job_name": "sync", "host": "db1", "status": "start", "run_id": "s1"})
+    before = {job: state(client, job) for job in ("backup", "sync@db1")}
+    assert snapshotter(client).write()
+
+    again = make_client(JOBS)
+    assert history(again, "backup") == ["r1", "r2"]
+    assert history(again, "sync@db1") == ["s1"]
+    assert {job: state(again, job) for job in ("backup", "sync@db1")} == before
+    assert again.get("/api/job/backup/results").get_json()["results"][0]["output"] == "r2"
+    assert metric(again, "cronmetrics_snapshot_restore_fallback") == 0
+
+
+def test_restored_job_keeps_its_first_seen_so_deadlines_do_not_restart(
+    client: FlaskClient, make_client: Any, fake_clock: FakeClock
+) -> None:
+    assert snapshotter(client).write()
+    fake_clock.advance(3600)  # backup has been silent for its whole threshold
+    again = make_client(JOBS)
+    assert state(again, "backup")["reason"] == "never reported"
+
+
+def test_snapshot_is_written_only_when_something_changed(
+    client: FlaskClient, fake_clock: FakeClock, state_dir: Path
+) -> None:
+    snap = snapshotter(client)
+    assert snap.write()
+    first = (state_dir / "state.snapshot").stat().st_ino
+    assert not snap.write()
+    assert (state_dir / "state.snapshot").stat().st_ino == first
+    run(client, fake_clock, "r1")
+    assert snap.write()
+    assert (state_dir / "state.snapshot").stat().st_ino != first
+    assert metric(client, "cronmetrics_snapshot_last_success_timestamp_seconds") == fake_clock.now
+    assert metric(client, "cronmetrics_snapshot_last_write_successful") == 1
+
+
+def test_previous_generation_is_kept(
+    client: FlaskClient, fake_clock: FakeClock, state_dir: Path
+) -> None:
+    run(client, fake_clock, "r1")
+    snapshotter(client).write()
+    run(client, fake_clock, "r2")
+    snapshotter(client).write()
+    newest = decode((state_dir / "state.snapshot").read_bytes())
+    previous = decode((state_dir / "state.snapshot.1").read_bytes())
+    assert [r.run_id for r in newest.jobs["backup"][1]] == ["r1", "r2"]
+    assert [r.run_id for r in previous.jobs["backup"][1]] == ["r1"]
+    assert oct((state_dir / "state.snapshot").stat().st_mode & 0o777) == "0o600"
+
+
+def test_deleted_job_state_is_dropped_at_restart(
+    client: FlaskClient, make_client: Any, fake_clock: FakeClock, tmp_path: Path
+) -> None:
+    run(client, fake_clock, "r1")
+    snapshotter(client).write()
+    (tmp_path / "jobs.d" / "backup.yaml").unlink()
+    again = make_client()
+    assert again.get("/api/job/backup").status_code == 404
+    assert svc_of(again).monitor.store.get("backup") is None
+
+
+def test_unmanaged_jobs_survive_a_restart(make_client: Any, fake_clock: FakeClock) -> None:
+    client = make_client(JOBS, unknown_jobs="accept")
+    submit(client, {"job_name": "adhoc", "host": "h1", "status": "failure", "run_id": "x"})
+    snapshotter(client).write()
+    again = make_client(JOBS, unknown_jobs="accept")
+    job = again.get("/api/job/adhoc@h1").get_json()
+    assert job["unmanaged"] is True
+    assert job["state"]["reason"] == "failed"
+
+
+# -- damaged snapshots -------------------------------------------------------------------
+
+
+def _flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 7])
+
+
+def _wrong_version(path: Path) -> None:
+    data = path.read_bytes()
+    header, _, payload = data.partition(b"\n")
+    parts = header.split(b" ")
+    parts[1] = str(FORMAT_VERSION + 1).encode()
+    path.write_bytes(b" ".join(parts) + b"\n" + payload)
+
+
+def _empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+DAMAGES = {"corrupt": _flip_byte, "truncated": _truncate, "wrong_version": _wrong_version}
+
+
+@pytest.mark.parametrize("damage", DAMAGES.values(), ids=DAMAGES.keys())
+def test_damaged_snapshot_falls_back_to_the_previous_generation(
+    client: FlaskClient,
+    make_client: Any,
+    fake_clock: FakeClock,
+    state_dir: Path,
+    damage: Any,
+    logs: pytest.LogCaptureFixture,
+) -> None:
+    run(client, fake_clock, "r1")
+    snapshotter(client).write()
+    run(client, fake_clock, "r2")
+    snapshotter(client).write()
+    damage(state_dir / "state.snapshot")
+    with pytest.raises(SnapshotError):
+        decode((state_dir / "state.snapshot").read_bytes())
+
+    again = make_client(JOBS)
+    assert history(again, "backup") == ["r1"]
+    assert metric(again, "cronmetrics_snapshot_restore_fallback") == 1
+    status, check = deep_check(again)
+    assert status == 503
+    assert check["ok"] is False
+    assert "state.snapshot.1" in check["detail"]
+    assert "restored the previous generation state.snapshot.1" in logs.text
+
+
+@pytest.mark.parametrize("damage", [*DAMAGES.values(), _empty], ids=[*DAMAGES.keys(), "empty"])
+def test_both_generations_damaged_starts_empty_and_says_so(
+    client: FlaskClient,
+    make_client: Any,
+    fake_clock: FakeClock,
+    state_dir: Path,
+    damage: Any,
+    logs: pytest.LogCaptureFixture,
+) -> None:
+    run(client, fake_clock, "r1")
+    snapshotter(client).write()
+    run(client, fake_clock, "r2")
+    snapshotter(client).write()
+    damage(state_dir / "state.snapshot")
+    damage(state_dir / "state.snapshot.1")
+
+    again = make_client(JOBS)
+    assert history(again, "backup") == []
+    assert metric(again, "cronmetrics_snapshot_restore_fallback") == 1
+    status, check = deep_check(again)
+    assert (status, check["ok"]) == (503, False)
+    assert "EMPTY" in check["detail"]
+    assert "restored EMPTY state" in logs.text
+
+
+def test_fallback_does_not_rotate_the_damaged_file_into_the_previous_generation(
+    client: FlaskClient, make_client: Any, fake_clock: FakeClock, state_dir: Path
+) -> None:
+    run(client, fake_clock, "r1")
+    snapshotter(client).write()
+    run(client, fake_clock, "r2")
+    snapshotter(client).write()
+    _flip_byte(state_dir / "state.snapshot")
+    again = make_client(JOBS)
+    run(again, fake_clock, "r3")
+    assert snapshotter(again).write()
+    status, check = deep_check(again)
+    assert (status, check["ok"]) == (200, True)
+    previous = decode((state_dir / "state.snapshot.1").read_bytes())
+    assert [r.run_id for r in previous.jobs["backup"][1]] == ["r1"]
+
+
+def test_missing_state_dir_is_a_fresh_start_not_a_fallback(
+    make_client: Any, tmp_path: Path
+) -> None:
+    client = make_client(JOBS, state_dir=tmp_path / "new" / "state")
+    assert metric(client, "cronmetrics_snapshot_restore_fallback") == 0
+    assert snapshotter(client).write()
+    assert (tmp_path / "new" / "state" / "state.snapshot").is_file()
+
+
+# -- a full disk -------------------------------------------------------------------------
+
+
+def test_full_disk_keeps_the_old_snapshot_and_reports_it(
+    client: FlaskClient,
+    fake_clock: FakeClock,
+    state_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    logs: pytest.LogCaptureFixture,
+) -> None:
+    run(client, fake_clock, "r1")
+    snap = snapshotter(client)
+    assert snap.write()
+    good = (state_dir / "state.snapshot").read_bytes()
+    real_write = snapshot_mod.atomic_write
+
+    def disk_full(path: Path, data: bytes, *, mode: int | None = None) -> None:
+        path.write_bytes(data[:100])  # a partial temp file, as a real ENOSPC leaves
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(snapshot_mod, "atomic_write", disk_full)
+    run(client, fake_clock, "r2")
+    assert not snap.write()
+    assert (state_dir / "state.snapshot").read_bytes() == good
+    assert sorted(p.name for p in state_dir.iterdir()) == ["state.snapshot"]
+    assert metric(client, "cronmetrics_snapshot_last_write_successful") == 0
+    status, check = deep_check(client)
+    assert (status, check["ok"]) == (503, False)
+    assert "No space left" in check["detail"]
+    assert "snapshot write failed" in logs.text
+
+    monkeypatch.setattr(snapshot_mod, "atomic_write", real_write)
+    assert snap.write()  # space again: the pending change is written, the check clears
+    assert metric(client, "cronmetrics_snapshot_last_write_successful") == 1
+    assert deep_check(client)[1]["ok"] is True
+    assert [
+        r.run_id for r in decode((state_dir / "state.snapshot").read_bytes()).jobs["backup"][1]
+    ] == [
+        "r1",
+        "r2",
+    ]
+
+
+def test_writing_a_snapshot_does_not_hold_the_monitor_lock(
+    client: FlaskClient, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entered, release = threading.Event(), threading.Event()
+    real_write = snapshot_mod.atomic_write
+
+    def slow_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
+        entered.set()
+        assert release.wait(10)
+        real_write(path, data, mode=mode)
+
+    monkeypatch.setattr(snapshot_mod, "atomic_write", slow_write)
+    writer = threading.Thread(target=snapshotter(client).write)
+    writer.start()
+    try:
+        assert entered.wait(10)
+        run(client, fake_clock, "during")  # would deadlock if the lock were held
+        assert history(client, "backup") == ["during"]
+    finally:
+        release.set()
+        writer.join(10)
+
+
+# -- journal -----------------------------------------------------------------------------
+
+
+def test_journal_replays_results_newer_than_the_snapshot(
+    make_client: Any, fake_clock: FakeClock
+) -> None:
+    client = make_client(JOBS, snapshot={"journal": True})
+    run(client, fake_clock, "r1")
+    snapshotter(client).write()
+    run(client, fake_clock, "r2")
+    submit(
+        client,
+        [
+            {"job_name": "backup", "status": "failure", "run_id": "b1"},
+            {"job_name": "sync", "host": "db1", "status": "success", "run_id": "b2"},
+        ],
+    )
+    expected = state(client, "backup")
+    again = make_client(JOBS, snapshot={"journal": True})  # no snapshot since r1: a crash
+    assert history(again, "backup") == ["r1", "r2", "b1"]
+    assert history(again, "sync@db1") == ["b2"]
+    assert state(again, "backup") == expected
+
+
+def test_journal_without_any_snapshot_restores_everything(
+    make_client: Any, fake_clock: FakeClock
+) -> None:
+    client = make_client(JOBS, snapshot={"journal": True})
+    for i in range(5):
+        run(client, fake_clock, f"r{i}")
+    again = make_client(JOBS)  # journal switched off since: still replayed
+    assert history(again, "backup") == [f"r{i}" for i in range(5)]
+
+
+def test_journal_torn_tail_is_tolerated(
+    make_client: Any, fake_clock: FakeClock, state_dir: Path
+) -> None:
+    client = make_client(JOBS, snapshot={"journal": True})
+    run(client, fake_clock, "r1")
+    run(client, fake_clock, "r2")
+    (segment,) = [p for p in state_dir.iterdir() if p.name.startswith("journal.")]
+    data = segment.read_bytes()
+    segment.write_bytes(data + data.splitlines(keepends=True)[0][:25])  # a half-written line
+    again = make_client(JOBS, snapshot={"journal": True})
+    assert history(again, "backup") == ["r1", "r2"]
+    assert metric(again, "cronmetrics_snapshot_restore_fallback") == 0
+    run(again, fake_clock, "r3")  # appended to a fresh segment, never after the torn bytes
+    third = make_client(JOBS)
+    assert history(third, "backup") == ["r1", "r2", "r3"]
+
+
+def test_journal_line_with_a_bad_checksum_is_skipped_alone(
+    make_client: Any, fake_clock: FakeClock, state_dir: Path
+) -> None:
+    client = make_client(JOBS, snapshot={"journal": True})
+    for i in range(3):
+        run(client, fake_clock, f"r{i}")
+    (segment,) = [p for p in state_dir.iterdir() if p.name.startswith("journal.")]
+    lines = segment.read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1].replace(b'"r1"', b'"rX"', 1)
+    segment.write_bytes(b"".join(lines))
+    again = make_client(JOBS)
+    assert history(again, "backup") == ["r0", "r2"]
+
+
+def test_journal_is_compacted_at_each_snapshot(
+    make_client: Any, fake_clock: FakeClock, state_dir: Path
+) -> None:
+    client = make_client(JOBS, snapshot={"journal": True})
+    snap = snapshotter(client)
+    for i in range(4):
+        run(client, fake_clock, f"r{i}")
+        assert snap.write()
+    segments = sorted(p.name for p in state_dir.iterdir() if p.name.startswith("journal."))
+    assert len(segments) <= 3  # the current one plus those the previous generation needs
+    again = make_client(JOBS)
+    assert history(again, "backup") == ["r0", "r1", "r2", "r3"]  # nothing replayed twice
+    assert state(again, "backup")["runs_total"] == 4
+
+
+def test_fallback_to_the_previous_generation_loses_nothing_with_the_journal(
+    make_client: Any, fake_clock: FakeClock, state_dir: Path
+) -> None:
+    client = make_client(JOBS, snapshot={"journal": True})
+    snap = snapshotter(client)
+    run(client, fake_clock, "r1")
+    snap.write()
+    run(client, fake_clock, "r2")
+    snap.write()
+    run(client, fake_clock, "r3")
+    _flip_byte(state_dir / "state.snapshot")
+    again = make_client(JOBS, snapshot={"journal": True})
+    assert history(again, "backup") == ["r1", "r2", "r3"]
+    assert state(again, "backup")["runs_total"] == 3
+    assert metric(again, "cronmetrics_snapshot_restore_fallback") == 1
+
+
+def test_failed_journal_write_refuses_the_submission(
+    make_client: Any, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = make_client(JOBS, snapshot={"journal": True})
+
+    def disk_full(fd: int, data: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(journal_mod.os, "write", disk_full)
+    response = client.post("/api/job-result", json={"job_name": "backup", "status": "success"})
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "STORAGE_ERROR"
+    monkeypatch.undo()
+    assert history(client, "backup") == []
+    assert state(client, "backup")["runs_total"] == 0
+
+
+def test_snapshot_round_trip_reads_results_written_with_another_field_layout(
+    client: FlaskClient, fake_clock: FakeClock, state_dir: Path
+) -> None:
+    import orjson
+
+    run(client, fake_clock, "r1")
+    snapshotter(client).write()
+    decoded_before = decode((state_dir / "state.snapshot").read_bytes())
+    raw = (state_dir / "state.snapshot").read_bytes().partition(b"\n")[2]
+    doc = orjson.loads(raw)
+    doc["result_fields"] = ["extra_from_the_future", *doc["result_fields"]]
+    for _, _, columns in doc["jobs"].values():
+        columns.insert(0, {"all": "ignored"})
+    doc["result_fields"].remove("labels")  # written before results had labels
+    for _, _, columns in doc["jobs"].values():
+        del columns[-1]
+    rebuilt = snapshot_mod._build(doc)
+    assert rebuilt.jobs["backup"][1] == decoded_before.jobs["backup"][1]
+    assert rebuilt.jobs["backup"][1][0].timestamp > T0
