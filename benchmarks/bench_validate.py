@@ -107,16 +107,11 @@ def time_load_paths(root: Path) -> tuple[float, float]:
     from cronmetrics import repository
 
     pairs = [(p, str(p)) for p in repository.iter_job_files(root)]
-    threshold = repository.PARALLEL_MIN_FILES
-    try:
-        repository.PARALLEL_MIN_FILES = len(pairs) + 1
-        start = time.perf_counter()
-        serial = repository.load_paths(pairs)
-        serial_s = time.perf_counter() - start
-    finally:
-        repository.PARALLEL_MIN_FILES = threshold
     start = time.perf_counter()
-    parallel = repository.load_paths(pairs)
+    serial = repository.load_paths(pairs)
+    serial_s = time.perf_counter() - start
+    start = time.perf_counter()
+    parallel = repository.load_paths(pairs, parallel=True)
     parallel_s = time.perf_counter() - start
     assert len(serial.jobs) == len(parallel.jobs) == len(pairs)
     return serial_s, parallel_s

@@ -96,9 +96,9 @@ def validate(paths: tuple[Path, ...], fmt: str) -> None:
     show_bar = sys.stderr.isatty() and len(pairs) >= PROGRESS_MIN_FILES and fmt != "json"
     if show_bar:
         with click.progressbar(length=len(pairs), label="validating", file=sys.stderr) as bar:
-            result = load_paths(pairs, progress=bar.update)
+            result = load_paths(pairs, progress=bar.update, parallel=True)
     else:
-        result = load_paths(pairs)
+        result = load_paths(pairs, parallel=True)
     problems = result.problems
     if fmt == "json":
         doc = {

@@ -183,15 +183,24 @@ def _load_chunk(chunk: list[tuple[Path, str, str | None]]) -> list[_Loaded]:
 
 
 def _load_all(
-    todo: list[tuple[Path, str, str | None]], progress: Callable[[int], None] | None
+    todo: list[tuple[Path, str, str | None]],
+    progress: Callable[[int], None] | None,
+    parallel: bool,
 ) -> Iterator[_Loaded]:
-    """Load every file; in a process pool when there are many.
+    """Load every file; in a process pool when there are many and ``parallel`` allows.
 
     YAML construction is pure Python even with libyaml, so 10,000 files take seconds on
     one core; the pool spreads them over the machine's cores (``fork``: no re-import).
+    Only single-threaded callers (``cronmetrics validate``) may ask for it: forking a
+    process that runs other threads (the server) can deadlock the child on their locks.
     """
     workers = min(os.cpu_count() or 1, MAX_WORKERS)
-    if len(todo) < PARALLEL_MIN_FILES or workers < 2 or "fork" not in mp.get_all_start_methods():
+    if (
+        not parallel
+        or len(todo) < PARALLEL_MIN_FILES
+        or workers < 2
+        or "fork" not in mp.get_all_start_methods()
+    ):
         for item in todo:
             yield _load_one(*item)
             if progress is not None:
@@ -223,8 +232,11 @@ def load_paths(
     previous: LoadResult | None = None,
     progress: Callable[[int], None] | None = None,
     trust_stat: bool = False,
+    parallel: bool = False,
 ) -> LoadResult:
     """Load ``(path, display)`` pairs; reuse ``previous`` definitions whose hash is unchanged.
+
+    ``parallel`` allows a forked process pool for many files (single-threaded callers only).
 
     With ``previous``, each file's stat is recorded; with ``trust_stat`` too, a file
     whose inode, size, mtime and ctime equal those recorded by ``previous`` is not read:
@@ -251,7 +263,7 @@ def load_paths(
         keys.append(key)
     result.files = len(todo)
     need = [(Path(p), d, k) for index, (p, d, k) in enumerate(todo) if index not in reuse]
-    fresh = iter(_load_all(need, progress))
+    fresh = iter(_load_all(need, progress, parallel))
     owners: dict[str, JobFile] = {}
     digest: str | None
     loaded: JobDefinition | list[Problem] | None

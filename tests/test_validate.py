@@ -381,3 +381,24 @@ def test_installed_console_script_reports_problems_and_exit_code(tmp_path: Path)
         "(did you mean 'automatic_failure_threshold'?)\n"
     )
     assert proc.stderr == "1 files, 0 jobs, 1 problems in 1 files\n"
+
+
+def test_server_reloads_never_fork_a_process_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forking a threaded server can deadlock the child: only validate may use the pool."""
+    from cronmetrics import repository
+
+    def no_pool(*args: object, **kwargs: object) -> None:
+        raise AssertionError("process pool used")
+
+    monkeypatch.setattr(repository, "PARALLEL_MIN_FILES", 1)
+    monkeypatch.setattr(repository, "ProcessPoolExecutor", no_pool)
+    for index in range(5):
+        write(tmp_path, f"j{index}.yaml", f"job_name: j{index}\nschedule: '@daily'\n")
+    assert len(repository.load_directory(tmp_path).jobs) == 5
+    assert len(repository.JobsDir(tmp_path).reload().jobs) == 5
+    with pytest.raises(AssertionError, match="process pool used"):
+        repository.load_paths(
+            [(tmp_path / "j0.yaml", "j0"), (tmp_path / "j1.yaml", "j1")], parallel=True
+        )
