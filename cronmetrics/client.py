@@ -33,6 +33,7 @@ __all__ = [
     "ClientSettings",
     "client_options",
     "error_from_response",
+    "job_option",
     "split_job_id",
 ]
 
@@ -93,16 +94,12 @@ def error_from_response(status: int, body: Any, fallback: str = "") -> Exception
 
 def split_job_id(job_id: str) -> tuple[str, str | None]:
     """``name@host`` -> ``(name, host)``; raises a usage error for a malformed id."""
-    from .model import check_host, check_job_name
+    from . import model
 
-    name, _, host = job_id.partition("@")
     try:
-        check_job_name(name)
-        if host:
-            check_host(host)
+        return model.split_job_id(job_id)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--job'") from None
-    return name, host or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +190,12 @@ def client_options(func: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         decorated = option(decorated)
     return decorated
+
+
+def job_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--job ID``, the job a result is for (``run``, ``ingest``, ``result submit``)."""
+    option = click.option("--job", "job_id", required=True, metavar="ID", help="name or name@host.")
+    return option(func)
 
 
 class Client:

@@ -29,10 +29,11 @@ from typing import IO, Any
 import click
 import pydantic
 
-from .client import Client, ClientSettings, client_options, split_job_id
+from .client import Client, ClientSettings, client_options, job_option, split_job_id
 from .errors import CronmetricsError, PayloadTooLarge, ServerUnavailable, ValidationError
 from .fileio import atomic_write
 from .model import ResultIn, problems_from_pydantic
+from .signals import handling
 
 __all__ = ["Ingester", "Offset", "default_state_path", "ingest_cmd", "parse_line"]
 
@@ -357,7 +358,7 @@ def _warn(message: str) -> None:
 @click.command("ingest")
 @client_options
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--job", "job_id", required=True, metavar="ID", help="name or name@host.")
+@job_option
 @click.option("--follow", "-f", is_flag=True, help="Keep reading as lines arrive (rotation ok).")
 @click.option("--batch", type=click.IntRange(1, 1000), default=500, show_default=True)
 @click.option(
@@ -395,35 +396,28 @@ def ingest_cmd(
     if not file.exists() and not follow:
         raise click.BadParameter(f"{file}: no such file", param_hint="FILE")
     stop = threading.Event()
-    previous: dict[int, Any] = {}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    if follow and threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[int(sig)] = signal.signal(sig, on_signal)
-    try:
-        with settings.client() as client:
-            ingester = Ingester(
-                file,
-                job_id,
-                client,
-                state_path=state_path or default_state_path(file),
-                batch=batch,
-                output_limit=output_limit,
-                warn=_warn,
-                stop=stop,
-                retry_budget=retry_timeout,
-            )
-            if follow:
-                ingester.retry_forever = True
-                _follow(ingester, poll)
-            else:
-                _once(ingester)
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+    signals = (signal.SIGINT, signal.SIGTERM)
+    with handling(signals, on_signal, enabled=follow), settings.client() as client:
+        ingester = Ingester(
+            file,
+            job_id,
+            client,
+            state_path=state_path or default_state_path(file),
+            batch=batch,
+            output_limit=output_limit,
+            warn=_warn,
+            stop=stop,
+            retry_budget=retry_timeout,
+        )
+        if follow:
+            ingester.retry_forever = True
+            _follow(ingester, poll)
+        else:
+            _once(ingester)
     stats = ingester.stats
     click.echo(
         f"{file}: {stats.submitted} results submitted, {stats.rejected} lines skipped"

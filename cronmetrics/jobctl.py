@@ -1,9 +1,8 @@
 """``cronmetrics job ...`` and ``cronmetrics result submit``: the operator's terminal tools.
 
 Job commands work in two modes with one set of flags: online against the API
-(``--url``/``--token``), or offline on a jobs directory (``--jobs-dir``) to prepare a PR.
-Offline writes go through :class:`cronmetrics.repository.JobWriter`, the same validating,
-atomic, comment-keeping writer the API uses, so both modes produce identical files.
+(``--url``/``--token``), or offline on a jobs directory (``--jobs-dir``) to prepare a PR;
+:mod:`.jobsource` holds the two sides, this module the commands and their rendering.
 """
 
 from __future__ import annotations
@@ -11,187 +10,20 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import click
-from click.core import ParameterSource
 
-from .client import Client, ClientSettings, client_options, split_job_id
-from .errors import NotFound
+from .client import ClientSettings, client_options, job_option, split_job_id
+from .jobsource import LIFECYCLES, JobSource, job_source_options
 from .output import FORMATS, age, cell, emit, parse_duration, parse_labels, render_table
+from .runner import OutputTail
 
 __all__ = ["job_group", "result_group"]
 
-LIFECYCLES = ("active", "maintenance", "paused", "retired")
 #: Patch values that mean "remove this key" (``--threshold none``).
 CLEAR_WORDS = frozenset({"none", "null", "-"})
 DEFAULT_OUTPUT_LIMIT = 10_000
-
-
-# -- backends ------------------------------------------------------------------------------
-
-
-class Backend(Protocol):
-    online: bool
-
-    def list(
-        self, status: str | None, host: str | None, labels: dict[str, str]
-    ) -> list[dict[str, Any]]: ...
-    def get(self, job_id: str) -> dict[str, Any]: ...
-    def create(self, doc: dict[str, Any]) -> dict[str, Any]: ...
-    def patch(self, job_id: str, changes: dict[str, Any]) -> dict[str, Any]: ...
-    def delete(self, job_id: str) -> dict[str, Any]: ...
-    def stats(self, job_id: str) -> Any: ...
-
-
-class OnlineJobs:
-    """The API: state included, writes land in the server's jobs.d."""
-
-    online = True
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-
-    def list(
-        self, status: str | None, host: str | None, labels: dict[str, str]
-    ) -> list[dict[str, Any]]:
-        return self.client.list_jobs(status=status, host=host, labels=list(labels.items()))
-
-    def get(self, job_id: str) -> dict[str, Any]:
-        return self.client.get_job(job_id)
-
-    def create(self, doc: dict[str, Any]) -> dict[str, Any]:
-        return _as_job(self.client.create_job(doc), doc)
-
-    def patch(self, job_id: str, changes: dict[str, Any]) -> dict[str, Any]:
-        return _as_job(self.client.patch_job(job_id, changes), {"id": job_id})
-
-    def delete(self, job_id: str) -> dict[str, Any]:
-        body = self.client.delete_job(job_id)
-        return body if isinstance(body, dict) else {"id": job_id, "deleted": True}
-
-    def stats(self, job_id: str) -> Any:
-        return self.client.job_stats(job_id)
-
-
-def _as_job(body: Any, fallback: Mapping[str, Any]) -> dict[str, Any]:
-    if isinstance(body, dict) and isinstance(body.get("job"), dict):
-        return dict(body["job"])
-    return dict(body) if isinstance(body, dict) else dict(fallback)
-
-
-class OfflineJobs:
-    """A jobs directory on disk: definitions only (state lives in the server)."""
-
-    online = False
-
-    def __init__(self, root: Path) -> None:
-        if not root.is_dir():
-            raise click.BadParameter(f"{root}: no such directory", param_hint="'--jobs-dir'")
-        self.root = root
-
-    def _load(self) -> dict[str, Any]:
-        from .repository import load_directory
-
-        result = load_directory(self.root)
-        if result.invalid:
-            click.echo(
-                f"warning: {len(result.invalid)} invalid job files in {self.root} are skipped"
-                " (run `cronmetrics validate` to see why)",
-                err=True,
-            )
-        return dict(result.jobs)
-
-    @staticmethod
-    def _job(jf: Any) -> dict[str, Any]:
-        return {
-            "id": jf.definition.id,
-            **jf.definition.model_dump(mode="json"),
-            "file": jf.display,
-            "state": None,
-        }
-
-    def list(
-        self, status: str | None, host: str | None, labels: dict[str, str]
-    ) -> list[dict[str, Any]]:
-        if status is not None and status not in LIFECYCLES:
-            raise click.UsageError(
-                f"--status {status} needs the server (offline, jobs have no state);"
-                f" use one of {', '.join(LIFECYCLES)}"
-            )
-        jobs = []
-        for job_id, jf in sorted(self._load().items()):
-            d = jf.definition
-            if status is not None and d.status != status:
-                continue
-            if host is not None and (d.host or "") != host:
-                continue
-            if any(d.labels.get(k) != v for k, v in labels.items()):
-                continue
-            jobs.append(self._job(jf))
-            del job_id
-        return jobs
-
-    def get(self, job_id: str) -> dict[str, Any]:
-        jf = self._load().get(job_id)
-        if jf is None:
-            raise NotFound(f"no job {job_id!r} in {self.root}")
-        return self._job(jf)
-
-    def _writer(self) -> Any:
-        from .repository import JobWriter
-
-        return JobWriter(self.root)
-
-    def create(self, doc: dict[str, Any]) -> dict[str, Any]:
-        return self._job(self._writer().create(doc))
-
-    def patch(self, job_id: str, changes: dict[str, Any]) -> dict[str, Any]:
-        return self._job(self._writer().patch(job_id, changes))
-
-    def delete(self, job_id: str) -> dict[str, Any]:
-        self._writer().delete(job_id)
-        return {"id": job_id, "deleted": True}
-
-    def stats(self, job_id: str) -> Any:
-        raise click.UsageError("job stats needs the server: use --url, not --jobs-dir")
-
-
-def backend_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``--jobs-dir`` plus the client flags; the command receives ``backend``."""
-    import functools
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        settings: ClientSettings = kwargs.pop("settings")
-        jobs_dir: Path | None = kwargs.pop("jobs_dir")
-        ctx = click.get_current_context()
-        dir_source = ctx.get_parameter_source("jobs_dir")
-        url_source = ctx.get_parameter_source("url")
-        dir_flag = dir_source == ParameterSource.COMMANDLINE
-        url_flag = url_source == ParameterSource.COMMANDLINE
-        if dir_flag and url_flag:
-            raise click.UsageError("use either --url (online) or --jobs-dir (offline), not both")
-        offline = jobs_dir is not None and (dir_flag or not settings.explicit_url)
-        backend: Backend
-        if offline:
-            assert jobs_dir is not None
-            backend = OfflineJobs(jobs_dir)
-            kwargs["backend"] = backend
-            return func(*args, **kwargs)
-        with settings.client() as client:
-            kwargs["backend"] = OnlineJobs(client)
-            return func(*args, **kwargs)
-
-    decorated = click.option(
-        "--jobs-dir",
-        envvar="CRONMETRICS_JOBS_DIR",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=None,
-        help="Work offline on this jobs directory (to prepare a PR) instead of the API.",
-    )(wrapper)
-    return client_options(decorated)
 
 
 def output_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -276,7 +108,7 @@ def job_group() -> None:
 
 
 @job_group.command("list")
-@backend_options
+@job_source_options
 @output_option
 @click.option("--label", "labels", multiple=True, metavar="K=V", help="Filter (repeatable).")
 @click.option(
@@ -287,13 +119,13 @@ def job_group() -> None:
 )
 @click.option("--host", default=None, help="Filter by host ('' for host-agnostic jobs).")
 def job_list(
-    backend: Backend, fmt: str, labels: tuple[str, ...], status: str | None, host: str | None
+    source: JobSource, fmt: str, labels: tuple[str, ...], status: str | None, host: str | None
 ) -> None:
     """List jobs (with their current state when online)."""
-    jobs = backend.list(status, host, parse_labels(labels))
+    jobs = source.list(status, host, parse_labels(labels))
     if fmt == "table":
         if jobs:
-            click.echo(jobs_table(jobs, online=backend.online))
+            click.echo(jobs_table(jobs, online=source.online))
         else:
             click.echo("no jobs match", err=True)
     else:
@@ -301,12 +133,12 @@ def job_list(
 
 
 @job_group.command("get")
-@backend_options
+@job_source_options
 @output_option
 @click.argument("job_id", metavar="ID")
-def job_get(backend: Backend, fmt: str, job_id: str) -> None:
+def job_get(source: JobSource, fmt: str, job_id: str) -> None:
     """Show one job (definition, and state when online)."""
-    emit(backend.get(job_id), fmt)
+    emit(source.get(job_id), fmt)
 
 
 def _definition_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -384,12 +216,12 @@ def _changes(opts: Mapping[str, Any], *, clearable: bool) -> dict[str, Any]:
 
 
 @job_group.command("add")
-@backend_options
+@job_source_options
 @output_option
 @click.option("--name", required=True, help="job_name.")
 @click.option("--host", default=None, help="Host (omit for a host-agnostic job).")
 @_definition_options
-def job_add(backend: Backend, fmt: str, name: str, host: str | None, **opts: Any) -> None:
+def job_add(source: JobSource, fmt: str, name: str, host: str | None, **opts: Any) -> None:
     """Create a job (writes <id>.yaml; fails if the id exists)."""
     doc: dict[str, Any] = {"job_name": name}
     if host:
@@ -398,18 +230,18 @@ def job_add(backend: Backend, fmt: str, name: str, host: str | None, **opts: Any
     labels = parse_labels(opts["labels"])
     if labels:
         doc["labels"] = labels
-    job = backend.create(doc)
+    job = source.create(doc)
     where = f" ({job['file']})" if job.get("file") else ""
     _show(job, fmt, f"created {job.get('id', name)}{where}")
 
 
 @job_group.command("update")
-@backend_options
+@job_source_options
 @output_option
 @click.argument("job_id", metavar="ID")
 @_definition_options
 @click.option("--remove-label", "remove_labels", multiple=True, metavar="KEY")
-def job_update(backend: Backend, fmt: str, job_id: str, **opts: Any) -> None:
+def job_update(source: JobSource, fmt: str, job_id: str, **opts: Any) -> None:
     """Change a job; `none` removes an optional key (e.g. --max-runtime none)."""
     changes = _changes(opts, clearable=True)
     labels: dict[str, str | None] = dict(parse_labels(opts["labels"]))
@@ -418,30 +250,30 @@ def job_update(backend: Backend, fmt: str, job_id: str, **opts: Any) -> None:
         changes["labels"] = labels
     if not changes:
         raise click.UsageError("nothing to change: give at least one option (see --help)")
-    job = backend.patch(job_id, changes)
+    job = source.patch(job_id, changes)
     _show(job, fmt, f"updated {job.get('id', job_id)}")
 
 
 @job_group.command("delete")
-@backend_options
+@job_source_options
 @output_option
 @click.argument("job_id", metavar="ID")
-def job_delete(backend: Backend, fmt: str, job_id: str) -> None:
+def job_delete(source: JobSource, fmt: str, job_id: str) -> None:
     """Delete a job's file (to stop monitoring but keep history, use status retired)."""
-    _show(backend.delete(job_id), fmt, f"deleted {job_id}")
+    _show(source.delete(job_id), fmt, f"deleted {job_id}")
 
 
 def _lifecycle_command(name: str, help_text: str, status: str) -> None:
     @job_group.command(name, help=help_text)
-    @backend_options
+    @job_source_options
     @output_option
     @click.argument("job_id", metavar="ID")
-    def command(backend: Backend, fmt: str, job_id: str, **extra: Any) -> None:
+    def command(source: JobSource, fmt: str, job_id: str, **extra: Any) -> None:
         changes: dict[str, Any] = {"status": status}
         until = extra.get("until")
         if status != "paused":
             changes["maintenance_until"] = until
-        job = backend.patch(job_id, changes)
+        job = source.patch(job_id, changes)
         suffix = f" until {until}" if until else ""
         _show(job, fmt, f"{job.get('id', job_id)} is now {status}{suffix}")
 
@@ -459,12 +291,12 @@ _lifecycle_command(
 
 
 @job_group.command("stats")
-@backend_options
+@job_source_options
 @output_option
 @click.argument("job_id", metavar="ID")
-def job_stats(backend: Backend, fmt: str, job_id: str) -> None:
+def job_stats(source: JobSource, fmt: str, job_id: str) -> None:
     """Runs, success rates (24h / 7d), durations, intervals, last failure (online only)."""
-    stats = backend.stats(job_id)
+    stats = source.stats(job_id)
     emit(stats if isinstance(stats, dict) else {"stats": stats}, fmt)
 
 
@@ -478,22 +310,15 @@ def result_group() -> None:
 
 def read_tail(stream: Any, limit: int) -> str:
     """The last ``limit`` bytes of a stream, read in bounded memory."""
-    from collections import deque
-
-    chunks: deque[bytes] = deque()
-    size = 0
+    tail = OutputTail(limit)
     while chunk := stream.read(65536):
-        chunks.append(chunk)
-        size += len(chunk)
-        while size - len(chunks[0]) >= limit:
-            size -= len(chunks.popleft())
-    data = b"".join(chunks)
-    return data[-limit:].decode("utf-8", "replace") if limit else ""
+        tail.feed(chunk)
+    return tail.text()
 
 
 @result_group.command("submit")
 @client_options
-@click.option("--job", "job_id", required=True, metavar="ID", help="name or name@host.")
+@job_option
 @click.option("--status", type=click.Choice(["start", "success", "failure"]), required=True)
 @click.option("--duration", type=click.FloatRange(min=0), default=None, help="Seconds.")
 @click.option("--exit-code", type=int, default=None)

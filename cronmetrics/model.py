@@ -29,6 +29,7 @@ __all__ = [
     "job_id",
     "parse_job",
     "problems_from_pydantic",
+    "split_job_id",
 ]
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
@@ -80,6 +81,19 @@ def check_job_name(value: str) -> str:
 
 def check_host(value: str) -> str:
     return _check_name(value, _HOST_RE)
+
+
+def split_job_id(value: str) -> tuple[str, str | None]:
+    """``name@host`` -> ``(name, host)`` (``name`` or ``name@`` -> no host).
+
+    Raises ``ValueError`` for a bad name or host; each caller turns that into its own
+    error (a CLI usage error, a 400 naming its field).
+    """
+    name, _, host = value.partition("@")
+    check_job_name(name)
+    if host:
+        check_host(host)
+    return name, host or None
 
 
 #: RFC 3339 date-time (what JSON Schema's ``date-time`` format means) or a full date.

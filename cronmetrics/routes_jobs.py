@@ -13,7 +13,8 @@ from .errors import InvalidRequest
 from .logging import rfc3339
 from .model import job_id as make_job_id
 from .monitor import JobView
-from .repository import JobFile, JobWriter, check_job_id
+from .repository import JobFile
+from .writer import JobWriter, check_job_id
 
 bp = Blueprint("jobs", __name__)
 

@@ -26,9 +26,10 @@ from typing import IO, Any
 
 import click
 
-from .client import Client, ClientSettings, client_options, split_job_id
+from .client import Client, ClientSettings, client_options, job_option, split_job_id
 from .errors import CronmetricsError, ServerUnavailable
 from .output import parse_duration
+from .signals import handling
 
 __all__ = ["Outcome", "OutputTail", "Reporter", "run_cmd", "run_command"]
 
@@ -152,12 +153,8 @@ def run_command(
 
     # Installed before the child starts: a SIGTERM during start-up must not kill us and
     # orphan the command; it is delivered once the child exists.
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in FORWARDED:
-            previous[int(sig)] = signal.signal(sig, forward)
     note: str | None = None
-    try:
+    with handling(FORWARDED, forward):
         try:
             proc = subprocess.Popen(
                 list(argv),
@@ -194,9 +191,6 @@ def run_command(
                 proc.wait()
         if own_group and note is not None:
             send(signal.SIGKILL)  # leftovers of a timed-out command
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
     deadline = clock() + DRAIN_TIMEOUT
     for pump in pumps:
         pump.join(max(0.0, deadline - clock()))
@@ -341,7 +335,7 @@ def _warn(message: str) -> None:
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
 )
 @client_options
-@click.option("--job", "job_id", required=True, metavar="ID", help="name or name@host.")
+@job_option
 @click.option("--timeout", default=None, metavar="DURATION", help="Kill the command after this.")
 @click.option(
     "--kill-after",

@@ -1,4 +1,4 @@
-"""``repository.JobWriter`` and ``fileio``: validated, atomic, round-trip job file writes."""
+"""``writer.JobWriter`` and ``fileio``: validated, atomic, round-trip job file writes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pytest
 
 from cronmetrics import fileio
 from cronmetrics.errors import Conflict, InvalidRequest, NotFound, ReadOnly, ValidationError
-from cronmetrics.repository import JobsDir, JobWriter, check_job_id, load_directory
+from cronmetrics.repository import JobsDir, load_directory
+from cronmetrics.writer import JobWriter, check_job_id
 
 HAND_WRITTEN = """\
 # Nightly import -- owned by the data team.
