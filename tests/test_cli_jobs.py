@@ -309,6 +309,21 @@ def test_result_submit_records_the_result(online: tuple[str, Path]) -> None:
     assert job["state"]["last_duration"] == 27
 
 
+def test_result_submit_with_output_limit_zero_sends_empty_output(
+    online: tuple[str, Path], tmp_path: Path
+) -> None:
+    log = tmp_path / "out.log"
+    log.write_text("lots of output\n" * 100)
+    run = on(
+        online,
+        ["result", "submit", "--job", "logrotate@web1", "--status", "success",
+         "--output", str(log), "--output-limit", "0"],
+    )  # fmt: skip
+    assert run.code == 0, run.err
+    job = json.loads(on(online, ["job", "get", "logrotate@web1", "-o", "json"]).out)
+    assert job["state"]["last_status"] == "success"
+
+
 def test_result_submit_unknown_job_exits_4(online: tuple[str, Path]) -> None:
     run = on(online, ["result", "submit", "--job", "ghost@nowhere", "--status", "success"])
     assert run.code == 4
