@@ -2,10 +2,13 @@
 
 1. A store of 10,000 jobs x 100 results (realistic fields; every 7th result a failure with
    an output tail) is snapshotted with the real :class:`Snapshotter` into a temp dir:
-   time under the monitor lock (the copy), total write time (encode + sha256 + fsync +
-   rename), file size; then restored into a fresh monitor (verify + decode + rebuild).
-   Wall and CPU time are both printed: on a shared machine the CPU time is what an idle
-   machine's wall time would be (the verdict uses it; the work is single-threaded).
+   a full write (empty chunk cache: encode every job + checksums + write + fsync +
+   rename), then incremental writes after 1 % of the jobs got a new result each (the
+   monitor lock hold, the copy of the changed jobs, is timed separately); file size;
+   then restored into a fresh monitor (verify + decode + rebuild). Each run uses a fresh
+   snapshotter. Wall and CPU time are both printed: on a shared machine the CPU time is
+   what an idle machine's wall time would be (the verdict uses it; the work is
+   single-threaded apart from the kernel's writeback).
 2. Submission stall: while a snapshot of that store is written, a thread keeps calling
    ``Monitor.submit``; its worst latency is compared with the same loop without a snapshot.
 3. Memory per job with full history (tracemalloc over building 1,000 jobs x 100 results).
@@ -28,6 +31,8 @@ import tempfile
 import threading
 import time
 import tracemalloc
+from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -38,6 +43,7 @@ from cronmetrics.metrics import SelfMetrics
 from cronmetrics.model import ResultIn
 from cronmetrics.monitor import Monitor
 from cronmetrics.snapshot import Snapshotter
+from cronmetrics.snapshot_format import Copied
 from cronmetrics.store import MemoryStore, Result, apply_result
 
 T0 = 1_767_571_200.0
@@ -71,12 +77,17 @@ def fill(monitor: Monitor, jobs: int, results: int) -> None:
                         {},
                     ),
                 )
+            monitor.mark_changed(job_id)
         monitor.version += 1
 
 
 def make(state_dir: Path, max_results: int) -> tuple[Monitor, Snapshotter]:
     monitor = Monitor(MemoryStore(max_results), accept_unknown=True)
-    snap = Snapshotter(
+    return monitor, make_snapshotter(monitor, state_dir)
+
+
+def make_snapshotter(monitor: Monitor, state_dir: Path) -> Snapshotter:
+    return Snapshotter(
         monitor,
         state_dir,
         clock=time.time,
@@ -84,56 +95,87 @@ def make(state_dir: Path, max_results: int) -> tuple[Monitor, Snapshotter]:
         journal=False,
         metrics=SelfMetrics(monitor.counts),
     )
-    return monitor, snap
+
+
+def _timed(func: Callable[[], object]) -> tuple[float, float]:
+    """(wall, CPU) seconds of one call."""
+    started, cpu = time.perf_counter(), time.process_time()
+    func()
+    return time.perf_counter() - started, time.process_time() - cpu
+
+
+def change_some(monitor: Monitor, share: float, rng: random.Random) -> int:
+    """One new result for ``share`` of the jobs, the way Monitor.submit records it."""
+    ids = list(monitor.store.ids())
+    picked = rng.sample(ids, max(1, int(len(ids) * share)))
+    with monitor.lock:
+        for job_id in picked:
+            state = monitor.store.get(job_id)
+            assert state is not None
+            last = state.history[-1]
+            at = last.timestamp + 3600
+            apply_result(state, Result(job_id, "success", at, at + 0.2, last.host, 12.5, 0))
+            monitor.mark_changed(job_id)
+    return len(picked)
 
 
 def bench_files(jobs: int, results: int, runs: int) -> dict[str, float]:
-    writes, loads, locks, write_cpu, load_cpu = [], [], [], [], []
+    full, incremental, loads = [], [], []
+    locks: list[float] = []
     size = 0
+    rng = random.Random(3)
     with tempfile.TemporaryDirectory(prefix="cm-bench-snap-") as tmp:
         state_dir = Path(tmp) / "state"
-        monitor, snap = make(state_dir, results)
+        monitor, _ = make(state_dir, results)
         fill(monitor, jobs, results)
         gc.collect()
         from cronmetrics import snapshot as snapshot_mod
 
         real_copy = snapshot_mod.copy_states
 
-        def timed_copy(m: Monitor) -> list[snapshot_mod.Copied]:
+        def timed_copy(monitor: Monitor, ids: Iterable[str]) -> list[Copied]:
             started = time.thread_time()
-            out = real_copy(m)
+            out = real_copy(monitor, ids)
             locks.append(time.thread_time() - started)
             return out
 
-        snapshot_mod.copy_states = timed_copy  # type: ignore[assignment]
-        try:
-            for _ in range(runs):
-                started, cpu = time.perf_counter(), time.process_time()
-                assert snap.write(force=True)
-                writes.append(time.perf_counter() - started)
-                write_cpu.append(time.process_time() - cpu)
-        finally:
-            snapshot_mod.copy_states = real_copy  # type: ignore[assignment]
+        changed = 0
+        for _ in range(runs):
+            snap = make_snapshotter(monitor, state_dir)  # an empty chunk cache
+            full.append(_timed(partial(snap.write, force=True)))
+            snapshot_mod.copy_states = timed_copy
+            try:
+                for _ in range(runs):
+                    changed = change_some(monitor, 0.01, rng)
+                    incremental.append(_timed(snap.write))
+            finally:
+                snapshot_mod.copy_states = real_copy
+            del snap
         size = (state_dir / "state.snapshot").stat().st_size
-        del monitor, snap
+        del monitor
         gc.collect()
         for _ in range(runs):
             fresh, loader = make(state_dir, results)
             started, cpu = time.perf_counter(), time.process_time()
             report = loader.restore()
-            loads.append(time.perf_counter() - started)
-            load_cpu.append(time.process_time() - cpu)
+            loads.append((time.perf_counter() - started, time.process_time() - cpu))
             assert not report.fallback and report.results == jobs * results, report
-            del fresh, loader
+            del fresh, loader, report
             gc.collect()
+
+    def med(samples: list[tuple[float, float]], which: int) -> float:
+        return statistics.median(s[which] for s in samples)
+
     return {
-        "write_s": statistics.median(writes),
-        "write_cpu_s": statistics.median(write_cpu),
-        "load_cpu_s": statistics.median(load_cpu),
-        "write_max_s": max(writes),
+        "full_s": med(full, 0),
+        "full_cpu_s": med(full, 1),
+        "incr_s": med(incremental, 0),
+        "incr_cpu_s": med(incremental, 1),
+        "changed": changed,
         "lock_ms": statistics.median(locks) * 1000,
-        "load_s": statistics.median(loads),
-        "load_max_s": max(loads),
+        "lock_max_ms": max(locks) * 1000,
+        "load_s": med(loads, 0),
+        "load_cpu_s": med(loads, 1),
         "size_mb": size / 1e6,
     }
 
@@ -154,26 +196,26 @@ def bench_stall(jobs: int, results: int) -> dict[str, float]:
                 time.sleep(0.001)
             return samples
 
-        def measure(during_snapshot: bool) -> list[float]:
+        def measure(during: Callable[[], object]) -> list[float]:
             stop = threading.Event()
             out: list[list[float]] = []
             thread = threading.Thread(target=lambda: out.append(loop(stop)))
             thread.start()
-            if during_snapshot:
-                snap.write(force=True)
-            else:
-                time.sleep(1.0)
+            during()
             stop.set()
             thread.join()
             return out[0]
 
-        quiet = measure(False)
-        busy = measure(True)
+        quiet = measure(lambda: time.sleep(1.0))
+        full = measure(lambda: snap.write(force=True))
+        change_some(monitor, 0.01, random.Random(5))
+        incremental = measure(snap.write)
     return {
         "quiet_max_ms": max(quiet) * 1000,
-        "busy_max_ms": max(busy) * 1000,
-        "busy_p99_ms": sorted(busy)[int(len(busy) * 0.99)] * 1000,
-        "busy_samples": len(busy),
+        "full_max_ms": max(full) * 1000,
+        "incr_max_ms": max(incremental) * 1000,
+        "incr_p99_ms": sorted(incremental)[int(len(incremental) * 0.99)] * 1000,
+        "incr_samples": len(incremental),
     }
 
 
@@ -219,18 +261,23 @@ def main() -> None:
     print(f"machine: {machine()}")
     files = bench_files(args.jobs, args.results, args.runs)
     print(
-        f"snapshot {args.jobs} jobs x {args.results} results: {files['size_mb']:.1f} MB\n"
-        f"  write: median {files['write_s']:.2f} s wall (max {files['write_max_s']:.2f}), "
-        f"{files['write_cpu_s']:.2f} s CPU {verdict(files['write_cpu_s'] <= 1.0)}; "
-        f"copy under the monitor lock {files['lock_ms']:.0f} ms CPU\n"
-        f"  load: median {files['load_s']:.2f} s wall (max {files['load_max_s']:.2f}), "
+        f"snapshot {args.jobs} jobs x {args.results} results: {files['size_mb']:.1f} MB, "
+        f"medians of {args.runs} (incremental: {args.runs**2})\n"
+        f"  full write: {files['full_s']:.2f} s wall, "
+        f"{files['full_cpu_s']:.2f} s CPU {verdict(files['full_cpu_s'] <= 1.0)}\n"
+        f"  incremental write, {files['changed']} jobs changed: {files['incr_s']:.3f} s wall, "
+        f"{files['incr_cpu_s']:.3f} s CPU {verdict(files['incr_cpu_s'] <= 1.0)}; "
+        f"monitor lock (copy of the changed jobs) {files['lock_ms']:.2f} ms CPU "
+        f"(max {files['lock_max_ms']:.2f})\n"
+        f"  load: {files['load_s']:.2f} s wall, "
         f"{files['load_cpu_s']:.2f} s CPU {verdict(files['load_cpu_s'] <= 2.0)}"
     )
     stall = bench_stall(args.jobs, args.results)
     print(
-        f"submit latency while a snapshot is written: max {stall['busy_max_ms']:.1f} ms, "
-        f"p99 {stall['busy_p99_ms']:.2f} ms over {stall['busy_samples']} submits "
-        f"(no snapshot: max {stall['quiet_max_ms']:.1f} ms)"
+        f"submit latency while an incremental snapshot is written: max "
+        f"{stall['incr_max_ms']:.1f} ms, p99 {stall['incr_p99_ms']:.2f} ms over "
+        f"{stall['incr_samples']} submits; during a full one: max {stall['full_max_ms']:.1f} "
+        f"ms (no snapshot: max {stall['quiet_max_ms']:.1f} ms)"
     )
     per_job = bench_memory(args.results)
     print(f"memory per job with {args.results} results of history: {per_job / 1024:.1f} KiB")

@@ -76,7 +76,8 @@ class SelfMetrics:
         )
         self.snapshot_ts = Gauge(
             "cronmetrics_snapshot_last_success_timestamp_seconds",
-            "When the state snapshot was last written successfully (0 = never).",
+            "When the state snapshot on disk was last known current: written, or nothing changed "
+            "since the last good write (0 = never).",
             registry=r,
         )
         self.snapshot_ok = Gauge(

@@ -92,6 +92,10 @@ class Monitor:
         #: returns a commit run after the lock is released, before submit() returns
         self.journal: Callable[[list[Result]], Callable[[], None]] | None = None
         self._counts_cache: tuple[tuple[int, int], dict[str, Any]] | None = None
+        #: bumped on every change to a stored state or history (not on re-evaluations);
+        #: with :meth:`changed_since` it lets snapshots re-encode only the changed jobs
+        self.state_seq = 0
+        self._state_changes: dict[str, int] = {}  # id -> state_seq of its last change, oldest first
 
     # -- change notification -------------------------------------------------------------
 
@@ -108,6 +112,30 @@ class Monitor:
         with self.lock:
             dirty, self._dirty = self._dirty, set()
             return dirty
+
+    def mark_changed(self, job_id: str) -> None:
+        """Record that ``job_id``'s stored state or history changed; call under the lock."""
+        self.state_seq += 1
+        changes = self._state_changes
+        changes.pop(job_id, None)  # re-inserted at the end: the dict stays ordered by change
+        changes[job_id] = self.state_seq
+
+    def _dropped(self, job_id: str) -> None:
+        self.store.drop(job_id)
+        self._state_changes.pop(job_id, None)
+        self.state_seq += 1
+
+    def changed_since(self, seq: int) -> list[str]:
+        """Ids whose state changed after :attr:`state_seq` was ``seq`` (dropped ones are not
+        listed, they are simply gone from the store); call under the lock. Walks only the
+        changed jobs, newest first."""
+        changes = self._state_changes
+        out = []
+        for job_id in reversed(changes):
+            if changes[job_id] <= seq:
+                break
+            out.append(job_id)
+        return out
 
     # -- internal ------------------------------------------------------------------------
 
@@ -146,7 +174,10 @@ class Monitor:
                 old = self.definitions.get(job_id)
                 if old == definition and job_id not in self.unmanaged:
                     continue
+                created = self.store.get(job_id) is None
                 state = self.store.ensure(job_id, now)
+                if created:
+                    self.mark_changed(job_id)
                 if old is None:
                     diff.added.append(job_id)
                 else:
@@ -154,6 +185,7 @@ class Monitor:
                     was = evaluate(old, state, now).lifecycle
                     if was != Lifecycle.ACTIVE and definition.status == Lifecycle.ACTIVE:
                         state.active_since = now
+                        self.mark_changed(job_id)
                 self.unmanaged.discard(job_id)
                 self.definitions[job_id] = definition
                 self._reevaluate(job_id, now)
@@ -166,7 +198,7 @@ class Monitor:
         self.evaluations.pop(job_id, None)
         self._scheduled.pop(job_id, None)
         self.unmanaged.discard(job_id)
-        self.store.drop(job_id)
+        self._dropped(job_id)
         self._dirty.add(job_id)
         self.version += 1
 
@@ -253,6 +285,7 @@ class Monitor:
                     self.unmanaged.add(job_id)
                     self.store.ensure(job_id, now)
                 self.store.record(record)
+                self.mark_changed(job_id)
                 self._reevaluate(job_id, now)
         if commit is not None:
             commit()  # fsync outside the lock: concurrent submissions share it
@@ -266,7 +299,12 @@ class Monitor:
         with self.lock:
             if job_id is not None and self.store.get(job_id) is None:
                 raise NotFound(f"job {job_id!r} not found")
-            removed = self.store.purge(before, job_id)
+            removed = 0
+            for jid in [job_id] if job_id is not None else list(self.store.ids()):
+                gone = self.store.purge(before, jid)
+                if gone:
+                    removed += gone
+                    self.mark_changed(jid)
             if removed:
                 self.version += 1
             return removed
@@ -288,7 +326,7 @@ class Monitor:
         with self.lock:
             orphans = [j for j in self.store.ids() if j not in self.definitions]
             for job_id in orphans:
-                self.store.drop(job_id)
+                self._dropped(job_id)
             return orphans
 
     # -- time ----------------------------------------------------------------------------

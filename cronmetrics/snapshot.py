@@ -1,23 +1,22 @@
 """State snapshots: every job's state and history, on disk, checksummed, two generations.
 
-File format (``state.snapshot`` in the state dir; the previous one is ``state.snapshot.1``)::
+The file (``state.snapshot`` in the state dir; the previous one is ``state.snapshot.1``)
+is described in :mod:`cronmetrics.snapshot_format`: a checksummed index, then one
+checksummed chunk per job. This module is the service around it.
 
-    CRONMETRICS-SNAPSHOT <format version> <payload bytes> <sha256 of payload, hex>\\n
-    <payload: JSON>
+Writing is incremental and never blocks submissions for long. The monitor counts changes
+to stored states (:meth:`~cronmetrics.monitor.Monitor.mark_changed`); under the monitor
+lock a snapshot copies only the jobs changed since the last one (references: results are
+never mutated once recorded) and the list of ids. Outside the lock it encodes those jobs,
+keeps every job's chunk in memory (about the file's size), and assembles the file from the
+cached chunks: the cost of a snapshot follows what changed, not the fleet's size, except
+for writing the bytes. A write goes to a staging file first, so a full disk leaves both
+generations untouched. A restored file's chunks seed the cache, so the first snapshot
+after a restart is incremental too.
 
-The payload is ``{"format", "written_at", "journal_seq", "state_fields", "result_fields",
-"unmanaged", "jobs": {id: [state values, result count, result columns]}}``. States are
-stored positionally and results column by column, field names listed once (see
-:func:`_columns`): a third of the bytes of one object per result, far fewer values to
-parse, and results are rebuilt with ``map`` in C rather than a dict per row. A field added
-to :class:`~cronmetrics.store.Result` later is still read by name. orjson (rather than the
-json module, ~10x slower here) keeps 10,000 jobs x 100 results near the 1 s write / 2 s
-load budget (docs/performance.md, "Issue 6").
-
-Writing never blocks submissions for long: under the monitor lock only references are
-copied (results are never mutated once recorded), and encoding, hashing and the
-fsync-rename dance happen outside it. A write goes to a staging file first, so a full disk
-leaves both generations untouched.
+``cronmetrics_snapshot_last_success_timestamp_seconds`` says when the state was last
+known to be on disk: set by each write, by each interval where nothing changed since the
+last good write, and by a clean restore (the alert ``CronmetricsSnapshotStale`` watches it).
 
 Loading never stops the server: a bad checksum, a truncated file or an unknown format
 version falls back to the previous generation, then to empty state, each loudly (error
@@ -30,25 +29,33 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import MISSING, dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from functools import partial
-from itertools import repeat
-from operator import attrgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import orjson
+from typing import TYPE_CHECKING
 
 from .fileio import atomic_write, fsync_dir
 from .journal import Journal, JournalEntry, replay, segments
 from .logging import get_logger, rfc3339
 from .metrics import SelfMetrics
 from .monitor import Monitor
-from .store import JobState, Result
+from .snapshot_format import (
+    FORMAT_VERSION,
+    Chunk,
+    Copied,
+    Decoded,
+    SnapshotError,
+    assemble,
+    decode,
+    encode,
+    encode_job,
+    gc_paused,
+    state_values,
+)
+from .store import Result
 
 if TYPE_CHECKING:
     from .app import Services
@@ -65,182 +72,22 @@ __all__ = [
 
 log = get_logger("snapshot")
 
-FORMAT_VERSION = 1
-MAGIC = b"CRONMETRICS-SNAPSHOT"
 SNAPSHOT_NAME = "state.snapshot"
 PREVIOUS_NAME = "state.snapshot.1"
 _STAGING = ".state.snapshot.new"
-FREEZE_AFTER = 100_000  # restored results above which the restored objects are gc-frozen
 _LINKING = ".state.snapshot.1.new"
-
-STATE_FIELDS = tuple(f for f in JobState.__dataclass_fields__ if f != "history")
-RESULT_FIELDS = tuple(f for f in Result.__dataclass_fields__ if f != "job_id")
-_state_values = attrgetter(*STATE_FIELDS)
-_result_row = attrgetter(*RESULT_FIELDS)
-_STATUS_CODE = {"success": "s", "failure": "f", "start": "b"}
-_STATUS_NAME = {v: k for k, v in _STATUS_CODE.items()}
-
-#: one job as copied under the lock: id, state values, history (shared Result objects)
-Copied = tuple[str, tuple[Any, ...], tuple[Result, ...]]
+FREEZE_AFTER = 100_000  # restored results above which the restored objects are gc-frozen
 
 
-class SnapshotError(ValueError):
-    """A snapshot file that cannot be used (corrupt, truncated, unknown format)."""
-
-
-@dataclass(slots=True)
-class Decoded:
-    written_at: float
-    journal_seq: int
-    jobs: dict[str, tuple[dict[str, Any], list[Result]]]
-    unmanaged: dict[str, tuple[str, str | None]] = field(default_factory=dict)
-
-    @property
-    def results(self) -> int:
-        return sum(len(h) for _, h in self.jobs.values())
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Building or walking a million small objects triggers full collections that find
-    nothing to free; pausing the cyclic GC for the duration halves the time."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
-
-
-def copy_states(monitor: Monitor) -> list[Copied]:
-    """References to every job's state and history; call under ``monitor.lock``."""
-    store = monitor.store
+def copy_states(monitor: Monitor, ids: Iterable[str]) -> list[Copied]:
+    """References to the state and history of ``ids``; call under ``monitor.lock``."""
+    get = monitor.store.get
     out: list[Copied] = []
-    for job_id in store.ids():
-        state = store.get(job_id)
+    for job_id in ids:
+        state = get(job_id)
         if state is not None:
-            out.append((job_id, _state_values(state), tuple(state.history)))
+            out.append((job_id, state_values(state), tuple(state.history)))
     return out
-
-
-def encode(
-    jobs: list[Copied],
-    *,
-    written_at: float,
-    journal_seq: int,
-    unmanaged: dict[str, tuple[str, str | None]],
-) -> bytes:
-    with _gc_paused():
-        payload = orjson.dumps(
-            {
-                "format": FORMAT_VERSION,
-                "written_at": written_at,
-                "journal_seq": journal_seq,
-                "state_fields": STATE_FIELDS,
-                "result_fields": RESULT_FIELDS,
-                "unmanaged": unmanaged,
-                "jobs": {
-                    job_id: (values, len(history), _columns(history))
-                    for job_id, values, history in jobs
-                },
-            }
-        )
-    digest = hashlib.sha256(payload).hexdigest().encode()
-    header = b"%s %d %d %s\n" % (MAGIC, FORMAT_VERSION, len(payload), digest)
-    return header + payload
-
-
-def _columns(history: tuple[Result, ...]) -> list[Any]:
-    """One job's history column by column; a column with one value throughout (the host,
-    empty labels, no output) is stored once as ``{"all": value}``. Status is one letter per
-    result. Fewer JSON tokens to write and parse, and restored results share those values
-    instead of holding a copy each."""
-    n = len(history)
-    if not n:
-        return [[] for _ in RESULT_FIELDS]
-    columns: list[Any] = []
-    transposed = zip(*map(_result_row, history), strict=True)
-    for name, column in zip(RESULT_FIELDS, transposed, strict=True):
-        if column.count(column[0]) == n:
-            columns.append({"all": column[0]})
-        elif name == "status":
-            columns.append("".join(map(_STATUS_CODE.__getitem__, column)))
-        else:
-            columns.append(column)
-    return columns
-
-
-def _results(job_id: str, n: int, fields: tuple[str, ...], columns: list[Any]) -> list[Result]:
-    """Rebuild one job's ``n`` results from :func:`_columns` output (fields matched by name)."""
-    wanted = Result.__dataclass_fields__
-    iterables: dict[str, Any] = {}
-    for name, column in zip(fields, columns, strict=True):
-        if name not in wanted:
-            continue
-        if isinstance(column, dict):
-            value = column["all"]
-            # a dict (labels) must not be shared between results: a fresh copy each
-            iterables[name] = (
-                map(dict, repeat(value, n)) if isinstance(value, dict) else repeat(value, n)
-            )
-        else:
-            if len(column) != n:
-                raise ValueError(f"column {name} of {job_id} has {len(column)} values, not {n}")
-            is_codes = name == "status" and isinstance(column, str)
-            iterables[name] = map(_STATUS_NAME.__getitem__, column) if is_codes else column
-    missing = [f for f in RESULT_FIELDS if f not in iterables and wanted[f].default is MISSING]
-    missing = [f for f in missing if wanted[f].default_factory is MISSING]
-    if missing:
-        raise ValueError(f"results of {job_id} lack {', '.join(missing)}")
-    present = [f for f in RESULT_FIELDS if f in iterables]
-    if len(present) == len(RESULT_FIELDS):
-        return list(map(Result, repeat(job_id, n), *(iterables[f] for f in RESULT_FIELDS)))
-    return [
-        Result(job_id=job_id, **dict(zip(present, row, strict=True)))
-        for row in zip(*(iterables[f] for f in present), strict=True)
-    ]
-
-
-def decode(data: bytes) -> Decoded:
-    """Parse and verify a snapshot file's bytes; :class:`SnapshotError` says what is wrong."""
-    end = data.find(b"\n", 0, 256)
-    if end < 0:
-        raise SnapshotError("no snapshot header (empty or not a cronmetrics snapshot)")
-    parts = data[:end].split(b" ")
-    if len(parts) != 4 or parts[0] != MAGIC:
-        raise SnapshotError("not a cronmetrics snapshot (bad header)")
-    try:
-        version, length = int(parts[1]), int(parts[2])
-    except ValueError:
-        raise SnapshotError("bad snapshot header") from None
-    if version != FORMAT_VERSION:
-        raise SnapshotError(
-            f"snapshot format version {version} is not supported (this version reads "
-            f"{FORMAT_VERSION})"
-        )
-    payload = memoryview(data)[end + 1 :]
-    if len(payload) != length:
-        raise SnapshotError(f"truncated or padded: {len(payload)} payload bytes, expected {length}")
-    if hashlib.sha256(payload).hexdigest().encode() != parts[3]:
-        raise SnapshotError("checksum mismatch (the file is corrupt)")
-    try:
-        with _gc_paused():
-            return _build(orjson.loads(payload))
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
-        raise SnapshotError(f"unreadable payload: {exc}") from None
-
-
-def _build(doc: dict[str, Any]) -> Decoded:
-    state_fields = doc["state_fields"]
-    result_fields = tuple(doc["result_fields"])
-    known = set(STATE_FIELDS)
-    jobs: dict[str, tuple[dict[str, Any], list[Result]]] = {}
-    for job_id, (values, count, columns) in doc["jobs"].items():
-        state = {k: v for k, v in zip(state_fields, values, strict=True) if k in known}
-        jobs[job_id] = (state, _results(job_id, int(count), result_fields, columns))
-    unmanaged = {k: (v[0], v[1]) for k, v in doc.get("unmanaged", {}).items()}
-    return Decoded(float(doc["written_at"]), int(doc["journal_seq"]), jobs, unmanaged)
 
 
 @dataclass(slots=True)
@@ -280,7 +127,12 @@ class Snapshotter:
         self.current = state_dir / SNAPSHOT_NAME
         self.previous = state_dir / PREVIOUS_NAME
         self._write_lock = threading.Lock()
-        self._written_version: int | None = None
+        #: every job's encoded chunk, as of ``monitor.state_seq == _cache_seq``
+        self._chunks: dict[str, Chunk] = {}
+        self._cache_seq = 0
+        #: what state.snapshot holds: the monitor's state_seq and unmanaged jobs (None:
+        #: not known to be up to date, so the next tick writes)
+        self._written: tuple[int, dict[str, tuple[str, str | None]]] | None = None
         self._seq = 0  # journal_seq for the next snapshot when the journal is off
         self._gen0_seq: int | None = None
         self._gen1_seq: int | None = None
@@ -337,11 +189,13 @@ class Snapshotter:
         started = time.perf_counter()
         report = RestoreReport()
         try:
-            self._restore(report)
+            with gc_paused():  # a million new objects: see snapshot_format.gc_paused
+                self._restore(report)
         except Exception as exc:  # a bug must not keep the exporter down either
             log.exception("state restore failed; starting empty")
             report.problems.append(f"restore failed: {exc}")
             report.source = None
+            self._written = None  # whatever was restored, write it at the next tick
         if report.results >= FREEZE_AFTER:
             # a restored history is long-lived: move it out of the cyclic GC's sight, or
             # every full collection walks millions of objects while holding the GIL
@@ -357,6 +211,8 @@ class Snapshotter:
             )
         else:
             self.metrics.restore_fallback.set(0)
+            if report.source is not None:  # the state on disk is the state in memory
+                self.metrics.snapshot_ts.set(self.clock())
             log.info(
                 "state restored" if report.source else "no state snapshot yet; starting empty",
                 extra={
@@ -389,6 +245,9 @@ class Snapshotter:
         unmanaged: dict[str, tuple[str, str | None]] = {}
         if loaded is not None:
             self._apply(loaded, now)
+            if report.source == SNAPSHOT_NAME and not report.problems:
+                # as of the restored chunks: jobs marked stale by _apply make it outdated
+                self._written = (self._cache_seq, dict(loaded.unmanaged))
             unmanaged.update(loaded.unmanaged)
             report.jobs, report.results = len(loaded.jobs), loaded.results
             if report.source == SNAPSHOT_NAME:
@@ -406,14 +265,27 @@ class Snapshotter:
             self.monitor.restore_unmanaged(unmanaged, now)
 
     def _apply(self, loaded: Decoded, now: float) -> None:
-        store = self.monitor.store
-        with self.monitor.lock:
+        """Put the loaded states into the store, and their chunks into the cache where
+        they encode exactly what was restored (same field layout, history not cut by a
+        smaller ``max_results_per_job``); the other jobs are marked changed."""
+        monitor = self.monitor
+        store = monitor.store
+        with monitor.lock:
+            stale = []
             for job_id, (values, history) in loaded.jobs.items():
                 state = store.ensure(job_id, now)
                 for name, value in values.items():
                     setattr(state, name, value)
                 state.history.clear()
                 state.history.extend(history)
+                chunk = loaded.chunks.get(job_id)
+                if chunk is not None and len(state.history) == len(history):
+                    self._chunks[job_id] = chunk
+                else:
+                    stale.append(job_id)
+            self._cache_seq = monitor.state_seq
+            for job_id in stale:
+                monitor.mark_changed(job_id)
 
     def _replay_one(
         self, entry: JournalEntry, *, now: float, unmanaged: dict[str, tuple[str, str | None]]
@@ -422,6 +294,7 @@ class Snapshotter:
         with self.monitor.lock:
             self.monitor.store.ensure(result.job_id, result.received)
             self.monitor.store.record(result)
+            self.monitor.mark_changed(result.job_id)
         if entry.unmanaged is not None:
             unmanaged[result.job_id] = entry.unmanaged
 
@@ -440,34 +313,57 @@ class Snapshotter:
     # -- writing ---------------------------------------------------------------------------
 
     def write(self, *, force: bool = False) -> bool:
-        """Write a snapshot if anything changed (or ``force``); return whether it did."""
+        """Write a snapshot if anything changed (or ``force``); return whether it did.
+
+        When nothing changed since the last good write, the state on disk is current:
+        that refreshes the snapshot timestamp metric without writing."""
         with self._write_lock:
             monitor = self.monitor
             with monitor.lock:
-                version = monitor.version
-                if not force and version == self._written_version:
-                    return False
-                jobs = copy_states(monitor)
+                seq = monitor.state_seq
                 unmanaged = {
                     job_id: (d.job_name, d.host)
                     for job_id in monitor.unmanaged
                     if (d := monitor.definitions.get(job_id)) is not None
                 }
+                if not force and self._written == (seq, unmanaged):
+                    if self.last_error is None:
+                        self.metrics.snapshot_ts.set(self.clock())
+                    return False
+                ids = list(monitor.store.ids())
+                changed = set(monitor.changed_since(self._cache_seq))
+                changed.update(set(ids).difference(self._chunks))  # never cached: a safety net
+                jobs = copy_states(monitor, changed)
                 try:
-                    seq = self.journal.rotate() if self.journal is not None else self._seq
+                    journal_seq = self.journal.rotate() if self.journal is not None else self._seq
                 except OSError as exc:
                     self._failed(exc)
                     return False
             now = self.clock()
+            self._encode(jobs, seq)
+            del jobs
+            chunks = self._chunks
+            self._chunks = {job_id: chunks[job_id] for job_id in ids}  # forget dropped jobs
             try:
-                data = encode(jobs, written_at=now, journal_seq=seq, unmanaged=unmanaged)
-                del jobs
+                data = assemble(
+                    ((job_id, chunks[job_id]) for job_id in ids),
+                    written_at=now,
+                    journal_seq=journal_seq,
+                    unmanaged=unmanaged,
+                )
                 self._write_files(data)
             except OSError as exc:
                 self._failed(exc)
                 return False
-            self._succeeded(now, version, seq)
+            self._succeeded(now, (seq, unmanaged), journal_seq)
             return True
+
+    def _encode(self, jobs: list[Copied], seq: int) -> None:
+        """Re-encode the changed jobs into the cache, which then reflects ``seq``."""
+        with gc_paused():
+            fresh = {job_id: encode_job(values, history) for job_id, values, history in jobs}
+        self._chunks.update(fresh)
+        self._cache_seq = seq
 
     def _write_files(self, data: bytes) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -495,8 +391,10 @@ class Snapshotter:
         with contextlib.suppress(OSError):
             (self.state_dir / _STAGING).unlink()
 
-    def _succeeded(self, now: float, version: int, seq: int) -> None:
-        self._written_version = version
+    def _succeeded(
+        self, now: float, written: tuple[int, dict[str, tuple[str, str | None]]], seq: int
+    ) -> None:
+        self._written = written
         self._gen0_seq = seq
         self._current_good = True
         self.last_error = None

@@ -459,22 +459,86 @@ def test_failed_journal_write_refuses_the_submission(
     assert state(client, "backup")["runs_total"] == 0
 
 
-def test_snapshot_round_trip_reads_results_written_with_another_field_layout(
+def test_results_written_with_another_field_layout_are_read_by_name(
     client: FlaskClient, fake_clock: FakeClock, state_dir: Path
 ) -> None:
     import orjson
 
+    from cronmetrics.snapshot_format import RESULT_FIELDS, STATE_FIELDS, decode_job
+
+    run(client, fake_clock, "r1")
+    run(client, fake_clock, "r2", "failure")
+    snapshotter(client).write()
+    data = (state_dir / "state.snapshot").read_bytes()
+    decoded = decode(data)
+    state_before, history_before = decoded.jobs["backup"]
+    chunk, _ = decoded.chunks["backup"]
+    meta, _, packed = chunk.partition(b"\n")
+    values, count, columns = orjson.loads(meta)
+    # written by a later version: an extra state field and an extra result field...
+    state_fields = [*STATE_FIELDS, "state_from_the_future"]
+    values.append("ignored")
+    result_fields = ["extra_from_the_future", *RESULT_FIELDS]
+    columns.insert(0, {"all": "ignored"})
+    # ...and by an earlier one: results without labels
+    del columns[result_fields.index("labels")]
+    result_fields.remove("labels")
+    rebuilt = orjson.dumps([values, count, columns]) + b"\n" + packed
+    state, history = decode_job("backup", rebuilt, state_fields, result_fields)
+    assert state == state_before
+    assert history == history_before
+    assert [r.run_id for r in history] == ["r1", "r2"]
+    assert history[0].timestamp > T0
+
+
+def test_corrupt_index_is_detected(
+    client: FlaskClient, fake_clock: FakeClock, state_dir: Path
+) -> None:
     run(client, fake_clock, "r1")
     snapshotter(client).write()
-    decoded_before = decode((state_dir / "state.snapshot").read_bytes())
-    raw = (state_dir / "state.snapshot").read_bytes().partition(b"\n")[2]
-    doc = orjson.loads(raw)
-    doc["result_fields"] = ["extra_from_the_future", *doc["result_fields"]]
-    for _, _, columns in doc["jobs"].values():
-        columns.insert(0, {"all": "ignored"})
-    doc["result_fields"].remove("labels")  # written before results had labels
-    for _, _, columns in doc["jobs"].values():
-        del columns[-1]
-    rebuilt = snapshot_mod._build(doc)
-    assert rebuilt.jobs["backup"][1] == decoded_before.jobs["backup"][1]
-    assert rebuilt.jobs["backup"][1][0].timestamp > T0
+    path = state_dir / "state.snapshot"
+    data = bytearray(path.read_bytes())
+    data[data.index(b"\n") + 5] ^= 0x01
+    with pytest.raises(SnapshotError, match="checksum mismatch in the index"):
+        decode(bytes(data))
+
+
+def test_corrupt_chunk_names_the_job(
+    client: FlaskClient, fake_clock: FakeClock, state_dir: Path
+) -> None:
+    run(client, fake_clock, "r1")
+    submit(client, {"job_name": "sync", "host": "db1", "status": "success"})
+    snapshotter(client).write()
+    data = (state_dir / "state.snapshot").read_bytes()
+    chunk, _ = decode(data).chunks["backup"]
+    at = data.index(chunk) + len(chunk) // 2
+    damaged = data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
+    with pytest.raises(SnapshotError, match="state of backup"):
+        decode(damaged)
+
+
+def test_any_flipped_bit_or_cut_anywhere_in_the_file_is_detected() -> None:
+    from cronmetrics.snapshot_format import STATE_FIELDS, encode
+    from cronmetrics.store import Result
+
+    history = (
+        Result("a", "start", T0, T0 + 0.5, None, None, None, "r1", None, {}),
+        Result("a", "success", T0 + 9, T0 + 9.5, None, 3.5, 0, "r1", "x\ny", {"k": "v"}),
+        Result("a", "failure", T0 + 60, T0 + 61, None, None, 2, None, "err", {}),
+    )
+    values = (T0, T0, *[None] * (len(STATE_FIELDS) - 2))
+    data = encode(
+        [("a", values, history), ("b", values, ())],
+        written_at=T0,
+        journal_seq=0,
+        unmanaged={},
+    )
+    assert decode(data).jobs["a"][1] == list(history)
+    for at in range(len(data)):
+        for bit in (0x01, 0x80):
+            damaged = bytearray(data)
+            damaged[at] ^= bit
+            with pytest.raises(SnapshotError):
+                decode(bytes(damaged))
+        with pytest.raises(SnapshotError):
+            decode(data[:at])
