@@ -8,10 +8,12 @@ Submissions that move the earliest change earlier re-arm it (see :meth:`poke`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 from collections.abc import Callable
 
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from .logging import get_logger
@@ -32,6 +34,7 @@ class Scheduler:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
         self._armed: float | None = None
+        self._stopping = False
         self._lock = threading.Lock()
         self.last_tick: float | None = None
 
@@ -53,7 +56,18 @@ class Scheduler:
         self._arm()
 
     def shutdown(self) -> None:
+        """Stop without racing the scheduler thread.
+
+        APScheduler 3 marks itself stopped before it takes its job-store lock, so a
+        one-shot job being retired by the scheduler thread at that moment raises
+        ``JobLookupError`` there and kills the thread. Pausing first and removing every
+        job (which waits for the lock) leaves nothing to race.
+        """
+        with self._lock:
+            self._stopping = True
         if self._sched.running:
+            self._sched.pause()
+            self._sched.remove_all_jobs()
             self._sched.shutdown(wait=False)
 
     @property
@@ -78,13 +92,16 @@ class Scheduler:
     def _arm(self) -> None:
         with self._lock:
             when = self.monitor.next_wakeup()
-            if when == self._armed or not self._sched.running:
+            if when == self._armed or not self._sched.running or self._stopping:
                 return
             self._armed = when
-            if self._sched.get_job(_DEADLINE_JOB):
+            with contextlib.suppress(JobLookupError):
                 self._sched.remove_job(_DEADLINE_JOB)
             if when is not None:
-                run_at = dt.datetime.fromtimestamp(when, dt.UTC)
+                # APScheduler waits on the wall clock; ``when`` is on our clock (a fake one
+                # in tests), so arm after the same delay rather than at the same instant.
+                delay = max(0.0, when - self.clock())
+                run_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay)
                 self._sched.add_job(self._fire, "date", run_date=run_at, id=_DEADLINE_JOB)
 
     def _fire(self) -> None:
