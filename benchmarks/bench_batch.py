@@ -29,6 +29,7 @@ from common import (
     result_body,
     run_wrk,
     serve,
+    settle,
     verdict,
 )
 
@@ -73,6 +74,7 @@ def main() -> int:
     with jobs_tree(args.jobs) as (jobs_dir, jobs), serve(jobs_dir, args.jobs) as server:
         bodies = batches(jobs, args.batch, 20)
         sequential(server.port, bodies, args.batch, 1)  # warm-up
+        settle(server)
         cpu0 = process_tree_cpu(server.process.pid)
         one = sequential(server.port, bodies, args.batch, args.duration)
         cpu = process_tree_cpu(server.process.pid) - cpu0

@@ -42,6 +42,7 @@ from common import (
     report_all,
     result_body,
     serve,
+    settle,
     timed_get,
     verdict,
 )
@@ -92,6 +93,7 @@ def measure(count: int, args: argparse.Namespace, *, with_load: bool) -> dict[st
     with jobs_tree(count) as (jobs_dir, jobs), serve(jobs_dir, count, timeout=600) as server:
         out["ready_s"] = server.ready_after
         report_all(server.port, jobs)
+        settle(server)
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
         first, _, size = timed_get(conn, "/metrics")
         _, _, gz_size = timed_get(conn, "/metrics", GZIP)
@@ -186,10 +188,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--big", type=int, default=100_000, help="0 to skip the big run")
-    parser.add_argument("--scrapes", type=int, default=20, help="per series")
+    parser.add_argument("--scrapes", type=int, default=15, help="per series")
     parser.add_argument("--load-rate", type=float, default=200.0, help="results/s under load")
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between scrapes")
-    parser.add_argument("--pc-runs", type=int, default=2, help="prometheus_client renders")
+    parser.add_argument("--pc-runs", type=int, default=1, help="prometheus_client renders")
     args = parser.parse_args()
     args.keep_text = b""
 

@@ -47,6 +47,7 @@ from common import (
     result_body,
     run_wrk,
     serve,
+    settle,
     timed_get,
 )
 
@@ -288,6 +289,7 @@ def main() -> int:
             fill = time.perf_counter() - start
             conn.close()
             report_all(server.port, jobs)
+            settle(server)
             plain, plain_size = scrapes(server.port, args.scrapes, {})
             packed, packed_size = scrapes(server.port, args.scrapes, GZIP)
             text = [b.decode() for b in bodies[:2000]]

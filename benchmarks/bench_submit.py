@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,6 +41,7 @@ from common import (
     result_body,
     run_wrk,
     serve,
+    settle,
     verdict,
 )
 
@@ -74,14 +76,17 @@ def serve_baseline(port: int, threads: int) -> None:
             return baseline_app()
 
     tmp = Path(tempfile.mkdtemp(prefix="cm-bench-baseline-"))
-    config = load_config(
-        None,
-        bind=f"127.0.0.1:{port}",
-        no_auth=True,
-        jobs_dir=tmp / "jobs.d",
-        state_dir=tmp / "state",
-    )
-    Baseline(config, threads=threads).run()
+    try:
+        config = load_config(
+            None,
+            bind=f"127.0.0.1:{port}",
+            no_auth=True,
+            jobs_dir=tmp / "jobs.d",
+            state_dir=tmp / "state",
+        )
+        Baseline(config, threads=threads).run()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run_baseline(bodies: list[str], duration: float) -> tuple[float, float]:
@@ -127,6 +132,7 @@ def bodies_for(jobs: list[Job], count: int = 2000) -> list[str]:
 def run_cronmetrics(count: int, duration: float) -> tuple[float, float, float, float | None]:
     with jobs_tree(count) as (jobs_dir, jobs), serve(jobs_dir, count, timeout=600) as server:
         report_all(server.port, jobs)
+        settle(server)
         bodies = bodies_for(jobs)
         run_wrk(server.url, "/api/job-result", bodies, duration=2)  # warm-up
         cpu0 = process_tree_cpu(server.process.pid)

@@ -125,6 +125,7 @@ class Server:
     log_path: Path
     started: float
     ready_after: float = 0.0
+    quiet_after: float = 0.0
     extra: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -191,6 +192,57 @@ def wait_deep_ready(server: Server, jobs: int, timeout: float) -> float:
     raise RuntimeError(f"server not ready after {timeout}s:\n{server.log()[-3000:]}")
 
 
+def wait_quiet(server: Server, timeout: float) -> float:
+    """Wait for the watcher's catch-up rescan after start (seconds since process start).
+
+    ``/health/deep`` is 200 as soon as jobs.d is loaded, but the watcher then rescans the
+    directory once to catch changes made before its watch was in place; with 100k files
+    that takes a while and would eat into whatever is measured first.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, http.client.HTTPException, KeyError, ValueError):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+            conn.request("GET", "/health/deep")
+            checks = json.loads(conn.getresponse().read())["checks"]
+            conn.close()
+            if "watcher" not in checks:
+                return time.monotonic() - server.started
+            found = re.search(r"(\d+) reloads", checks["watcher"]["detail"])
+            if found and int(found.group(1)) >= 1:
+                return time.monotonic() - server.started
+        time.sleep(0.1)
+    raise RuntimeError(f"watcher did not finish its first rescan in {timeout}s")
+
+
+def settle(server: Server, timeout: float = 120) -> float:
+    """Wait until a state snapshot newer than now is on disk; return the seconds waited.
+
+    The first snapshot after start (or after ``report_all`` touched every job) encodes
+    every job's state; at 100k jobs that holds the GIL for seconds. Measuring through it
+    would charge a one-off warm-up to the steady-state rate.
+    """
+    import datetime as dt
+
+    begin = time.time()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, http.client.HTTPException, KeyError, ValueError):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+            conn.request("GET", "/health/deep")
+            checks = json.loads(conn.getresponse().read())["checks"]
+            conn.close()
+            if "snapshot" not in checks:
+                return 0.0
+            detail = checks["snapshot"]["detail"]
+            if detail.startswith("last written "):
+                written = dt.datetime.fromisoformat(detail.removeprefix("last written "))
+                if written.timestamp() >= begin:
+                    return time.time() - begin
+        time.sleep(0.2)
+    raise RuntimeError(f"no snapshot written within {timeout}s")
+
+
 @contextlib.contextmanager
 def serve(
     jobs_dir: Path,
@@ -200,6 +252,7 @@ def serve(
     extra_args: Sequence[str] = (),
     env: dict[str, str] | None = None,
     timeout: float = 300,
+    quiet: bool = True,
 ) -> Iterator[Server]:
     """Run ``cronmetrics serve --no-auth`` on a free loopback port until the block ends."""
     state_dir = Path(tempfile.mkdtemp(prefix="cm-bench-state-"))
@@ -234,6 +287,7 @@ def serve(
     server = Server(port, process, log_path, started)
     try:
         server.ready_after = wait_deep_ready(server, jobs, timeout)
+        server.quiet_after = wait_quiet(server, timeout) if quiet else server.ready_after
         yield server
     finally:
         server.stop()
@@ -357,12 +411,27 @@ def run_wrk(
 def timed_get(
     conn: http.client.HTTPConnection, path: str, headers: dict[str, str] | None = None
 ) -> tuple[float, int, int]:
-    """(seconds, status, body bytes) for one GET on a keep-alive connection."""
+    """(seconds, status, body bytes) for one GET on a keep-alive connection.
+
+    The body is read into a reused buffer: allocating a fresh 140 MB ``bytes`` per scrape
+    (page faults) would otherwise be a large part of what gets timed at 100k jobs.
+    """
+    global _BUFFER
     start = time.perf_counter()
     conn.request("GET", path, headers=headers or {})
     response = conn.getresponse()
-    body = response.read()
-    return time.perf_counter() - start, response.status, len(body)
+    size = 0
+    while True:
+        if size == len(_BUFFER):
+            _BUFFER = _BUFFER + bytearray(max(1 << 20, len(_BUFFER)))
+        got = response.readinto(memoryview(_BUFFER)[size:])
+        if not got:
+            break
+        size += got
+    return time.perf_counter() - start, response.status, size
+
+
+_BUFFER = bytearray(1 << 20)
 
 
 def median_ms(samples: Sequence[float]) -> float:

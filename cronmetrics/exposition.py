@@ -121,11 +121,11 @@ class Exposition:
     Work per scrape is proportional to what changed: a changed job replaces its line in
     the (family, block) segments where it actually differs (a success usually leaves the
     status, reason and failure families alone) and only those are re-joined (a C-level
-    join of a ready list), the plain body is re-assembled only when a
-    segment changed, and segments are deflated lazily, on the first gzip scrape after they
-    changed, so plain-only scrapers never pay for compression. Level 1 by default: on this
-    text it is 2-3x cheaper than level 6 for an 18% larger body (measured in
-    benchmarks/bench_metrics.py), and compression is most of a busy scrape's cost.
+    join of a ready list); the plain body is re-assembled only when a segment changed;
+    segments are deflated lazily, on the first gzip scrape after they changed, so
+    plain-only scrapers never pay for compression. Level 1 by default: on this text it
+    is 2-3x cheaper than level 6 for an 18% larger body (benchmarks/bench_metrics.py),
+    and compression is most of a busy scrape's cost.
     """
 
     def __init__(
@@ -256,9 +256,17 @@ class Exposition:
     def _pack(self) -> tuple[bytes, int]:
         """The deflated body (re-deflating only segments changed since last time)."""
         if self._packed is None:
+            # One compressor for all segments, fully flushed after each: a full flush
+            # resets the window, so every segment still decodes on its own wherever it
+            # lands in the stream, without paying deflateInit per segment.
+            compressor = zlib.compressobj(self.level, zlib.DEFLATED, -15)
             for fam, block in self._unpacked:
                 seg = self._segments[fam][block]
-                seg.packed = _deflate(seg.plain, self.level) if seg.plain else b""
+                seg.packed = (
+                    compressor.compress(seg.plain) + compressor.flush(zlib.Z_FULL_FLUSH)
+                    if seg.plain
+                    else b""
+                )
             self._unpacked.clear()
             parts: list[bytes] = []
             for fam in range(_NFAM):
