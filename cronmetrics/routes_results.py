@@ -9,7 +9,7 @@ from flask import Blueprint, Response, g, request
 
 from .api import current, json_body, json_response, raw_body, require
 from .errors import InvalidRequest, Problem, ValidationError
-from .model import ResultIn, ResultStatus, check_host, check_job_name
+from .model import ResultIn, ResultStatus, split_job_id
 
 bp = Blueprint("results", __name__)
 
@@ -57,14 +57,10 @@ def job_result() -> Response:
 
 
 def _split_id(job_id: str) -> tuple[str, str | None]:
-    name, _, host = job_id.partition("@")
     try:
-        check_job_name(name)
-        if host:
-            check_host(host)
+        return split_job_id(job_id)
     except ValueError as exc:
         raise ValidationError([Problem(f"invalid job id: {exc}", field="job_id")]) from None
-    return name, host or None
 
 
 @bp.post("/api/ping/<job_id>/<action>")
