@@ -271,3 +271,26 @@ def test_empty_monitor_renders_no_job_families() -> None:
     exposition = Exposition(Monitor(), lambda: b"")
     assert body(exposition, T0) == b""
     assert gzip.decompress(body(exposition, T0, gz=True)) == b""
+
+
+def test_prepare_builds_only_the_bodies_scrapers_asked_for_and_matches_a_fresh_render() -> None:
+    from cronmetrics.exposition import PREPARE_WINDOW, Exposition
+    from cronmetrics.model import JobDefinition, ResultIn
+    from cronmetrics.monitor import Monitor
+
+    monitor = Monitor()
+    defs = [JobDefinition(job_name=f"j{i}", automatic_failure_threshold=600) for i in range(300)]
+    monitor.apply_definitions({d.id: d for d in defs}, 1000.0)
+    expo = Exposition(monitor)
+    expo.prepare(1001.0)  # nobody scraped yet: nothing is built
+    assert expo._parts is None and expo._packed is None
+    first = b"".join(expo.render(1002.0, gzip=True))
+    monitor.submit([ResultIn(job_name="j7", status="failure")], 1003.0)
+    expo.prepare(1004.0)  # a gzip scraper is around: the change is folded in and deflated
+    assert expo._packed is not None and expo._plain is None
+    warm = b"".join(expo.render(1005.0, gzip=True))
+    assert warm != first
+    assert gzip.decompress(warm) == b"".join(Exposition(monitor).render(1005.0))
+    monitor.submit([ResultIn(job_name="j8", status="failure")], 1006.0)
+    expo.prepare(1005.0 + PREPARE_WINDOW + 1)  # the scraper went away: no work is done
+    assert monitor.take_dirty() == {"j8"}
