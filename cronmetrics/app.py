@@ -203,7 +203,7 @@ def create_app(
         svc.scheduler = Scheduler(monitor, clock)
         svc.scheduler.start()
         # keep the scraped bodies warm so a scrape renders only the last second's changes
-        svc.scheduler.every(1, lambda: svc.exposition.prepare(clock()), "metrics-prepare")
+        svc.scheduler.every(0.25, lambda: svc.exposition.prepare(clock()), "metrics-prepare")
         if config.watch.enabled:
             _start_watcher(svc)
     snapshotter.started(svc)
