@@ -11,8 +11,6 @@ import hashlib
 import io
 import json
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -689,35 +687,6 @@ def test_roundtrip_reader_refuses_python_tags(tmp_path: Path) -> None:
     with pytest.raises(YamlSyntaxError):
         load_roundtrip(f"job_name: {EVIL.format(marker=marker)}\n")
     assert not marker.exists()
-
-
-# -- secure by default: no tokens, no server -------------------------------------------------
-
-
-def test_serve_without_tokens_refuses_to_start_and_names_the_ways_out(
-    jobs_dir: Path, tmp_path: Path
-) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cronmetrics",
-            "serve",
-            "--jobs-dir",
-            str(jobs_dir),
-            "--state-dir",
-            str(tmp_path / "state"),
-            "--bind",
-            "127.0.0.1:1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
-    )
-    assert proc.returncode == 2
-    assert "--no-auth" in proc.stderr
-    assert "cronmetrics token new" in proc.stderr
 
 
 # -- cronmetrics token new / hash ------------------------------------------------------------
