@@ -234,6 +234,9 @@ def _before() -> None:
         rid = uuid.uuid4().hex
     g.request_id = rid
     cmlog.bind(request_id=rid)
+    job_id = (request.view_args or {}).get("job_id")
+    if isinstance(job_id, str):
+        cmlog.bind(job=job_id, host=job_id.partition("@")[2] or None)
 
 
 def _after(response: Response) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 import pydantic
@@ -9,9 +10,12 @@ from flask import Blueprint, Response, g, request
 
 from .api import current, json_body, json_response, raw_body, require
 from .errors import InvalidRequest, Problem, ValidationError
+from .logging import bind, get_logger
 from .model import ResultIn, ResultStatus, split_job_id
+from .model import job_id as make_job_id
 
 bp = Blueprint("results", __name__)
+log = get_logger("results")
 
 _ONE = pydantic.TypeAdapter(ResultIn)
 _adapters: dict[int, pydantic.TypeAdapter[Any]] = {}
@@ -30,6 +34,8 @@ def _batch_adapter(limit: int) -> pydantic.TypeAdapter[Any]:
 def _submit(results: list[ResultIn], *, batch: bool) -> list[str]:
     svc = current()
     who = require("submit")
+    if len(results) == 1:
+        bind(job=make_job_id(results[0].job_name, results[0].host), host=results[0].host)
     targets = svc.monitor.submit(
         results,
         svc.clock(),
@@ -37,6 +43,8 @@ def _submit(results: list[ResultIn], *, batch: bool) -> list[str]:
         authorize=lambda job_id: svc.auth.require(who, "submit", job_id),
     )
     svc.metrics.submissions.labels("accepted").inc(len(results))
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("results accepted", extra={"count": len(results), "jobs": targets[:10]})
     return targets
 
 

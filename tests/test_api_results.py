@@ -531,3 +531,23 @@ def test_threshold_and_schedule_together_the_earliest_deadline_wins(
     assert state(client, "both")["deadline"] == "2026-01-05T12:01:00.000Z"
     fake_clock.now = T0 + 12 * 3600 + 60
     assert row(client, "both") == (0, "missed deadline")
+
+
+def test_log_lines_of_a_request_name_the_job_and_host(make_client, capsys) -> None:  # type: ignore[no-untyped-def]
+    client = make_client({"a.yaml": "job_name: backup\nautomatic_failure_threshold: 60\n"})
+    capsys.readouterr()
+    r = client.post(
+        "/api/job-result", json={"job_name": "nightly", "host": "db1", "status": "success"}
+    )
+    assert r.status_code == 404
+    r = client.post("/api/ping/nope@db9/fail", data="boom")
+    assert r.status_code == 404
+    lines = [
+        json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")
+    ]
+    failures = [line for line in lines if line["msg"] == "request failed"]
+    assert [(line["job"], line["host"]) for line in failures] == [
+        ("nightly@db1", "db1"),
+        ("nope@db9", "db9"),
+    ]
+    assert all(len(line["request_id"]) == 32 for line in failures)
