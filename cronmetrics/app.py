@@ -197,6 +197,12 @@ def create_app(
     app.extensions["cronmetrics"] = svc
     api.register(app)
 
+    try:  # a first start (the README's command) has no state dir yet
+        config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:  # /health/deep reports it; results still work in memory
+        log.error(
+            "cannot create the state dir", extra={"dir": str(config.state_dir), "error": str(exc)}
+        )
     snapshotter = Snapshotter.for_services(svc)  # before the first reload, which keeps states
     svc.reload()
     if start_background:

@@ -80,3 +80,14 @@ def test_deep_health_reports_a_stopped_scheduler(make_client: Any) -> None:
     response = client.get("/health/deep")
     assert response.status_code == 503
     assert response.get_json()["failing"] == ["scheduler"]
+
+
+def test_a_first_start_creates_the_state_dir_private_and_is_ready(make_client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    state = tmp_path / "fresh" / "cronmetrics"
+    client = make_client(
+        {"a.yaml": "job_name: a\nautomatic_failure_threshold: 60\n"}, state_dir=state
+    )
+    assert state.is_dir()
+    assert state.stat().st_mode & 0o777 == 0o700
+    r = client.get("/health/deep")
+    assert r.json["checks"]["state_dir"]["ok"] is True
