@@ -80,6 +80,13 @@ _STATUS_NAME = {v: k for k, v in _STATUS_CODE.items()}
 _NONE = type(None)
 _FLOATISH = frozenset({float, _NONE})
 _KNOWN_STATE = frozenset(STATE_FIELDS)
+_FLOAT, _STATUS, _OTHER = "float", "status", "other"
+#: how each of :data:`RESULT_FIELDS` is encoded when it is not constant
+_KINDS = tuple(
+    _FLOAT if f in FLOAT_FIELDS else _STATUS if f == "status" else _OTHER for f in RESULT_FIELDS
+)
+#: the column entry of a float column without ``None`` (orjson writes it as ``{"f8":[]}``)
+_NO_NONES: dict[str, list[int]] = {"f8": []}
 _NUMBERS = frozenset({int, float, bool})
 
 #: one job's encoded bytes and their CRC-32
@@ -131,9 +138,9 @@ def state_values(state: JobState) -> tuple[Any, ...]:
 
 def encode_job(values: tuple[Any, ...], history: Sequence[Result]) -> Chunk:
     """One job's chunk and its CRC-32."""
-    blob: list[bytes] = []
-    columns = _columns(history, blob)
-    chunk = b"%s\n%s" % (orjson.dumps([values, len(history), columns]), b"".join(blob))
+    parts = [b"", b"\n"]  # the JSON part, filled in below, then the packed floats
+    parts[0] = orjson.dumps([values, len(history), _columns(history, parts)])
+    chunk = b"".join(parts)  # the only copy of the packed bytes
     return chunk, zlib.crc32(chunk)
 
 
@@ -182,25 +189,38 @@ def encode(
 
 def _columns(history: Sequence[Result], blob: list[bytes]) -> list[Any]:
     """One job's history column by column (see the module docstring); packed float
-    columns are appended to ``blob``."""
+    columns are appended to ``blob``.
+
+    This is most of a full snapshot's cost (a million results), so every column is
+    handled by C-level operations on the whole column, never a Python loop per result:
+    ``zip(*rows)`` transposes, ``tuple.count`` finds constant columns, ``set(map(type, ...))``
+    checks a float column and ``struct`` packs it, ``str.join`` over a ``map`` codes the
+    status."""
     n = len(history)
     if not n:
         return [[] for _ in RESULT_FIELDS]
     columns: list[Any] = []
+    append = columns.append
     transposed = zip(*map(_result_row, history), strict=True)
-    for name, column in zip(RESULT_FIELDS, transposed, strict=True):
+    for kind, column in zip(_KINDS, transposed, strict=True):
         first = column[0]
         if first == column[-1] and column.count(first) == n and _one_type(column):
-            columns.append({"all": first})
-        elif name == "status" and set(column) <= _STATUS_CODE.keys():
-            columns.append("".join(map(_STATUS_CODE.__getitem__, column)))
-        elif name in FLOAT_FIELDS and (types := set(map(type, column))) <= _FLOATISH:
-            nones = [i for i, v in enumerate(column) if v is None] if _NONE in types else []
-            floats = [0.0 if v is None else v for v in column] if nones else column
-            blob.append(_doubles(n).pack(*floats))
-            columns.append({"f8": nones})
+            append({"all": first})
+        elif kind is _FLOAT and (types := set(map(type, column))) <= _FLOATISH:
+            if _NONE in types:
+                nones = [i for i, v in enumerate(column) if v is None]
+                column = tuple([0.0 if v is None else v for v in column])
+                append({"f8": nones})
+            else:
+                append(_NO_NONES)
+            blob.append(_doubles(n).pack(*column))
+        elif kind is _STATUS:
+            try:
+                append("".join(map(_STATUS_CODE.__getitem__, column)))
+            except (KeyError, TypeError):
+                append(column)
         else:
-            columns.append(column)
+            append(column)
     return columns
 
 

@@ -542,3 +542,35 @@ def test_any_flipped_bit_or_cut_anywhere_in_the_file_is_detected() -> None:
                 decode(bytes(damaged))
         with pytest.raises(SnapshotError):
             decode(data[:at])
+
+
+def test_column_encoding_keeps_each_value_and_its_type() -> None:
+    """The fast paths (packed floats, status letters, constant columns) must fall back
+    whenever a column holds something else: an int where floats are usual, a None, an
+    unknown status, numbers that are equal but of different types."""
+    from cronmetrics.snapshot_format import STATE_FIELDS, encode
+    from cronmetrics.store import Result
+
+    history = (
+        Result("a", "success", T0, T0 + 1, "h", 2.5, 0, None, None, {}),
+        Result("a", "success", T0 + 1, T0 + 2, "h", None, 0, None, None, {}),  # None
+        Result("a", "paused", 5, T0 + 3, "h", 1, True, None, None, {}),  # int, bool, odd status
+        Result("a", "start", T0 + 3.5, T0 + 4, "h", 1.0, 1, None, None, {}),
+    )
+    same = (
+        Result("b", "failure", T0, T0, None, 1.0, 1, "r", "out", {"k": "v"}),
+        Result("b", "failure", T0, T0, None, 1.0, 1, "r", "out", {"k": "v"}),
+    )
+    values = (T0, T0, *[None] * (len(STATE_FIELDS) - 2))
+    data = encode(
+        [("a", values, history), ("b", values, same)], written_at=T0, journal_seq=0, unmanaged={}
+    )
+    jobs = decode(data).jobs
+    for job_id, expected in (("a", history), ("b", same)):
+        restored = jobs[job_id][1]
+        assert restored == list(expected)
+        for got, want in zip(restored, expected, strict=True):
+            for name in Result.__dataclass_fields__:
+                assert type(getattr(got, name)) is type(getattr(want, name)), (job_id, name)
+    labels = [r.labels for r in jobs["b"][1]]
+    assert labels[0] is not labels[1]  # a constant dict is not shared between results
