@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -198,15 +201,34 @@ def test_write_on_read_only_filesystem_is_read_only_error(
     assert info.value.http_status == 409
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
 def test_unwritable_directory_is_read_only_error(root: Path) -> None:
+    """A real 0555 directory. Root ignores directory permissions, so as root the writer
+    runs in a child without CAP_DAC_OVERRIDE (util-linux setpriv), like a non-root user."""
     before = snapshot(root)
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from cronmetrics.errors import ReadOnly\n"
+        "from cronmetrics.writer import JobWriter\n"
+        "try:\n"
+        "    JobWriter(Path(sys.argv[1])).create("
+        "{'job_name': 'new', 'automatic_failure_threshold': 60})\n"
+        "except ReadOnly as exc:\n"
+        "    print('READ_ONLY', exc.http_status, exc.message)\n"
+    )
+    cmd = [sys.executable, "-c", code, str(root)]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.fail("setpriv (util-linux) is needed to test permissions as root")
+        cmd = [setpriv, "--bounding-set=-dac_override,-dac_read_search", *cmd]
     root.chmod(0o555)
     try:
-        with pytest.raises(ReadOnly):
-            JobWriter(root).create({"job_name": "new", "automatic_failure_threshold": 60})
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     finally:
         root.chmod(0o755)
+    assert proc.stdout.startswith("READ_ONLY 409"), proc.stdout + proc.stderr
+    assert "read-only" in proc.stdout
     assert snapshot(root) == before
 
 
