@@ -9,11 +9,38 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+
+
+def wait_for(
+    check: Callable[[], Any],
+    what: str = "condition",
+    *,
+    timeout: float = 20,
+    interval: float = 0.05,
+    process: subprocess.Popen[bytes] | None = None,
+) -> Any:
+    """Poll ``check`` until it returns something truthy and return that.
+
+    Across processes there is no event to wait on, so tests poll with a deadline; fails
+    naming ``what`` (and early, with its stderr, if ``process`` exits meanwhile).
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        if process is not None and process.poll() is not None:
+            err = process.stderr.read() if process.stderr is not None else b""
+            raise AssertionError(f"process exited early while waiting for {what}: {err!r}")
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def free_port() -> int:

@@ -11,15 +11,13 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from click.testing import CliRunner
-from liveserver import LiveServer, live_server
+from liveserver import LiveServer, live_server, wait_for
 
 from cronmetrics.cli import cli
 from cronmetrics.snapshot import decode
@@ -50,13 +48,6 @@ def kill_9(server: LiveServer) -> None:
     os.kill(server.process.pid, signal.SIGSTOP)  # no replacement worker, no graceful exit
     os.kill(worker, signal.SIGKILL)
     server.stop(signal.SIGKILL)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def stored_run_ids(url: str, job: str) -> list[str]:
@@ -91,7 +82,9 @@ def test_kill_9_without_journal_loses_at_most_one_snapshot_interval(
             jobs_in = decode(snapshot.read_bytes()).jobs
             return {r.run_id for _, history in jobs_in.values() for r in history} == everything
 
-        wait_for(snapshot_has_everything)
+        wait_for(
+            snapshot_has_everything, "a snapshot with every acknowledged result", interval=0.02
+        )
         with httpx.Client(base_url=server.url, timeout=10) as http:  # the unlucky last interval
             submit(http, {"job_name": "job0", "status": "success", "run_id": "maybe-lost"})
         kill_9(server)

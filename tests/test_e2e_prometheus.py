@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from liveserver import LiveServer, free_port
+from liveserver import wait_for as _wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -68,15 +68,7 @@ def _ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> bool:
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    return _wait_for(check, what, timeout=timeout, interval=0.2)
 
 
 def query(prom: str, expr: str) -> list[dict[str, Any]]:

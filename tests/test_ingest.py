@@ -10,11 +10,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from liveserver import wait_for
 from test_cli_jobs import Run, cm
 
 from cronmetrics.client import Client
@@ -173,15 +174,15 @@ def test_follow_tails_across_rotation_and_stops_on_sigterm(url: str, tmp_path: P
            "--url", url, "--follow", "--poll", "0.05"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
     try:
-        wait_for(lambda: runs(url) == before + 1, proc)
+        wait_for(lambda: runs(url) == before + 1, "1 run", process=proc)
         with log.open("a") as f:
             f.write(line(8) + line(7))
-        wait_for(lambda: runs(url) == before + 3, proc)
+        wait_for(lambda: runs(url) == before + 3, "3 runs", process=proc)
         with log.open("a") as f:
             f.write(line(6, msg="written just before rotation"))
         os.rename(log, tmp_path / "follow.jsonl.1")
         log.write_text(line(5))
-        wait_for(lambda: runs(url) == before + 5, proc)
+        wait_for(lambda: runs(url) == before + 5, "5 runs", process=proc)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
     finally:
@@ -191,17 +192,6 @@ def test_follow_tails_across_rotation_and_stops_on_sigterm(url: str, tmp_path: P
     assert proc.returncode == 0, err
     assert runs(url) == before + 5
     assert Offset.load(default_state_path(log)).inode == log.stat().st_ino
-
-
-def wait_for(condition: Callable[[], bool], proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"ingest exited early: {proc.stderr.read()!r}")  # type: ignore[union-attr]
-        time.sleep(0.05)
-    raise AssertionError("condition not reached within 20 s")
 
 
 # -- in process ----------------------------------------------------------------------------
