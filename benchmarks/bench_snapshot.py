@@ -16,7 +16,7 @@
    against ``cronmetrics serve`` with 1,000 jobs, off / on / off in the same run.
 
     python3 benchmarks/bench_snapshot.py [--jobs 10000] [--results 100] [--runs 3]
-                                         [--duration 8] [--skip-http]
+                                         [--duration 8] [--skip-http | --only-http]
 """
 
 from __future__ import annotations
@@ -257,12 +257,25 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=float, default=8)
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--only-http", action="store_true", help="just the journal on/off rates")
     args = parser.parse_args()
     print(f"machine: {machine()}")
-    files = bench_files(args.jobs, args.results, args.runs)
+    if not args.only_http:
+        bench_in_process(args.jobs, args.results, args.runs)
+    if not args.skip_http:
+        rows = bench_journal(args.duration)
+        for label, rate, p50 in rows:
+            print(f"wrk single results, {label}: {rate:.0f} req/s (p50 {p50} ms)")
+        off = statistics.mean(rate for label, rate, _ in rows if label == "journal off")
+        on = next(rate for label, rate, _ in rows if label == "journal on")
+        print(f"journal on / off: {on / off:.0%} {verdict(on >= 0.5 * off)}")
+
+
+def bench_in_process(jobs: int, results: int, runs: int) -> None:
+    files = bench_files(jobs, results, runs)
     print(
-        f"snapshot {args.jobs} jobs x {args.results} results: {files['size_mb']:.1f} MB, "
-        f"medians of {args.runs} (incremental: {args.runs**2})\n"
+        f"snapshot {jobs} jobs x {results} results: {files['size_mb']:.1f} MB, "
+        f"medians of {runs} (incremental: {runs**2})\n"
         f"  full write: {files['full_s']:.2f} s wall, "
         f"{files['full_cpu_s']:.2f} s CPU {verdict(files['full_cpu_s'] <= 1.0)}\n"
         f"  incremental write, {files['changed']} jobs changed: {files['incr_s']:.3f} s wall, "
@@ -272,22 +285,15 @@ def main() -> None:
         f"  load: {files['load_s']:.2f} s wall, "
         f"{files['load_cpu_s']:.2f} s CPU {verdict(files['load_cpu_s'] <= 2.0)}"
     )
-    stall = bench_stall(args.jobs, args.results)
+    stall = bench_stall(jobs, results)
     print(
         f"submit latency while an incremental snapshot is written: max "
         f"{stall['incr_max_ms']:.1f} ms, p99 {stall['incr_p99_ms']:.2f} ms over "
         f"{stall['incr_samples']} submits; during a full one: max {stall['full_max_ms']:.1f} "
         f"ms (no snapshot: max {stall['quiet_max_ms']:.1f} ms)"
     )
-    per_job = bench_memory(args.results)
-    print(f"memory per job with {args.results} results of history: {per_job / 1024:.1f} KiB")
-    if not args.skip_http:
-        rows = bench_journal(args.duration)
-        for label, rate, p50 in rows:
-            print(f"wrk single results, {label}: {rate:.0f} req/s (p50 {p50} ms)")
-        off = statistics.mean(rate for label, rate, _ in rows if label == "journal off")
-        on = next(rate for label, rate, _ in rows if label == "journal on")
-        print(f"journal on / off: {on / off:.0%} {verdict(on >= 0.5 * off)}")
+    per_job = bench_memory(results)
+    print(f"memory per job with {results} results of history: {per_job / 1024:.1f} KiB")
 
 
 if __name__ == "__main__":

@@ -14,18 +14,16 @@ history: ``cronjob_runs_total`` stays monotonic for Prometheus.
 
 from __future__ import annotations
 
-import heapq
-from itertools import chain
 from typing import Any
 
 from flask import Blueprint, Response, request
 
 from .api import current, json_response, require
 from .errors import InvalidRequest
+from .history import Result, newest
 from .logging import get_logger, rfc3339
 from .retention import parse_before
 from .stats import job_stats
-from .store import Result
 
 bp = Blueprint("history", __name__)
 log = get_logger("history")
@@ -49,11 +47,6 @@ def result_json(r: Result) -> dict[str, Any]:
     }
 
 
-def _newest(r: Result) -> tuple[float, float]:
-    """Sort key; ties keep the (reversed) arrival order, so the later one comes first."""
-    return r.timestamp, r.received
-
-
 def _limit() -> int:
     raw = request.args.get("limit")
     if raw is None:
@@ -70,7 +63,7 @@ def job_results(job_id: str) -> Response:
     require("read", job_id)
     limit = _limit()
     view = current().monitor.view(job_id)
-    results = heapq.nlargest(limit, reversed(view.state.history), key=_newest)
+    results = newest([view.state.history], limit)
     return json_response(
         {
             "job_id": job_id,
@@ -89,16 +82,15 @@ def recent_results() -> Response:
     monitor = current().monitor
     if job_id is not None:
         require("read", job_id)
-        histories: list[tuple[Result, ...]] = [tuple(monitor.view(job_id).state.history)]
+        histories = [monitor.view(job_id).state.history]
     else:
-        with monitor.lock:  # references only; results are never mutated once recorded
+        with monitor.lock:  # copy-on-write copies: O(1) each
             histories = [
-                tuple(state.history)
+                state.history.copy()
                 for jid in monitor.definitions
                 if who.allows_job(jid) and (state := monitor.store.get(jid)) is not None
             ]
-    newest_first = chain.from_iterable(reversed(h) for h in histories)
-    results = heapq.nlargest(limit, newest_first, key=_newest)
+    results = newest(histories, limit)
     return json_response(
         {"limit": limit, "count": len(results), "results": [result_json(r) for r in results]}
     )

@@ -6,13 +6,13 @@ checksummed chunk per job. This module is the service around it.
 
 Writing is incremental and never blocks submissions for long. The monitor counts changes
 to stored states (:meth:`~cronmetrics.monitor.Monitor.mark_changed`); under the monitor
-lock a snapshot copies only the jobs changed since the last one (references: results are
-never mutated once recorded) and the list of ids. Outside the lock it encodes those jobs,
-keeps every job's chunk in memory (about the file's size), and assembles the file from the
-cached chunks: the cost of a snapshot follows what changed, not the fleet's size, except
-for writing the bytes. A write goes to a staging file first, so a full disk leaves both
-generations untouched. A restored file's chunks seed the cache, so the first snapshot
-after a restart is incremental too.
+lock a snapshot copies only the jobs changed since the last one (their state values and a
+copy-on-write copy of their history, O(1) each) and the list of ids. Outside the lock it
+encodes those jobs, keeps every job's chunk in memory (about the file's size), and
+assembles the file from the cached chunks: the cost of a snapshot follows what changed,
+not the fleet's size, except for writing the bytes. A write goes to a staging file first,
+so a full disk leaves both generations untouched. A restored file's chunks seed the
+cache, so the first snapshot after a restart is incremental too.
 
 ``cronmetrics_snapshot_last_success_timestamp_seconds`` says when the state was last
 known to be on disk: set by each write, by each interval where nothing changed since the
@@ -28,7 +28,6 @@ log, ``cronmetrics_snapshot_restore_fallback`` = 1 and a failing ``snapshot`` ch
 from __future__ import annotations
 
 import contextlib
-import gc
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -76,21 +75,21 @@ SNAPSHOT_NAME = "state.snapshot"
 PREVIOUS_NAME = "state.snapshot.1"
 _STAGING = ".state.snapshot.new"
 _LINKING = ".state.snapshot.1.new"
-FREEZE_AFTER = 100_000  # restored results above which the restored objects are gc-frozen
 
 
 def copy_states(monitor: Monitor, ids: Iterable[str]) -> list[Copied]:
-    """References to the state and history of ``ids``; call under ``monitor.lock``.
+    """The state values and a copy-on-write copy of the history of ``ids``; call under
+    ``monitor.lock``. O(1) per job: no column is copied here.
 
-    The cyclic GC is paused: the 10,000 new tuples of a full copy would otherwise trigger
-    collections that walk the whole store (the million results) while the lock is held."""
+    The cyclic GC is paused: the new objects of a full copy would otherwise trigger
+    collections that walk the whole store while the lock is held."""
     get = monitor.store.get
     out: list[Copied] = []
     with gc_paused():
         for job_id in ids:
             state = get(job_id)
             if state is not None:
-                out.append((job_id, state_values(state), tuple(state.history)))
+                out.append((job_id, state_values(state), state.history.copy()))
     return out
 
 
@@ -193,17 +192,13 @@ class Snapshotter:
         started = time.perf_counter()
         report = RestoreReport()
         try:
-            with gc_paused():  # a million new objects: see snapshot_format.gc_paused
+            with gc_paused():  # many new objects: see snapshot_format.gc_paused
                 self._restore(report)
         except Exception as exc:  # a bug must not keep the exporter down either
             log.exception("state restore failed; starting empty")
             report.problems.append(f"restore failed: {exc}")
             report.source = None
             self._written = None  # whatever was restored, write it at the next tick
-        if report.results >= FREEZE_AFTER:
-            # a restored history is long-lived: move it out of the cyclic GC's sight, or
-            # every full collection walks millions of objects while holding the GIL
-            gc.freeze()
         report.seconds = time.perf_counter() - started
         self.restore_report = report
         if report.fallback:
@@ -277,13 +272,9 @@ class Snapshotter:
         with monitor.lock:
             stale = []
             for job_id, (values, history) in loaded.jobs.items():
-                state = store.ensure(job_id, now)
-                for name, value in values.items():
-                    setattr(state, name, value)
-                state.history.clear()
-                state.history.extend(history)
+                whole = store.restore(job_id, values, history, now)
                 chunk = loaded.chunks.get(job_id)
-                if chunk is not None and len(state.history) == len(history):
+                if chunk is not None and whole:
                     self._chunks[job_id] = chunk
                 else:
                     stale.append(job_id)
@@ -337,8 +328,8 @@ class Snapshotter:
                 ids = list(monitor.store.ids())
                 changed = set(monitor.changed_since(self._cache_seq))
                 changed.update(set(ids).difference(self._chunks))  # never cached: a safety net
-                # many changes: in the store's order, roughly the order the results sit
-                # in memory (a hash-ordered walk of a million results is slower)
+                # many changes: in the store's order, roughly the order the columns sit
+                # in memory (a hash-ordered walk of them is slower)
                 many = len(changed) * 4 > len(ids)
                 jobs = copy_states(monitor, [i for i in ids if i in changed] if many else changed)
                 try:

@@ -1,8 +1,8 @@
-"""The snapshot file format (version 2): one chunk per job, each encodable on its own.
+"""The snapshot file format (version 3): one chunk per job, each encodable on its own.
 
 Layout of ``state.snapshot``::
 
-    CRONMETRICS-SNAPSHOT 2 <index bytes> <sha256 of the index, hex>\\n
+    CRONMETRICS-SNAPSHOT 3 <index bytes> <sha256 of the index, hex>\\n
     <index: JSON>
     <chunk of job 1><chunk of job 2>...
 
@@ -18,40 +18,40 @@ snapshot (:mod:`cronmetrics.snapshot`); a whole-file hash would have to re-read 
 byte of every write. CRC-32 per chunk because it is an integrity check against bad disks,
 not an authenticity one, and runs at memory speed when loading.
 
-A chunk is ``<JSON>\\n<binary>``. The JSON (orjson never writes a raw newline) is ``[state
+A chunk is ``<JSON>\n<binary>``. The JSON (orjson never writes a raw newline) is ``[state
 values, result count, result columns]``: states positionally, results column by column
-with the field names listed once in the index, so a field added to
-:class:`~cronmetrics.store.Result` later is still read by name. A column is one of:
+(as :class:`~cronmetrics.history.History` keeps them in memory) with the field names
+listed once in the index, so a field added to :class:`~cronmetrics.history.Result` later
+is still read by name. A column is one of:
 
-- ``{"all": value}``: the same value in every result (the host, empty labels, no output);
+- ``{"all": value}``: the same value in every result (the host, no labels, no output);
 - a string of one letter per result (``status``: ``s``uccess, ``f``ailure, ``b``egin);
 - ``{"f8": [indices of None]}``: floats, packed as little-endian IEEE doubles in the
-  chunk's binary part (in column order), ``None`` stored as 0.0 at the listed indices.
+  chunk's binary part (in column order); ``NaN`` and the listed indices are ``None``.
   Timestamps are most of the data; as text they were 60 % of the bytes and most of the
-  encode and parse time;
-- a JSON list of values (anything else).
+  encode and parse time. They are the in-memory arrays' bytes, written and read whole;
+- a JSON list of values (anything else; ``null`` labels are none).
 
-Loading rebuilds results with ``map(Result, ...)`` in C rather than a dict per row, and
-restored results share the constant values instead of holding a copy each.
+Version 2 differs only in that its writer listed the indices of ``None`` instead of
+writing ``NaN``; it is read the same way (its chunks are re-encoded at the next write).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import hashlib
-import struct
 import zlib
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import MISSING, dataclass, field
-from itertools import repeat
+from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
 
 import orjson
 
-from .store import JobState, Result
+from .history import COLUMNS, FLOAT_COLUMNS, LITTLE_ENDIAN, NAN, STATUS_CODES, History
+from .store import JobState
 
 __all__ = [
     "FORMAT_VERSION",
@@ -67,32 +67,24 @@ __all__ = [
     "encode_job",
 ]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (2, 3)
 MAGIC = b"CRONMETRICS-SNAPSHOT"
 STATE_FIELDS = tuple(f for f in JobState.__dataclass_fields__ if f != "history")
-RESULT_FIELDS = tuple(f for f in Result.__dataclass_fields__ if f != "job_id")
-#: result fields packed as doubles when every value is a float (or None)
-FLOAT_FIELDS = frozenset({"timestamp", "received", "duration"})
+RESULT_FIELDS = COLUMNS
+#: result fields a chunk must have (the others default to ``None``)
+REQUIRED_FIELDS = ("status", "timestamp", "received")
 _state_values = attrgetter(*STATE_FIELDS)
-_result_row = attrgetter(*RESULT_FIELDS)
-_STATUS_CODE = {"success": "s", "failure": "f", "start": "b"}
-_STATUS_NAME = {v: k for k, v in _STATUS_CODE.items()}
-_NONE = type(None)
-_FLOATISH = frozenset({float, _NONE})
+_STATUS_LETTERS = bytes(sorted(STATUS_CODES.values()))
 _KNOWN_STATE = frozenset(STATE_FIELDS)
-_FLOAT, _STATUS, _OTHER = "float", "status", "other"
-#: how each of :data:`RESULT_FIELDS` is encoded when it is not constant
-_KINDS = tuple(
-    _FLOAT if f in FLOAT_FIELDS else _STATUS if f == "status" else _OTHER for f in RESULT_FIELDS
-)
-#: the column entry of a float column without ``None`` (orjson writes it as ``{"f8":[]}``)
-_NO_NONES: dict[str, list[int]] = {"f8": []}
+#: the column entry of a float column (orjson writes it as ``{"f8":[]}``)
+_F8: dict[str, list[int]] = {"f8": []}
 _NUMBERS = frozenset({int, float, bool})
 
 #: one job's encoded bytes and their CRC-32
 Chunk = tuple[bytes, int]
-#: one job as copied under the lock: id, state values, history (shared Result objects)
-Copied = tuple[str, tuple[Any, ...], tuple[Result, ...]]
+#: one job as copied under the lock: id, state values, history (a copy-on-write copy)
+Copied = tuple[str, tuple[Any, ...], History]
 
 
 class SnapshotError(ValueError):
@@ -103,10 +95,11 @@ class SnapshotError(ValueError):
 class Decoded:
     written_at: float
     journal_seq: int
-    jobs: dict[str, tuple[dict[str, Any], list[Result]]]
+    jobs: dict[str, tuple[dict[str, Any], History]]
     unmanaged: dict[str, tuple[str, str | None]] = field(default_factory=dict)
-    #: each job's chunk as read, when the file's field layout is this version's: what
-    #: :func:`encode_job` would produce for the restored state, so it can be reused
+    #: each job's chunk as read, when the file's version and field layout are this
+    #: version's: what :func:`encode_job` would produce for the restored state, so it can
+    #: be reused
     chunks: dict[str, Chunk] = field(default_factory=dict)
 
     @property
@@ -116,8 +109,8 @@ class Decoded:
 
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
-    """Building or walking a million small objects triggers full collections that find
-    nothing to free; pausing the cyclic GC for the duration halves the time."""
+    """Building or walking many small objects triggers full collections that find
+    nothing to free; pausing the cyclic GC for the duration saves that time."""
     was = gc.isenabled()
     gc.disable()
     try:
@@ -136,7 +129,7 @@ def state_values(state: JobState) -> tuple[Any, ...]:
 # -- encoding ------------------------------------------------------------------------------
 
 
-def encode_job(values: tuple[Any, ...], history: Sequence[Result]) -> Chunk:
+def encode_job(values: tuple[Any, ...], history: History) -> Chunk:
     """One job's chunk and its CRC-32."""
     parts = [b"", b"\n"]  # the JSON part, filled in below, then the packed floats
     parts[0] = orjson.dumps([values, len(history), _columns(history, parts)])
@@ -187,44 +180,39 @@ def encode(
     return assemble(chunks, written_at=written_at, journal_seq=journal_seq, unmanaged=unmanaged)
 
 
-def _columns(history: Sequence[Result], blob: list[bytes]) -> list[Any]:
+def _columns(history: History, blob: list[bytes]) -> list[Any]:
     """One job's history column by column (see the module docstring); packed float
     columns are appended to ``blob``.
 
-    This is most of a full snapshot's cost (a million results), so every column is
-    handled by C-level operations on the whole column, never a Python loop per result:
-    ``zip(*rows)`` transposes, ``tuple.count`` finds constant columns, ``set(map(type, ...))``
-    checks a float column and ``struct`` packs it, ``str.join`` over a ``map`` codes the
-    status."""
+    This is most of a full snapshot's cost (10,000 jobs), so every column is handled by
+    C-level operations on the whole column: ``tobytes`` for floats, ``decode`` for the
+    status bytes, ``list.count`` to find constant columns."""
     n = len(history)
     if not n:
         return [[] for _ in RESULT_FIELDS]
-    columns: list[Any] = []
-    append = columns.append
-    transposed = zip(*map(_result_row, history), strict=True)
-    for kind, column in zip(_KINDS, transposed, strict=True):
-        first = column[0]
-        if first == column[-1] and column.count(first) == n and _one_type(column):
+    out: list[Any] = []
+    append = out.append
+    for name, column in history.columns().items():
+        if name in FLOAT_COLUMNS:
+            append(_F8)
+            blob.append(column.tobytes() if LITTLE_ENDIAN else _swapped(column))
+        elif name == "status":
+            append(column.decode("ascii"))
+        elif (first := column[0]) == column[-1] and column.count(first) == n and _one_type(column):
             append({"all": first})
-        elif kind is _FLOAT and (types := set(map(type, column))) <= _FLOATISH:
-            if _NONE in types:
-                nones = [i for i, v in enumerate(column) if v is None]
-                column = tuple([0.0 if v is None else v for v in column])
-                append({"f8": nones})
-            else:
-                append(_NO_NONES)
-            blob.append(_doubles(n).pack(*column))
-        elif kind is _STATUS:
-            try:
-                append("".join(map(_STATUS_CODE.__getitem__, column)))
-            except (KeyError, TypeError):
-                append(column)
         else:
             append(column)
-    return columns
+    return out
 
 
-def _one_type(column: tuple[Any, ...]) -> bool:
+def _swapped(column: array[float]) -> bytes:
+    """Little-endian bytes on a big-endian machine."""
+    copy = array("d", column)
+    copy.byteswap()
+    return copy.tobytes()
+
+
+def _one_type(column: list[Any]) -> bool:
     """Equal is not identical: 1 == 1.0 == True, and a constant column keeps one value."""
     return type(column[0]) not in _NUMBERS or len(set(map(type, column))) == 1
 
@@ -244,10 +232,10 @@ def decode(data: bytes) -> Decoded:
         version, length = int(parts[1]), int(parts[2])
     except ValueError:
         raise SnapshotError("bad snapshot header") from None
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
+        readable = " and ".join(map(str, READABLE_VERSIONS))
         raise SnapshotError(
-            f"snapshot format version {version} is not supported (this version reads "
-            f"{FORMAT_VERSION})"
+            f"snapshot format version {version} is not supported (this version reads {readable})"
         )
     start = end + 1
     index = data[start : start + length]
@@ -257,6 +245,8 @@ def decode(data: bytes) -> Decoded:
         raise SnapshotError("checksum mismatch in the index (the file is corrupt)")
     try:
         doc = orjson.loads(index)
+        if doc["format"] != version:  # the header is outside the checksum
+            raise SnapshotError(f"header says format {version}, the index {doc['format']}")
         entries = [(str(j), int(n), int(crc)) for j, n, crc in doc["jobs"]]
         expected = start + length + sum(n for _, n, _ in entries)
         if expected != len(data):
@@ -264,20 +254,24 @@ def decode(data: bytes) -> Decoded:
                 f"truncated or padded: {len(data)} bytes, the index describes {expected}"
             )
         with gc_paused():
-            return _build(doc, data, start + length, entries)
+            return _build(doc, data, start + length, entries, version)
     except SnapshotError:
         raise
-    except (ValueError, KeyError, TypeError, IndexError, struct.error) as exc:
+    except (ValueError, KeyError, TypeError, IndexError, OverflowError) as exc:
         raise SnapshotError(f"unreadable snapshot: {exc}") from None
 
 
 def _build(
-    doc: dict[str, Any], data: bytes, offset: int, entries: list[tuple[str, int, int]]
+    doc: dict[str, Any], data: bytes, offset: int, entries: list[tuple[str, int, int]], version: int
 ) -> Decoded:
     state_fields = tuple(doc["state_fields"])
     result_fields = tuple(doc["result_fields"])
-    reusable = state_fields == STATE_FIELDS and result_fields == RESULT_FIELDS
-    jobs: dict[str, tuple[dict[str, Any], list[Result]]] = {}
+    reusable = (
+        version == FORMAT_VERSION
+        and state_fields == STATE_FIELDS
+        and result_fields == RESULT_FIELDS
+    )
+    jobs: dict[str, tuple[dict[str, Any], History]] = {}
     chunks: dict[str, Chunk] = {}
     for job_id, length, crc in entries:
         chunk = data[offset : offset + length]
@@ -293,64 +287,72 @@ def _build(
 
 def decode_job(
     job_id: str, chunk: bytes, state_fields: Sequence[str], result_fields: Sequence[str]
-) -> tuple[dict[str, Any], list[Result]]:
-    """One job's state (known fields only) and results from its chunk."""
+) -> tuple[dict[str, Any], History]:
+    """One job's state (known fields only) and history from its chunk."""
     split = chunk.index(b"\n")
     values, count, columns = orjson.loads(chunk[:split])
     state = {k: v for k, v in zip(state_fields, values, strict=True) if k in _KNOWN_STATE}
-    results = _results(job_id, int(count), result_fields, columns, memoryview(chunk)[split + 1 :])
-    return state, results
+    history = _history(job_id, int(count), result_fields, columns, memoryview(chunk)[split + 1 :])
+    return state, history
 
 
-@functools.lru_cache(maxsize=64)
-def _doubles(n: int) -> struct.Struct:
-    """Packs ``n`` little-endian doubles (faster than ``array``, and byte order fixed)."""
-    return struct.Struct(f"<{n}d")
-
-
-def _unpack(blob: memoryview, n: int, nones: list[int]) -> Sequence[float | None]:
-    values: tuple[float, ...] = _doubles(n).unpack(blob)
-    if not nones:
-        return values
-    out: list[float | None] = list(values)
-    for i in nones:
-        out[i] = None
-    return out
-
-
-def _results(
+def _history(
     job_id: str, n: int, fields: Sequence[str], columns: list[Any], blob: memoryview
-) -> list[Result]:
-    """Rebuild one job's ``n`` results from :func:`_columns` output (fields matched by name)."""
-    wanted = Result.__dataclass_fields__
-    iterables: dict[str, Any] = {}
+) -> History:
+    """Rebuild one job's history of ``n`` results from :func:`_columns` output (fields
+    matched by name; unknown ones skipped, missing optional ones ``None``)."""
+    got: dict[str, Any] = {}
     pos = 0
     for name, column in zip(fields, columns, strict=True):
+        values: Any
         if isinstance(column, dict) and "f8" in column:
-            values: Any = _unpack(blob[pos : pos + 8 * n], n, column["f8"])
+            values = _floats(blob[pos : pos + 8 * n], column["f8"])
             pos += 8 * n
         elif isinstance(column, dict):
-            value = column["all"]
-            # a dict (labels) must not be shared between results: a fresh copy each
-            values = map(dict, repeat(value, n)) if isinstance(value, dict) else repeat(value, n)
-        elif isinstance(column, str) and name == "status":
-            values = list(map(_STATUS_NAME.__getitem__, column))
+            values = [column["all"]] * n
         else:
             values = column
-        if not isinstance(values, (map, repeat)) and len(values) != n:
+        if len(values) != n:
             raise ValueError(f"column {name} of {job_id} has {len(values)} values, not {n}")
-        if name in wanted:
-            iterables[name] = values
+        got[name] = values
     if pos != len(blob):
         raise ValueError(f"{len(blob) - pos} stray bytes after the columns of {job_id}")
-    missing = [f for f in RESULT_FIELDS if f not in iterables and wanted[f].default is MISSING]
-    missing = [f for f in missing if wanted[f].default_factory is MISSING]
+    missing = [f for f in REQUIRED_FIELDS if f not in got]
     if missing:
         raise ValueError(f"results of {job_id} lack {', '.join(missing)}")
-    present = [f for f in RESULT_FIELDS if f in iterables]
-    if len(present) == len(RESULT_FIELDS):
-        return list(map(Result, repeat(job_id, n), *(iterables[f] for f in RESULT_FIELDS)))
-    return [
-        Result(job_id=job_id, **dict(zip(present, row, strict=True)))
-        for row in zip(*(iterables[f] for f in present), strict=True)
-    ]
+    own: dict[str, Any] = {}
+    for name in COLUMNS:
+        values = got.get(name, [None] * n)
+        if name in FLOAT_COLUMNS:
+            own[name] = values if isinstance(values, array) else _float_list(values)
+        elif name == "status":
+            own[name] = _status(values)
+        elif name == "labels":
+            own[name] = [v or None for v in values]
+        else:
+            own[name] = list(values)
+    return History.from_columns(job_id, own)
+
+
+def _floats(blob: memoryview, nones: list[int]) -> array[float]:
+    values = array("d")
+    values.frombytes(blob)
+    if not LITTLE_ENDIAN:
+        values.byteswap()
+    for i in nones:
+        values[i] = NAN
+    return values
+
+
+def _float_list(values: list[Any]) -> array[float]:
+    """A float column written as a JSON list (constant, or not all floats in version 2)."""
+    return array("d", [NAN if v is None else float(v) for v in values])
+
+
+def _status(values: str | list[Any]) -> bytearray:
+    if isinstance(values, str):
+        codes = values.encode("ascii")
+        if codes.strip(_STATUS_LETTERS):
+            raise ValueError(f"unknown status letters in {values[:40]!r}")
+        return bytearray(codes)
+    return bytearray(STATUS_CODES[v] for v in values)

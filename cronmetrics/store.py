@@ -1,7 +1,7 @@
 """Result storage: each job's running state and its recent history.
 
 :class:`ResultStore` is the small interface the rest of the code depends on (record,
-read state and history, snapshot/restore, purge) so a shared backend such as Redis can sit
+read state and history, purge, restore from a snapshot) so a shared backend such as Redis can sit
 beside :class:`MemoryStore` for replicated deployments (DESIGN.md section 12).
 Stores are not thread-safe on their own; :class:`cronmetrics.monitor.Monitor` serializes
 access.
@@ -10,35 +10,13 @@ access.
 from __future__ import annotations
 
 import copy
-from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["JobState", "MemoryStore", "Result", "ResultStore"]
+from .history import History, Result
 
-
-@dataclass(slots=True)
-class Result:
-    """One accepted result, as kept in history."""
-
-    job_id: str
-    status: str  # start | success | failure
-    timestamp: float
-    received: float
-    host: str | None = None
-    duration: float | None = None
-    exit_code: int | None = None
-    run_id: str | None = None
-    output: str | None = None
-    labels: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Result:
-        return cls(**data)
+__all__ = ["History", "JobState", "MemoryStore", "Result", "ResultStore"]
 
 
 @dataclass(slots=True)
@@ -61,25 +39,18 @@ class JobState:
     consecutive_failures: int = 0
     runs_total: int = 0
     failures_total: int = 0
-    history: deque[Result] = field(default_factory=deque)
+    history: History = field(default_factory=History)
 
     def copy(self) -> JobState:
+        """An independent copy; cheap, the history is copied on write."""
         clone = copy.copy(self)
-        clone.history = deque(self.history, maxlen=self.history.maxlen)
+        clone.history = self.history.copy()
         return clone
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "history"}
         data["history"] = [r.to_dict() for r in self.history]
         return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], maxlen: int) -> JobState:
-        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        history = fields.pop("history", [])
-        state = cls(**fields)
-        state.history = deque((Result.from_dict(r) for r in history), maxlen=maxlen)
-        return state
 
 
 def apply_result(state: JobState, result: Result) -> bool:
@@ -141,9 +112,8 @@ class ResultStore(Protocol):
 
     def purge(self, before: float, job_id: str | None = None) -> int: ...
 
-    def dump(self) -> dict[str, Any]: ...
-
-    def restore(self, data: dict[str, Any]) -> None: ...
+    def restore(self, job_id: str, values: dict[str, Any], history: History, now: float) -> bool:
+        """Put back a job as a snapshot kept it; True unless the history had to be cut."""
 
 
 class MemoryStore:
@@ -163,7 +133,7 @@ class MemoryStore:
         state = self._states.get(job_id)
         if state is None:
             state = JobState(first_seen=now, active_since=now)
-            state.history = deque(maxlen=self.max_results)
+            state.history = History(job_id, self.max_results)
             self._states[job_id] = state
         return state
 
@@ -190,21 +160,19 @@ class MemoryStore:
         targets = [job_id] if job_id is not None else list(self._states)
         for jid in targets:
             state = self._states.get(jid)
-            if state is None:
-                continue
-            while state.history and state.history[0].timestamp < before:
-                state.history.popleft()
-                removed += 1
-            if any(r.timestamp < before for r in state.history):  # out-of-order stragglers
-                kept = [r for r in state.history if r.timestamp >= before]
-                removed += len(state.history) - len(kept)
-                state.history = deque(kept, maxlen=self.max_results)
+            if state is not None:
+                removed += state.history.purge_before(before)
         return removed
 
-    def dump(self) -> dict[str, Any]:
-        return {jid: state.to_dict() for jid, state in self._states.items()}
-
-    def restore(self, data: dict[str, Any]) -> None:
-        self._states = {
-            jid: JobState.from_dict(state, self.max_results) for jid, state in data.items()
-        }
+    def restore(self, job_id: str, values: dict[str, Any], history: History, now: float) -> bool:
+        """Put back a job's state values and history as a snapshot kept them; return
+        False when the history was cut to a ``max_results_per_job`` smaller than the one
+        it was written with."""
+        state = self.ensure(job_id, now)
+        for name, value in values.items():
+            setattr(state, name, value)
+        kept = len(history)
+        history.job_id = job_id
+        history.limit(self.max_results)
+        state.history = history
+        return len(history) == kept

@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 from cronmetrics import journal as journal_mod
 from cronmetrics import snapshot as snapshot_mod
 from cronmetrics.app import Services, services
+from cronmetrics.history import History, Result
 from cronmetrics.snapshot import FORMAT_VERSION, SnapshotError, Snapshotter, decode
 
 JOBS = {
@@ -486,7 +487,7 @@ def test_results_written_with_another_field_layout_are_read_by_name(
     rebuilt = orjson.dumps([values, count, columns]) + b"\n" + packed
     state, history = decode_job("backup", rebuilt, state_fields, result_fields)
     assert state == state_before
-    assert history == history_before
+    assert list(history) == list(history_before)
     assert [r.run_id for r in history] == ["r1", "r2"]
     assert history[0].timestamp > T0
 
@@ -519,21 +520,23 @@ def test_corrupt_chunk_names_the_job(
 
 def test_any_flipped_bit_or_cut_anywhere_in_the_file_is_detected() -> None:
     from cronmetrics.snapshot_format import STATE_FIELDS, encode
-    from cronmetrics.store import Result
 
-    history = (
-        Result("a", "start", T0, T0 + 0.5, None, None, None, "r1", None, {}),
-        Result("a", "success", T0 + 9, T0 + 9.5, None, 3.5, 0, "r1", "x\ny", {"k": "v"}),
-        Result("a", "failure", T0 + 60, T0 + 61, None, None, 2, None, "err", {}),
+    history = History.of(
+        "a",
+        [
+            Result("a", "start", T0, T0 + 0.5, None, None, None, "r1", None, {}),
+            Result("a", "success", T0 + 9, T0 + 9.5, None, 3.5, 0, "r1", "x\ny", {"k": "v"}),
+            Result("a", "failure", T0 + 60, T0 + 61, None, None, 2, None, "err", {}),
+        ],
     )
     values = (T0, T0, *[None] * (len(STATE_FIELDS) - 2))
     data = encode(
-        [("a", values, history), ("b", values, ())],
+        [("a", values, history), ("b", values, History("b"))],
         written_at=T0,
         journal_seq=0,
         unmanaged={},
     )
-    assert decode(data).jobs["a"][1] == list(history)
+    assert decode(data).jobs["a"][1] == history
     for at in range(len(data)):
         for bit in (0x01, 0x80):
             damaged = bytearray(data)
@@ -545,32 +548,54 @@ def test_any_flipped_bit_or_cut_anywhere_in_the_file_is_detected() -> None:
 
 
 def test_column_encoding_keeps_each_value_and_its_type() -> None:
-    """The fast paths (packed floats, status letters, constant columns) must fall back
-    whenever a column holds something else: an int where floats are usual, a None, an
-    unknown status, numbers that are equal but of different types."""
+    """The fast paths (packed floats with NaN for None, status letters, constant columns)
+    and the plain lists round-trip every value: None durations, mixed exit codes, a
+    constant dict of labels that must not come back shared between results."""
     from cronmetrics.snapshot_format import STATE_FIELDS, encode
-    from cronmetrics.store import Result
 
-    history = (
+    varied = [
         Result("a", "success", T0, T0 + 1, "h", 2.5, 0, None, None, {}),
-        Result("a", "success", T0 + 1, T0 + 2, "h", None, 0, None, None, {}),  # None
-        Result("a", "paused", 5, T0 + 3, "h", 1, True, None, None, {}),  # int, bool, odd status
-        Result("a", "start", T0 + 3.5, T0 + 4, "h", 1.0, 1, None, None, {}),
-    )
-    same = (
-        Result("b", "failure", T0, T0, None, 1.0, 1, "r", "out", {"k": "v"}),
-        Result("b", "failure", T0, T0, None, 1.0, 1, "r", "out", {"k": "v"}),
-    )
+        Result("a", "success", T0 + 1, T0 + 2, "h", None, None, "r", "out", {}),
+        Result("a", "start", T0 + 3.5, T0 + 4, "h", 0.0, -1, None, "", {"k": "v"}),
+        Result("a", "failure", T0 - 5, T0 + 5, "h", 1e9, 1024, "r", None, {}),
+    ]
+    same = [Result("b", "failure", T0, T0, None, 1.0, 1, "r", "out", {"k": "v"})] * 2
     values = (T0, T0, *[None] * (len(STATE_FIELDS) - 2))
     data = encode(
-        [("a", values, history), ("b", values, same)], written_at=T0, journal_seq=0, unmanaged={}
+        [("a", values, History.of("a", varied)), ("b", values, History.of("b", same))],
+        written_at=T0,
+        journal_seq=0,
+        unmanaged={},
     )
     jobs = decode(data).jobs
-    for job_id, expected in (("a", history), ("b", same)):
-        restored = jobs[job_id][1]
-        assert restored == list(expected)
+    for job_id, expected in (("a", varied), ("b", same)):
+        restored = list(jobs[job_id][1])
+        assert restored == expected
         for got, want in zip(restored, expected, strict=True):
             for name in Result.__dataclass_fields__:
                 assert type(getattr(got, name)) is type(getattr(want, name)), (job_id, name)
     labels = [r.labels for r in jobs["b"][1]]
+    assert labels[0] == {"k": "v"}
     assert labels[0] is not labels[1]  # a constant dict is not shared between results
+
+
+def test_a_format_2_snapshot_is_still_read() -> None:
+    """Written by the previous release (tests/data/snapshot-v2.bin): its None durations
+    are listed indices, constant columns hold {} labels and None durations."""
+    decoded = decode((Path(__file__).parent / "data" / "snapshot-v2.bin").read_bytes())
+    assert decoded.journal_seq == 7
+    assert decoded.unmanaged == {"sync@db1": ("sync", "db1")}
+    assert decoded.chunks == {}  # version 2 chunks are re-encoded at the next write
+    state, backup = decoded.jobs["backup"]
+    assert state["runs_total"] == 2
+    assert [(r.status, r.duration, r.exit_code, r.output, r.labels) for r in backup] == [
+        ("start", None, None, None, {}),
+        ("success", 3.5, 0, "x\ny", {"k": "v"}),
+        ("failure", None, 2, "err", {}),
+    ]
+    sync = decoded.jobs["sync@db1"][1]
+    assert [(r.host, r.duration, r.timestamp) for r in sync] == [
+        ("db1", None, T0),
+        ("db1", None, T0 + 5),
+    ]
+    assert len(decoded.jobs["idle"][1]) == 0

@@ -73,17 +73,6 @@ def test_purge_drops_old_history_including_out_of_order_entries() -> None:
     assert [r.timestamp for r in store.history("backup")] == [T0 + 30, T0 + 40]
 
 
-def test_dump_and_restore_round_trip() -> None:
-    store = MemoryStore(max_results_per_job=10)
-    store.ensure("backup", T0)
-    store.record(result("start", T0, run_id="r1"))
-    store.record(result("failure", T0 + 3, run_id="r1", output="boom", labels={"k": "v"}))
-    other = MemoryStore(max_results_per_job=10)
-    other.restore(store.dump())
-    assert other.get("backup") == store.get("backup")
-    assert other.history("backup")[-1].labels == {"k": "v"}
-
-
 def test_state_copy_is_independent() -> None:
     state = JobState(first_seen=T0, active_since=T0)
     state.history.append(result("success", T0))

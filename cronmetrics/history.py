@@ -1,0 +1,341 @@
+"""Results, and each job's recent history of them stored column by column.
+
+A job keeps up to ``retention.max_results_per_job`` results (100 by default) and a fleet
+has thousands of jobs, so history is most of the server's memory and most of a
+snapshot's work. One :class:`Result` object per stored result cost 26 KiB per job, and
+a full snapshot had to read nine attributes of a million objects. :class:`History` keeps
+one column per field instead: times in ``array('d')`` (``NaN`` stands for "no duration";
+submitted durations are validated finite), the status as one byte, the rest in lists
+whose values are shared (one host string per job). A snapshot writes a float column
+with one ``tobytes()`` and loads it with one ``frombytes()``.
+
+Readers still get :class:`Result` objects, built on demand: a history is a read-only
+:class:`~collections.abc.Sequence` of them (the history API and stats read at most
+``max_results_per_job`` of one job at a time).
+
+:meth:`History.copy` is O(1): both copies share the column objects until either one
+changes, which copies them first (copy on write). The monitor's readers and the
+snapshotter copy under the monitor lock, then read outside it columns nobody mutates.
+"""
+
+from __future__ import annotations
+
+import heapq
+import sys
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from itertools import chain, islice, repeat
+from typing import Any, overload
+
+__all__ = ["COLUMNS", "FLOAT_COLUMNS", "History", "Result", "newest"]
+
+
+@dataclass(slots=True)
+class Result:
+    """One accepted result: what a submission, the journal and the history API carry."""
+
+    job_id: str
+    status: str  # start | success | failure
+    timestamp: float
+    received: float
+    host: str | None = None
+    duration: float | None = None
+    exit_code: int | None = None
+    run_id: str | None = None
+    output: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Result:
+        return cls(**data)
+
+
+#: the columns of a history: the fields of :class:`Result` but ``job_id``, in its order
+COLUMNS = tuple(f for f in Result.__dataclass_fields__ if f != "job_id")
+FLOAT_COLUMNS = frozenset({"timestamp", "received", "duration"})
+#: a status as stored (one byte) and as a letter in snapshots
+STATUS_CODES = {"success": ord("s"), "failure": ord("f"), "start": ord("b")}
+_STATUS_NAMES = {code: name for name, code in STATUS_CODES.items()}
+NAN = float("nan")
+LITTLE_ENDIAN = sys.byteorder == "little"
+
+
+def _duration(value: float) -> float | None:
+    return None if value != value else value  # NaN: none given
+
+
+def _labels(value: dict[str, str] | None) -> dict[str, str]:
+    return dict(value) if value else {}  # a fresh dict: readers may not edit the history
+
+
+class History(Sequence[Result]):
+    """One job's newest results, oldest first, at most ``maxlen`` of them.
+
+    The oldest results are dropped lazily: the columns may hold up to ``maxlen // 8``
+    dead entries before ``_head`` (never visible), so that a full history of 100,000
+    results does not move every column on each append.
+    """
+
+    __slots__ = (
+        "_head",
+        "_shared",
+        "duration",
+        "exit_code",
+        "host",
+        "job_id",
+        "labels",
+        "maxlen",
+        "output",
+        "received",
+        "run_id",
+        "status",
+        "timestamp",
+    )
+
+    status: bytearray
+    timestamp: array[float]
+    received: array[float]
+    host: list[str | None]
+    duration: array[float]
+    exit_code: list[int | None]
+    run_id: list[str | None]
+    output: list[str | None]
+    labels: list[dict[str, str] | None]
+
+    def __init__(self, job_id: str = "", maxlen: int | None = None) -> None:
+        self.job_id = job_id
+        self.maxlen = maxlen
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = bytearray()
+        self.timestamp, self.received, self.duration = array("d"), array("d"), array("d")
+        self.host, self.exit_code, self.run_id, self.output, self.labels = [], [], [], [], []
+        self._head = 0
+        self._shared = False
+
+    @classmethod
+    def from_columns(cls, job_id: str, columns: dict[str, Any]) -> History:
+        """A history (no length limit yet) from columns as :meth:`columns` returns them;
+        they become the history's own. ValueError when the lengths disagree."""
+        history = cls(job_id)
+        lengths = {name: len(columns[name]) for name in COLUMNS}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"columns of {job_id} differ in length: {lengths}")
+        for name in COLUMNS:
+            setattr(history, name, columns[name])
+        return history
+
+    @classmethod
+    def of(cls, job_id: str, results: Iterable[Result], maxlen: int | None = None) -> History:
+        history = cls(job_id, maxlen)
+        history.extend(results)
+        return history
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.status) - self._head
+
+    def __bool__(self) -> bool:
+        return len(self.status) > self._head
+
+    def _live(self, name: str) -> Any:
+        """Column ``name`` without the dropped entries (a copy only while some exist)."""
+        column = getattr(self, name)
+        return column[self._head :] if self._head else column
+
+    def columns(self) -> dict[str, Any]:
+        """Every column, by name; call on a :meth:`copy` to read outside the lock."""
+        return {name: self._live(name) for name in COLUMNS}
+
+    def timestamps(self) -> array[float]:
+        result: array[float] = self._live("timestamp")
+        return result
+
+    def _rows(self, reverse: bool) -> Iterator[Result]:
+        n = len(self)
+
+        def col(name: str) -> Iterable[Any]:
+            column = getattr(self, name)
+            return islice(reversed(column), n) if reverse else islice(column, self._head, None)
+
+        return map(
+            Result,
+            repeat(self.job_id, n),
+            map(_STATUS_NAMES.__getitem__, col("status")),
+            col("timestamp"),
+            col("received"),
+            col("host"),
+            map(_duration, col("duration")),
+            col("exit_code"),
+            col("run_id"),
+            col("output"),
+            map(_labels, col("labels")),
+        )
+
+    def __iter__(self) -> Iterator[Result]:
+        return self._rows(reverse=False)
+
+    def __reversed__(self) -> Iterator[Result]:
+        return self._rows(reverse=True)
+
+    @overload
+    def __getitem__(self, index: int) -> Result: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Result]: ...
+
+    def __getitem__(self, index: int | slice) -> Result | list[Result]:
+        if isinstance(index, slice):
+            return list(self)[index]
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError("history index out of range")
+        i = self._head + (index if index >= 0 else n + index)
+        return Result(
+            self.job_id,
+            _STATUS_NAMES[self.status[i]],
+            self.timestamp[i],
+            self.received[i],
+            self.host[i],
+            _duration(self.duration[i]),
+            self.exit_code[i],
+            self.run_id[i],
+            self.output[i],
+            _labels(self.labels[i]),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, History):
+            return NotImplemented
+        return self.job_id == other.job_id and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"History({self.job_id!r}, {len(self)} results, maxlen={self.maxlen})"
+
+    # -- changing --------------------------------------------------------------------------
+
+    def copy(self) -> History:
+        """An independent copy in O(1): the columns are shared until either side changes."""
+        clone = History.__new__(History)  # attribute by attribute: the snapshot's full
+        clone.job_id, clone.maxlen = self.job_id, self.maxlen  # copy does 10,000 in the lock
+        clone.status, clone.timestamp, clone.received = self.status, self.timestamp, self.received
+        clone.host, clone.duration, clone.exit_code = self.host, self.duration, self.exit_code
+        clone.run_id, clone.output, clone.labels = self.run_id, self.output, self.labels
+        clone._head = self._head
+        self._shared = clone._shared = True
+        return clone
+
+    def _own(self) -> None:
+        """Copy shared columns before a change (dropping the dead entries on the way)."""
+        if self._shared:
+            head = self._head
+            for name in COLUMNS:
+                setattr(self, name, getattr(self, name)[head:])
+            self._head = 0
+            self._shared = False
+
+    def _drop_oldest(self, count: int) -> None:
+        self._head += count
+        slack = max(1, (self.maxlen or 0) // 8)
+        if self._head >= slack or self._head >= len(self.status):
+            head, self._head = self._head, 0
+            for name in COLUMNS:
+                del getattr(self, name)[:head]
+
+    def append(self, result: Result) -> None:
+        """Add the newest result, dropping the oldest beyond ``maxlen``."""
+        code = STATUS_CODES.get(result.status)
+        if code is None:
+            raise ValueError(f"unknown result status {result.status!r}")
+        self._own()
+        if not self.job_id:  # a history made without an id (a bare JobState) takes its job's
+            self.job_id = result.job_id
+        self.status.append(code)
+        self.timestamp.append(result.timestamp)
+        self.received.append(result.received)
+        self.host.append(result.host)
+        self.duration.append(NAN if result.duration is None else result.duration)
+        self.exit_code.append(result.exit_code)
+        self.run_id.append(result.run_id)
+        self.output.append(result.output)
+        self.labels.append(result.labels or None)
+        if self.maxlen is not None and len(self) > self.maxlen:
+            self._drop_oldest(len(self) - self.maxlen)
+
+    def extend(self, results: Iterable[Result]) -> None:
+        for result in results:
+            self.append(result)
+
+    def clear(self) -> None:
+        self._reset()
+
+    def limit(self, maxlen: int) -> None:
+        """Set the length limit, dropping the oldest results beyond it."""
+        self.maxlen = maxlen
+        if len(self) > maxlen:
+            self._own()
+            self._drop_oldest(len(self) - maxlen)
+
+    def purge_before(self, before: float) -> int:
+        """Drop the results stamped before ``before``; return how many went."""
+        stamps = self.timestamps()
+        if not stamps or min(stamps) >= before:
+            return 0
+        keep = [i for i, t in enumerate(stamps) if t >= before]
+        removed = len(stamps) - len(keep)
+        if keep == list(range(removed, len(stamps))):  # the oldest ones, the usual case
+            self._own()
+            self._drop_oldest(removed)
+            return removed
+        columns = self.columns()
+        self._reset()
+        for name in COLUMNS:
+            column = columns[name]
+            picked = [column[i] for i in keep]
+            if name in FLOAT_COLUMNS:
+                setattr(self, name, array("d", picked))
+            elif name == "status":
+                self.status = bytearray(picked)
+            else:
+                setattr(self, name, picked)
+        return removed
+
+
+def _newest_key(result: Result) -> tuple[float, float]:
+    return result.timestamp, result.received
+
+
+def newest(histories: Sequence[History], limit: int) -> list[Result]:
+    """The ``limit`` newest results (by timestamp, then receipt) across ``histories``,
+    newest first; equal ones in arrival order reversed, earlier histories first.
+
+    Only the histories that can hold one of them are turned into results: the ones whose
+    newest timestamp reaches the ``limit``-th newest of the histories with the newest
+    results (a fleet's recent results come from a handful of jobs)."""
+    tops = sorted(
+        ((max(h.timestamps()), i) for i, h in enumerate(histories) if h),
+        key=lambda top: top[0],
+        reverse=True,
+    )
+    chosen: list[int] = []
+    seen = 0
+    floor: float | None = None
+    for top, i in tops:
+        if floor is not None and top < floor:
+            break
+        chosen.append(i)
+        seen += len(histories[i])
+        if floor is None and seen >= limit:
+            stamps = chain.from_iterable(histories[j].timestamps() for j in chosen)
+            floor = heapq.nlargest(limit, stamps)[-1]
+    chosen.sort()
+    candidates = chain.from_iterable(reversed(histories[i]) for i in chosen)
+    return heapq.nlargest(limit, candidates, key=_newest_key)

@@ -1,0 +1,178 @@
+"""The columnar per-job history: behaves like a bounded deque of results, copies on write."""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import deque
+from itertools import chain
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cronmetrics.history import History, Result, newest
+
+T0 = 1_767_571_200.0
+
+
+def result(i: int, status: str = "success", **extra: Any) -> Result:
+    return Result("backup", status, T0 + i, T0 + i + 0.5, **extra)
+
+
+def test_results_come_back_as_given() -> None:
+    given_results = [
+        result(0, "start", run_id="r1"),
+        result(1, duration=2.5, exit_code=0, run_id="r1", output="ok", labels={"k": "v"}),
+        result(2, "failure", host="db1", duration=0.0, exit_code=-1),
+    ]
+    history = History.of("backup", given_results)
+    assert list(history) == given_results
+    assert list(reversed(history)) == given_results[::-1]
+    assert history[0] == given_results[0]
+    assert history[-1] == given_results[-1]
+    assert history[1:] == given_results[1:]
+    assert len(history) == 3
+    with pytest.raises(IndexError):
+        history[3]
+    with pytest.raises(IndexError):
+        history[-4]
+
+
+def test_no_duration_and_no_labels_are_none_and_a_fresh_dict() -> None:
+    history = History.of("backup", [result(0), result(1, labels={"k": "v"})])
+    first, second = history
+    assert first.duration is None
+    assert first.labels == {}
+    second.labels["k"] = "changed"  # a reader's edit does not reach the history
+    assert history[1].labels == {"k": "v"}
+
+
+def test_an_unknown_status_is_refused_and_changes_nothing() -> None:
+    history = History.of("backup", [result(0)])
+    with pytest.raises(ValueError, match="unknown result status 'paused'"):
+        history.append(result(1, "paused"))
+    assert list(history) == [result(0)]
+    assert {len(column) for column in history.columns().values()} == {1}
+
+
+def test_a_full_history_drops_the_oldest_like_a_bounded_deque() -> None:
+    history = History("backup", maxlen=3)
+    for i in range(10):
+        history.append(result(i))
+        assert [r.timestamp - T0 for r in history] == list(range(max(0, i - 2), i + 1))
+
+
+def test_dropped_results_are_compacted_away() -> None:
+    history = History("backup", maxlen=800)  # drops lazily, up to 100 at a time
+    for i in range(5000):
+        history.append(result(i))
+    assert len(history) == 800
+    assert len(history.status) <= 900  # the dead entries are bounded
+    assert history[0].timestamp == T0 + 4200
+    assert history.timestamps()[0] == T0 + 4200
+
+
+def test_a_copy_is_independent_in_both_directions() -> None:
+    history = History.of("backup", [result(0), result(1)], maxlen=2)
+    clone = history.copy()
+    history.append(result(2))
+    assert [r.timestamp - T0 for r in clone] == [0, 1]
+    assert [r.timestamp - T0 for r in history] == [1, 2]
+    again = history.copy()
+    again.purge_before(T0 + 2)
+    again.append(result(3))
+    assert [r.timestamp - T0 for r in history] == [1, 2]
+    assert [r.timestamp - T0 for r in again] == [2, 3]
+
+
+def test_a_copy_shares_the_columns_until_a_change() -> None:
+    history = History.of("backup", [result(0)])
+    clone = history.copy()
+    assert clone.timestamp is history.timestamp
+    history.append(result(1))
+    assert clone.timestamp is not history.timestamp
+
+
+def test_purge_drops_old_results_and_out_of_order_stragglers() -> None:
+    history = History.of("backup", [result(i) for i in (5, 1, 6, 2, 7)])
+    assert history.purge_before(T0 + 5) == 2
+    assert [r.timestamp - T0 for r in history] == [5, 6, 7]
+    assert history.purge_before(T0 + 5) == 0
+    assert history.purge_before(T0 + 100) == 3
+    assert len(history) == 0
+    assert not history
+
+
+def test_limit_keeps_the_newest() -> None:
+    history = History.of("backup", [result(i) for i in range(10)])
+    history.limit(4)
+    assert [r.timestamp - T0 for r in history] == [6, 7, 8, 9]
+    history.append(result(10))
+    assert [r.timestamp - T0 for r in history] == [7, 8, 9, 10]
+
+
+def test_columns_of_different_lengths_are_refused() -> None:
+    columns = History.of("backup", [result(0), result(1)]).columns()
+    columns["host"] = [None]
+    with pytest.raises(ValueError, match="differ in length"):
+        History.from_columns("backup", columns)
+
+
+def test_a_history_without_an_id_takes_its_first_results() -> None:
+    history = History()
+    history.append(result(0))
+    assert history[0].job_id == "backup"
+
+
+# -- against a reference model ------------------------------------------------------------
+
+operation = st.one_of(
+    st.tuples(st.just("append"), st.integers(0, 50), st.sampled_from(["success", "failure"])),
+    st.tuples(st.just("copy"), st.just(0), st.just("")),
+    st.tuples(st.just("purge"), st.integers(0, 50), st.just("")),
+    st.tuples(st.just("limit"), st.integers(1, 12), st.just("")),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(maxlen=st.integers(1, 12), ops=st.lists(operation, max_size=60))
+def test_history_behaves_like_a_bounded_deque(maxlen: int, ops: list[tuple[str, int, str]]) -> None:
+    history = History("backup", maxlen)
+    model: deque[Result] = deque(maxlen=maxlen)
+    copies: list[tuple[History, list[Result]]] = []
+    for op, arg, status in ops:
+        if op == "append":
+            history.append(result(arg, status))
+            model.append(result(arg, status))
+        elif op == "copy":
+            copies.append((history.copy(), list(model)))
+        elif op == "purge":
+            kept = [r for r in model if r.timestamp >= T0 + arg]
+            assert history.purge_before(T0 + arg) == len(model) - len(kept)
+            model = deque(kept, maxlen=model.maxlen)
+        else:
+            history.limit(arg)
+            model = deque(model, maxlen=arg)
+        assert list(history) == list(model)
+        assert list(reversed(history)) == list(reversed(model))
+        assert len(history) == len(model)
+    for clone, frozen in copies:
+        assert list(clone) == frozen
+
+
+def test_newest_across_histories_is_what_a_full_sort_gives() -> None:
+    rng = random.Random(5)
+    for _ in range(200):
+        histories = []
+        for j in range(rng.randint(0, 12)):
+            results = [
+                Result(f"job{j}", "success", T0 + rng.randint(0, 30), T0 + rng.randint(0, 3))
+                for _ in range(rng.randint(0, 8))
+            ]
+            histories.append(History.of(f"job{j}", results))
+        limit = rng.randint(1, 20)
+        everything = chain.from_iterable(reversed(list(h)) for h in histories)
+        expected = heapq.nlargest(limit, everything, key=lambda r: (r.timestamp, r.received))
+        assert newest(histories, limit) == expected
