@@ -41,10 +41,12 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
+import typing
 import zlib
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from operator import attrgetter
 from typing import Any
 
@@ -76,7 +78,21 @@ RESULT_FIELDS = COLUMNS
 REQUIRED_FIELDS = ("status", "timestamp", "received")
 _state_values = attrgetter(*STATE_FIELDS)
 _STATUS_LETTERS = bytes(sorted(STATUS_CODES.values()))
-_KNOWN_STATE = frozenset(STATE_FIELDS)
+
+
+def _allowed_types(hint: Any) -> tuple[type, ...]:
+    """The types a JSON value of a state field with type ``hint`` may have."""
+    types = typing.get_args(hint) or (hint,)
+    return tuple(chain.from_iterable((int, float) if t is float else (t,) for t in types))
+
+
+#: field -> the types its value may have (a crafted or buggy file must not put a None
+#: where the exposition does arithmetic)
+_STATE_TYPES = {
+    name: _allowed_types(hint)
+    for name, hint in typing.get_type_hints(JobState).items()
+    if name in STATE_FIELDS
+}
 #: the column entry of a float column (orjson writes it as ``{"f8":[]}``)
 _F8: dict[str, list[int]] = {"f8": []}
 _NUMBERS = frozenset({int, float, bool})
@@ -291,7 +307,14 @@ def decode_job(
     """One job's state (known fields only) and history from its chunk."""
     split = chunk.index(b"\n")
     values, count, columns = orjson.loads(chunk[:split])
-    state = {k: v for k, v in zip(state_fields, values, strict=True) if k in _KNOWN_STATE}
+    state = {}
+    for name, value in zip(state_fields, values, strict=True):
+        allowed = _STATE_TYPES.get(name)
+        if allowed is None:
+            continue  # a field of a later version
+        if not isinstance(value, allowed):
+            raise ValueError(f"state of {job_id}: {name} is {value!r}")
+        state[name] = value
     history = _history(job_id, int(count), result_fields, columns, memoryview(chunk)[split + 1 :])
     return state, history
 

@@ -460,6 +460,29 @@ def test_failed_journal_write_refuses_the_submission(
     assert state(client, "backup")["runs_total"] == 0
 
 
+def test_an_upgrade_restores_a_format_2_snapshot_and_writes_the_current_format(
+    make_client: Any, state_dir: Path
+) -> None:
+    state_dir.mkdir()
+    old = (Path(__file__).parent / "data" / "snapshot-v2.bin").read_bytes()
+    (state_dir / "state.snapshot").write_bytes(old)
+    client = make_client(JOBS)
+    assert metric(client, "cronmetrics_snapshot_restore_fallback") == 0
+    assert history(client, "backup") == ["r1", "r1", None]
+    assert state(client, "backup")["runs_total"] == 2
+    assert snapshotter(client).write()  # the version 2 chunks are not reused as they are
+    data = (state_dir / "state.snapshot").read_bytes()
+    assert data.startswith(b"CRONMETRICS-SNAPSHOT %d " % FORMAT_VERSION)
+    assert (state_dir / "state.snapshot.1").read_bytes() == old
+    again = make_client(JOBS)
+    assert history(again, "backup") == ["r1", "r1", None]
+    assert [r["duration"] for r in again.get("/api/job/backup/results").get_json()["results"]] == [
+        None,
+        3.5,
+        None,
+    ]
+
+
 def test_results_written_with_another_field_layout_are_read_by_name(
     client: FlaskClient, fake_clock: FakeClock, state_dir: Path
 ) -> None:
@@ -519,7 +542,8 @@ def test_corrupt_chunk_names_the_job(
 
 
 def test_any_flipped_bit_or_cut_anywhere_in_the_file_is_detected() -> None:
-    from cronmetrics.snapshot_format import STATE_FIELDS, encode
+    from cronmetrics.snapshot_format import encode, state_values
+    from cronmetrics.store import JobState
 
     history = History.of(
         "a",
@@ -529,7 +553,7 @@ def test_any_flipped_bit_or_cut_anywhere_in_the_file_is_detected() -> None:
             Result("a", "failure", T0 + 60, T0 + 61, None, None, 2, None, "err", {}),
         ],
     )
-    values = (T0, T0, *[None] * (len(STATE_FIELDS) - 2))
+    values = state_values(JobState(first_seen=T0, active_since=T0))
     data = encode(
         [("a", values, history), ("b", values, History("b"))],
         written_at=T0,
@@ -551,7 +575,8 @@ def test_column_encoding_keeps_each_value_and_its_type() -> None:
     """The fast paths (packed floats with NaN for None, status letters, constant columns)
     and the plain lists round-trip every value: None durations, mixed exit codes, a
     constant dict of labels that must not come back shared between results."""
-    from cronmetrics.snapshot_format import STATE_FIELDS, encode
+    from cronmetrics.snapshot_format import encode, state_values
+    from cronmetrics.store import JobState
 
     varied = [
         Result("a", "success", T0, T0 + 1, "h", 2.5, 0, None, None, {}),
@@ -560,7 +585,7 @@ def test_column_encoding_keeps_each_value_and_its_type() -> None:
         Result("a", "failure", T0 - 5, T0 + 5, "h", 1e9, 1024, "r", None, {}),
     ]
     same = [Result("b", "failure", T0, T0, None, 1.0, 1, "r", "out", {"k": "v"})] * 2
-    values = (T0, T0, *[None] * (len(STATE_FIELDS) - 2))
+    values = state_values(JobState(first_seen=T0, active_since=T0))
     data = encode(
         [("a", values, History.of("a", varied)), ("b", values, History.of("b", same))],
         written_at=T0,
@@ -579,9 +604,29 @@ def test_column_encoding_keeps_each_value_and_its_type() -> None:
     assert labels[0] is not labels[1]  # a constant dict is not shared between results
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("running", None), ("runs_total", "3"), ("last_run", "yesterday"), ("first_seen", None)],
+)
+def test_a_state_value_of_the_wrong_type_makes_the_snapshot_unusable(
+    field: str, value: Any
+) -> None:
+    """Checksums cannot catch a file written wrong (a bug, a hand edit); a None where
+    /metrics does arithmetic must fall back like corruption, not break every scrape."""
+    from cronmetrics.snapshot_format import STATE_FIELDS, encode, state_values
+    from cronmetrics.store import JobState
+
+    values = list(state_values(JobState(first_seen=T0, active_since=T0)))
+    values[STATE_FIELDS.index(field)] = value
+    data = encode([("a", tuple(values), History("a"))], written_at=T0, journal_seq=0, unmanaged={})
+    with pytest.raises(SnapshotError, match=f"state of a: {field} is"):
+        decode(data)
+
+
 def test_a_format_2_snapshot_is_still_read() -> None:
-    """Written by the previous release (tests/data/snapshot-v2.bin): its None durations
-    are listed indices, constant columns hold {} labels and None durations."""
+    """Written by the previous release (tests/data/snapshot-v2.bin, made with the
+    snapshot_format of commit b37d7a5): its None durations are listed indices, constant
+    columns hold {} labels and None durations."""
     decoded = decode((Path(__file__).parent / "data" / "snapshot-v2.bin").read_bytes())
     assert decoded.journal_seq == 7
     assert decoded.unmanaged == {"sync@db1": ("sync", "db1")}
