@@ -20,10 +20,7 @@ import platform
 import random
 import re
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,13 +31,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_validate import TEAMS, job_text
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from common import serve
 
 
 def generate(root: Path, count: int) -> list[Path]:
@@ -106,126 +97,108 @@ def main() -> None:
     root = work / "jobs.d"
     paths = generate(root, args.jobs)
     texts = {p: p.read_text() for p in paths}
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (work / "server.log").open("wb")
-    env = {**os.environ, "CRONMETRICS_LOG__LEVEL": "warning"}
-    cmd = [sys.executable, "-m", "cronmetrics", "serve", "--no-auth", "--jobs-dir", str(root)]
-    cmd += ["--state-dir", str(work / "state"), "--bind", f"127.0.0.1:{port}"]
-    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
-        started = time.perf_counter()
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.perf_counter() - started > 300:
-                raise RuntimeError((work / "server.log").read_text())
-            time.sleep(0.1)
-        print(f"server up with {args.jobs} jobs in {time.perf_counter() - started:.1f}s")
-        time.sleep(3)  # files older than the stat cache's 2 s "racily clean" window
+        with serve(root, args.jobs) as server:
+            url = server.url
+            print(f"server up with {args.jobs} jobs in {server.ready_after:.1f}s")
+            time.sleep(3)  # files older than the stat cache's 2 s "racily clean" window
 
-        scrapes = []
-        with httpx.Client(timeout=30) as client:
-            for _ in range(5):
-                start = time.perf_counter()
-                size = len(client.get(f"{url}/metrics").content)
-                scrapes.append(time.perf_counter() - start)
-        print(
-            f"one /metrics scrape ({size / 1e6:.1f} MB): median {statistics.median(scrapes):.3f}s"
-        )
-
-        rng = random.Random(7)
-        api_seen = []
-        for n in range(args.edits):
-            path = rng.choice(paths)
-            name, host = job_id(texts[path])
-            jid = f"{name}@{host}" if host else name
-            marker = 400_000 + n
-            start = time.perf_counter()
-            path.write_text(with_threshold(texts[path], marker))
-            wait_for(
-                f"{url}/api/job/{jid}",
-                lambda body, m=marker: f'"automatic_failure_threshold":{m},'.encode() in body,
-                30,
+            scrapes = []
+            with httpx.Client(timeout=30) as client:
+                for _ in range(5):
+                    start = time.perf_counter()
+                    size = len(client.get(f"{url}/metrics").content)
+                    scrapes.append(time.perf_counter() - start)
+            print(
+                f"one /metrics scrape ({size / 1e6:.1f} MB): "
+                f"median {statistics.median(scrapes):.3f}s"
             )
-            api_seen.append(time.perf_counter() - start)
-            time.sleep(0.3)
-        print(
-            f"single-file edit live in the monitor (GET /api/job/<id>): median "
-            f"{statistics.median(api_seen):.3f}s (min {min(api_seen):.3f}, max {max(api_seen):.3f})"
-        )
 
-        edits = []
-        for n in range(args.edits):
-            path = rng.choice(paths)
-            name, host = job_id(texts[path])
-            marker = 500_000 + n
-            needle = f'cronjob_threshold_seconds{{job_name="{name}",host="{host}"'.encode()
-            line = re.compile(re.escape(needle) + rb"[^}]*\} " + str(marker).encode() + rb"\n")
-            start = time.perf_counter()
-            path.write_text(with_threshold(texts[path], marker))
-            wait_for(f"{url}/metrics", lambda body, line=line: bool(line.search(body)), 30, 0.1)
-            edits.append(time.perf_counter() - start)
-            # measured from the write: includes debounce, rescan, render and one scrape
-            time.sleep(0.3)
-        print(
-            f"single-file edit live in /metrics: median {statistics.median(edits):.3f}s "
-            f"(min {min(edits):.3f}, max {max(edits):.3f}, n={len(edits)})"
-        )
-
-        marker = 777_777
-        chosen = rng.sample(paths, args.checkout)
-        pattern = re.compile(rb"^cronjob_threshold_seconds\{[^}]*\} 777777$", re.M)
-        start = time.perf_counter()
-        for path in chosen:
-            path.write_text(with_threshold(texts[path], marker))
-        written = time.perf_counter() - start
-        wait_for(
-            f"{url}/metrics", lambda body: len(pattern.findall(body)) == args.checkout, 60, 0.1
-        )
-        took = time.perf_counter() - start
-        print(
-            f"checkout of {args.checkout} files (written in {written:.2f}s) live in "
-            f"/metrics {took:.3f}s after the first write"
-        )
-
-        api = []
-        with httpx.Client(timeout=30) as client:
-            for n in range(5):
+            rng = random.Random(7)
+            api_seen = []
+            for n in range(args.edits):
                 path = rng.choice(paths)
                 name, host = job_id(texts[path])
                 jid = f"{name}@{host}" if host else name
+                marker = 400_000 + n
                 start = time.perf_counter()
-                response = client.patch(f"{url}/api/job/{jid}", json={"grace": 100 + n})
-                api.append(time.perf_counter() - start)
-                assert response.status_code == 200, response.text
-        print(
-            f"API PATCH (write + reload, live when it answers): median "
-            f"{statistics.median(api):.3f}s"
-        )
+                path.write_text(with_threshold(texts[path], marker))
+                wait_for(
+                    f"{url}/api/job/{jid}",
+                    lambda body, m=marker: f'"automatic_failure_threshold":{m},'.encode() in body,
+                    30,
+                )
+                api_seen.append(time.perf_counter() - start)
+                time.sleep(0.3)
+            print(
+                f"single-file edit live in the monitor (GET /api/job/<id>): median "
+                f"{statistics.median(api_seen):.3f}s "
+                f"(min {min(api_seen):.3f}, max {max(api_seen):.3f})"
+            )
 
-        time.sleep(3)
-        pid = worker_pid(server.pid)
-        before, t0 = cpu_seconds(pid), time.perf_counter()
-        time.sleep(args.idle)
-        used, elapsed = cpu_seconds(pid) - before, time.perf_counter() - t0
-        print(
-            f"idle worker CPU over {elapsed:.0f}s (watcher, scheduler, rescan of "
-            f"{args.jobs} files by stat every 60 s): {100 * used / elapsed:.2f}%"
-        )
-        print(
-            f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
-            f"{platform.python_version()}, {platform.platform()}"
-        )
+            edits = []
+            for n in range(args.edits):
+                path = rng.choice(paths)
+                name, host = job_id(texts[path])
+                marker = 500_000 + n
+                needle = f'cronjob_threshold_seconds{{job_name="{name}",host="{host}"'.encode()
+                line = re.compile(re.escape(needle) + rb"[^}]*\} " + str(marker).encode() + rb"\n")
+                start = time.perf_counter()
+                path.write_text(with_threshold(texts[path], marker))
+                wait_for(f"{url}/metrics", lambda body, line=line: bool(line.search(body)), 30, 0.1)
+                edits.append(time.perf_counter() - start)
+                # measured from the write: includes debounce, rescan, render and one scrape
+                time.sleep(0.3)
+            print(
+                f"single-file edit live in /metrics: median {statistics.median(edits):.3f}s "
+                f"(min {min(edits):.3f}, max {max(edits):.3f}, n={len(edits)})"
+            )
+
+            marker = 777_777
+            chosen = rng.sample(paths, args.checkout)
+            pattern = re.compile(rb"^cronjob_threshold_seconds\{[^}]*\} 777777$", re.M)
+            start = time.perf_counter()
+            for path in chosen:
+                path.write_text(with_threshold(texts[path], marker))
+            written = time.perf_counter() - start
+            wait_for(
+                f"{url}/metrics", lambda body: len(pattern.findall(body)) == args.checkout, 60, 0.1
+            )
+            took = time.perf_counter() - start
+            print(
+                f"checkout of {args.checkout} files (written in {written:.2f}s) live in "
+                f"/metrics {took:.3f}s after the first write"
+            )
+
+            api = []
+            with httpx.Client(timeout=30) as client:
+                for n in range(5):
+                    path = rng.choice(paths)
+                    name, host = job_id(texts[path])
+                    jid = f"{name}@{host}" if host else name
+                    start = time.perf_counter()
+                    response = client.patch(f"{url}/api/job/{jid}", json={"grace": 100 + n})
+                    api.append(time.perf_counter() - start)
+                    assert response.status_code == 200, response.text
+            print(
+                f"API PATCH (write + reload, live when it answers): median "
+                f"{statistics.median(api):.3f}s"
+            )
+
+            time.sleep(3)
+            pid = worker_pid(server.process.pid)
+            before, t0 = cpu_seconds(pid), time.perf_counter()
+            time.sleep(args.idle)
+            used, elapsed = cpu_seconds(pid) - before, time.perf_counter() - t0
+            print(
+                f"idle worker CPU over {elapsed:.0f}s (watcher, scheduler, rescan of "
+                f"{args.jobs} files by stat every 60 s): {100 * used / elapsed:.2f}%"
+            )
+            print(
+                f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
+                f"{platform.python_version()}, {platform.platform()}"
+            )
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
         shutil.rmtree(work, ignore_errors=True)
 
 

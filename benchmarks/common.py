@@ -1,8 +1,8 @@
 """Shared helpers for the issue-3 speed benchmarks (see benchmarks/README.md).
 
 Every benchmark talks to a real ``cronmetrics serve --no-auth`` (gunicorn, one worker,
-gthread) on a free 127.0.0.1 port, the same way tests/liveserver.py starts it; nothing
-leaves the loopback interface. Job files are generated into a temporary directory.
+gthread) on a free 127.0.0.1 port, started by :mod:`cronmetrics.testing` like the tests
+start it; nothing leaves the loopback interface. Job files are generated into a temporary directory.
 """
 
 from __future__ import annotations
@@ -15,16 +15,17 @@ import platform
 import random
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
+
+from cronmetrics.testing import ServerProcess, start_server, wait_for
+from cronmetrics.testing import free_port as free_port  # for the benchmarks
 
 REPO = Path(__file__).resolve().parent.parent
 TEAMS = ["backup", "billing", "platform", "data", "search", "mail", "infra", "security"]
@@ -109,40 +110,13 @@ def result_body(job: Job, rng: random.Random | None = None) -> dict[str, object]
     return body
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass
-class Server:
-    """A running ``cronmetrics serve``; ``started`` is the monotonic time of Popen."""
+class Server(ServerProcess):
+    """A running ``cronmetrics serve`` and when it got ready (seconds after its start)."""
 
-    port: int
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    started: float
     ready_after: float = 0.0
     quiet_after: float = 0.0
     extra: dict[str, object] = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
 
 
 def process_tree_cpu(pid: int) -> float:
@@ -171,51 +145,45 @@ def loadavg() -> str:
     return "?"
 
 
-def wait_deep_ready(server: Server, jobs: int, timeout: float) -> float:
-    """Poll ``/health/deep`` until 200 with ``jobs`` loaded; seconds since process start."""
-    deadline = time.monotonic() + timeout
-    want = f"{jobs} jobs loaded"
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"server exited ({server.process.returncode}):\n{server.log()}")
-        with contextlib.suppress(OSError, http.client.HTTPException):
-            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+def deep_checks(server: ServerProcess) -> dict[str, Any] | None:
+    """The checks of ``/health/deep`` when it answers 200 (ready), else None."""
+    with contextlib.suppress(OSError, http.client.HTTPException, KeyError, ValueError):
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        try:
             conn.request("GET", "/health/deep")
             response = conn.getresponse()
             body = response.read()
+        finally:
             conn.close()
-            if response.status == 200:
-                detail = json.loads(body)["checks"]["reload"]["detail"]
-                if detail == want:
-                    return time.monotonic() - server.started
-        time.sleep(0.02)
-    raise RuntimeError(f"server not ready after {timeout}s:\n{server.log()[-3000:]}")
+        if response.status == 200:
+            checks: dict[str, Any] = json.loads(body)["checks"]
+            return checks
+    return None
 
 
-def wait_quiet(server: Server, timeout: float) -> float:
-    """Wait for the watcher's catch-up rescan after start (seconds since process start).
+def loaded(server: ServerProcess, jobs: int) -> bool:
+    """Ready with ``jobs`` jobs loaded."""
+    checks = deep_checks(server)
+    return checks is not None and checks["reload"]["detail"] == f"{jobs} jobs loaded"
+
+
+def rescanned(server: ServerProcess) -> bool:
+    """The watcher's catch-up rescan after start is done.
 
     ``/health/deep`` is 200 as soon as jobs.d is loaded, but the watcher then rescans the
     directory once to catch changes made before its watch was in place; with 100k files
     that takes a while and would eat into whatever is measured first.
     """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, http.client.HTTPException, KeyError, ValueError):
-            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
-            conn.request("GET", "/health/deep")
-            checks = json.loads(conn.getresponse().read())["checks"]
-            conn.close()
-            if "watcher" not in checks:
-                return time.monotonic() - server.started
-            found = re.search(r"(\d+) reloads", checks["watcher"]["detail"])
-            if found and int(found.group(1)) >= 1:
-                return time.monotonic() - server.started
-        time.sleep(0.1)
-    raise RuntimeError(f"watcher did not finish its first rescan in {timeout}s")
+    checks = deep_checks(server)
+    if checks is None:
+        return False
+    if "watcher" not in checks:
+        return True
+    found = re.search(r"(\d+) reloads", checks["watcher"]["detail"])
+    return found is not None and int(found.group(1)) >= 1
 
 
-def settle(server: Server, timeout: float = 120) -> float:
+def settle(server: ServerProcess, timeout: float = 120) -> float:
     """Wait until a state snapshot newer than now is on disk; return the seconds waited.
 
     The first snapshot after start (or after ``report_all`` touched every job) encodes
@@ -225,22 +193,21 @@ def settle(server: Server, timeout: float = 120) -> float:
     import datetime as dt
 
     begin = time.time()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, http.client.HTTPException, KeyError, ValueError):
-            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
-            conn.request("GET", "/health/deep")
-            checks = json.loads(conn.getresponse().read())["checks"]
-            conn.close()
-            if "snapshot" not in checks:
-                return 0.0
-            detail = checks["snapshot"]["detail"]
-            if detail.startswith("last written "):
-                written = dt.datetime.fromisoformat(detail.removeprefix("last written "))
-                if written.timestamp() >= begin:
-                    return time.time() - begin
-        time.sleep(0.2)
-    raise RuntimeError(f"no snapshot written within {timeout}s")
+
+    def written() -> bool:
+        checks = deep_checks(server)
+        if checks is None:
+            return False
+        if "snapshot" not in checks:
+            return True
+        detail = checks["snapshot"]["detail"]
+        if not detail.startswith("last written "):
+            return False
+        at = dt.datetime.fromisoformat(detail.removeprefix("last written "))
+        return at.timestamp() >= begin
+
+    wait_for(written, "a snapshot", timeout=timeout, interval=0.2, process=server.process)
+    return time.time() - begin
 
 
 @contextlib.contextmanager
@@ -254,44 +221,35 @@ def serve(
     timeout: float = 300,
     quiet: bool = True,
 ) -> Iterator[Server]:
-    """Run ``cronmetrics serve --no-auth`` on a free loopback port until the block ends."""
-    state_dir = Path(tempfile.mkdtemp(prefix="cm-bench-state-"))
-    port = free_port()
-    log_path = state_dir / "server.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "cronmetrics",
-        "serve",
-        "--no-auth",
-        "--jobs-dir",
-        str(jobs_dir),
-        "--state-dir",
-        str(state_dir / "state"),
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--threads",
-        str(threads),
-        *extra_args,
-    ]
-    full_env = {**os.environ, "CRONMETRICS_LOG__LEVEL": "warning", **(env or {})}
+    """Run ``cronmetrics serve --no-auth`` on a free loopback port until the block ends;
+    ready when ``jobs`` are loaded (and, with ``quiet``, the watcher's rescan is done)."""
+    tmp = Path(tempfile.mkdtemp(prefix="cm-bench-state-"))
+    full_env = {"CRONMETRICS_LOG__LEVEL": "warning", **(env or {})}
     full_env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO), full_env.get("PYTHONPATH", "")) if p
+        p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p
     )
-    (state_dir / "state").mkdir()
-    with log_path.open("wb") as log_file:
-        started = time.monotonic()
-        process = subprocess.Popen(
-            cmd, stdout=log_file, stderr=subprocess.STDOUT, env=full_env, cwd=REPO
-        )
-    server = Server(port, process, log_path, started)
+    base = start_server(
+        jobs_dir,
+        tmp / "state",
+        args=["--no-auth", "--threads", str(threads), *extra_args],
+        env=full_env,
+        log_path=tmp / "server.log",
+        cwd=REPO,
+    )
+    server = Server(**{f.name: getattr(base, f.name) for f in fields(ServerProcess)})
     try:
-        server.ready_after = wait_deep_ready(server, jobs, timeout)
-        server.quiet_after = wait_quiet(server, timeout) if quiet else server.ready_after
+        what = f"{jobs} jobs loaded"
+        wait_for(lambda: loaded(server, jobs), what, timeout=timeout, interval=0.02,
+                 process=server.process, log=server.log)  # fmt: skip
+        server.ready_after = time.monotonic() - server.started
+        if quiet:
+            wait_for(lambda: rescanned(server), "the watcher's rescan", timeout=timeout,
+                     interval=0.1, process=server.process, log=server.log)  # fmt: skip
+        server.quiet_after = time.monotonic() - server.started
         yield server
     finally:
         server.stop()
-        shutil.rmtree(state_dir, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager

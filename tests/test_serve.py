@@ -6,13 +6,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 from liveserver import LiveServer, free_port, live_server
+
+from cronmetrics.testing import serve_command
 
 pytestmark = pytest.mark.slow
 
@@ -22,18 +23,7 @@ WAIT = 10.0
 def test_serve_without_tokens_or_no_auth_refuses_to_start(jobs_dir: Path, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRONMETRICS_")}
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cronmetrics",
-            "serve",
-            "--jobs-dir",
-            str(jobs_dir),
-            "--state-dir",
-            str(tmp_path / "state"),
-            "--bind",
-            f"127.0.0.1:{free_port()}",
-        ],
+        serve_command(jobs_dir, tmp_path / "state", free_port(), args=()),
         capture_output=True,
         text=True,
         timeout=30,
