@@ -11,8 +11,10 @@
    single-threaded apart from the kernel's writeback).
 2. Submission stall: while a snapshot of that store is written, a thread keeps calling
    ``Monitor.submit``; its worst latency is compared with the same loop without a snapshot.
-3. Memory per job with full history (tracemalloc over building 1,000 jobs x 100 results).
-4. Submissions per second with the journal on vs off: wrk (keep-alive, 16 connections)
+3. Recent results across all jobs (the history API's ``/api/job-result``), against
+   building every result and sorting.
+4. Memory per job with full history (tracemalloc over building 1,000 jobs x 100 results).
+5. Submissions per second with the journal on vs off: wrk (keep-alive, 16 connections)
    against ``cronmetrics serve`` with 1,000 jobs, off / on / off in the same run.
 
     python3 benchmarks/bench_snapshot.py [--jobs 10000] [--results 100] [--runs 3]
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import heapq
 import json
 import random
 import statistics
@@ -33,12 +36,14 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterable
 from functools import partial
+from itertools import chain
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import jobs_tree, machine, result_body, run_wrk, serve, verdict
 
+from cronmetrics.history import newest
 from cronmetrics.metrics import SelfMetrics
 from cronmetrics.model import ResultIn
 from cronmetrics.monitor import Monitor
@@ -219,6 +224,30 @@ def bench_stall(jobs: int, results: int) -> dict[str, float]:
     }
 
 
+def bench_recent(jobs: int, results: int) -> dict[str, float]:
+    """``GET /api/job-result?limit=N`` across every job: :func:`history.newest` over
+    copies of all histories, against building every result and taking the N newest (what
+    the route did before), in the same run."""
+    monitor, _ = make(Path(tempfile.gettempdir()) / "unused", results)
+    fill(monitor, jobs, results)
+    store = monitor.store
+    out: dict[str, float] = {}
+    for limit in (50, 200):
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            with monitor.lock:
+                copies = [s.history.copy() for j in store.ids() if (s := store.get(j))]
+            newest(copies, limit)
+            times.append(time.perf_counter() - started)
+        out[f"newest_{limit}_ms"] = statistics.median(times) * 1000
+    started = time.perf_counter()
+    everything = chain.from_iterable(reversed(h) for h in copies)
+    heapq.nlargest(200, everything, key=lambda r: (r.timestamp, r.received))
+    out["all_200_ms"] = (time.perf_counter() - started) * 1000
+    return out
+
+
 def bench_memory(results: int, jobs: int = 1000) -> float:
     gc.collect()
     tracemalloc.start()
@@ -291,6 +320,12 @@ def bench_in_process(jobs: int, results: int, runs: int) -> None:
         f"{stall['incr_max_ms']:.1f} ms, p99 {stall['incr_p99_ms']:.2f} ms over "
         f"{stall['incr_samples']} submits; during a full one: max {stall['full_max_ms']:.1f} "
         f"ms (no snapshot: max {stall['quiet_max_ms']:.1f} ms)"
+    )
+    recent = bench_recent(jobs, results)
+    print(
+        f"recent results across {jobs} jobs (copy under the lock + newest): limit 50 "
+        f"{recent['newest_50_ms']:.0f} ms, limit 200 {recent['newest_200_ms']:.0f} ms; "
+        f"building every result then the 200 newest: {recent['all_200_ms']:.0f} ms"
     )
     per_job = bench_memory(results)
     print(f"memory per job with {results} results of history: {per_job / 1024:.1f} KiB")

@@ -184,6 +184,17 @@ class History(Sequence[Result]):
     def __reversed__(self) -> Iterator[Result]:
         return self._rows(reverse=True)
 
+    def newest_first(self, floor: float | None = None) -> Iterator[Result]:
+        """The results stamped at or after ``floor`` (all without one), newest last in,
+        first out; only those become objects."""
+        if floor is None:
+            yield from reversed(self)
+            return
+        stamps = self.timestamps()
+        for i in range(len(stamps) - 1, -1, -1):
+            if stamps[i] >= floor:
+                yield self[i]
+
     @overload
     def __getitem__(self, index: int) -> Result: ...
 
@@ -317,25 +328,28 @@ def newest(histories: Sequence[History], limit: int) -> list[Result]:
     """The ``limit`` newest results (by timestamp, then receipt) across ``histories``,
     newest first; equal ones in arrival order reversed, earlier histories first.
 
-    Only the histories that can hold one of them are turned into results: the ones whose
-    newest timestamp reaches the ``limit``-th newest of the histories with the newest
-    results (a fleet's recent results come from a handful of jobs)."""
+    Only results that can be among them become objects: histories are visited by their
+    newest timestamp, keeping the ``limit`` newest timestamps seen (a floor that rises);
+    the walk stops at the first history entirely below the floor. A fleet's recent
+    results come from a handful of jobs."""
     tops = sorted(
         ((max(h.timestamps()), i) for i, h in enumerate(histories) if h),
         key=lambda top: top[0],
         reverse=True,
     )
+    newest_stamps: list[float] = []  # min-heap of the ``limit`` newest timestamps seen
     chosen: list[int] = []
-    seen = 0
-    floor: float | None = None
     for top, i in tops:
-        if floor is not None and top < floor:
+        if len(newest_stamps) == limit and top < newest_stamps[0]:
             break
         chosen.append(i)
-        seen += len(histories[i])
-        if floor is None and seen >= limit:
-            stamps = chain.from_iterable(histories[j].timestamps() for j in chosen)
-            floor = heapq.nlargest(limit, stamps)[-1]
+        # histories are mostly in time order: timsort is cheap, then at most ``limit``
+        for stamp in sorted(histories[i].timestamps())[-limit:]:
+            if len(newest_stamps) < limit:
+                heapq.heappush(newest_stamps, stamp)
+            elif stamp > newest_stamps[0]:
+                heapq.heapreplace(newest_stamps, stamp)
+    floor = newest_stamps[0] if len(newest_stamps) == limit else None
     chosen.sort()
-    candidates = chain.from_iterable(reversed(histories[i]) for i in chosen)
+    candidates = chain.from_iterable(histories[i].newest_first(floor) for i in chosen)
     return heapq.nlargest(limit, candidates, key=_newest_key)
