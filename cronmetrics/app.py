@@ -29,6 +29,7 @@ from .repository import JobsDir, ReloadReport
 from .scheduler import Scheduler
 from .snapshot import Snapshotter
 from .store import MemoryStore
+from .writer import JobWriter
 
 __all__ = ["Services", "create_app", "services"]
 
@@ -203,6 +204,10 @@ def create_app(
         log.error(
             "cannot create the state dir", extra={"dir": str(config.state_dir), "error": str(exc)}
         )
+    writer = JobWriter(config.jobs_dir, jobs=svc.jobs_dir, writes=config.job_writes)
+    svc.extras["job_writer"] = writer
+    if (refused := writer.refusal()) is not None:
+        log.info("API and CLI job writes are refused here", extra={"reason": refused.message})
     snapshotter = Snapshotter.for_services(svc)  # before the first reload, which keeps states
     svc.reload()
     if start_background:

@@ -218,6 +218,9 @@ class Config(BaseSettings):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     redact: list[str] = Field(default_factory=lambda: list(DEFAULT_REDACT))
     unknown_jobs: Literal["reject", "accept"] = "reject"
+    #: API and CLI writes to jobs.d: ``auto`` refuses them where the next sync would drop
+    #: them (a git-sync worktree, a ConfigMap volume), ``disabled`` always (git only)
+    job_writes: Literal["auto", "enabled", "disabled"] = "auto"
     log: LogConfig = Field(default_factory=LogConfig)
     watch: WatchConfig = Field(default_factory=WatchConfig)
 

@@ -113,13 +113,8 @@ _DOCUMENT = pydantic.TypeAdapter(dict[str, Any])
 
 
 def _writer() -> JobWriter:
-    """One writer per app: it keeps a warm index of jobs.d between calls."""
-    svc = current()
-    writer = svc.extras.get("job_writer")
-    if writer is None:
-        writer = svc.extras.setdefault(
-            "job_writer", JobWriter(svc.config.jobs_dir, jobs=svc.jobs_dir)
-        )
+    """The app's writer (made by create_app): it keeps a warm index of jobs.d."""
+    writer = current().extras["job_writer"]
     assert isinstance(writer, JobWriter)
     return writer
 

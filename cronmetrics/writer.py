@@ -37,7 +37,7 @@ from .yamlio import (
     update_roundtrip,
 )
 
-__all__ = ["READ_ONLY_FIELDS", "JobWriter", "check_job_id"]
+__all__ = ["READ_ONLY_FIELDS", "JobWriter", "check_job_id", "replaced_by_sync"]
 
 #: still "repository": the logger name operators filter on predates this module
 log = get_logger("repository")
@@ -68,6 +68,34 @@ def _read_only(root: Path) -> ReadOnly:
     )
 
 
+def replaced_by_sync(root: Path) -> str | None:
+    """Why files written under ``root`` would be lost at the next sync, or None.
+
+    A writable volume is not enough: git-sync checks each revision out as a linked git
+    worktree (a ``.git`` *file*) and swaps a symlink to it, and kubelet swaps the
+    ``..data`` symlink of a ConfigMap volume; a file the API wrote there disappears
+    silently with the next revision. A plain checkout (a ``.git`` directory, ``git
+    pull``) is left writable: its owner can commit what the API wrote."""
+    if (root / "..data").is_symlink():
+        return "a Kubernetes ConfigMap or Secret volume (kubelet replaces it on update)"
+    try:
+        real = root.resolve(strict=True)
+    except OSError:
+        return None
+    for parent in (real, *real.parents):
+        marker = parent / ".git"
+        if marker.is_dir():
+            return None
+        if marker.is_file():
+            if real == root.absolute():
+                return None  # a worktree used in place, not swapped behind a symlink
+            return (
+                f"a git worktree reached through a symlink ({parent}), the way git-sync "
+                "publishes each revision: the next sync would drop what is written here"
+            )
+    return None
+
+
 class JobWriter:
     """Create, replace, update and delete job files, safely.
 
@@ -82,10 +110,12 @@ class JobWriter:
     naming the field); rename by creating the new job and deleting the old one.
     """
 
-    def __init__(self, root: Path, *, jobs: JobsDir | None = None) -> None:
+    def __init__(self, root: Path, *, jobs: JobsDir | None = None, writes: str = "auto") -> None:
         self.root = root
         self._jobs = jobs
         self._index: LoadResult | None = None
+        #: ``job_writes`` of the config: auto (refuse in a synced copy), enabled, disabled
+        self.writes = writes
 
     # -- public --------------------------------------------------------------------------
 
@@ -221,10 +251,26 @@ class JobWriter:
         digest = hashlib.sha256(data).hexdigest()
         return JobFile(path, display, definition, digest, None, definition.id)
 
+    def refusal(self) -> ReadOnly | None:
+        """The error every write would raise by configuration or sync layout, if any."""
+        if self.writes == "disabled":
+            return ReadOnly(
+                f"job writes are disabled (job_writes: disabled): change the files in "
+                f"{self.root} through git instead"
+            )
+        if self.writes == "auto" and (why := replaced_by_sync(self.root)) is not None:
+            return ReadOnly(
+                f"the jobs directory {self.root} is {why}; change jobs through git "
+                "instead (or set job_writes: enabled)"
+            )
+        return None
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         if not self.root.is_dir():
             raise NotFound(f"jobs directory {self.root} does not exist")
+        if (refused := self.refusal()) is not None:
+            raise refused
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise _read_only(self.root)
         try:

@@ -277,3 +277,16 @@ def test_api_write_reloads_once_and_leaves_nothing_for_the_watcher(
     client.patch(f"/api/job/{JOB}", json={"grace": 60})
     assert svc.jobs_dir.reloads == reloads + 1
     assert svc.jobs_dir.is_current(root / "dba" / "basebackup.yaml")
+
+
+def test_job_writes_disabled_is_409_and_writes_nothing(make_client: Any, root: Path) -> None:
+    client = make_client(root, job_writes="disabled")
+    before = snapshot(root)
+    response = client.patch(f"/api/job/{JOB}", json={"grace": 60})
+    assert response.status_code == 409
+    error = response.get_json()["error"]
+    assert error["code"] == "READ_ONLY"
+    assert "job_writes: disabled" in error["message"]
+    assert client.delete(f"/api/job/{JOB}").status_code == 409
+    assert snapshot(root) == before
+    assert client.get(f"/api/job/{JOB}").status_code == 200

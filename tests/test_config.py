@@ -274,3 +274,14 @@ def test_redacted_config_keeps_everything_but_secrets() -> None:
     assert data["auth"]["tokens"][0]["sha256"] == "***"
     assert data["auth"]["tokens"][0]["name"] == "a"
     assert data["bind"] == config.bind
+
+
+def test_job_writes_accepts_only_its_three_modes(tmp_path: Path) -> None:
+    assert load_config().job_writes == "auto"
+    assert load_config(write_config(tmp_path, "job_writes: disabled\n")).job_writes == "disabled"
+    path = write_config(tmp_path, "job_writes: never\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.message == (
+        f"{path}:1:1: job_writes: must be 'auto', 'enabled' or 'disabled'"
+    )

@@ -350,3 +350,83 @@ def test_vanished_jobs_dir_keeps_the_jobs_and_reports_it(root: Path, tmp_path: P
     assert set(report.jobs) == {"db_import@backup3", "other"}
     assert not report.ok
     assert str(root) in report.invalid
+
+
+# -- directories a sync replaces --------------------------------------------------------
+
+NEW_JOB = {"job_name": "new", "automatic_failure_threshold": 60}
+
+
+def git(*args: str, cwd: Path) -> None:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com"}
+    env |= {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
+
+
+@pytest.fixture
+def git_sync_root(tmp_path: Path) -> Path:
+    """The layout git-sync v4 publishes: a linked worktree per revision under
+    ``.worktrees/<hash>``, reached through the ``--link`` symlink that each sync swaps."""
+    repo = tmp_path / "sync" / ".git-repo"
+    (repo / "jobs.d").mkdir(parents=True)
+    (repo / "jobs.d" / "a.yaml").write_text("job_name: a\nautomatic_failure_threshold: 60\n")
+    git("init", "-q", cwd=repo)
+    git("add", ".", cwd=repo)
+    git("commit", "-q", "-m", "jobs", cwd=repo)
+    worktree = tmp_path / "sync" / ".worktrees" / "abc123"
+    git("worktree", "add", "-q", "--detach", str(worktree), cwd=repo)
+    assert (worktree / ".git").is_file()
+    (tmp_path / "sync" / "current").symlink_to(worktree)
+    return tmp_path / "sync" / "current" / "jobs.d"
+
+
+def test_a_git_sync_worktree_refuses_writes_that_the_next_sync_would_drop(
+    git_sync_root: Path,
+) -> None:
+    before = snapshot(git_sync_root)
+    with pytest.raises(ReadOnly) as info:
+        JobWriter(git_sync_root).create(NEW_JOB)
+    assert "git-sync" in info.value.message
+    assert "job_writes: enabled" in info.value.message
+    with pytest.raises(ReadOnly):
+        JobWriter(git_sync_root).delete("a")
+    assert snapshot(git_sync_root) == before
+
+
+def test_job_writes_enabled_writes_into_a_synced_worktree_anyway(git_sync_root: Path) -> None:
+    JobWriter(git_sync_root, writes="enabled").create(NEW_JOB)
+    assert (git_sync_root / "new.yaml").exists()
+
+
+def test_a_worktree_used_in_place_or_a_plain_checkout_stays_writable(
+    git_sync_root: Path, tmp_path: Path
+) -> None:
+    JobWriter(git_sync_root.resolve()).create(NEW_JOB)  # no symlink swapped in front of it
+    checkout = tmp_path / "sync" / ".git-repo"
+    (tmp_path / "link").symlink_to(checkout)
+    JobWriter(tmp_path / "link" / "jobs.d").create({**NEW_JOB, "job_name": "other"})
+    assert (checkout / "jobs.d" / "other.yaml").exists()
+
+
+def test_a_configmap_volume_refuses_writes(tmp_path: Path) -> None:
+    """kubelet's layout: files are symlinks into ``..data``, itself a symlink it swaps."""
+    volume = tmp_path / "volume"
+    data = volume / "..2026_11_23_00_00_00.1"
+    data.mkdir(parents=True)
+    (data / "a.yaml").write_text("job_name: a\nautomatic_failure_threshold: 60\n")
+    (volume / "..data").symlink_to(data.name)
+    (volume / "a.yaml").symlink_to("..data/a.yaml")
+    with pytest.raises(ReadOnly, match="ConfigMap"):
+        JobWriter(volume).patch("a", {"grace": 5})
+
+
+def test_job_writes_disabled_refuses_every_write(root: Path) -> None:
+    before = snapshot(root)
+    writer = JobWriter(root, writes="disabled")
+    with pytest.raises(ReadOnly, match="job writes are disabled"):
+        writer.create(NEW_JOB)
+    with pytest.raises(ReadOnly):
+        writer.patch("other", {"grace": 5})
+    with pytest.raises(ReadOnly):
+        writer.delete("other")
+    assert snapshot(root) == before
