@@ -92,8 +92,7 @@ def purge_offline(config: Config, before: float, job_id: str | None, now: float)
             "not purging (start the server once to let it recover)"
         )
     removed = monitor.purge_history(before, job_id)
-    if not snapshotter.write(force=True):
-        raise StorageError(f"could not write the snapshot: {snapshotter.last_error}")
+    snapshotter.scrub()  # both generations and the journal, not just the newest file
     return removed
 
 

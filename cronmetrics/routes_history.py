@@ -105,7 +105,11 @@ def stats(job_id: str) -> Response:
 
 
 def _purged(job_id: str | None, before: float, removed: int) -> Response:
+    """Answer a manual purge once the purged results are off the disk too (a purge is how
+    an operator removes a secret a job printed): see :meth:`Snapshotter.scrub`."""
     log.info("history purged by request", extra={"job": job_id, "removed": removed})
+    if removed:
+        current().extras["snapshotter"].scrub()
     return json_response(
         {
             "job_id": job_id,

@@ -36,6 +36,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .errors import StorageError
 from .fileio import atomic_write, fsync_dir
 from .journal import Journal, JournalEntry, replay, segments
 from .logging import get_logger, rfc3339
@@ -313,48 +314,51 @@ class Snapshotter:
         When nothing changed since the last good write, the state on disk is current:
         that refreshes the snapshot timestamp metric without writing."""
         with self._write_lock:
-            monitor = self.monitor
-            with monitor.lock:
-                seq = monitor.state_seq
-                unmanaged = {
-                    job_id: (d.job_name, d.host)
-                    for job_id in monitor.unmanaged
-                    if (d := monitor.definitions.get(job_id)) is not None
-                }
-                if not force and self._written == (seq, unmanaged):
-                    if self.last_error is None:
-                        self.metrics.snapshot_ts.set(self.clock())
-                    return False
-                ids = list(monitor.store.ids())
-                changed = set(monitor.changed_since(self._cache_seq))
-                changed.update(set(ids).difference(self._chunks))  # never cached: a safety net
-                # many changes: in the store's order, roughly the order the columns sit
-                # in memory (a hash-ordered walk of them is slower)
-                many = len(changed) * 4 > len(ids)
-                jobs = copy_states(monitor, [i for i in ids if i in changed] if many else changed)
-                try:
-                    journal_seq = self.journal.rotate() if self.journal is not None else self._seq
-                except OSError as exc:
-                    self._failed(exc)
-                    return False
-            now = self.clock()
-            self._encode(jobs, seq)
-            del jobs
-            chunks = self._chunks
-            self._chunks = {job_id: chunks[job_id] for job_id in ids}  # forget dropped jobs
+            return self._write(force)
+
+    def _write(self, force: bool) -> bool:
+        monitor = self.monitor
+        with monitor.lock:
+            seq = monitor.state_seq
+            unmanaged = {
+                job_id: (d.job_name, d.host)
+                for job_id in monitor.unmanaged
+                if (d := monitor.definitions.get(job_id)) is not None
+            }
+            if not force and self._written == (seq, unmanaged):
+                if self.last_error is None:
+                    self.metrics.snapshot_ts.set(self.clock())
+                return False
+            ids = list(monitor.store.ids())
+            changed = set(monitor.changed_since(self._cache_seq))
+            changed.update(set(ids).difference(self._chunks))  # never cached: a safety net
+            # many changes: in the store's order, roughly the order the columns sit
+            # in memory (a hash-ordered walk of them is slower)
+            many = len(changed) * 4 > len(ids)
+            jobs = copy_states(monitor, [i for i in ids if i in changed] if many else changed)
             try:
-                data = assemble(
-                    ((job_id, chunks[job_id]) for job_id in ids),
-                    written_at=now,
-                    journal_seq=journal_seq,
-                    unmanaged=unmanaged,
-                )
-                self._write_files(data)
+                journal_seq = self.journal.rotate() if self.journal is not None else self._seq
             except OSError as exc:
                 self._failed(exc)
                 return False
-            self._succeeded(now, (seq, unmanaged), journal_seq)
-            return True
+        now = self.clock()
+        self._encode(jobs, seq)
+        del jobs
+        chunks = self._chunks
+        self._chunks = {job_id: chunks[job_id] for job_id in ids}  # forget dropped jobs
+        try:
+            data = assemble(
+                ((job_id, chunks[job_id]) for job_id in ids),
+                written_at=now,
+                journal_seq=journal_seq,
+                unmanaged=unmanaged,
+            )
+            self._write_files(data)
+        except OSError as exc:
+            self._failed(exc)
+            return False
+        self._succeeded(now, (seq, unmanaged), journal_seq)
+        return True
 
     def _encode(self, jobs: list[Copied], seq: int) -> None:
         """Re-encode the changed jobs into the cache, which then reflects ``seq``."""
@@ -379,6 +383,35 @@ class Snapshotter:
         if rotated:
             self._gen1_seq = self._gen0_seq
 
+    def scrub(self) -> None:
+        """After a manual purge, take the purged results off the disk too: write the state,
+        make it the previous generation as well, and delete the journal segments before it.
+
+        Otherwise the previous generation (and, with the journal, older segments) would
+        keep them until two more snapshots happen, which a quiet server may never write.
+        Raises :class:`StorageError` when the write fails (the purge holds in memory)."""
+        with self._write_lock:
+            self._write(force=True)
+            if self.last_error is not None:
+                raise StorageError(
+                    f"purged in memory, but the state on disk could not be rewritten "
+                    f"({self.last_error}); it still holds the purged results"
+                )
+            linking = self.state_dir / _LINKING
+            with contextlib.suppress(FileNotFoundError):
+                linking.unlink()
+            try:
+                linking.hardlink_to(self.current)
+                linking.replace(self.previous)
+                fsync_dir(self.state_dir)
+            except OSError as exc:
+                raise StorageError(
+                    f"purged in memory and in {SNAPSHOT_NAME}, but {PREVIOUS_NAME} could not "
+                    f"be replaced ({exc}); it still holds the purged results"
+                ) from None
+            self._gen1_seq = self._gen0_seq
+            self._drop_covered_segments()
+
     def _failed(self, exc: OSError) -> None:
         self.last_error = f"{rfc3339(self.clock())}: {exc}"
         self.metrics.snapshot_ok.set(0)
@@ -399,6 +432,10 @@ class Snapshotter:
         self.last_success = now
         self.metrics.snapshot_ok.set(1)
         self.metrics.snapshot_ts.set(now)
+        self._drop_covered_segments()
+
+    def _drop_covered_segments(self) -> None:
+        """Journal segments both generations contain are no longer needed."""
         if self._gen1_seq is not None:
             for old, path in segments(self.state_dir):
                 if old < self._gen1_seq:

@@ -147,6 +147,35 @@ def test_kill_9_with_journal_loses_nothing_acknowledged(jobs: Path, tmp_path: Pa
             assert not missing, f"{job}: {len(missing)} acknowledged results lost"
 
 
+def test_kill_9_after_a_purge_does_not_bring_the_purged_output_back(
+    jobs: Path, tmp_path: Path
+) -> None:
+    """A purge answered 200 is off the disk (both snapshot generations, the journal), so
+    the secret someone purged from job0's output is not back after a crash."""
+    state = tmp_path / "state"
+    env = {"CRONMETRICS_SNAPSHOT__JOURNAL": "true", "CRONMETRICS_SNAPSHOT__INTERVAL": "3600"}
+    with (
+        live_server(jobs, state, env=env) as server,
+        httpx.Client(base_url=server.url, timeout=10) as http,
+    ):
+        submit(http, {"job_name": "job0", "status": "failure", "output": "pw=hunter2"})
+        submit(http, {"job_name": "job1", "status": "success", "run_id": "kept"})
+        assert server.stop(signal.SIGTERM) == 0  # the secret is now in the snapshot
+    assert b"hunter2" in (state / "state.snapshot").read_bytes()
+    with live_server(jobs, state, env=env) as server:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            response = http.delete("/api/job/job0/results")
+            assert response.status_code == 200, response.text
+            assert response.json()["removed"] == 1
+            submit(http, {"job_name": "job0", "status": "success", "run_id": "after"})
+        leftovers = [p.name for p in state.iterdir() if b"hunter2" in p.read_bytes()]
+        assert leftovers == []
+        kill_9(server)
+    with live_server(jobs, state, env=env) as again:
+        assert stored_run_ids(again.url, "job0") == ["after"]
+        assert stored_run_ids(again.url, "job1") == ["kept"]
+
+
 def test_sigterm_writes_a_final_snapshot(jobs: Path, tmp_path: Path) -> None:
     state = tmp_path / "state"
     env = {"CRONMETRICS_SNAPSHOT__INTERVAL": "3600"}  # only the final snapshot can save it

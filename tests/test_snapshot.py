@@ -644,3 +644,69 @@ def test_a_format_2_snapshot_is_still_read() -> None:
         ("db1", None, T0 + 5),
     ]
     assert len(decoded.jobs["idle"][1]) == 0
+
+
+@pytest.mark.parametrize("before", ["all", "2026-01-05T00:03:30Z"])
+def test_an_acknowledged_purge_is_not_undone_by_a_crash(
+    make_client: Any, fake_clock: FakeClock, before: str
+) -> None:
+    """A purge (say, of output that leaked a secret) must not come back after kill -9: it
+    is on disk when answered (see the next test), the journal holds what came after."""
+    client = make_client(JOBS, snapshot={"journal": True})
+    for i in range(5):
+        run(client, fake_clock, f"r{i}")  # T0 + 60 .. T0 + 300
+    snapshotter(client).write()  # the results are in the snapshot, the purge comes after
+    response = client.delete(f"/api/job/backup/results?before={before}")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    kept = history(client, "backup")
+    assert kept == ([] if before == "all" else ["r3", "r4"])
+    run(client, fake_clock, "r5")
+    again = make_client(JOBS, snapshot={"journal": True})  # no snapshot since r5: a crash
+    assert history(again, "backup") == [*kept, "r5"]
+
+
+def state_files(state_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in state_dir.iterdir() if p.is_file()}
+
+
+@pytest.mark.parametrize("journal", [False, True])
+def test_a_manual_purge_takes_the_results_off_the_disk_too(
+    make_client: Any, fake_clock: FakeClock, state_dir: Path, journal: bool
+) -> None:
+    """Purging is how an operator removes a secret a job printed: when the DELETE is
+    answered, no snapshot generation and no journal segment may still hold it."""
+    client = make_client(JOBS, snapshot={"journal": journal})
+    submit(client, {"job_name": "backup", "status": "failure", "output": "pw=hunter2"})
+    snapshotter(client).write()
+    run(client, fake_clock, "r1")
+    snapshotter(client).write()
+    run(client, fake_clock, "r2")  # in memory (and the journal) only
+    files = state_files(state_dir)
+    assert {"state.snapshot", "state.snapshot.1"} <= set(files)
+    assert all(b"hunter2" in files[n] for n in ("state.snapshot", "state.snapshot.1"))
+    response = client.delete("/api/job/backup/results?before=2026-01-05T00:00:30Z")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["removed"] == 1
+    leftovers = [name for name, data in state_files(state_dir).items() if b"hunter2" in data]
+    assert leftovers == []
+    again = make_client(JOBS, snapshot={"journal": journal})
+    assert history(again, "backup") == ["r1", "r2"]
+
+
+def test_a_purge_that_cannot_reach_the_disk_says_so(
+    client: FlaskClient, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run(client, fake_clock, "r1")
+    snapshotter(client).write()
+
+    def disk_full(path: Path, data: bytes, *, mode: int | None = None) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(snapshot_mod, "atomic_write", disk_full)
+    response = client.delete("/api/job/backup/results")
+    assert response.status_code == 503
+    error = response.get_json()["error"]
+    assert error["code"] == "STORAGE_ERROR"
+    assert "purged in memory" in error["message"]
+    assert "still holds the purged results" in error["message"]
+    assert history(client, "backup") == []
