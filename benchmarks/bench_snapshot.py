@@ -13,8 +13,10 @@
    ``Monitor.submit``; its worst latency is compared with the same loop without a snapshot.
 3. Recent results across all jobs (the history API's ``/api/job-result``), against
    building every result and sorting.
-4. Memory per job with full history (tracemalloc over building 1,000 jobs x 100 results).
-5. Submissions per second with the journal on vs off: wrk (keep-alive, 16 connections)
+4. A manual purge as the API answers it (in memory, then both snapshot generations
+   rewritten): one job, and half of every job's history.
+5. Memory per job with full history (tracemalloc over building 1,000 jobs x 100 results).
+6. Submissions per second with the journal on vs off: wrk (keep-alive, 16 connections)
    against ``cronmetrics serve`` with 1,000 jobs, off / on / off in the same run.
 
     python3 benchmarks/bench_snapshot.py [--jobs 10000] [--results 100] [--runs 3]
@@ -248,6 +250,27 @@ def bench_recent(jobs: int, results: int) -> dict[str, float]:
     return out
 
 
+def bench_purge(jobs: int, results: int) -> list[tuple[str, int, float, float]]:
+    """A manual purge as the API runs it: purge in memory, then ``Snapshotter.scrub``
+    (write the state, replace the previous generation, drop old journal segments)."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="cm-bench-purge-") as tmp:
+        monitor, snap = make(Path(tmp) / "state", results)
+        fill(monitor, jobs, results)
+        snap.write(force=True)
+        job = next(iter(monitor.store.ids()))
+        cases: list[tuple[str, Callable[[], int]]] = [
+            ("one job, everything", lambda: monitor.purge_history(float("inf"), job)),
+            ("every job, older than half", lambda: monitor.purge_history(T0 + results * 1800)),
+        ]
+        for label, purge in cases:
+            started, cpu = time.perf_counter(), time.process_time()
+            removed = purge()
+            snap.scrub()
+            rows.append((label, removed, time.perf_counter() - started, time.process_time() - cpu))
+    return rows
+
+
 def bench_memory(results: int, jobs: int = 1000) -> float:
     gc.collect()
     tracemalloc.start()
@@ -327,6 +350,11 @@ def bench_in_process(jobs: int, results: int, runs: int) -> None:
         f"{recent['newest_50_ms']:.0f} ms, limit 200 {recent['newest_200_ms']:.0f} ms; "
         f"building every result then the 200 newest: {recent['all_200_ms']:.0f} ms"
     )
+    for label, removed, wall, cpu in bench_purge(jobs, results):
+        print(
+            f"manual purge, {label} ({removed} results) + scrub of the state dir: "
+            f"{wall:.2f} s wall, {cpu:.2f} s CPU"
+        )
     per_job = bench_memory(results)
     print(f"memory per job with {results} results of history: {per_job / 1024:.1f} KiB")
 
