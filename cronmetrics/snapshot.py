@@ -2,7 +2,9 @@
 
 The file (``state.snapshot`` in the state dir; the previous one is ``state.snapshot.1``)
 is described in :mod:`cronmetrics.snapshot_format`: a checksummed index, then one
-checksummed chunk per job. This module is the service around it.
+checksummed chunk per job; the files and the journal segments they cover are handled by
+:mod:`cronmetrics.generations`. This module is the service around them: when to write,
+what to encode, how to restore.
 
 Writing is incremental and never blocks submissions for long. The monitor counts changes
 to stored states (:meth:`~cronmetrics.monitor.Monitor.mark_changed`); under the monitor
@@ -10,9 +12,9 @@ lock a snapshot copies only the jobs changed since the last one (their state val
 copy-on-write copy of their history, O(1) each) and the list of ids. Outside the lock it
 encodes those jobs, keeps every job's chunk in memory (about the file's size), and
 assembles the file from the cached chunks: the cost of a snapshot follows what changed,
-not the fleet's size, except for writing the bytes. A write goes to a staging file first,
-so a full disk leaves both generations untouched. A restored file's chunks seed the
-cache, so the first snapshot after a restart is incremental too.
+not the fleet's size, except for writing the bytes. A full disk leaves both generations
+untouched. A restored file's chunks seed the cache, so the first snapshot after a
+restart is incremental too.
 
 ``cronmetrics_snapshot_last_success_timestamp_seconds`` says when the state was last
 known to be on disk: set by each write, by each interval where nothing changed since the
@@ -27,7 +29,6 @@ log, ``cronmetrics_snapshot_restore_fallback`` = 1 and a failing ``snapshot`` ch
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import StorageError
-from .fileio import atomic_write, fsync_dir
+from .generations import PREVIOUS_NAME, SNAPSHOT_NAME, Generations
 from .journal import Journal, JournalEntry, replay, segments
 from .logging import get_logger, rfc3339
 from .metrics import SelfMetrics
@@ -71,11 +72,6 @@ __all__ = [
 ]
 
 log = get_logger("snapshot")
-
-SNAPSHOT_NAME = "state.snapshot"
-PREVIOUS_NAME = "state.snapshot.1"
-_STAGING = ".state.snapshot.new"
-_LINKING = ".state.snapshot.1.new"
 
 
 def copy_states(monitor: Monitor, ids: Iterable[str]) -> list[Copied]:
@@ -128,8 +124,7 @@ class Snapshotter:
         self.journal_enabled = journal
         self.metrics = metrics
         self.journal: Journal | None = None
-        self.current = state_dir / SNAPSHOT_NAME
-        self.previous = state_dir / PREVIOUS_NAME
+        self.files = Generations(state_dir)
         self._write_lock = threading.Lock()
         #: every job's encoded chunk, as of ``monitor.state_seq == _cache_seq``
         self._chunks: dict[str, Chunk] = {}
@@ -138,9 +133,6 @@ class Snapshotter:
         #: not known to be up to date, so the next tick writes)
         self._written: tuple[int, dict[str, tuple[str, str | None]]] | None = None
         self._seq = 0  # journal_seq for the next snapshot when the journal is off
-        self._gen0_seq: int | None = None
-        self._gen1_seq: int | None = None
-        self._current_good = True  # may state.snapshot become the previous generation?
         self._stopped = False
         self.restore_report: RestoreReport | None = None
         self.last_error: str | None = None
@@ -229,11 +221,12 @@ class Snapshotter:
 
     def _restore(self, report: RestoreReport) -> None:
         loaded: Decoded | None = None
-        for path in (self.current, self.previous):
+        files = self.files
+        for path in (files.current, files.previous):
             try:
                 loaded = decode(path.read_bytes())
             except (FileNotFoundError, NotADirectoryError):  # no state yet
-                if path == self.current and self.previous.exists():
+                if path == files.current and files.previous.exists():
                     report.problems.append(f"{path.name} is missing")
                 continue
             except (OSError, SnapshotError) as exc:
@@ -250,12 +243,8 @@ class Snapshotter:
                 self._written = (self._cache_seq, dict(loaded.unmanaged))
             unmanaged.update(loaded.unmanaged)
             report.jobs, report.results = len(loaded.jobs), loaded.results
-            if report.source == SNAPSHOT_NAME:
-                self._gen0_seq = loaded.journal_seq
-            else:
-                self._gen1_seq = loaded.journal_seq
-        self._current_good = report.source == SNAPSHOT_NAME or not report.problems
         first = loaded.journal_seq if loaded is not None else 0
+        files.restored(report.source, first, clean=not report.problems)
         _, report.journal_entries = replay(
             self.state_dir, first, partial(self._replay_one, now=now, unmanaged=unmanaged)
         )
@@ -353,11 +342,11 @@ class Snapshotter:
                 journal_seq=journal_seq,
                 unmanaged=unmanaged,
             )
-            self._write_files(data)
+            self.files.publish(data, journal_seq)
         except OSError as exc:
             self._failed(exc)
             return False
-        self._succeeded(now, (seq, unmanaged), journal_seq)
+        self._succeeded(now, (seq, unmanaged))
         return True
 
     def _encode(self, jobs: list[Copied], seq: int) -> None:
@@ -366,22 +355,6 @@ class Snapshotter:
             fresh = {job_id: encode_job(values, history) for job_id, values, history in jobs}
         self._chunks.update(fresh)
         self._cache_seq = seq
-
-    def _write_files(self, data: bytes) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        atomic_write(self.state_dir / _STAGING, data, mode=0o600)
-        rotated = False
-        if self._current_good and self.current.exists():
-            linking = self.state_dir / _LINKING
-            with contextlib.suppress(FileNotFoundError):
-                linking.unlink()
-            linking.hardlink_to(self.current)
-            linking.replace(self.previous)
-            rotated = True
-        (self.state_dir / _STAGING).replace(self.current)
-        fsync_dir(self.state_dir)
-        if rotated:
-            self._gen1_seq = self._gen0_seq
 
     def scrub(self) -> None:
         """After a manual purge, take the purged results off the disk too: write the state,
@@ -397,20 +370,13 @@ class Snapshotter:
                     f"purged in memory, but the state on disk could not be rewritten "
                     f"({self.last_error}); it still holds the purged results"
                 )
-            linking = self.state_dir / _LINKING
-            with contextlib.suppress(FileNotFoundError):
-                linking.unlink()
             try:
-                linking.hardlink_to(self.current)
-                linking.replace(self.previous)
-                fsync_dir(self.state_dir)
+                self.files.previous_from_current()
             except OSError as exc:
                 raise StorageError(
                     f"purged in memory and in {SNAPSHOT_NAME}, but {PREVIOUS_NAME} could not "
                     f"be replaced ({exc}); it still holds the purged results"
                 ) from None
-            self._gen1_seq = self._gen0_seq
-            self._drop_covered_segments()
 
     def _failed(self, exc: OSError) -> None:
         self.last_error = f"{rfc3339(self.clock())}: {exc}"
@@ -419,28 +385,15 @@ class Snapshotter:
             "snapshot write failed; the previous snapshot is kept",
             extra={"error": str(exc), "state_dir": str(self.state_dir)},
         )
-        with contextlib.suppress(OSError):
-            (self.state_dir / _STAGING).unlink()
 
     def _succeeded(
-        self, now: float, written: tuple[int, dict[str, tuple[str, str | None]]], seq: int
+        self, now: float, written: tuple[int, dict[str, tuple[str, str | None]]]
     ) -> None:
         self._written = written
-        self._gen0_seq = seq
-        self._current_good = True
         self.last_error = None
         self.last_success = now
         self.metrics.snapshot_ok.set(1)
         self.metrics.snapshot_ts.set(now)
-        self._drop_covered_segments()
-
-    def _drop_covered_segments(self) -> None:
-        """Journal segments both generations contain are no longer needed."""
-        if self._gen1_seq is not None:
-            for old, path in segments(self.state_dir):
-                if old < self._gen1_seq:
-                    with contextlib.suppress(OSError):
-                        path.unlink()
 
     # -- lifecycle -------------------------------------------------------------------------
 

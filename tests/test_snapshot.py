@@ -13,8 +13,8 @@ import pytest
 from conftest import T0, FakeClock
 from flask.testing import FlaskClient
 
+from cronmetrics import generations as generations_mod
 from cronmetrics import journal as journal_mod
-from cronmetrics import snapshot as snapshot_mod
 from cronmetrics.app import Services, services
 from cronmetrics.history import History, Result
 from cronmetrics.snapshot import FORMAT_VERSION, SnapshotError, Snapshotter, decode
@@ -294,13 +294,13 @@ def test_full_disk_keeps_the_old_snapshot_and_reports_it(
     snap = snapshotter(client)
     assert snap.write()
     good = (state_dir / "state.snapshot").read_bytes()
-    real_write = snapshot_mod.atomic_write
+    real_write = generations_mod.atomic_write
 
     def disk_full(path: Path, data: bytes, *, mode: int | None = None) -> None:
         path.write_bytes(data[:100])  # a partial temp file, as a real ENOSPC leaves
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(snapshot_mod, "atomic_write", disk_full)
+    monkeypatch.setattr(generations_mod, "atomic_write", disk_full)
     run(client, fake_clock, "r2")
     assert not snap.write()
     assert (state_dir / "state.snapshot").read_bytes() == good
@@ -311,7 +311,7 @@ def test_full_disk_keeps_the_old_snapshot_and_reports_it(
     assert "No space left" in check["detail"]
     assert "snapshot write failed" in logs.text
 
-    monkeypatch.setattr(snapshot_mod, "atomic_write", real_write)
+    monkeypatch.setattr(generations_mod, "atomic_write", real_write)
     assert snap.write()  # space again: the pending change is written, the check clears
     assert metric(client, "cronmetrics_snapshot_last_write_successful") == 1
     assert deep_check(client)[1]["ok"] is True
@@ -327,14 +327,14 @@ def test_writing_a_snapshot_does_not_hold_the_monitor_lock(
     client: FlaskClient, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     entered, release = threading.Event(), threading.Event()
-    real_write = snapshot_mod.atomic_write
+    real_write = generations_mod.atomic_write
 
     def slow_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
         entered.set()
         assert release.wait(10)
         real_write(path, data, mode=mode)
 
-    monkeypatch.setattr(snapshot_mod, "atomic_write", slow_write)
+    monkeypatch.setattr(generations_mod, "atomic_write", slow_write)
     writer = threading.Thread(target=snapshotter(client).write)
     writer.start()
     try:
@@ -702,7 +702,7 @@ def test_a_purge_that_cannot_reach_the_disk_says_so(
     def disk_full(path: Path, data: bytes, *, mode: int | None = None) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(snapshot_mod, "atomic_write", disk_full)
+    monkeypatch.setattr(generations_mod, "atomic_write", disk_full)
     response = client.delete("/api/job/backup/results")
     assert response.status_code == 503
     error = response.get_json()["error"]

@@ -14,6 +14,7 @@ import pytest
 from conftest import T0, FakeClock
 from flask.testing import FlaskClient
 
+from cronmetrics import generations as generations_mod
 from cronmetrics import snapshot as snapshot_mod
 from cronmetrics.app import services
 from cronmetrics.metrics import SelfMetrics
@@ -257,7 +258,7 @@ def test_snapshot_timestamp_is_not_refreshed_after_a_failed_write(
     def disk_full(path: Path, data: bytes, *, mode: int | None = None) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(snapshot_mod, "atomic_write", disk_full)
+    monkeypatch.setattr(generations_mod, "atomic_write", disk_full)
     fake_clock.advance(60)
     assert not snap.write(force=True)
     fake_clock.advance(60)
