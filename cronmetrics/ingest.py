@@ -1,8 +1,9 @@
 """``cronmetrics ingest FILE --job ID``: replay a JSONL log of runs into the server.
 
 Cron scripts often already append ``{"ts": ..., "exit": 0, "msg": "..."}`` lines to a log.
-This submits them in batches and remembers how far it got (device, inode, byte offset,
-line number) in a small state file, advanced only after the server acknowledged a batch:
+This submits them in batches and remembers how far it got (:class:`~.tailing.Offset`:
+device, inode, byte offset, line number) in a small state file, advanced only after the
+server acknowledged a batch:
 re-running adds nothing, a rotated or truncated file is read from its start, and an
 unterminated last line (a writer mid-line) is left for the next run. Results are
 delivered at least once: a crash between the server's answer and the state write repeats
@@ -12,7 +13,6 @@ that one batch.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import math
 import os
@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -31,70 +31,17 @@ import pydantic
 
 from .client import Client, ClientSettings, client_options, job_option, split_job_id
 from .errors import CronmetricsError, PayloadTooLarge, ServerUnavailable, ValidationError
-from .fileio import atomic_write
 from .model import ResultIn, problems_from_pydantic
 from .signals import handling
+from .tailing import Offset, default_state_path, head_digest, rotated
 
-__all__ = ["Ingester", "Offset", "default_state_path", "ingest_cmd", "parse_line"]
+__all__ = ["Ingester", "ingest_cmd", "parse_line"]
 
 READ_SIZE = 1 << 20
 #: Keep a batch's body well under the server's default 1 MiB request limit.
 MAX_BATCH_BYTES = 512 * 1024
 PROGRESS_MIN_BYTES = 1 << 20
-HEAD_BYTES = 256
 _INDEX_RE = re.compile(r"^\[(\d+)\]")
-
-
-@dataclass(slots=True)
-class Offset:
-    """How far a file has been ingested (and acknowledged by the server)."""
-
-    dev: int = 0
-    inode: int = 0
-    offset: int = 0
-    line: int = 0
-    #: sha256 of the file's first bytes (up to HEAD_BYTES of what was read): tells a file
-    #: truncated and refilled past the old offset (copytruncate) from the one we read
-    head: str = ""
-
-    @classmethod
-    def load(cls, path: Path) -> Offset:
-        try:
-            data = json.loads(path.read_bytes())
-            return cls(
-                int(data["dev"]),
-                int(data["inode"]),
-                int(data["offset"]),
-                int(data["line"]),
-                str(data.get("head", "")),
-            )
-        except FileNotFoundError:
-            return cls()
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise CronmetricsError(
-                f"state file {path} is unreadable ({exc}); delete it to start over"
-            ) from None
-
-    def save(self, path: Path) -> None:
-        data = json.dumps({"version": 1, **asdict(self)}).encode() + b"\n"
-        try:
-            atomic_write(path, data)
-        except OSError as exc:
-            raise CronmetricsError(
-                f"cannot write state file {path}: {exc.strerror or exc} (use --state PATH)"
-            ) from None
-
-
-def head_digest(handle: IO[bytes], size: int) -> str:
-    """Fingerprint of the first ``min(size, HEAD_BYTES)`` bytes of an open file."""
-    if size <= 0:
-        return ""
-    data = os.pread(handle.fileno(), min(size, HEAD_BYTES), 0)
-    return hashlib.sha256(data).hexdigest()
-
-
-def default_state_path(path: Path) -> Path:
-    return path.parent / f".{path.name}.cronmetrics-offset"
 
 
 def parse_line(
@@ -195,27 +142,16 @@ class Ingester:
             raise CronmetricsError(f"cannot read {self.path}: {exc.strerror or exc}") from None
         st = os.fstat(handle.fileno())
         same = (st.st_dev, st.st_ino) == (self.state.dev, self.state.inode)
-        if not same or self.truncated(handle):
+        if not same or self.state.truncated(handle):
             self.state = Offset(st.st_dev, st.st_ino, 0, 0)
         self.state.save(self.state_path)  # proves the state is writable before submitting
         return handle
 
     def rotated(self, handle: IO[bytes]) -> bool:
-        """True when ``path`` now names another file (logrotate's create mode)."""
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            return False
-        cur = os.fstat(handle.fileno())
-        return (st.st_dev, st.st_ino) != (cur.st_dev, cur.st_ino)
+        return rotated(self.path, handle)
 
     def truncated(self, handle: IO[bytes]) -> bool:
-        """Smaller than what we read, or different at the start (truncated and refilled)."""
-        if os.fstat(handle.fileno()).st_size < self.state.offset:
-            return True
-        if not self.state.head:
-            return False
-        return head_digest(handle, self.state.offset) != self.state.head
+        return self.state.truncated(handle)
 
     def restart(self, handle: IO[bytes]) -> None:
         st = os.fstat(handle.fileno())

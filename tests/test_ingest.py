@@ -19,7 +19,8 @@ from liveserver import wait_for
 from test_cli_jobs import Run, cm
 
 from cronmetrics.client import Client
-from cronmetrics.ingest import Ingester, Offset, default_state_path, parse_line
+from cronmetrics.ingest import Ingester, parse_line
+from cronmetrics.tailing import Offset, default_state_path
 
 REPO = Path(__file__).resolve().parent.parent
 JOB = "home_rsync"  # host-agnostic, threshold only
