@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .auth import TokenAuth
 from .config import Config
@@ -195,6 +196,9 @@ def create_app(
     )
     app = Flask("cronmetrics")
     app.config["MAX_CONTENT_LENGTH"] = config.limits.max_body_bytes
+    if config.trusted_proxy_hops:  # the client address from X-Forwarded-For, hops deep
+        hops = config.trusted_proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops)  # type: ignore[method-assign]
     app.extensions["cronmetrics"] = svc
     api.register(app)
 

@@ -96,7 +96,9 @@ class TokenAuth:
 
     @classmethod
     def from_config(cls, config: Config) -> TokenAuth:
-        return cls(config.auth.tokens, disabled=config.no_auth)
+        limit = config.auth.failure_limit
+        limiter = FailureLimiter(burst=limit.burst, rate=limit.per_minute / 60.0)
+        return cls(config.auth.tokens, disabled=config.no_auth, limiter=limiter)
 
     def identify(
         self, header: str | None, *, client: str | None = None, now: float = 0.0

@@ -82,8 +82,16 @@ class TokenConfig(_Section):
     jobs: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = None
 
 
+class FailureLimitConfig(_Section):
+    """Failed authentications allowed per client address: a burst, then a steady rate."""
+
+    burst: Annotated[StrictInt, Field(ge=1, le=100_000)] = 10
+    per_minute: Annotated[StrictFloat, Field(gt=0, le=100_000)] = 10.0
+
+
 class AuthConfig(_Section):
     tokens: list[TokenConfig] = Field(default_factory=list)
+    failure_limit: FailureLimitConfig = Field(default_factory=FailureLimitConfig)
 
     @field_validator("tokens")
     @classmethod
@@ -211,6 +219,9 @@ class Config(BaseSettings):
     #: HOST:PORT; an exporter listens on all interfaces by default
     bind: Annotated[str, Field(json_schema_extra={"pattern": _BIND_PATTERN})] = "0.0.0.0:9479"
     tls: TlsConfig | None = None
+    #: reverse proxies in front that append to X-Forwarded-For; the client address
+    #: (failure rate limiting, logs) is then taken from that header, not the TCP peer
+    trusted_proxy_hops: Annotated[StrictInt, Field(ge=0, le=10)] = 0
     auth: AuthConfig = Field(default_factory=AuthConfig)
     no_auth: StrictBool = False
     snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig)

@@ -353,6 +353,56 @@ def test_successful_authentication_is_never_limited(client: FlaskClient) -> None
     assert statuses == [401] * 10 + [429]
 
 
+def behind_proxy(forwarded_for: str) -> dict[str, Any]:
+    """A request as a reverse proxy at 10.0.0.1 relays it."""
+    return {
+        "environ_base": {"REMOTE_ADDR": "10.0.0.1"},
+        "headers": {"X-Forwarded-For": forwarded_for},
+    }
+
+
+def test_behind_a_trusted_proxy_each_client_address_has_its_own_allowance(
+    secure: Callable[..., FlaskClient],
+) -> None:
+    """Behind an ingress every TCP peer is the ingress: without trusted_proxy_hops a
+    fleet with a stale token would get every host behind it limited."""
+    client = secure(trusted_proxy_hops=1)
+    wrong = {"Authorization": "Bearer cm_guess"}
+
+    def call(auth: dict[str, str], forwarded_for: str) -> int:
+        request = behind_proxy(forwarded_for)
+        request["headers"] |= auth
+        return client.get("/api/job", **request).status_code
+
+    assert [call(wrong, "198.51.100.1") for _ in range(11)] == [401] * 10 + [429]
+    assert call(bearer("ops"), "198.51.100.2") == 200  # another host behind the same proxy
+    # a client cannot escape by sending its own X-Forwarded-For: the proxy appends the
+    # real address, and only the last hop is trusted
+    assert call(wrong, "203.0.113.7, 198.51.100.1") == 429
+
+
+def test_without_trusted_proxies_x_forwarded_for_is_ignored(client: FlaskClient) -> None:
+    wrong = {"Authorization": "Bearer cm_guess"}
+    statuses = []
+    for i in range(11):
+        request = behind_proxy(f"198.51.100.{i}")  # a spoofed header per request
+        request["headers"] |= wrong
+        statuses.append(client.get("/api/job", **request).status_code)
+    assert statuses == [401] * 10 + [429]
+
+
+def test_failure_limit_is_configurable(secure: Callable[..., FlaskClient]) -> None:
+    client = secure(auth={**token_config(), "failure_limit": {"burst": 2, "per_minute": 60}})
+    wrong = {"Authorization": "Bearer cm_guess"}
+    statuses = [
+        client.get("/api/job", headers=wrong, **from_addr("192.0.2.9")).status_code
+        for _ in range(3)
+    ]
+    assert statuses == [401, 401, 429]
+    limited = client.get("/api/job", headers=wrong, **from_addr("192.0.2.9"))
+    assert limited.headers["Retry-After"] == "1"
+
+
 def test_failure_limiter_forgets_refilled_addresses_and_stays_bounded() -> None:
     limiter = FailureLimiter(burst=2, rate=1.0, max_addresses=100)
     for i in range(1000):
