@@ -7,6 +7,7 @@ commands just raise :class:`~cronmetrics.errors.CronmetricsError`.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -151,7 +152,7 @@ def serve(
     threads: int,
 ) -> None:
     """Run the exporter (gunicorn, one worker process with threads)."""
-    from .server import Server, check_can_start
+    from .server import Server, check_can_start, claim
 
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
@@ -165,7 +166,11 @@ def serve(
         no_auth=no_auth,
     )
     check_can_start(config)
-    Server(config, threads=threads).run()
+    claimed = claim(config)  # held until the process exits
+    try:
+        Server(config, threads=threads).run()
+    finally:
+        os.close(claimed)
 
 
 # -- config --------------------------------------------------------------------------------

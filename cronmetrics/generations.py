@@ -15,13 +15,17 @@ when to write them is :mod:`cronmetrics.snapshot`.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 from pathlib import Path
 
+from .errors import Conflict
 from .fileio import atomic_write, fsync_dir
 from .journal import segments
 
-__all__ = ["PREVIOUS_NAME", "SNAPSHOT_NAME", "Generations"]
+__all__ = ["LOCK_NAME", "PREVIOUS_NAME", "SNAPSHOT_NAME", "Generations", "claim_state_dir"]
 
+LOCK_NAME = "state.lock"
 SNAPSHOT_NAME = "state.snapshot"
 PREVIOUS_NAME = "state.snapshot.1"
 _STAGING = ".state.snapshot.new"
@@ -96,3 +100,29 @@ class Generations:
                 if seq < self.previous_seq:
                     with contextlib.suppress(OSError):
                         path.unlink()
+
+
+def claim_state_dir(state_dir: Path, what: str) -> int:
+    """Make this process the only one using ``state_dir``; return the file descriptor
+    that holds the claim (closing it, or the process ending, releases it).
+
+    Two servers on one state dir would overwrite each other's snapshots and interleave
+    their journals, and an offline purge under a running server would be undone by its
+    next snapshot. An exclusive ``flock`` on ``state.lock``, taken without waiting,
+    refuses the second one with :class:`Conflict` naming the holder (``what`` and pid,
+    written into the file)."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = state_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+        os.close(fd)
+        raise Conflict(f"the state dir {state_dir} is in use by {holder}") from None
+    except OSError:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{what} (pid {os.getpid()})\n".encode(), 0)
+    return fd

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 import re
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from urllib.parse import quote
 import click
 
 from .config import Config
-from .errors import InvalidRequest, StorageError
+from .errors import Conflict, InvalidRequest, StorageError
 from .logging import get_logger
 
 if TYPE_CHECKING:  # the CLI imports this module: keep `cronmetrics validate` quick
@@ -70,7 +71,23 @@ def purge_expired(monitor: Monitor, days: int, now: float) -> int:
 
 
 def purge_offline(config: Config, before: float, job_id: str | None, now: float) -> int:
-    """Purge the snapshot (and journal) in ``config.state_dir`` of a stopped server."""
+    """Purge the snapshot (and journal) in ``config.state_dir`` of a stopped server;
+    :class:`Conflict` when a server holds the state dir."""
+    from .generations import claim_state_dir
+
+    try:
+        claimed = claim_state_dir(config.state_dir, "cronmetrics purge")
+    except Conflict as exc:
+        raise Conflict(
+            f"{exc.message}; purge through the running server instead (--url, admin token)"
+        ) from None
+    try:
+        return _purge_offline(config, before, job_id, now)
+    finally:
+        os.close(claimed)
+
+
+def _purge_offline(config: Config, before: float, job_id: str | None, now: float) -> int:
     from .metrics import SelfMetrics
     from .monitor import Monitor
     from .snapshot import Snapshotter

@@ -13,9 +13,10 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from .config import Config
-from .errors import ConfigError
+from .errors import ConfigError, Conflict
+from .generations import claim_state_dir
 
-__all__ = ["Server", "check_can_start"]
+__all__ = ["Server", "check_can_start", "claim"]
 
 
 def check_can_start(config: Config) -> None:
@@ -33,6 +34,17 @@ def check_can_start(config: Config) -> None:
                 raise ConfigError(f"TLS {what} {path} does not exist")
     if not config.jobs_dir.is_dir():
         raise ConfigError(f"jobs directory {config.jobs_dir} does not exist")
+
+
+def claim(config: Config) -> int:
+    """Claim the state dir for this server, in the gunicorn master (the worker inherits
+    the claim, and a restarted worker keeps it); see :func:`claim_state_dir`."""
+    try:
+        return claim_state_dir(config.state_dir, "cronmetrics serve")
+    except Conflict as exc:
+        raise Conflict(
+            f"{exc.message}: is another server running on it? Each server needs its own state_dir"
+        ) from None
 
 
 class Server(BaseApplication):  # type: ignore[misc]

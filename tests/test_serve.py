@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -76,3 +77,31 @@ def test_scheduler_flips_a_job_to_missed_deadline_on_time(tmp_path: Path) -> Non
         text = httpx.get(f"{server.url}/metrics", timeout=5).text
         assert 'cronjob_status_reason{job_name="quick",host="",reason="missed deadline"} 1' in text
         assert 'cronjob_status{job_name="quick",host="",status="active"} 0' in text
+
+
+def test_a_second_server_on_the_same_state_dir_refuses_to_start(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    """Two servers would overwrite each other's snapshots and interleave journals."""
+    proc = subprocess.run(
+        serve_command(server.jobs_dir, server.state_dir, free_port(), args=("--no-auth",)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 5, proc.stderr
+    assert f"the state dir {server.state_dir} is in use by cronmetrics serve (pid" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200  # unharmed
+
+
+def test_offline_purge_refuses_while_a_server_holds_the_state_dir(server: LiveServer) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "cronmetrics", "purge", "--before", "all",
+         "--state-dir", str(server.state_dir)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 5, proc.stderr
+    assert "in use by cronmetrics serve" in proc.stderr
+    assert "purge through the running server" in proc.stderr
