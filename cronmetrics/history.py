@@ -21,6 +21,7 @@ snapshotter copy under the monitor lock, then read outside it columns nobody mut
 from __future__ import annotations
 
 import heapq
+import math
 import sys
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
@@ -28,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from itertools import chain, islice, repeat
 from typing import Any, overload
 
-__all__ = ["COLUMNS", "FLOAT_COLUMNS", "History", "Result", "newest"]
+__all__ = ["COLUMNS", "FLOAT_COLUMNS", "History", "Result", "check_result", "newest"]
 
 
 @dataclass(slots=True)
@@ -70,6 +71,37 @@ def _duration(value: float) -> float | None:
 
 def _labels(value: dict[str, str] | None) -> dict[str, str]:
     return dict(value) if value else {}  # a fresh dict: readers may not edit the history
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_result(result: Result) -> None:
+    """ValueError naming the first field of ``result`` that a history cannot hold.
+
+    Submissions are validated long before this; what it catches is a journal line or a
+    hand-made result with a wrong type, which must be refused whole rather than leave
+    the columns of different lengths."""
+    if result.status not in STATUS_CODES:
+        raise ValueError(f"unknown result status {result.status!r}")
+    for name in ("timestamp", "received"):
+        if not _number(getattr(result, name)):
+            raise ValueError(f"{name} {getattr(result, name)!r} is not a finite number")
+    if result.duration is not None and not _number(result.duration):
+        raise ValueError(f"duration {result.duration!r} is not a finite number")
+    code = result.exit_code
+    if code is not None and (isinstance(code, bool) or not isinstance(code, int)):
+        raise ValueError(f"exit_code {code!r} is not an integer")
+    for name in ("job_id", "host", "run_id", "output"):
+        value = getattr(result, name)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{name} {value!r} is not a string")
+    labels = result.labels
+    if not isinstance(labels, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+    ):
+        raise ValueError(f"labels {labels!r} are not a mapping of strings")
 
 
 class History(Sequence[Result]):
@@ -262,10 +294,10 @@ class History(Sequence[Result]):
                 del getattr(self, name)[:head]
 
     def append(self, result: Result) -> None:
-        """Add the newest result, dropping the oldest beyond ``maxlen``."""
-        code = STATUS_CODES.get(result.status)
-        if code is None:
-            raise ValueError(f"unknown result status {result.status!r}")
+        """Add the newest result, dropping the oldest beyond ``maxlen``; ValueError (and
+        no change) for a result the columns cannot hold."""
+        check_result(result)
+        code = STATUS_CODES[result.status]
         self._own()
         if not self.job_id:  # a history made without an id (a bare JobState) takes its job's
             self.job_id = result.job_id

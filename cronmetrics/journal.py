@@ -37,6 +37,7 @@ import orjson
 
 from .errors import StorageError
 from .fileio import fsync_dir
+from .history import check_result
 from .logging import get_logger
 from .store import Result
 
@@ -81,6 +82,7 @@ def _decode(line: bytes) -> JournalEntry:
     data = orjson.loads(body)
     raw = data["r"]
     result = Result(**{k: raw[k] for k in _RESULT_FIELDS if k in raw})
+    check_result(result)  # a wrong type skips this line, not the whole restore
     unmanaged = data.get("u")
     return JournalEntry(result, (unmanaged[0], unmanaged[1]) if unmanaged else None)
 

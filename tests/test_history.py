@@ -57,6 +57,30 @@ def test_an_unknown_status_is_refused_and_changes_nothing() -> None:
     assert {len(column) for column in history.columns().values()} == {1}
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("timestamp", "yesterday"),
+        ("timestamp", float("nan")),
+        ("received", None),
+        ("duration", True),
+        ("exit_code", 1.5),
+        ("host", 7),
+        ("output", b"bytes"),
+        ("labels", {"k": 1}),
+        ("labels", None),
+    ],
+)
+def test_a_result_of_the_wrong_type_is_refused_whole(field: str, value: Any) -> None:
+    history = History.of("backup", [result(0)])
+    bad = result(1)
+    setattr(bad, field, value)
+    with pytest.raises(ValueError, match=field):
+        history.append(bad)
+    assert list(history) == [result(0)]
+    assert {len(column) for column in history.columns().values()} == {1}
+
+
 def test_a_full_history_drops_the_oldest_like_a_bounded_deque() -> None:
     history = History("backup", maxlen=3)
     for i in range(10):

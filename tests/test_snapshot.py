@@ -411,6 +411,30 @@ def test_journal_line_with_a_bad_checksum_is_skipped_alone(
     assert history(again, "backup") == ["r0", "r2"]
 
 
+def test_journal_line_with_a_good_checksum_but_a_bad_value_is_skipped_alone(
+    make_client: Any, fake_clock: FakeClock, state_dir: Path
+) -> None:
+    """A line written wrong (a bug, a hand edit) passes its CRC; it must cost that line,
+    not the whole restore."""
+    import zlib
+
+    import orjson
+
+    client = make_client(JOBS, snapshot={"journal": True})
+    for i in range(3):
+        run(client, fake_clock, f"r{i}")
+    (segment,) = [p for p in state_dir.iterdir() if p.name.startswith("journal.")]
+    lines = segment.read_bytes().splitlines(keepends=True)
+    body = orjson.loads(lines[1].split(b" ", 1)[1])
+    body["r"]["timestamp"] = "yesterday"
+    raw = orjson.dumps(body)
+    lines[1] = b"%08x %s\n" % (zlib.crc32(raw), raw)
+    segment.write_bytes(b"".join(lines))
+    again = make_client(JOBS)
+    assert history(again, "backup") == ["r0", "r2"]
+    assert metric(again, "cronmetrics_snapshot_restore_fallback") == 0
+
+
 def test_journal_is_compacted_at_each_snapshot(
     make_client: Any, fake_clock: FakeClock, state_dir: Path
 ) -> None:
