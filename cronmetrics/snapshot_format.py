@@ -93,6 +93,15 @@ _STATE_TYPES = {
     for name, hint in typing.get_type_hints(JobState).items()
     if name in STATE_FIELDS
 }
+_NONE = type(None)
+#: the types the list columns may hold
+_LIST_TYPES = {
+    "host": frozenset({str, _NONE}),
+    "run_id": frozenset({str, _NONE}),
+    "output": frozenset({str, _NONE}),
+    "exit_code": frozenset({int, _NONE}),
+    "labels": frozenset({dict, _NONE}),
+}
 #: the column entry of a float column (orjson writes it as ``{"f8":[]}``)
 _F8: dict[str, list[int]] = {"f8": []}
 _NUMBERS = frozenset({int, float, bool})
@@ -333,8 +342,10 @@ def _history(
             pos += 8 * n
         elif isinstance(column, dict):
             values = [column["all"]] * n
+            _check_types(job_id, name, (column["all"],))
         else:
             values = column
+            _check_types(job_id, name, values)
         if len(values) != n:
             raise ValueError(f"column {name} of {job_id} has {len(values)} values, not {n}")
         got[name] = values
@@ -355,6 +366,14 @@ def _history(
         else:
             own[name] = list(values)
     return History.from_columns(job_id, own)
+
+
+def _check_types(job_id: str, name: str, values: Sequence[Any]) -> None:
+    """The list columns hold what the API and stats will read as such."""
+    allowed = _LIST_TYPES.get(name)
+    if allowed is not None and not (kinds := set(map(type, values))) <= allowed:
+        wrong = ", ".join(sorted(k.__name__ for k in kinds - allowed))
+        raise ValueError(f"column {name} of {job_id} holds {wrong}")
 
 
 def _floats(blob: memoryview, nones: list[int]) -> array[float]:

@@ -647,6 +647,28 @@ def test_a_state_value_of_the_wrong_type_makes_the_snapshot_unusable(
         decode(data)
 
 
+@pytest.mark.parametrize(
+    ("column", "value"), [("host", 7), ("output", ["x"]), ("exit_code", "1"), ("labels", "k=v")]
+)
+def test_a_history_column_of_the_wrong_type_makes_the_snapshot_unusable(
+    column: str, value: Any
+) -> None:
+    """Like a state value: what the history API and stats read as text or numbers must be
+    text or numbers, whether the column is constant or not."""
+    from cronmetrics.snapshot_format import encode, state_values
+    from cronmetrics.store import JobState
+
+    good = History.of("a", [Result("a", "success", T0, T0), Result("a", "failure", T0, T0)])
+    for varied in (False, True):
+        columns = good.columns()
+        columns[column] = [value, None if varied else value]
+        bad = History.from_columns("a", columns)
+        values = state_values(JobState(first_seen=T0, active_since=T0))
+        data = encode([("a", values, bad)], written_at=T0, journal_seq=0, unmanaged={})
+        with pytest.raises(SnapshotError, match=f"column {column} of a holds"):
+            decode(data)
+
+
 def test_a_format_2_snapshot_is_still_read() -> None:
     """Written by the previous release (tests/data/snapshot-v2.bin, made with the
     snapshot_format of commit b37d7a5): its None durations are listed indices, constant
