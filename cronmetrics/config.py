@@ -255,13 +255,19 @@ class Config(BaseSettings):
                 ) from None
         return patterns
 
-    @pydantic.model_validator(mode="after")
-    def _state_outside_jobs(self) -> Config:
-        jobs = self.jobs_dir.resolve()
-        state = self.state_dir.resolve()
+    @field_validator("state_dir")
+    @classmethod
+    def _state_outside_jobs(cls, value: Path, info: pydantic.ValidationInfo) -> Path:
+        """A field check (``jobs_dir`` is validated first), so the error names where
+        ``state_dir`` was set: a config line, an environment variable or a flag."""
+        jobs_dir = info.data.get("jobs_dir")
+        if jobs_dir is None:  # invalid itself, reported on its own
+            return value
+        jobs = Path(jobs_dir).resolve()
+        state = value.resolve()
         if state == jobs or jobs in state.parents:
-            raise ValueError("state_dir must not be inside jobs_dir (it would be watched)")
-        return self
+            raise ValueError(f"must not be inside jobs_dir {jobs_dir} (it would be watched)")
+        return value
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -166,8 +166,25 @@ def test_bad_regex_in_redact_is_an_error_naming_the_entry(tmp_path: Path) -> Non
 @pytest.mark.parametrize("state", ["{jobs}", "{jobs}/state", "{jobs}/a/b"])
 def test_state_dir_inside_jobs_dir_is_rejected(tmp_path: Path, state: str) -> None:
     jobs = tmp_path / "jobs"
-    with pytest.raises(ConfigError, match="state_dir must not be inside jobs_dir"):
+    with pytest.raises(ConfigError, match="--state-dir: state_dir: must not be inside jobs_dir"):
         load_config(jobs_dir=jobs, state_dir=Path(state.format(jobs=jobs)))
+
+
+def test_state_dir_inside_jobs_dir_names_where_state_dir_was_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_config(tmp_path, f"jobs_dir: {tmp_path}/jobs\nlog: {{level: info}}\n")
+    monkeypatch.setenv("CRONMETRICS_STATE_DIR", str(tmp_path / "jobs" / "state"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.message == (
+        f"CRONMETRICS_STATE_DIR: state_dir: must not be inside jobs_dir {tmp_path}/jobs "
+        "(it would be watched)"
+    )
+    monkeypatch.delenv("CRONMETRICS_STATE_DIR")
+    path.write_text(path.read_text() + f"state_dir: {tmp_path}/jobs/state\n")
+    with pytest.raises(ConfigError, match=f"^{path}:3:1: state_dir: must not be inside"):
+        load_config(path)
 
 
 def test_state_dir_next_to_jobs_dir_is_fine(tmp_path: Path) -> None:
