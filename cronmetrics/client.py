@@ -355,6 +355,12 @@ class Client:
     def job_stats(self, job_id: str) -> Any:
         return self.request("GET", f"/api/job/{_quote(job_id)}/stats")
 
+    def results(self, job_id: str | None = None, *, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest retained results, newest first: one job's, or across jobs."""
+        path = "/api/job-result" if job_id is None else f"/api/job/{_quote(job_id)}/results"
+        body = self._object(self.request("GET", path, params={"limit": limit}))
+        return list(body.get("results") or [])
+
     def submit(self, results: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> Any:
         body: Any = dict(results) if isinstance(results, Mapping) else [dict(r) for r in results]
         return self.request("POST", "/api/job-result", json=body)

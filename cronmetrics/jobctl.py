@@ -16,7 +16,16 @@ import click
 
 from .client import ClientSettings, client_options, job_option, split_job_id
 from .jobsource import LIFECYCLES, JobSource, job_source_options
-from .output import FORMATS, age, cell, emit, parse_duration, parse_labels, render_table
+from .output import (
+    FORMATS,
+    age,
+    cell,
+    emit,
+    parse_duration,
+    parse_labels,
+    render_table,
+    seconds_text,
+)
 from .runner import OutputTail
 
 __all__ = ["job_group", "result_group"]
@@ -305,7 +314,55 @@ def job_stats(source: JobSource, fmt: str, job_id: str) -> None:
 
 @click.group("result")
 def result_group() -> None:
-    """Submit results by hand (for scripts; `cronmetrics run` does it for a command)."""
+    """Submit results by hand, or list the retained ones (what ran, what it printed)."""
+
+
+@result_group.command("list")
+@client_options
+@output_option
+@click.option("--job", "job_id", default=None, metavar="ID", help="One job (default: all).")
+@click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True)
+@click.option("--output-lines", type=click.IntRange(0), default=1, show_default=True,
+              help="Last lines of each result's output in the table (0: none).")  # fmt: skip
+def result_list(
+    settings: ClientSettings, fmt: str, job_id: str | None, limit: int, output_lines: int
+) -> None:
+    """The newest results, newest first (GET /api/job/ID/results or /api/job-result)."""
+    if job_id is not None:
+        split_job_id(job_id)
+    with settings.client() as client:
+        results = client.results(job_id, limit=limit)
+    if fmt != "table":
+        emit(results, fmt)
+    elif not results:
+        click.echo("no results", err=True)
+    else:
+        click.echo(results_table(results, output_lines))
+
+
+def _duration(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "-"
+    return f"{seconds:.3g}s" if seconds < 60 else seconds_text(seconds)
+
+
+def results_table(results: Sequence[Mapping[str, Any]], output_lines: int) -> str:
+    now = dt.datetime.now(dt.UTC)
+    headers = ["JOB", "STATUS", "WHEN", "EXIT", "DURATION", "OUTPUT"]
+    rows = []
+    for r in results:
+        tail = (r.get("output") or "").strip().splitlines()[-output_lines:] if output_lines else []
+        rows.append(
+            [
+                str(r.get("job_id", "")),
+                str(r.get("status", "")),
+                age(r.get("timestamp"), now),
+                cell(r.get("exit_code")),
+                _duration(r.get("duration")),
+                " / ".join(tail) or "-",
+            ]
+        )
+    return render_table(headers, rows, shrink_first=(len(headers) - 1,))
 
 
 def read_tail(stream: Any, limit: int) -> str:

@@ -388,6 +388,43 @@ def test_online_stats_prints_what_the_server_returns(online: tuple[str, Path]) -
     assert all(len(line) <= 80 for line in table.out.splitlines())
 
 
+def test_result_list_shows_the_newest_results_with_their_output(
+    online: tuple[str, Path],
+) -> None:
+    for i, status in enumerate(["success", "failure"]):
+        run = on(
+            online,
+            ["result", "submit", "--job", "logrotate@web1", "--status", status,
+             "--exit-code", str(i), "--duration", "2.5", "--output", "-", "-q"],
+            input=f"rotating\nstep {i} done\n",
+        )  # fmt: skip
+        assert run.code == 0, run.err
+    listed = on(online, ["result", "list", "--job", "logrotate@web1", "-o", "json"])
+    assert listed.code == 0, listed.err
+    results = json.loads(listed.out)
+    assert [(r["status"], r["exit_code"]) for r in results[:2]] == [("failure", 1), ("success", 0)]
+    table = on(online, ["result", "list", "--job", "logrotate@web1", "--limit", "2"])
+    assert table.code == 0, table.err
+    lines = table.out.splitlines()
+    assert lines[0].split() == ["JOB", "STATUS", "WHEN", "EXIT", "DURATION", "OUTPUT"]
+    assert len(lines) == 3
+    assert "failure" in lines[1] and "step 1 done" in lines[1] and "2.5s" in lines[1]
+    assert all(len(line) <= 80 for line in lines)
+    everywhere = json.loads(on(online, ["result", "list", "-o", "json", "--limit", "200"]).out)
+    assert {r["job_id"] for r in everywhere} >= {"logrotate@web1"}
+
+
+def test_result_list_errors_are_one_line(online: tuple[str, Path]) -> None:
+    assert on(online, ["result", "list", "--job", "ghost"]).code == 4
+    assert on(online, ["result", "list", "--limit", "0"]).code == 2
+    bad = on(online, ["result", "list", "--job", "a@b@c"])
+    assert bad.code == 2, bad.err
+    url, _ = online
+    denied = cm(["result", "list"], env={"CRONMETRICS_URL": url, "CRONMETRICS_TOKEN": "nope"})
+    assert denied.code == 6
+    assert len(denied.err.strip().splitlines()) == 1
+
+
 def test_tls_needs_the_ca_or_insecure(tmp_path: Path, jobs_dir: Path) -> None:
     from liveserver import live_server
     from test_tls import self_signed
