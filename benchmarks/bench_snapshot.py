@@ -15,8 +15,10 @@
    building every result and sorting.
 4. A manual purge as the API answers it (in memory, then both snapshot generations
    rewritten): one job, and half of every job's history.
-5. Memory per job with full history (tracemalloc over building 1,000 jobs x 100 results).
-6. Submissions per second with the journal on vs off: wrk (keep-alive, 16 connections)
+5. The store's share of a submission: ``History.append`` vs ``deque.append``, and a whole
+   ``Monitor.submit``, in process.
+6. Memory per job with full history (tracemalloc over building 1,000 jobs x 100 results).
+7. Submissions per second with the journal on vs off: wrk (keep-alive, 16 connections)
    against ``cronmetrics serve`` with 1,000 jobs, off / on / off in the same run.
 
     python3 benchmarks/bench_snapshot.py [--jobs 10000] [--results 100] [--runs 3]
@@ -271,6 +273,34 @@ def bench_purge(jobs: int, results: int) -> list[tuple[str, int, float, float]]:
     return rows
 
 
+def bench_append(results: int, n: int = 200_000) -> dict[str, float]:
+    """The submission path's share of the store: ``History.append`` (type check, copy on
+    write, nine columns) against ``deque.append`` of the same object, and a whole
+    ``Monitor.submit`` of one result, in microseconds."""
+    from collections import deque
+
+    from cronmetrics.history import History
+
+    item = Result("a", "success", T0, T0, None, 1.5, 0, None, None, {})
+    history, plain = History("a", results), deque[Result](maxlen=results)
+    out: dict[str, float] = {}
+    for name, append in (("history_us", history.append), ("deque_us", plain.append)):
+        started = time.perf_counter()
+        for _ in range(n):
+            append(item)
+        out[name] = (time.perf_counter() - started) / n * 1e6
+    monitor = Monitor(MemoryStore(results), accept_unknown=True)
+    items = [
+        [ResultIn.model_validate({"job_name": f"j{i % 1000}", "status": "success"})]
+        for i in range(20_000)
+    ]
+    started = time.perf_counter()
+    for i, batch in enumerate(items):
+        monitor.submit(batch, T0 + i)
+    out["submit_us"] = (time.perf_counter() - started) / len(items) * 1e6
+    return out
+
+
 def bench_memory(results: int, jobs: int = 1000) -> float:
     gc.collect()
     tracemalloc.start()
@@ -355,6 +385,11 @@ def bench_in_process(jobs: int, results: int, runs: int) -> None:
             f"manual purge, {label} ({removed} results) + scrub of the state dir: "
             f"{wall:.2f} s wall, {cpu:.2f} s CPU"
         )
+    cost = bench_append(results)
+    print(
+        f"append to a full history: {cost['history_us']:.2f} us (deque of objects: "
+        f"{cost['deque_us']:.2f} us); Monitor.submit of one result: {cost['submit_us']:.1f} us"
+    )
     per_job = bench_memory(results)
     print(f"memory per job with {results} results of history: {per_job / 1024:.1f} KiB")
 

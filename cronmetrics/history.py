@@ -77,12 +77,43 @@ def _number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+_NUMBERS = frozenset({int, float})
+_TEXT = frozenset({str, type(None)})
+
+
 def check_result(result: Result) -> None:
     """ValueError naming the first field of ``result`` that a history cannot hold.
 
     Submissions are validated long before this; what it catches is a journal line or a
     hand-made result with a wrong type, which must be refused whole rather than leave
-    the columns of different lengths."""
+    the columns of different lengths. It runs on every append, so the common case (exact
+    built-in types) is one expression; anything else goes to the thorough check."""
+    ts, received, duration, labels = (
+        result.timestamp,
+        result.received,
+        result.duration,
+        result.labels,
+    )
+    if (
+        result.status in STATUS_CODES
+        and type(ts) in _NUMBERS
+        and ts - ts == 0  # not NaN or infinite
+        and type(received) in _NUMBERS
+        and received - received == 0
+        and (duration is None or (type(duration) in _NUMBERS and duration - duration == 0))
+        and (result.exit_code is None or type(result.exit_code) is int)
+        and type(result.job_id) in _TEXT
+        and type(result.host) in _TEXT
+        and type(result.run_id) in _TEXT
+        and type(result.output) in _TEXT
+        and type(labels) is dict
+        and (not labels or all(type(k) is str and type(v) is str for k, v in labels.items()))
+    ):
+        return
+    _check_thoroughly(result)
+
+
+def _check_thoroughly(result: Result) -> None:
     if result.status not in STATUS_CODES:
         raise ValueError(f"unknown result status {result.status!r}")
     for name in ("timestamp", "received"):

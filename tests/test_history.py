@@ -81,6 +81,22 @@ def test_a_result_of_the_wrong_type_is_refused_whole(field: str, value: Any) -> 
     assert {len(column) for column in history.columns().values()} == {1}
 
 
+def test_subclasses_of_the_expected_types_are_accepted() -> None:
+    """The fast path checks exact types; the thorough one must still take an int or
+    float subclass (an IntEnum exit code, a numpy-like float)."""
+
+    class Stamp(float):
+        pass
+
+    class Code(int):
+        pass
+
+    history = History("backup")
+    history.append(Result("backup", "success", Stamp(T0), T0, exit_code=Code(3)))
+    assert history[0].timestamp == T0
+    assert history[0].exit_code == 3
+
+
 def test_a_full_history_drops_the_oldest_like_a_bounded_deque() -> None:
     history = History("backup", maxlen=3)
     for i in range(10):
