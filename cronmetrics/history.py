@@ -248,8 +248,8 @@ class History(Sequence[Result]):
         return self._rows(reverse=True)
 
     def newest_first(self, floor: float | None = None) -> Iterator[Result]:
-        """The results stamped at or after ``floor`` (all without one), newest last in,
-        first out; only those become objects."""
+        """The results stamped at or after ``floor`` (all without one), the last to
+        arrive first; only those become objects."""
         if floor is None:
             yield from reversed(self)
             return
