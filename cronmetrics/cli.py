@@ -282,8 +282,8 @@ cli.add_command(purge_cmd)
 cli.epilog = """\b
 Exit codes: 0 ok, 1 error (validation problems, server refused input),
 2 usage or configuration error, 3 server unavailable, 4 not found,
-5 conflict (exists, read-only jobs dir), 6 unauthorized or forbidden,
-130 interrupted. `run` exits with the command's own code.
+5 conflict (exists, read-only jobs dir, state dir in use), 6 unauthorized
+or forbidden, 130 interrupted. `run` exits with the command's own code.
 \b
 Environment: CRONMETRICS_URL, CRONMETRICS_TOKEN, CRONMETRICS_TOKEN_FILE,
 CRONMETRICS_CACERT, CRONMETRICS_JOBS_DIR, CRONMETRICS_CONFIG, CRONMETRICS_<KEY>.
