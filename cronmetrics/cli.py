@@ -170,7 +170,8 @@ def serve(
     try:
         Server(config, threads=threads).run()
     finally:
-        os.close(claimed)
+        if claimed is not None:
+            os.close(claimed)
 
 
 # -- config --------------------------------------------------------------------------------

@@ -22,8 +22,11 @@ from pathlib import Path
 from .errors import Conflict
 from .fileio import atomic_write, fsync_dir
 from .journal import segments
+from .logging import get_logger
 
 __all__ = ["LOCK_NAME", "PREVIOUS_NAME", "SNAPSHOT_NAME", "Generations", "claim_state_dir"]
+
+log = get_logger("snapshot")
 
 LOCK_NAME = "state.lock"
 SNAPSHOT_NAME = "state.snapshot"
@@ -102,9 +105,10 @@ class Generations:
                         path.unlink()
 
 
-def claim_state_dir(state_dir: Path, what: str) -> int:
+def claim_state_dir(state_dir: Path, what: str) -> int | None:
     """Make this process the only one using ``state_dir``; return the file descriptor
-    that holds the claim (closing it, or the process ending, releases it).
+    that holds the claim (closing it, or the process ending, releases it), or None where
+    the filesystem cannot lock (some NFS mounts): then it runs unguarded, with a warning.
 
     Two servers on one state dir would overwrite each other's snapshots and interleave
     their journals, and an offline purge under a running server would be undone by its
@@ -120,9 +124,13 @@ def claim_state_dir(state_dir: Path, what: str) -> int:
         holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
         os.close(fd)
         raise Conflict(f"the state dir {state_dir} is in use by {holder}") from None
-    except OSError:
+    except OSError as exc:
         os.close(fd)
-        raise
+        log.warning(
+            "cannot lock the state dir; nothing stops a second server from using it",
+            extra={"state_dir": str(state_dir), "error": str(exc)},
+        )
+        return None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{what} (pid {os.getpid()})\n".encode(), 0)
     return fd

@@ -84,7 +84,8 @@ def purge_offline(config: Config, before: float, job_id: str | None, now: float)
     try:
         return _purge_offline(config, before, job_id, now)
     finally:
-        os.close(claimed)
+        if claimed is not None:
+            os.close(claimed)
 
 
 def _purge_offline(config: Config, before: float, job_id: str | None, now: float) -> int:

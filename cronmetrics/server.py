@@ -36,7 +36,7 @@ def check_can_start(config: Config) -> None:
         raise ConfigError(f"jobs directory {config.jobs_dir} does not exist")
 
 
-def claim(config: Config) -> int:
+def claim(config: Config) -> int | None:
     """Claim the state dir for this server, in the gunicorn master (the worker inherits
     the claim, and a restarted worker keeps it); see :func:`claim_state_dir`."""
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -756,3 +757,31 @@ def test_a_purge_that_cannot_reach_the_disk_says_so(
     assert "purged in memory" in error["message"]
     assert "still holds the purged results" in error["message"]
     assert history(client, "backup") == []
+
+
+def test_a_claimed_state_dir_cannot_be_claimed_twice(tmp_path: Path) -> None:
+    from cronmetrics.errors import Conflict
+
+    held = generations_mod.claim_state_dir(tmp_path / "state", "the first")
+    assert held is not None
+    try:
+        with pytest.raises(Conflict, match=r"in use by the first \(pid \d+\)"):
+            generations_mod.claim_state_dir(tmp_path / "state", "the second")
+    finally:
+        os.close(held)
+    again = generations_mod.claim_state_dir(tmp_path / "state", "the second")
+    assert again is not None
+    os.close(again)
+
+
+def test_a_state_dir_that_cannot_be_locked_is_used_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, logs: pytest.LogCaptureFixture
+) -> None:
+    """Some NFS mounts have no flock: running unguarded beats not running."""
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(generations_mod.fcntl, "flock", no_locks)
+    assert generations_mod.claim_state_dir(tmp_path / "state", "x") is None
+    assert "cannot lock the state dir" in logs.text
