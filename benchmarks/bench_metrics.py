@@ -37,12 +37,12 @@ from common import (
     jobs_tree,
     machine,
     median_ms,
-    pct_ms,
     post_json,
     report_all,
     result_body,
     serve,
     settle,
+    spread_ms,
     timed_get,
     verdict,
 )
@@ -180,10 +180,6 @@ def prometheus_client_render(text: bytes, runs: int) -> tuple[list[float], list[
     return plain, packed, size
 
 
-def fmt(samples: list[float]) -> str:
-    return f"median {median_ms(samples):7.1f} ms  p90 {pct_ms(samples, 0.9):7.1f} ms"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=10_000)
@@ -203,7 +199,7 @@ def main() -> int:
         f"{small['gzip_bytes'] / 1e6:.2f} MB gzip, first (cold) render {small['first_ms']:.0f} ms"
     )
     for key in ("steady_plain", "steady_gzip", "load_plain", "load_gzip"):
-        print(f"  {key:13s} {fmt(small[key])}")
+        print(f"  {key:13s} {spread_ms(small[key])}")
     print(
         f"  load achieved {small['load_rate_achieved']:.0f} results/s, scrape every "
         f"{args.interval}s (~{small['load_rate_achieved'] * args.interval:.0f} changed jobs "
@@ -214,7 +210,7 @@ def main() -> int:
     ours_plain = median_ms(small["steady_plain"])
     ours_gzip = median_ms(small["steady_gzip"])
     print(
-        f"  prometheus_client generate_latest: {fmt(pc_plain)}; +gzip {fmt(pc_gzip)} "
+        f"  prometheus_client generate_latest: {spread_ms(pc_plain)}; +gzip {spread_ms(pc_gzip)} "
         f"({pc_size / 1e6:.2f} MB)"
     )
     print(
@@ -240,7 +236,7 @@ def main() -> int:
         for key in ("steady_plain", "steady_gzip"):
             ratio = median_ms(big[key]) / median_ms(small[key])
             print(
-                f"  {key:13s} {fmt(big[key])}  = {ratio:.1f}x the {args.jobs} figure "
+                f"  {key:13s} {spread_ms(big[key])}  = {ratio:.1f}x the {args.jobs} figure "
                 f"({verdict(ratio <= 10)} <= 10x)"
             )
     return 0

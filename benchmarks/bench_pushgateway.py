@@ -40,16 +40,18 @@ from common import (
     free_port,
     jobs_tree,
     machine,
-    median_ms,
-    pct_ms,
     post_json,
     report_all,
     result_body,
     run_wrk,
+    run_wrk_script,
     serve,
     settle,
+    spread_ms,
     timed_get,
 )
+
+from cronmetrics.testing import stop_process
 
 GZIP = {"Accept-Encoding": "gzip"}
 
@@ -162,12 +164,7 @@ def start_pushgateway(
 
 def stop(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM: the Pushgateway writes its persistence file on the way out."""
-    process.terminate()
-    try:
-        process.wait(60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
+    stop_process(process, timeout=60)
 
 
 def wrk_put(url: str, requests: list[tuple[str, str]], duration: float) -> WrkResult:
@@ -176,30 +173,7 @@ def wrk_put(url: str, requests: list[tuple[str, str]], duration: float) -> WrkRe
         data.write_text("".join(f"{p}\t{b.replace(chr(10), chr(1))}\n" for p, b in requests))
         script = Path(tmp) / "put.lua"
         script.write_text(PUT_LUA % {"requests": data})
-        out = subprocess.run(
-            [
-                "wrk",
-                "-t2",
-                "-c16",
-                f"-d{max(1, round(duration))}s",
-                "--timeout",
-                "60s",
-                "--latency",
-                "-s",
-                str(script),
-                url,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=duration + 120,
-            check=True,
-        ).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    requests_done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    errors = [
-        int(re.search(rf"{k} (\d+)", out).group(1)) for k in ("STATUS_ERRORS", "SOCKET_ERRORS")
-    ]  # type: ignore[union-attr]
-    return WrkResult(rate, requests_done, errors[0], errors[1], None, out)
+        return run_wrk_script(url, script, duration=duration, request_timeout="60s", grace=120)
 
 
 def scrapes(port: int, count: int, headers: dict[str, str]) -> tuple[list[float], int]:
@@ -212,10 +186,6 @@ def scrapes(port: int, count: int, headers: dict[str, str]) -> tuple[list[float]
             raise RuntimeError(f"/metrics answered {status}")
         samples.append(seconds)
     return samples, size
-
-
-def fmt(samples: list[float]) -> str:
-    return f"median {median_ms(samples):7.1f} ms  p90 {pct_ms(samples, 0.9):7.1f} ms"
 
 
 def main() -> int:
@@ -265,8 +235,8 @@ def main() -> int:
                         row["fill"] = "quadratic: each push checks every group (not run)"
                     plain, plain_size = scrapes(port, args.scrapes, {})
                     packed, packed_size = scrapes(port, args.scrapes, GZIP)
-                    row["plain"] = fmt(plain) + f" ({plain_size / 1e6:.1f} MB)"
-                    row["gzip"] = fmt(packed) + f" ({packed_size / 1e6:.2f} MB)"
+                    row["plain"] = spread_ms(plain) + f" ({plain_size / 1e6:.1f} MB)"
+                    row["gzip"] = spread_ms(packed) + f" ({packed_size / 1e6:.2f} MB)"
                     pushes = wrk_put(f"http://127.0.0.1:{port}", groups[:2000], args.duration)
                     if pushes.status_errors or pushes.socket_errors:
                         raise RuntimeError(f"pushgateway errors:\n{pushes.raw}")
@@ -299,8 +269,8 @@ def main() -> int:
             rows["cronmetrics"] = {
                 "fill": f"{len(bodies) / fill:.0f} results/s ({fill:.1f} s for {len(bodies)})",
                 "rate": f"{pushes.rate:.0f} results/s",
-                "plain": fmt(plain) + f" ({plain_size / 1e6:.1f} MB)",
-                "gzip": fmt(packed) + f" ({packed_size / 1e6:.2f} MB)",
+                "plain": spread_ms(plain) + f" ({plain_size / 1e6:.1f} MB)",
+                "gzip": spread_ms(packed) + f" ({packed_size / 1e6:.2f} MB)",
             }
 
     print(

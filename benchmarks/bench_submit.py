@@ -45,6 +45,8 @@ from common import (
     verdict,
 )
 
+from cronmetrics.testing import stop_process
+
 THREADS = 8  # cronmetrics serve's default --threads
 
 
@@ -119,8 +121,7 @@ def run_baseline(bodies: list[str], duration: float) -> tuple[float, float]:
             raise RuntimeError(f"baseline errors:\n{result.raw}")
         return result.rate, result.requests / cpu
     finally:
-        process.terminate()
-        process.wait(30)
+        stop_process(process)
 
 
 def bodies_for(jobs: list[Job], count: int = 2000) -> list[str]:

@@ -332,30 +332,50 @@ def run_wrk(
     duration: float = 10,
 ) -> WrkResult:
     """``wrk`` with keep-alive, POSTing the given JSON bodies round-robin."""
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
     with tempfile.TemporaryDirectory(prefix="cm-bench-wrk-") as tmp:
         bodies_path = Path(tmp) / "bodies.txt"
         bodies_path.write_text("\n".join(bodies) + "\n")
         script = Path(tmp) / "post.lua"
         script.write_text(WRK_LUA % {"bodies": bodies_path, "path": path})
-        out = subprocess.run(
-            [
-                wrk,
-                f"-t{threads}",
-                f"-c{connections}",
-                f"-d{max(1, round(duration))}s",
-                "--latency",
-                "-s",
-                str(script),
-                url,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=duration + 60,
-            check=True,
-        ).stdout
+        return run_wrk_script(
+            url, script, connections=connections, threads=threads, duration=duration
+        )
+
+
+def run_wrk_script(
+    url: str,
+    script: Path,
+    *,
+    connections: int = 16,
+    threads: int = 2,
+    duration: float = 10,
+    request_timeout: str | None = None,
+    grace: float = 60,
+) -> WrkResult:
+    """``wrk`` with a Lua ``script`` whose ``done`` prints ``STATUS_ERRORS`` and
+    ``SOCKET_ERRORS`` lines (see :data:`WRK_LUA`); ``grace`` seconds beyond ``duration``
+    before giving up on it."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
+    timeout = ["--timeout", request_timeout] if request_timeout else []
+    out = subprocess.run(
+        [
+            wrk,
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{max(1, round(duration))}s",
+            *timeout,
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration + grace,
+        check=True,
+    ).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     status_errors = int(re.search(r"STATUS_ERRORS (\d+)", out).group(1))  # type: ignore[union-attr]
@@ -399,6 +419,11 @@ def median_ms(samples: Sequence[float]) -> float:
 def pct_ms(samples: Sequence[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def spread_ms(samples: Sequence[float]) -> str:
+    """Median and p90 of timings, for one line of a report."""
+    return f"median {median_ms(samples):7.1f} ms  p90 {pct_ms(samples, 0.9):7.1f} ms"
 
 
 def verdict(ok: bool) -> str:

@@ -50,10 +50,6 @@ class Result:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Result:
-        return cls(**data)
-
 
 #: the columns of a history: the fields of :class:`Result` but ``job_id``, in its order
 COLUMNS = tuple(f for f in Result.__dataclass_fields__ if f != "job_id")

@@ -26,6 +26,7 @@ __all__ = [
     "running_server",
     "serve_command",
     "start_server",
+    "stop_process",
     "wait_for",
 ]
 
@@ -90,14 +91,22 @@ class ServerProcess:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         """Signal the server (SIGTERM: final snapshot, clean exit), kill it if it hangs."""
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        return self.process.returncode
+        return stop_process(self.process, sig, timeout)
+
+
+def stop_process(
+    process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30
+) -> int:
+    """Send ``sig`` (if it still runs), wait up to ``timeout`` s, then SIGKILL; the exit
+    status. For the server and the other daemons tests start (Prometheus, Pushgateway)."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+    return process.returncode
 
 
 def start_server(

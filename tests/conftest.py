@@ -12,16 +12,21 @@ TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
 
 
-@pytest.fixture(scope="session")
-def promtool() -> str:
-    """Path to ``promtool``; skips the test locally, fails it in CI (``CI=true``)."""
-    path = shutil.which("promtool")
+def required_tool(name: str) -> str:
+    """Path to a program of Debian's ``prometheus`` package; skips the test locally,
+    fails it in CI (``CI=true``), where .ci/run installs it."""
+    path = shutil.which(name)
     if path is None:
-        message = "promtool not on PATH (Debian: apt-get install prometheus)"
+        message = f"{name} not on PATH (Debian: apt-get install prometheus)"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    return required_tool("promtool")
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +44,18 @@ def jobs_dir(tmp_path: Path) -> Path:
     return target
 
 
+@pytest.fixture(scope="module")
+def bundled_url(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One real server on a copy of the bundled jobs.d for a whole test module: for
+    client commands that only need something to talk to."""
+    from liveserver import live_server
+
+    root = tmp_path_factory.mktemp("bundled")
+    shutil.copytree(REPO_ROOT / "jobs.d", root / "jobs.d")
+    with live_server(root / "jobs.d", root / "state") as live:
+        yield live.url
+
+
 @pytest.fixture
 def server(jobs_dir: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
     """A real ``cronmetrics serve --no-auth`` (gunicorn) on a free loopback port."""
@@ -50,14 +67,7 @@ def server(jobs_dir: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def prometheus_bin() -> str:
-    """Path to the ``prometheus`` server; skips the test locally, fails it in CI."""
-    path = shutil.which("prometheus")
-    if path is None:
-        message = "prometheus not on PATH (Debian: apt-get install prometheus)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return required_tool("prometheus")
 
 
 #: 2026-01-05T00:00:00Z, a Monday: the fake clock's start in API tests

@@ -13,6 +13,8 @@ import pytest
 from liveserver import LiveServer, free_port
 from liveserver import wait_for as _wait_for
 
+from cronmetrics.testing import stop_process
+
 pytestmark = pytest.mark.slow
 
 WAIT = 45.0  # seconds; Prometheus scrapes every second, so this is only a safety net
@@ -51,12 +53,7 @@ def prometheus(binary: str, target_port: int, workdir: Path) -> Iterator[str]:
         )
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        stop_process(process, timeout=15)
 
 
 def _ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> bool:

@@ -5,12 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -27,13 +25,8 @@ JOB = "home_rsync"  # host-agnostic, threshold only
 
 
 @pytest.fixture(scope="module")
-def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from liveserver import live_server
-
-    root = tmp_path_factory.mktemp("ingest")
-    shutil.copytree(REPO / "jobs.d", root / "jobs.d")
-    with live_server(root / "jobs.d", root / "state") as live:
-        yield live.url
+def url(bundled_url: str) -> str:
+    return bundled_url
 
 
 def runs(url: str, job: str = JOB) -> int:

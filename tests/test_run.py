@@ -5,13 +5,11 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -26,13 +24,8 @@ JOB = "logrotate@web1"
 
 
 @pytest.fixture(scope="module")
-def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from liveserver import live_server
-
-    root = tmp_path_factory.mktemp("run")
-    shutil.copytree(REPO / "jobs.d", root / "jobs.d")
-    with live_server(root / "jobs.d", root / "state") as live:
-        yield live.url
+def url(bundled_url: str) -> str:
+    return bundled_url
 
 
 def cronmetrics_run(

@@ -7,12 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from liveserver import LiveServer, free_port, live_server
+from liveserver import LiveServer, free_port, live_server, wait_for
 
 from cronmetrics.testing import serve_command
 
@@ -69,11 +68,10 @@ def test_scheduler_flips_a_job_to_missed_deadline_on_time(tmp_path: Path) -> Non
         response = httpx.post(f"{server.url}/api/ping/quick/success", timeout=5)
         assert response.status_code == 200
         # Nothing reads the state here: only the scheduler can notice the deadline.
-        deadline = time.monotonic() + WAIT
-        while not _deadline_logged(server, "quick"):
-            if time.monotonic() > deadline:
-                pytest.fail(f"the scheduler never fired:\n{server.log()}")
-            time.sleep(0.1)
+        try:
+            wait_for(lambda: _deadline_logged(server, "quick"), "the deadline", timeout=WAIT)
+        except AssertionError:
+            pytest.fail(f"the scheduler never fired:\n{server.log()}")
         text = httpx.get(f"{server.url}/metrics", timeout=5).text
         assert 'cronjob_status_reason{job_name="quick",host="",reason="missed deadline"} 1' in text
         assert 'cronjob_status{job_name="quick",host="",status="active"} 0' in text

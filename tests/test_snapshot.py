@@ -73,6 +73,13 @@ def run(client: FlaskClient, fake_clock: FakeClock, run_id: str, status: str = "
     )
 
 
+def two_generations(client: FlaskClient, fake_clock: FakeClock) -> None:
+    """r1 in state.snapshot.1, r1 and r2 in state.snapshot."""
+    for run_id in ("r1", "r2"):
+        run(client, fake_clock, run_id)
+        snapshotter(client).write()
+
+
 @pytest.fixture
 def client(make_client: Any) -> FlaskClient:
     c: FlaskClient = make_client(JOBS)
@@ -142,10 +149,7 @@ def test_snapshot_is_written_only_when_something_changed(
 def test_previous_generation_is_kept(
     client: FlaskClient, fake_clock: FakeClock, state_dir: Path
 ) -> None:
-    run(client, fake_clock, "r1")
-    snapshotter(client).write()
-    run(client, fake_clock, "r2")
-    snapshotter(client).write()
+    two_generations(client, fake_clock)
     newest = decode((state_dir / "state.snapshot").read_bytes())
     previous = decode((state_dir / "state.snapshot.1").read_bytes())
     assert [r.run_id for r in newest.jobs["backup"][1]] == ["r1", "r2"]
@@ -212,10 +216,7 @@ def test_damaged_snapshot_falls_back_to_the_previous_generation(
     damage: Any,
     logs: pytest.LogCaptureFixture,
 ) -> None:
-    run(client, fake_clock, "r1")
-    snapshotter(client).write()
-    run(client, fake_clock, "r2")
-    snapshotter(client).write()
+    two_generations(client, fake_clock)
     damage(state_dir / "state.snapshot")
     with pytest.raises(SnapshotError):
         decode((state_dir / "state.snapshot").read_bytes())
@@ -239,10 +240,7 @@ def test_both_generations_damaged_starts_empty_and_says_so(
     damage: Any,
     logs: pytest.LogCaptureFixture,
 ) -> None:
-    run(client, fake_clock, "r1")
-    snapshotter(client).write()
-    run(client, fake_clock, "r2")
-    snapshotter(client).write()
+    two_generations(client, fake_clock)
     damage(state_dir / "state.snapshot")
     damage(state_dir / "state.snapshot.1")
 
@@ -258,10 +256,7 @@ def test_both_generations_damaged_starts_empty_and_says_so(
 def test_fallback_does_not_rotate_the_damaged_file_into_the_previous_generation(
     client: FlaskClient, make_client: Any, fake_clock: FakeClock, state_dir: Path
 ) -> None:
-    run(client, fake_clock, "r1")
-    snapshotter(client).write()
-    run(client, fake_clock, "r2")
-    snapshotter(client).write()
+    two_generations(client, fake_clock)
     _flip_byte(state_dir / "state.snapshot")
     again = make_client(JOBS)
     run(again, fake_clock, "r3")
