@@ -17,8 +17,9 @@ from __future__ import annotations
 import struct
 import threading
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from .monitor import JobView, Monitor
 
@@ -241,15 +242,20 @@ class Exposition:
         self._dirty.clear()
         if not changed and self._parts is not None:
             return
-        parts: list[bytes] = []
-        for fam in range(_NFAM):
-            segs = [seg.plain for seg in self._segments[fam] if seg.plain]
-            if segs:
-                parts.append(_HEADERS[fam])
-                parts.extend(segs)
-        self._parts = parts
+        self._parts = self._assemble(_HEADERS, attrgetter("plain"))
         self._plain = None
         self._packed = None
+
+    def _assemble(self, headers: Sequence[bytes], body: Callable[[_Segment], bytes]) -> list[bytes]:
+        """Each family's header and its non-empty segments, in family order (plain or
+        packed: the same layout, so both decode to the same text)."""
+        parts: list[bytes] = []
+        for fam in range(_NFAM):
+            segs = [body(seg) for seg in self._segments[fam] if seg.plain]
+            if segs:
+                parts.append(headers[fam])
+                parts.extend(segs)
+        return parts
 
     def _plain_body(self) -> bytes:
         if self._plain is None:
@@ -272,12 +278,7 @@ class Exposition:
                     else b""
                 )
             self._unpacked.clear()
-            parts: list[bytes] = []
-            for fam in range(_NFAM):
-                segs = [seg.packed for seg in self._segments[fam] if seg.plain]
-                if segs:
-                    parts.append(_PACKED_HEADERS[fam])
-                    parts.extend(segs)
+            parts = self._assemble(_PACKED_HEADERS, attrgetter("packed"))
             assert self._parts is not None
             crc = 0
             for part in self._parts:
