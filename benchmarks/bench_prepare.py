@@ -11,9 +11,9 @@ from __future__ import annotations
 import random
 import time
 
-from cronmetrics.exposition import Exposition
-from cronmetrics.model import JobDefinition, ResultIn
+from cronmetrics.jobs.model import JobDefinition, ResultIn
 from cronmetrics.monitor import Monitor
+from cronmetrics.web.exposition import Exposition
 
 
 def main() -> None:

@@ -20,9 +20,9 @@ import statistics
 import time
 from collections.abc import Callable
 
-from cronmetrics.app import make_redactor
-from cronmetrics.auth import TokenAuth, hash_token
 from cronmetrics.config import DEFAULT_REDACT, TokenConfig
+from cronmetrics.web.app import make_redactor
+from cronmetrics.web.auth import TokenAuth, hash_token
 
 MIB = 1024 * 1024
 

@@ -47,13 +47,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import jobs_tree, machine, result_body, run_wrk, serve, verdict
 
-from cronmetrics.history import newest
-from cronmetrics.metrics import SelfMetrics
-from cronmetrics.model import ResultIn
+from cronmetrics.jobs.model import ResultIn
 from cronmetrics.monitor import Monitor
-from cronmetrics.snapshot import Snapshotter
-from cronmetrics.snapshot_format import Copied
-from cronmetrics.store import MemoryStore, Result, apply_result
+from cronmetrics.storage.history import newest
+from cronmetrics.storage.snapshot import Snapshotter
+from cronmetrics.storage.snapshot_format import Copied
+from cronmetrics.storage.store import MemoryStore, Result, apply_result
+from cronmetrics.web.metrics import SelfMetrics
 
 T0 = 1_767_571_200.0
 
@@ -138,7 +138,7 @@ def bench_files(jobs: int, results: int, runs: int) -> dict[str, float]:
         monitor, _ = make(state_dir, results)
         fill(monitor, jobs, results)
         gc.collect()
-        from cronmetrics import snapshot as snapshot_mod
+        from cronmetrics.storage import snapshot as snapshot_mod
 
         real_copy = snapshot_mod.copy_states
 
@@ -279,7 +279,7 @@ def bench_append(results: int, n: int = 200_000) -> dict[str, float]:
     ``Monitor.submit`` of one result, in microseconds."""
     from collections import deque
 
-    from cronmetrics.history import History
+    from cronmetrics.storage.history import History
 
     item = Result("a", "success", T0, T0, None, 1.5, 0, None, None, {})
     history, plain = History("a", results), deque[Result](maxlen=results)

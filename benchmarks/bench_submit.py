@@ -5,7 +5,7 @@ bodies for random jobs, against:
 
 * baseline: a Flask app whose only route parses the body with
   ``ResultIn.model_validate_json`` and stores it in a dict, served by the very same gunicorn
-  settings as ``cronmetrics serve`` (this script subclasses ``cronmetrics.server.Server``
+  settings as ``cronmetrics serve`` (this script subclasses ``cronmetrics.web.server.Server``
   and only swaps the WSGI app: 1 worker, gthread, same threads, keep-alive, backlog);
 * ``cronmetrics serve --no-auth`` with 1,000, 10,000 and 100,000 jobs defined.
 
@@ -54,7 +54,7 @@ def baseline_app() -> Any:
     """The bare endpoint: parse with pydantic, store in a dict, answer JSON."""
     from flask import Flask, Response, request
 
-    from cronmetrics.model import ResultIn
+    from cronmetrics.jobs.model import ResultIn
 
     app = Flask("baseline")
     store: dict[str, Any] = {}
@@ -71,7 +71,7 @@ def baseline_app() -> Any:
 def serve_baseline(port: int, threads: int) -> None:
     """Run the baseline under cronmetrics' own gunicorn settings (blocks)."""
     from cronmetrics.config import load_config
-    from cronmetrics.server import Server
+    from cronmetrics.web.server import Server
 
     class Baseline(Server):  # type: ignore[misc]
         def load(self) -> Any:

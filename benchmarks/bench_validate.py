@@ -104,7 +104,7 @@ def time_ruamel(paths: list[Path]) -> float:
 
 def time_load_paths(root: Path) -> tuple[float, float]:
     """In-process ``load_paths`` on one core and with the process pool."""
-    from cronmetrics import repository
+    from cronmetrics.jobs import repository
 
     pairs = [(p, str(p)) for p in repository.iter_job_files(root)]
     start = time.perf_counter()

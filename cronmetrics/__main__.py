@@ -1,3 +1,3 @@
-from .cli import main
+from cronmetrics.cli.main import main
 
 main()

@@ -1,7 +1,7 @@
 """Configuration: YAML file < ``CRONMETRICS_*`` environment < command-line flags.
 
 pydantic-settings does the merging and the environment parsing; the file is read through
-:mod:`cronmetrics.yamlio` so a config file gets the same YAML 1.2 reading and the same
+:mod:`cronmetrics.jobs.yamlio` so a config file gets the same YAML 1.2 reading and the same
 ``file:line: message`` errors as a job file.
 """
 
@@ -33,7 +33,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from .errors import ConfigError, Problem
+from cronmetrics.errors import ConfigError, Problem
 
 __all__ = ["Config", "Scope", "TokenConfig", "default_state_dir", "load_config"]
 
@@ -301,8 +301,8 @@ def _mask(data: Any) -> Any:
 
 def load_config(path: Path | None = None, **overrides: Any) -> Config:
     """Build the effective config; raise :class:`ConfigError` naming file:line or variable."""
-    from .model import problems_from_pydantic
-    from .yamlio import YamlSyntaxError, load_fast
+    from cronmetrics.jobs.model import problems_from_pydantic
+    from cronmetrics.jobs.yamlio import YamlSyntaxError, load_fast
 
     data: dict[str, Any] = {}
     text: str | None = None

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import schedule as cron
-from .model import JobDefinition, Lifecycle
-from .store import JobState
+from cronmetrics.jobs import schedule as cron
+from cronmetrics.jobs.model import JobDefinition, Lifecycle
+from cronmetrics.storage.store import JobState
 
 __all__ = ["Evaluation", "deadline", "evaluate"]
 

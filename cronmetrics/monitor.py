@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import NotFound, Problem, ValidationError
-from .evaluator import Evaluation, evaluate
-from .model import JobDefinition, Lifecycle, ResultIn
-from .store import JobState, MemoryStore, Result, ResultStore
+from cronmetrics.errors import NotFound, Problem, ValidationError
+from cronmetrics.evaluator import Evaluation, evaluate
+from cronmetrics.jobs.model import JobDefinition, Lifecycle, ResultIn
+from cronmetrics.storage.store import JobState, MemoryStore, Result, ResultStore
 
 __all__ = ["FUTURE_TOLERANCE", "JobView", "Monitor", "ReloadDiff"]
 
@@ -87,7 +87,7 @@ class Monitor:
         #: bumped on every change; lets readers cache cheaply
         self.version = 0
         self._listeners: list[Callable[[], None]] = []
-        #: durability hook (:mod:`cronmetrics.journal`): called under the lock with the
+        #: durability hook (:mod:`cronmetrics.storage.journal`): called under the lock with the
         #: validated results before they are recorded (raising refuses the submission);
         #: returns a commit run after the lock is released, before submit() returns
         self.journal: Callable[[list[Result]], Callable[[], None]] | None = None

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from .logging import get_logger
-from .monitor import Monitor
+from cronmetrics.logs import get_logger
+from cronmetrics.monitor import Monitor
 
 __all__ = ["Scheduler"]
 

@@ -38,8 +38,8 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .logging import rfc3339
-from .store import JobState, Result
+from cronmetrics.logs import rfc3339
+from cronmetrics.storage.store import JobState, Result
 
 __all__ = ["MESSAGE_TAIL", "WINDOWS", "job_stats", "percentile"]
 

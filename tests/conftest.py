@@ -101,8 +101,8 @@ def make_client(tmp_path: Path, fake_clock: FakeClock):  # type: ignore[no-untyp
     files into a fresh jobs.d; a Path uses that directory as it is. Extra keyword arguments
     are config overrides.
     """
-    from cronmetrics.app import create_app
     from cronmetrics.config import load_config
+    from cronmetrics.web.app import create_app
 
     def build(jobs: dict[str, str] | Path | None = None, **overrides: object):  # type: ignore[no-untyped-def]
         if isinstance(jobs, Path):

@@ -10,8 +10,8 @@ import pytest
 from flask.testing import FlaskClient
 
 from cronmetrics import fileio
-from cronmetrics.app import services
-from cronmetrics.auth import hash_token
+from cronmetrics.web.app import services
+from cronmetrics.web.auth import hash_token
 
 HAND_WRITTEN = """\
 # Weekly base backup. Ask #dba before changing.

@@ -183,7 +183,7 @@ def test_ok_running_pending(client: FlaskClient) -> None:
 def test_resume_from_paused_counts_from_the_resume(
     make_client: Any, fake_clock: FakeClock, tmp_path: Any
 ) -> None:
-    from cronmetrics.app import services
+    from cronmetrics.web.app import services
 
     client = make_client(
         {"j.yaml": "job_name: j\nautomatic_failure_threshold: 600\nstatus: paused\n"}
@@ -316,7 +316,7 @@ def test_late_result_does_not_roll_state_back(client: FlaskClient) -> None:
 
 
 def test_output_is_truncated_and_redacted(make_client: Any) -> None:
-    from cronmetrics.app import services
+    from cronmetrics.web.app import services
 
     client = make_client(JOBS, limits={"max_output_bytes": 64})
     output = "x" * 500 + "\nconnecting with password=hunter2\ndone"
@@ -469,7 +469,7 @@ def test_ping_unknown_job_is_404(client: FlaskClient) -> None:
 
 
 def test_ping_body_is_the_output(client: FlaskClient) -> None:
-    from cronmetrics.app import services
+    from cronmetrics.web.app import services
 
     client.post("/api/ping/backup/fail", data="disk full\n")
     history = services(client.application).monitor.store.history("backup")

@@ -13,9 +13,9 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from cronmetrics.cli import main
-from cronmetrics.repository import load_directory
-from cronmetrics.yamlio import load_fast
+from cronmetrics.cli.main import main
+from cronmetrics.jobs.repository import load_directory
+from cronmetrics.jobs.yamlio import load_fast
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "test-admin-token-1234567890"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cronmetrics.cli import cli, main
+from cronmetrics.cli.main import cli, main
 from cronmetrics.config import DEFAULT_REDACT, Config, load_config
 from cronmetrics.errors import ConfigError
 

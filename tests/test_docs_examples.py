@@ -126,7 +126,7 @@ def test_getting_started_shell_examples_work_as_pasted(tmp_path: Path) -> None:
 @pytest.mark.timeout(120)
 def test_api_guide_examples_work_with_a_real_token(jobs_dir: Path, tmp_path: Path) -> None:
     """docs/api.md's curl examples, in order, against a server that requires tokens."""
-    from cronmetrics.auth import hash_token, new_token
+    from cronmetrics.web.auth import hash_token, new_token
 
     assert shutil.which("curl"), "the guide's examples need curl"
     token = new_token()

@@ -19,8 +19,8 @@ import pytest
 from click.testing import CliRunner
 from liveserver import LiveServer, live_server, wait_for
 
-from cronmetrics.cli import cli
-from cronmetrics.snapshot import decode
+from cronmetrics.cli.main import cli
+from cronmetrics.storage.snapshot import decode
 
 pytestmark = pytest.mark.slow
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from cronmetrics import schedule as cron
 from cronmetrics.evaluator import deadline, evaluate
-from cronmetrics.model import JobDefinition
-from cronmetrics.store import JobState, Result, apply_result
+from cronmetrics.jobs import schedule as cron
+from cronmetrics.jobs.model import JobDefinition
+from cronmetrics.storage.store import JobState, Result, apply_result
 
 T0 = dt.datetime(2026, 1, 5, 0, 0, tzinfo=dt.UTC).timestamp()  # a Monday
 HOUR = 3600.0

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cronmetrics.exposition import FAMILIES, Exposition
-from cronmetrics.metrics import SelfMetrics
-from cronmetrics.model import JobDefinition, ResultIn
+from cronmetrics.jobs.model import JobDefinition, ResultIn
+from cronmetrics.jobs.repository import load_directory
 from cronmetrics.monitor import Monitor
-from cronmetrics.repository import load_directory
+from cronmetrics.web.exposition import FAMILIES, Exposition
+from cronmetrics.web.metrics import SelfMetrics
 
 RICH = Path(__file__).resolve().parent / "data" / "jobs_rich"
 T0 = 1_767_571_200.0  # 2026-01-05T00:00:00Z
@@ -274,9 +274,9 @@ def test_empty_monitor_renders_no_job_families() -> None:
 
 
 def test_prepare_builds_only_the_bodies_scrapers_asked_for_and_matches_a_fresh_render() -> None:
-    from cronmetrics.exposition import PREPARE_WINDOW, Exposition
-    from cronmetrics.model import JobDefinition, ResultIn
+    from cronmetrics.jobs.model import JobDefinition, ResultIn
     from cronmetrics.monitor import Monitor
+    from cronmetrics.web.exposition import PREPARE_WINDOW, Exposition
 
     monitor = Monitor()
     defs = [JobDefinition(job_name=f"j{i}", automatic_failure_threshold=600) for i in range(300)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cronmetrics.app import services
+from cronmetrics.web.app import services
 
 GOOD = {"a.yaml": "job_name: a\nautomatic_failure_threshold: 60\n"}
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cronmetrics.history import History, Result, newest
+from cronmetrics.storage.history import History, Result, newest
 
 T0 = 1_767_571_200.0
 

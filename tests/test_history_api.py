@@ -11,14 +11,14 @@ from click.testing import CliRunner
 from conftest import T0, FakeClock
 from flask.testing import FlaskClient
 
-from cronmetrics.app import services
-from cronmetrics.auth import hash_token
-from cronmetrics.cli import cli
-from cronmetrics.logging import rfc3339
-from cronmetrics.retention import parse_before, purge_expired
-from cronmetrics.snapshot import decode
+from cronmetrics.cli.main import cli
+from cronmetrics.logs import rfc3339
 from cronmetrics.stats import job_stats, percentile
-from cronmetrics.store import Result
+from cronmetrics.storage.retention import parse_before, purge_expired
+from cronmetrics.storage.snapshot import decode
+from cronmetrics.storage.store import Result
+from cronmetrics.web.app import services
+from cronmetrics.web.auth import hash_token
 
 JOBS = {
     "backup.yaml": "job_name: backup\nautomatic_failure_threshold: 3600\n",

@@ -16,9 +16,9 @@ import pytest
 from liveserver import wait_for
 from test_cli_jobs import Run, cm
 
-from cronmetrics.client import Client
-from cronmetrics.ingest import Ingester, parse_line
-from cronmetrics.tailing import Offset, default_state_path
+from cronmetrics.client.http import Client
+from cronmetrics.client.ingest import Ingester, parse_line
+from cronmetrics.client.tailing import Offset, default_state_path
 
 REPO = Path(__file__).resolve().parent.parent
 JOB = "home_rsync"  # host-agnostic, threshold only

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from cronmetrics import logging as cmlog
+from cronmetrics import logs as cmlog
 
 RFC3339_MS_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 

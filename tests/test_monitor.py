@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from cronmetrics.errors import NotFound, ValidationError
-from cronmetrics.model import JobDefinition, ResultIn
+from cronmetrics.jobs.model import JobDefinition, ResultIn
 from cronmetrics.monitor import Monitor
 
 T0 = 1_767_571_200.0  # 2026-01-05T00:00:00Z

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from openapi_spec_validator import validate
 
-from cronmetrics.api import OPENAPI
+from cronmetrics.web.api import OPENAPI
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS_SPEC = REPO / "docs" / "openapi.yaml"
@@ -38,14 +38,14 @@ def test_docs_copy_is_the_packaged_file() -> None:
     assert DOCS_SPEC.is_symlink()
     assert not Path(DOCS_SPEC.readlink()).is_absolute()
     assert DOCS_SPEC.resolve() == OPENAPI.resolve()
-    assert OPENAPI.parent.name == "cronmetrics"
+    assert OPENAPI.parent.name == "web"
 
 
 def test_package_data_ships_the_document() -> None:
     import tomllib
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
-    assert "openapi.yaml" in project["tool"]["setuptools"]["package-data"]["cronmetrics"]
+    assert "openapi.yaml" in project["tool"]["setuptools"]["package-data"]["cronmetrics.web"]
 
 
 def test_served_document_is_docs_openapi_yaml(make_client) -> None:  # type: ignore[no-untyped-def]

@@ -16,8 +16,8 @@ import pytest
 
 from cronmetrics import fileio
 from cronmetrics.errors import Conflict, InvalidRequest, NotFound, ReadOnly, ValidationError
-from cronmetrics.repository import JobsDir, load_directory
-from cronmetrics.writer import JobWriter, check_job_id
+from cronmetrics.jobs.repository import JobsDir, load_directory
+from cronmetrics.jobs.writer import JobWriter, check_job_id
 
 HAND_WRITTEN = """\
 # Nightly import -- owned by the data team.
@@ -209,7 +209,7 @@ def test_unwritable_directory_is_read_only_error(root: Path) -> None:
         "import sys\n"
         "from pathlib import Path\n"
         "from cronmetrics.errors import ReadOnly\n"
-        "from cronmetrics.writer import JobWriter\n"
+        "from cronmetrics.jobs.writer import JobWriter\n"
         "try:\n"
         "    JobWriter(Path(sys.argv[1])).create("
         "{'job_name': 'new', 'automatic_failure_threshold': 60})\n"

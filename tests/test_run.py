@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cronmetrics.client import Client
+from cronmetrics.client.http import Client
+from cronmetrics.client.runner import Outcome, OutputTail, Reporter, run_command
 from cronmetrics.errors import ServerUnavailable
-from cronmetrics.runner import Outcome, OutputTail, Reporter, run_command
 
 REPO = Path(__file__).resolve().parent.parent
 JOB = "logrotate@web1"

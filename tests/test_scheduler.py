@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cronmetrics.model import JobDefinition
+from cronmetrics.jobs.model import JobDefinition
 from cronmetrics.monitor import Monitor
 from cronmetrics.scheduler import Scheduler
 

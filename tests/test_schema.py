@@ -20,9 +20,9 @@ import pytest
 
 from cronmetrics.config import Config
 from cronmetrics.errors import ValidationError
-from cronmetrics.model import JobDefinition, parse_job
-from cronmetrics.repository import iter_job_files
-from cronmetrics.yamlio import load_fast
+from cronmetrics.jobs.model import JobDefinition, parse_job
+from cronmetrics.jobs.repository import iter_job_files
+from cronmetrics.jobs.yamlio import load_fast
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -221,7 +221,7 @@ def test_schema_defaults_are_the_model_defaults() -> None:
 
 
 def test_schema_reserved_label_names_are_the_model_reserved_names() -> None:
-    from cronmetrics.model import EXPORTER_LABELS
+    from cronmetrics.jobs.model import EXPORTER_LABELS
 
     branches = JOB_SCHEMA["properties"]["labels"]["propertyNames"]["not"]["anyOf"]
     enums = [b["enum"] for b in branches if "enum" in b]

@@ -21,14 +21,14 @@ from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
 
-from cronmetrics import api
-from cronmetrics import logging as cmlog
-from cronmetrics.app import services
-from cronmetrics.auth import TokenAuth, hash_token
-from cronmetrics.cli import cli
+from cronmetrics import logs as cmlog
+from cronmetrics.cli.main import cli
 from cronmetrics.config import DEFAULT_REDACT, load_config
 from cronmetrics.errors import ConfigError
-from cronmetrics.ratelimit import FailureLimiter
+from cronmetrics.web import api
+from cronmetrics.web.app import services
+from cronmetrics.web.auth import TokenAuth, hash_token
+from cronmetrics.web.ratelimit import FailureLimiter
 
 JOBS = {
     "backup_db1.yaml": "job_name: backup\nhost: db1\nautomatic_failure_threshold: 3600\n",
@@ -728,7 +728,7 @@ def test_job_file_with_a_python_tag_is_invalid_and_runs_nothing(
 
 
 def test_roundtrip_reader_refuses_python_tags(tmp_path: Path) -> None:
-    from cronmetrics.yamlio import YamlSyntaxError, load_roundtrip
+    from cronmetrics.jobs.yamlio import YamlSyntaxError, load_roundtrip
 
     marker = tmp_path / "pwned"
     with pytest.raises(YamlSyntaxError):

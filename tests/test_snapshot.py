@@ -14,11 +14,11 @@ import pytest
 from conftest import T0, FakeClock
 from flask.testing import FlaskClient
 
-from cronmetrics import generations as generations_mod
-from cronmetrics import journal as journal_mod
-from cronmetrics.app import Services, services
-from cronmetrics.history import History, Result
-from cronmetrics.snapshot import FORMAT_VERSION, SnapshotError, Snapshotter, decode
+from cronmetrics.storage import generations as generations_mod
+from cronmetrics.storage import journal as journal_mod
+from cronmetrics.storage.history import History, Result
+from cronmetrics.storage.snapshot import FORMAT_VERSION, SnapshotError, Snapshotter, decode
+from cronmetrics.web.app import Services, services
 
 JOBS = {
     "backup.yaml": "job_name: backup\nautomatic_failure_threshold: 3600\n",
@@ -508,7 +508,7 @@ def test_results_written_with_another_field_layout_are_read_by_name(
 ) -> None:
     import orjson
 
-    from cronmetrics.snapshot_format import RESULT_FIELDS, STATE_FIELDS, decode_job
+    from cronmetrics.storage.snapshot_format import RESULT_FIELDS, STATE_FIELDS, decode_job
 
     run(client, fake_clock, "r1")
     run(client, fake_clock, "r2", "failure")
@@ -562,8 +562,8 @@ def test_corrupt_chunk_names_the_job(
 
 
 def test_any_flipped_bit_or_cut_anywhere_in_the_file_is_detected() -> None:
-    from cronmetrics.snapshot_format import encode, state_values
-    from cronmetrics.store import JobState
+    from cronmetrics.storage.snapshot_format import encode, state_values
+    from cronmetrics.storage.store import JobState
 
     history = History.of(
         "a",
@@ -595,8 +595,8 @@ def test_column_encoding_keeps_each_value_and_its_type() -> None:
     """The fast paths (packed floats with NaN for None, status letters, constant columns)
     and the plain lists round-trip every value: None durations, mixed exit codes, a
     constant dict of labels that must not come back shared between results."""
-    from cronmetrics.snapshot_format import encode, state_values
-    from cronmetrics.store import JobState
+    from cronmetrics.storage.snapshot_format import encode, state_values
+    from cronmetrics.storage.store import JobState
 
     varied = [
         Result("a", "success", T0, T0 + 1, "h", 2.5, 0, None, None, {}),
@@ -633,8 +633,8 @@ def test_a_state_value_of_the_wrong_type_makes_the_snapshot_unusable(
 ) -> None:
     """Checksums cannot catch a file written wrong (a bug, a hand edit); a None where
     /metrics does arithmetic must fall back like corruption, not break every scrape."""
-    from cronmetrics.snapshot_format import STATE_FIELDS, encode, state_values
-    from cronmetrics.store import JobState
+    from cronmetrics.storage.snapshot_format import STATE_FIELDS, encode, state_values
+    from cronmetrics.storage.store import JobState
 
     values = list(state_values(JobState(first_seen=T0, active_since=T0)))
     values[STATE_FIELDS.index(field)] = value
@@ -651,8 +651,8 @@ def test_a_history_column_of_the_wrong_type_makes_the_snapshot_unusable(
 ) -> None:
     """Like a state value: what the history API and stats read as text or numbers must be
     text or numbers, whether the column is constant or not."""
-    from cronmetrics.snapshot_format import encode, state_values
-    from cronmetrics.store import JobState
+    from cronmetrics.storage.snapshot_format import encode, state_values
+    from cronmetrics.storage.store import JobState
 
     good = History.of("a", [Result("a", "success", T0, T0), Result("a", "failure", T0, T0)])
     for varied in (False, True):

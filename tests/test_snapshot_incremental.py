@@ -14,14 +14,14 @@ import pytest
 from conftest import T0, FakeClock
 from flask.testing import FlaskClient
 
-from cronmetrics import generations as generations_mod
-from cronmetrics import snapshot as snapshot_mod
-from cronmetrics.app import services
-from cronmetrics.metrics import SelfMetrics
-from cronmetrics.model import JobDefinition, ResultIn
+from cronmetrics.jobs.model import JobDefinition, ResultIn
 from cronmetrics.monitor import Monitor
-from cronmetrics.snapshot import Snapshotter, copy_states, decode, encode
-from cronmetrics.store import MemoryStore
+from cronmetrics.storage import generations as generations_mod
+from cronmetrics.storage import snapshot as snapshot_mod
+from cronmetrics.storage.snapshot import Snapshotter, copy_states, decode, encode
+from cronmetrics.storage.store import MemoryStore
+from cronmetrics.web.app import services
+from cronmetrics.web.metrics import SelfMetrics
 
 JOBS = {
     "backup.yaml": "job_name: backup\nautomatic_failure_threshold: 3600\n",

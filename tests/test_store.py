@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cronmetrics.store import JobState, MemoryStore, Result
+from cronmetrics.storage.store import JobState, MemoryStore, Result
 
 T0 = 1_767_571_200.0  # 2026-01-05T00:00:00Z
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cronmetrics.snapshot import decode
+from cronmetrics.storage.snapshot import decode
 from cronmetrics.testing import ServerProcess, running_server, wait_for
 
 

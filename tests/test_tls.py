@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from liveserver import LiveServer, live_server
 
-from cronmetrics.auth import hash_token
+from cronmetrics.web.auth import hash_token
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from cronmetrics.cli import cli
+from cronmetrics.cli.main import cli
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GOOD = "job_name: backup\nautomatic_failure_threshold: 3600\n"
@@ -353,7 +353,7 @@ def test_several_paths_are_validated_together_and_duplicates_span_them(tmp_path:
 
 
 def test_large_directories_are_loaded_in_parallel_with_the_same_result(tmp_path: Path) -> None:
-    from cronmetrics import repository
+    from cronmetrics.jobs import repository
 
     for index in range(repository.PARALLEL_MIN_FILES + 10):
         write(tmp_path, f"d{index % 7}/j{index}.yaml", f"job_name: j{index}\nschedule: '@daily'\n")
@@ -387,7 +387,7 @@ def test_server_reloads_never_fork_a_process_pool(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Forking a threaded server can deadlock the child: only validate may use the pool."""
-    from cronmetrics import repository
+    from cronmetrics.jobs import repository
 
     def no_pool(*args: object, **kwargs: object) -> None:
         raise AssertionError("process pool used")

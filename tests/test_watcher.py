@@ -19,9 +19,9 @@ import httpx
 import pytest
 from flask import Flask
 
-from cronmetrics.app import Services, create_app, services
 from cronmetrics.config import load_config
-from cronmetrics.watcher import Watcher
+from cronmetrics.jobs.watcher import Watcher
+from cronmetrics.web.app import Services, create_app, services
 
 TIMEOUT = 15.0
 

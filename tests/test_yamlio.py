@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cronmetrics.yamlio import (
+from cronmetrics.jobs.yamlio import (
     YamlSyntaxError,
     dump_roundtrip,
     dumps_plain,

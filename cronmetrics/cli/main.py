@@ -1,0 +1,315 @@
+"""The ``cronmetrics`` command line.
+
+Errors are turned into one line on stderr and an exit code in one place, :func:`main`;
+commands just raise :class:`~cronmetrics.errors.CronmetricsError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cronmetrics import __version__
+from cronmetrics.config import Config, load_config
+from cronmetrics.errors import CronmetricsError, Problem
+
+__all__ = ["cli", "main"]
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+PROGRESS_MIN_FILES = 200
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="cronmetrics")
+def cli() -> None:
+    """Cron-job monitoring exporter for Prometheus."""
+
+
+def config_options(func: Any) -> Any:
+    """``--config`` plus the overrides every server-side command shares."""
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="CRONMETRICS_CONFIG",
+        help="YAML config file.",
+    )(func)
+
+
+def build_config(config_path: Path | None, **overrides: Any) -> Config:
+    return load_config(config_path, **overrides)
+
+
+# -- validate ------------------------------------------------------------------------------
+
+
+def _collect(paths: tuple[Path, ...]) -> list[tuple[Path, str]]:
+    from cronmetrics.jobs.repository import iter_job_files
+
+    pairs: list[tuple[Path, str]] = []
+    for root in paths:
+        if root.is_dir():
+            pairs.extend((p, str(p)) for p in iter_job_files(root))
+        elif root.exists():
+            pairs.append((root, str(root)))
+        else:
+            raise click.BadParameter(f"{root}: no such file or directory", param_hint="PATH")
+    return pairs
+
+
+def _github_escape(text: str, *, prop: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    if prop:
+        text = text.replace(":", "%3A").replace(",", "%2C")
+    return text
+
+
+def format_problem(problem: Problem, fmt: str) -> str:
+    if fmt == "github":
+        props = [f"file={_github_escape(problem.path or '', prop=True)}"]
+        if problem.line is not None:
+            props.append(f"line={problem.line}")
+        if problem.column is not None:
+            props.append(f"col={problem.column}")
+        return f"::error {','.join(props)}::{_github_escape(problem.message)}"
+    return str(problem)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "github"]),
+    default="text",
+    show_default=True,
+)
+def validate(paths: tuple[Path, ...], fmt: str) -> None:
+    """Check job files (default: ./jobs.d); print every problem, exit 1 if any."""
+    from cronmetrics.jobs.repository import load_paths
+
+    pairs = _collect(paths or (Path("jobs.d"),))
+    show_bar = sys.stderr.isatty() and len(pairs) >= PROGRESS_MIN_FILES and fmt != "json"
+    if show_bar:
+        with click.progressbar(length=len(pairs), label="validating", file=sys.stderr) as bar:
+            result = load_paths(pairs, progress=bar.update, parallel=True)
+    else:
+        result = load_paths(pairs, parallel=True)
+    problems = result.problems
+    if fmt == "json":
+        doc = {
+            "files": result.files,
+            "jobs": len(result.jobs),
+            "problems": [
+                {
+                    "file": p.path,
+                    "line": p.line,
+                    "column": p.column,
+                    "field": p.field,
+                    "message": p.message,
+                }
+                for p in problems
+            ],
+        }
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        for problem in problems:
+            click.echo(format_problem(problem, fmt))
+        summary = (
+            f"{result.files} files, {len(result.jobs)} jobs, {len(problems)} problems"
+            f" in {len(result.invalid)} files"
+        )
+        click.echo(summary, err=True)
+    if problems:
+        sys.exit(1)
+
+
+# -- serve -------------------------------------------------------------------------------
+
+
+@cli.command()
+@config_options
+@click.option("--jobs-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--bind", default=None, help="HOST:PORT to listen on (default 0.0.0.0:9479).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--no-auth", is_flag=True, default=None, help="Run without authentication.")
+@click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True)
+def serve(
+    config_path: Path | None,
+    jobs_dir: Path | None,
+    state_dir: Path | None,
+    bind: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    no_auth: bool | None,
+    threads: int,
+) -> None:
+    """Run the exporter (gunicorn, one worker process with threads)."""
+    from cronmetrics.web.server import Server, check_can_start, claim
+
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    tls = {"cert": tls_cert, "key": tls_key} if tls_cert is not None else None
+    config = build_config(
+        config_path,
+        jobs_dir=jobs_dir,
+        state_dir=state_dir,
+        bind=bind,
+        tls=tls,
+        no_auth=no_auth,
+    )
+    check_can_start(config)
+    claimed = claim(config)  # held until the process exits
+    try:
+        Server(config, threads=threads).run()
+    finally:
+        if claimed is not None:
+            os.close(claimed)
+
+
+# -- config --------------------------------------------------------------------------------
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Inspect the configuration."""
+
+
+@config_group.command("show")
+@config_options
+@click.option("--jobs-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--bind", default=None, help="HOST:PORT")
+@click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml")
+def config_show(
+    config_path: Path | None,
+    jobs_dir: Path | None,
+    state_dir: Path | None,
+    bind: str | None,
+    output: str,
+) -> None:
+    """Print the effective configuration (file < environment < flags), secrets masked."""
+    from cronmetrics.jobs.yamlio import dumps_plain
+
+    data = build_config(config_path, jobs_dir=jobs_dir, state_dir=state_dir, bind=bind).redacted()
+    if output == "json":
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(dumps_plain(data), nl=False)
+
+
+# -- token ---------------------------------------------------------------------------------
+
+_SCOPES = click.Choice(["admin", "submit", "read", "metrics"])
+
+
+def _token_entry(
+    token: str, scopes: tuple[str, ...], jobs: tuple[str, ...], name: str | None
+) -> str:
+    """Check the entry as the server would, and return its ``auth.tokens`` line."""
+    import pydantic
+
+    from cronmetrics.config import TokenConfig
+    from cronmetrics.web.auth import config_line, hash_token
+
+    digest = hash_token(token)
+    name = name or f"{scopes[0]}-{digest[:6]}"
+    try:
+        TokenConfig(name=name, sha256=digest, scopes=list(scopes), jobs=list(jobs) or None)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        raise click.BadParameter(str(first["msg"]), param_hint=f"--{first['loc'][0]}") from None
+    return config_line(name, token, list(dict.fromkeys(scopes)), list(jobs))
+
+
+@cli.group("token")
+def token_group() -> None:
+    """Create API tokens; the server keeps only their SHA-256 hashes (docs/security.md)."""
+
+
+@token_group.command("new")
+@click.option("--scope", "scopes", type=_SCOPES, multiple=True, required=True, help="Repeatable.")
+@click.option("--job", "jobs", multiple=True, metavar="GLOB", help="Limit to job ids (repeatable).")
+@click.option("--name", default=None, help="Shown in logs (default: SCOPE-<hash prefix>).")
+def token_new(scopes: tuple[str, ...], jobs: tuple[str, ...], name: str | None) -> None:
+    """Print a fresh random token (160 bits) and the config line holding its hash."""
+    from cronmetrics.web.auth import new_token
+
+    token = new_token()
+    line = _token_entry(token, scopes, jobs, name)
+    click.echo("# the token, shown only now: give it to the client (CRONMETRICS_TOKEN)")
+    click.echo(token)
+    click.echo("# add this line under auth.tokens in the server config:")
+    click.echo(line)
+
+
+@token_group.command("hash")
+@click.option("--scope", "scopes", type=_SCOPES, multiple=True, help="Print a config line.")
+@click.option("--job", "jobs", multiple=True, metavar="GLOB")
+@click.option("--name", default=None)
+def token_hash(scopes: tuple[str, ...], jobs: tuple[str, ...], name: str | None) -> None:
+    """Read a token on stdin; print its SHA-256 (or, with --scope, its config line)."""
+    from cronmetrics.web.auth import hash_token
+
+    if sys.stdin.isatty():
+        token = click.prompt("token", hide_input=True, err=True)
+    else:
+        token = sys.stdin.readline()
+    token = token.strip()
+    if not token:
+        raise click.UsageError("no token on stdin")
+    click.echo(_token_entry(token, scopes, jobs, name) if scopes else hash_token(token))
+
+
+# -- client commands: job, result, run, ingest (cronmetrics/jobctl.py, runner.py, ingest.py)
+
+from cronmetrics.cli.jobctl import job_group, result_group  # noqa: E402
+from cronmetrics.client.ingest import ingest_cmd  # noqa: E402  (they must not import this module)
+from cronmetrics.client.runner import run_cmd  # noqa: E402
+from cronmetrics.storage.retention import purge_cmd  # noqa: E402
+
+cli.add_command(job_group)
+cli.add_command(result_group)
+cli.add_command(run_cmd)
+cli.add_command(ingest_cmd)
+cli.add_command(purge_cmd)
+cli.epilog = """\b
+Exit codes: 0 ok, 1 error (validation problems, server refused input),
+2 usage or configuration error, 3 server unavailable, 4 not found,
+5 conflict (exists, read-only jobs dir, state dir in use), 6 unauthorized
+or forbidden, 130 interrupted. `run` exits with the command's own code.
+\b
+Environment: CRONMETRICS_URL, CRONMETRICS_TOKEN, CRONMETRICS_TOKEN_FILE,
+CRONMETRICS_CACERT, CRONMETRICS_JOBS_DIR, CRONMETRICS_CONFIG, CRONMETRICS_<KEY>.
+See docs/cli.md."""
+
+
+# -- entry point ---------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; every :class:`CronmetricsError` becomes one line and its exit code."""
+    try:
+        cli.main(args=argv, prog_name="cronmetrics", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except CronmetricsError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        for problem in getattr(exc, "problems", [])[1:]:
+            click.echo(f"error: {problem}", err=True)
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        sys.exit(1)

@@ -1,0 +1,1 @@
+"""The cron host side: HTTP client, `run`, `ingest`, log tailing, signals."""

@@ -1,0 +1,403 @@
+"""``cronmetrics run --job ID -- CMD ...``: wrap a cron command and report on it.
+
+The wrapped command comes first: its output still reaches cron (passed through as it
+arrives), its exit code is ours, signals sent to us reach it, and a slow or absent server
+costs it at most a few seconds of retries (the start report is sent in the background
+while the command already runs). Only the last ``--output-limit`` bytes of the output are
+kept in memory, whatever the command prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import IO, Any
+
+import click
+
+from cronmetrics.cli.output import parse_duration
+from cronmetrics.client.http import Client, ClientSettings, client_options, job_option, split_job_id
+from cronmetrics.client.signals import handling
+from cronmetrics.errors import CronmetricsError, ServerUnavailable
+
+__all__ = ["Outcome", "OutputTail", "Reporter", "run_cmd", "run_command"]
+
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+READ_SIZE = 65536
+#: After the command exits, how long to wait for its pipes to close (a daemon it started
+#: may hold them open forever).
+DRAIN_TIMEOUT = 2.0
+START_BUDGET = 3.0
+
+
+class OutputTail:
+    """The last ``limit`` bytes of a stream of chunks, in bounded memory."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.total = 0
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def feed(self, data: bytes) -> None:
+        with self._lock:
+            self.total += len(data)
+            if self.limit <= 0:
+                return
+            if len(data) > self.limit:
+                data = data[-self.limit :]
+            self._chunks.append(data)
+            self._size += len(data)
+            while self._size - len(self._chunks[0]) >= self.limit:
+                self._size -= len(self._chunks.popleft())
+
+    @property
+    def held(self) -> int:
+        """Bytes held right now (at most ``limit`` plus one chunk)."""
+        return self._size
+
+    def text(self) -> str:
+        with self._lock:
+            data = b"".join(self._chunks)[-self.limit :] if self.limit > 0 else b""
+        return data.decode("utf-8", "replace")
+
+
+@dataclass(slots=True)
+class Outcome:
+    exit_code: int
+    duration: float
+    output: str
+    note: str | None = None
+    signal: int | None = None
+
+
+def _pump(source: IO[bytes], sink: IO[bytes] | None, tail: OutputTail) -> None:
+    fd = source.fileno()
+    while True:
+        try:
+            data = os.read(fd, READ_SIZE)
+        except OSError:
+            break
+        if not data:
+            break
+        tail.feed(data)
+        if sink is not None:
+            try:
+                sink.write(data)
+                sink.flush()
+            except (OSError, ValueError):
+                sink = None  # our own stdout went away: keep capturing, stop echoing
+
+
+def _exit_status(returncode: int) -> tuple[int, int | None]:
+    if returncode < 0:
+        return 128 - returncode, -returncode
+    return returncode, None
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def run_command(
+    argv: Sequence[str],
+    *,
+    timeout: float | None = None,
+    kill_after: float = 10.0,
+    output_limit: int = 10_000,
+    stdout: IO[bytes] | None = None,
+    stderr: IO[bytes] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    on_start: Callable[[], None] | None = None,
+) -> Outcome:
+    """Run ``argv``; pass its output through to ``stdout``/``stderr`` and keep the tail.
+
+    The child gets its own process group when we are not attached to a terminal (cron),
+    so a timeout or a forwarded signal reaches everything it started.
+    """
+    tail = OutputTail(output_limit)
+    started = clock()
+    own_group = not _isatty(sys.stdin)
+    children: list[subprocess.Popen[bytes]] = []
+    received: list[int] = []
+
+    def send(sig: int) -> None:
+        if not children:
+            return
+        try:
+            if own_group:
+                os.killpg(children[0].pid, sig)
+            else:
+                children[0].send_signal(sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        send(signum)
+
+    # Installed before the child starts: a SIGTERM during start-up must not kill us and
+    # orphan the command; it is delivered once the child exists.
+    note: str | None = None
+    with handling(FORWARDED, forward):
+        try:
+            proc = subprocess.Popen(
+                list(argv),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                process_group=0 if own_group else None,
+            )
+        except OSError as exc:
+            code, why = _spawn_failure(exc)
+            message = f"{argv[0]}: {why}"
+            return Outcome(code, clock() - started, message, message)
+        children.append(proc)
+        for number in list(received):
+            send(number)
+        if on_start is not None:
+            on_start()
+        assert proc.stdout is not None and proc.stderr is not None
+        pumps = [
+            threading.Thread(target=_pump, args=(proc.stdout, stdout, tail), daemon=True),
+            threading.Thread(target=_pump, args=(proc.stderr, stderr, tail), daemon=True),
+        ]
+        for pump in pumps:
+            pump.start()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            note = f"timed out after {timeout:g}s; sent SIGTERM"
+            send(signal.SIGTERM)
+            try:
+                proc.wait(kill_after)
+            except subprocess.TimeoutExpired:
+                note = f"timed out after {timeout:g}s; killed (SIGKILL after {kill_after:g}s)"
+                send(signal.SIGKILL)
+                proc.wait()
+        if own_group and note is not None:
+            send(signal.SIGKILL)  # leftovers of a timed-out command
+    deadline = clock() + DRAIN_TIMEOUT
+    for pump in pumps:
+        pump.join(max(0.0, deadline - clock()))
+    for pipe in (proc.stdout, proc.stderr):
+        with contextlib.suppress(OSError):
+            pipe.close()
+    code, killed_by = _exit_status(proc.returncode)
+    if note is None and killed_by is not None:
+        note = f"killed by {_signal_name(killed_by)}"
+    if note is None and received:
+        note = f"received {_signal_name(received[0])} (forwarded)"
+    return Outcome(code, clock() - started, tail.text(), note, killed_by)
+
+
+def _spawn_failure(exc: OSError) -> tuple[int, str]:
+    """The shell's exit codes: 127 command not found, 126 found but not executable."""
+    if isinstance(exc, FileNotFoundError):
+        return 127, "command not found"
+    if isinstance(exc, PermissionError):
+        return 126, "permission denied"
+    return 126, f"cannot execute: {exc.strerror or exc}"
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream is not None and stream.isatty())
+    except (ValueError, OSError):
+        return False
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Reporter:
+    """Sends the start and final reports; never raises, warns on stderr instead.
+
+    The client is built by the start thread (``connect``): importing httpx and setting up
+    TLS takes a noticeable fraction of a second that the command should not wait for.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], Client],
+        job_id: str,
+        run_id: str,
+        *,
+        budget: float,
+        warn: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._connect = connect
+        self._client: Client | None = None
+        self._failed = False
+        self._lock = threading.Lock()
+        self.job_id = job_id
+        self.name, self.host = split_job_id(job_id)
+        self.run_id = run_id
+        self.budget = budget
+        self.warn = warn
+        self.clock = clock
+        self._start_thread: threading.Thread | None = None
+        self._cancel = threading.Event()
+
+    def _payload(self, status: str, **fields: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {"job_name": self.name, "status": status, "run_id": self.run_id}
+        if self.host:
+            body["host"] = self.host
+        body.update({k: v for k, v in fields.items() if v is not None})
+        return body
+
+    def client(self) -> Client | None:
+        with self._lock:
+            if self._client is None and not self._failed:
+                try:
+                    self._client = self._connect()
+                except CronmetricsError as exc:
+                    self._failed = True
+                    self.warn(f"cannot report to the server: {exc.message}")
+            return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+
+    def _send(self, what: str, payload: dict[str, Any], budget: float) -> bool:
+        client = self.client()
+        if client is None:
+            return False
+        try:
+            client.request_retrying(
+                "POST", "/api/job-result", json=payload, budget=budget, cancel=self._cancel
+            )
+        except ServerUnavailable as exc:
+            self.warn(f"could not report {what} of {self.job_id}: {exc.message}")
+            return False
+        except CronmetricsError as exc:
+            self.warn(f"server refused {what} report for {self.job_id}: {exc.message}")
+            return False
+        return True
+
+    def start(self) -> None:
+        """Report ``start`` in the background: the command must not wait for us."""
+        payload = self._payload("start", timestamp=_now())
+        budget = min(START_BUDGET, self.budget)
+        self._start_thread = threading.Thread(
+            target=self._send, args=("the start", payload, budget), daemon=True
+        )
+        self._start_thread.start()
+
+    def finish(self, outcome: Outcome) -> bool:
+        """Report the outcome within ``budget`` seconds (including the start report)."""
+        deadline = self.clock() + self.budget
+        if self._start_thread is not None:
+            self._start_thread.join(max(0.0, deadline - self.clock()))
+            if self._start_thread.is_alive():
+                self._cancel.set()  # the final report supersedes it
+                self._start_thread.join(max(0.0, min(1.0, deadline - self.clock())))
+            self._cancel = threading.Event()
+        output = outcome.output
+        if outcome.note:
+            output = f"{output}{'' if not output or output.endswith(chr(10)) else chr(10)}"
+            output += f"[cronmetrics run] {outcome.note}\n"
+        payload = self._payload(
+            "success" if outcome.exit_code == 0 else "failure",
+            exit_code=outcome.exit_code,
+            duration=round(outcome.duration, 3),
+            output=output or None,
+            timestamp=_now(),
+        )
+        remaining = max(0.5, deadline - self.clock())
+        return self._send("the result", payload, remaining)
+
+
+def _warn(message: str) -> None:
+    click.echo(f"cronmetrics: warning: {message}", err=True)
+
+
+@click.command(
+    "run",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@client_options
+@job_option
+@click.option("--timeout", default=None, metavar="DURATION", help="Kill the command after this.")
+@click.option(
+    "--kill-after",
+    default="10s",
+    show_default=True,
+    metavar="DURATION",
+    help="After --timeout's SIGTERM, SIGKILL this much later.",
+)
+@click.option(
+    "--output-limit",
+    type=click.IntRange(0, 1_048_576),
+    default=10_000,
+    show_default=True,
+    help="Bytes of output tail to report.",
+)
+@click.option(
+    "--report-timeout",
+    type=click.FloatRange(0.1, 300),
+    default=10.0,
+    show_default=True,
+    help="At most this many seconds spent reporting (retries included).",
+)
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run_cmd(
+    settings: ClientSettings,
+    job_id: str,
+    timeout: str | None,
+    kill_after: str,
+    output_limit: int,
+    report_timeout: float,
+    command: tuple[str, ...],
+) -> None:
+    """Run a command and report its start, exit code, duration and output tail.
+
+    \b
+    crontab:  30 2 * * *  cronmetrics run --job backup@db1 -- /usr/local/bin/backup.sh
+
+    Exits with the command's own exit code (128+N when a signal killed it, 127 when it
+    was not found). An unreachable server is retried briefly and only warned about.
+    """
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise click.UsageError("give the command to run after --")
+    split_job_id(job_id)
+    limit = parse_duration(timeout, what="'--timeout'") if timeout is not None else None
+    grace = parse_duration(kill_after, what="'--kill-after'")
+    run_id = uuid.uuid4().hex
+    reporter = Reporter(settings.client, job_id, run_id, budget=report_timeout, warn=_warn)
+    outcome = run_command(
+        command,
+        timeout=limit,
+        kill_after=float(grace),
+        output_limit=output_limit,
+        stdout=sys.stdout.buffer,
+        stderr=sys.stderr.buffer,
+        on_start=reporter.start,
+    )
+    if outcome.note and (outcome.exit_code in (126, 127) or "timed out" in outcome.note):
+        click.echo(f"cronmetrics: {outcome.note}", err=True)
+    if outcome.exit_code in (126, 127) and outcome.output == outcome.note:
+        outcome.note = None  # the output already says it
+    reporter.finish(outcome)
+    reporter.close()
+    sys.exit(outcome.exit_code)

@@ -1,0 +1,1 @@
+"""Job definitions: model, cron math, YAML I/O, loading, writing, watching."""

@@ -1,0 +1,1 @@
+"""Job state and history, persistence and retention."""

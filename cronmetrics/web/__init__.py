@@ -1,0 +1,1 @@
+"""The Flask app, API routes, auth, rate limits, /metrics, gunicorn."""

@@ -1,0 +1,150 @@
+"""History and statistics: what happened behind a red light.
+
+- ``GET /api/job/<id>/results?limit=50`` (1..200): the job's retained results, newest first
+- ``GET /api/job-result?job_id=&limit=50``: recent results across the jobs the token may read
+- ``GET /api/job/<id>/stats``: :func:`cronmetrics.stats.job_stats` (shape documented there)
+- ``DELETE /api/job/<id>/results?before=DATE`` (admin): purge one job's history (all of it
+  without ``before``); ``DELETE /api/job-result?before=DATE[&job_id=]`` (admin): purge
+  across jobs (``before`` required; ``before=all`` empties every history)
+
+"Newest" means by the result's own timestamp (when the run happened), not by arrival.
+Times are RFC 3339 UTC strings. Counters and the current state are never purged, only
+history: ``cronjob_runs_total`` stays monotonic for Prometheus.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, request
+
+from cronmetrics.errors import InvalidRequest
+from cronmetrics.logs import get_logger, rfc3339
+from cronmetrics.stats import job_stats
+from cronmetrics.storage.history import Result, newest
+from cronmetrics.storage.retention import parse_before
+from cronmetrics.web.api import current, json_response, require
+
+bp = Blueprint("history", __name__)
+log = get_logger("history")
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+
+def result_json(r: Result) -> dict[str, Any]:
+    return {
+        "job_id": r.job_id,
+        "status": r.status,
+        "timestamp": rfc3339(r.timestamp),
+        "received": rfc3339(r.received),
+        "host": r.host,
+        "duration": r.duration,
+        "exit_code": r.exit_code,
+        "run_id": r.run_id,
+        "output": r.output,
+        "labels": r.labels,
+    }
+
+
+def _limit() -> int:
+    raw = request.args.get("limit")
+    if raw is None:
+        return DEFAULT_LIMIT
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
+        raise InvalidRequest(
+            f"limit must be an integer from 1 to {MAX_LIMIT}, got {raw!r}", field="limit"
+        )
+    return int(raw)
+
+
+@bp.get("/api/job/<job_id>/results")
+def job_results(job_id: str) -> Response:
+    require("read", job_id)
+    limit = _limit()
+    view = current().monitor.view(job_id)
+    results = newest([view.state.history], limit)
+    return json_response(
+        {
+            "job_id": job_id,
+            "limit": limit,
+            "count": len(results),
+            "results": [result_json(r) for r in results],
+        }
+    )
+
+
+@bp.get("/api/job-result")
+def recent_results() -> Response:
+    who = require("read")
+    limit = _limit()
+    job_id = request.args.get("job_id") or None
+    monitor = current().monitor
+    if job_id is not None:
+        require("read", job_id)
+        histories = [monitor.view(job_id).state.history]
+    else:
+        with monitor.lock:  # copy-on-write copies: O(1) each
+            histories = [
+                state.history.copy()
+                for jid in monitor.definitions
+                if who.allows_job(jid) and (state := monitor.store.get(jid)) is not None
+            ]
+    results = newest(histories, limit)
+    return json_response(
+        {"limit": limit, "count": len(results), "results": [result_json(r) for r in results]}
+    )
+
+
+@bp.get("/api/job/<job_id>/stats")
+def stats(job_id: str) -> Response:
+    require("read", job_id)
+    svc = current()
+    view = svc.monitor.view(job_id)
+    return json_response(job_stats(job_id, view.state.history, svc.clock(), view.state))
+
+
+def _purged(job_id: str | None, before: float, removed: int) -> Response:
+    """Answer a manual purge once the purged results are off the disk too (a purge is how
+    an operator removes a secret a job printed): see :meth:`Snapshotter.scrub`."""
+    log.info("history purged by request", extra={"job": job_id, "removed": removed})
+    if removed:
+        current().extras["snapshotter"].scrub()
+    return json_response(
+        {
+            "job_id": job_id,
+            "before": None if before == float("inf") else rfc3339(before),
+            "removed": removed,
+        }
+    )
+
+
+@bp.delete("/api/job/<job_id>/results")
+def purge_job(job_id: str) -> Response:
+    require("admin", job_id)
+    svc = current()
+    before = parse_before(request.args.get("before"), svc.clock())
+    return _purged(job_id, before, svc.monitor.purge_history(before, job_id))
+
+
+@bp.delete("/api/job-result")
+def purge_all() -> Response:
+    who = require("admin")
+    svc = current()
+    job_id = request.args.get("job_id") or None
+    raw = request.args.get("before")
+    if not raw:
+        raise InvalidRequest(
+            "before is required when purging across jobs (a date, an age like 30d, or 'all')",
+            field="before",
+        )
+    before = parse_before(raw, svc.clock())
+    if job_id is not None:
+        require("admin", job_id)
+        return _purged(job_id, before, svc.monitor.purge_history(before, job_id))
+    if who.jobs is None:
+        return _purged(None, before, svc.monitor.purge_history(before))
+    with svc.monitor.lock:  # re-entrant: no job can vanish between listing and purging
+        allowed = [j for j in svc.monitor.definitions if who.allows_job(j)]
+        removed = sum(svc.monitor.purge_history(before, j) for j in allowed)
+    return _purged(None, before, removed)

@@ -1,0 +1,119 @@
+"""Result submissions: ``POST /api/job-result`` and the curl-friendly ping."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+import pydantic
+from flask import Blueprint, Response, g, request
+
+from cronmetrics.errors import InvalidRequest, Problem, ValidationError
+from cronmetrics.jobs.model import ResultIn, ResultStatus, split_job_id
+from cronmetrics.jobs.model import job_id as make_job_id
+from cronmetrics.logs import bind, get_logger
+from cronmetrics.web.api import current, json_body, json_response, raw_body, require
+
+bp = Blueprint("results", __name__)
+log = get_logger("results")
+
+_ONE = pydantic.TypeAdapter(ResultIn)
+_adapters: dict[int, pydantic.TypeAdapter[Any]] = {}
+
+
+def _batch_adapter(limit: int) -> pydantic.TypeAdapter[Any]:
+    adapter = _adapters.get(limit)
+    if adapter is None:
+        adapter = pydantic.TypeAdapter(
+            Annotated[list[ResultIn], pydantic.Field(min_length=1, max_length=limit)]
+        )
+        _adapters[limit] = adapter
+    return adapter
+
+
+def _submit(results: list[ResultIn], *, batch: bool) -> list[str]:
+    svc = current()
+    who = require("submit")
+    if len(results) == 1:
+        bind(job=make_job_id(results[0].job_name, results[0].host), host=results[0].host)
+    targets = svc.monitor.submit(
+        results,
+        svc.clock(),
+        index_errors=batch,
+        authorize=lambda job_id: svc.auth.require(who, "submit", job_id),
+    )
+    svc.metrics.submissions.labels("accepted").inc(len(results))
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("results accepted", extra={"count": len(results), "jobs": targets[:10]})
+    return targets
+
+
+@bp.post("/api/job-result")
+def job_result() -> Response:
+    g.submission = True
+    require("submit")  # authenticate before reading the body: no parsing for strangers
+    svc = current()
+    body = raw_body().lstrip()
+    if body[:1] == b"[":
+        limit = svc.config.limits.max_batch
+        results = json_body(_batch_adapter(limit))
+        targets = _submit(results, batch=True)
+        return json_response({"accepted": len(targets), "jobs": targets})
+    result = json_body(_ONE)
+    targets = _submit([result], batch=False)
+    return json_response({"accepted": 1, "jobs": targets})
+
+
+def _split_id(job_id: str) -> tuple[str, str | None]:
+    try:
+        return split_job_id(job_id)
+    except ValueError as exc:
+        raise ValidationError([Problem(f"invalid job id: {exc}", field="job_id")]) from None
+
+
+@bp.post("/api/ping/<job_id>/<action>")
+def ping(job_id: str, action: str) -> Response:
+    """``curl -X POST --data-binary @log .../api/ping/backup@db1/success``."""
+    g.submission = True
+    require("submit")  # authenticate before looking at the id or the body
+    name, host = _split_id(job_id)
+    exit_code: int | None = None
+    if action == "start":
+        status = ResultStatus.START
+    elif action == "success":
+        status, exit_code = ResultStatus.SUCCESS, 0
+    elif action in ("fail", "failure"):
+        status = ResultStatus.FAILURE
+    elif action.isdigit() and len(action) <= 3 and int(action) <= 255:
+        exit_code = int(action)
+        status = ResultStatus.SUCCESS if exit_code == 0 else ResultStatus.FAILURE
+    else:
+        raise InvalidRequest(
+            f"unknown ping action {action!r}: use start, success, fail or an exit code 0-255",
+            field="action",
+        )
+    fields: dict[str, Any] = {"job_name": name, "host": host, "status": status}
+    if exit_code is not None:
+        fields["exit_code"] = exit_code
+    for key in ("run_id", "duration"):
+        value = request.args.get(key)
+        if value is not None:
+            fields[key] = value
+    if "duration" in fields:
+        try:
+            fields["duration"] = float(fields["duration"])
+        except ValueError:
+            raise ValidationError(
+                [Problem("duration must be a number of seconds", field="duration")]
+            ) from None
+    output = raw_body()
+    if output:
+        fields["output"] = output.decode("utf-8", "replace")
+    try:
+        result = ResultIn.model_validate(fields)
+    except pydantic.ValidationError as exc:
+        from cronmetrics.jobs.model import problems_from_pydantic
+
+        raise ValidationError(problems_from_pydantic(exc)) from None
+    targets = _submit([result], batch=False)
+    return json_response({"accepted": 1, "jobs": targets})

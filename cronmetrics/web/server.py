@@ -1,0 +1,99 @@
+"""``cronmetrics serve``: gunicorn in-process, one worker with threads.
+
+One worker process because the state lives in its memory; threads for concurrency. The
+app (and so the scheduler, watcher and snapshotter) is created in the worker after the
+fork, never in the master. On SIGTERM gunicorn stops accepting, finishes requests, and
+the ``worker_exit`` hook runs the app's shutdown (final snapshot included).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from cronmetrics.config import Config
+from cronmetrics.errors import ConfigError, Conflict
+from cronmetrics.storage.generations import claim_state_dir
+
+__all__ = ["Server", "check_can_start", "claim"]
+
+
+def check_can_start(config: Config) -> None:
+    """Refuse to run an open server by accident (DESIGN.md section 7)."""
+    if not config.auth.tokens and not config.no_auth:
+        raise ConfigError(
+            "no API tokens are configured, so the server would accept anything from anyone; "
+            "create one with 'cronmetrics token new --scope admin' and add the printed line "
+            "under auth.tokens in the config, or pass --no-auth to run without authentication "
+            "deliberately"
+        )
+    if config.tls is not None:
+        for what, path in (("certificate", config.tls.cert), ("key", config.tls.key)):
+            if not path.is_file():
+                raise ConfigError(f"TLS {what} {path} does not exist")
+    if not config.jobs_dir.is_dir():
+        raise ConfigError(f"jobs directory {config.jobs_dir} does not exist")
+
+
+def claim(config: Config) -> int | None:
+    """Claim the state dir for this server, in the gunicorn master (the worker inherits
+    the claim, and a restarted worker keeps it); see :func:`claim_state_dir`."""
+    try:
+        return claim_state_dir(config.state_dir, "cronmetrics serve")
+    except Conflict as exc:
+        raise Conflict(
+            f"{exc.message}: is another server running on it? Each server needs its own state_dir"
+        ) from None
+
+
+class Server(BaseApplication):  # type: ignore[misc]
+    def __init__(self, config: Config, *, threads: int = 8) -> None:
+        self.cm_config = config
+        self.threads = threads
+        super().__init__()
+
+    def load_config(self) -> None:
+        host, port = self.cm_config.host_port
+        bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        settings: dict[str, Any] = {
+            "bind": [bind],
+            "workers": 1,
+            "worker_class": "gthread",
+            "threads": self.threads,
+            "keepalive": 75,
+            "timeout": 60,
+            "graceful_timeout": 20,
+            "accesslog": None,
+            "errorlog": "-",
+            "loglevel": "warning",
+            "proc_name": "cronmetrics",
+            "worker_exit": _worker_exit,
+            "post_worker_init": _post_worker_init,
+            "backlog": 2048,
+            "worker_connections": 1000,
+        }
+        if self.cm_config.tls is not None:
+            settings["certfile"] = str(self.cm_config.tls.cert)
+            settings["keyfile"] = str(self.cm_config.tls.key)
+        for key, value in settings.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from cronmetrics.web.app import create_app
+
+        return create_app(self.cm_config)
+
+
+def _post_worker_init(worker: Any) -> None:
+    from cronmetrics.logs import get_logger
+
+    get_logger("server").info("worker ready", extra={"pid": worker.pid})
+
+
+def _worker_exit(server: Any, worker: Any) -> None:
+    from cronmetrics.web.app import services
+
+    app = getattr(worker, "wsgi", None)
+    if app is not None and "cronmetrics" in getattr(app, "extensions", {}):
+        services(app).shutdown()
