@@ -123,6 +123,18 @@ class LimitsConfig(_Section):
     max_batch: Annotated[StrictInt, Field(ge=1, le=100_000)] = 1000
 
 
+class ConnectionsConfig(_Section):
+    """What one client connection may hold; read when the server starts."""
+
+    #: open connections per client address (the TCP peer); 0 = no limit. Behind a
+    #: reverse proxy every client shares the proxy's address: raise it there
+    per_client: Annotated[StrictInt, Field(ge=0, le=100_000)] = 64
+    #: seconds from a connection's first byte (or its opening) to the end of the headers
+    header_timeout: Annotated[StrictFloat, Field(gt=0, le=3600)] = 10.0
+    #: seconds from the end of the headers to the end of the body, and to send a response
+    body_timeout: Annotated[StrictFloat, Field(gt=0, le=3600)] = 30.0
+
+
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
@@ -278,6 +290,7 @@ class Config(BaseSettings):
     no_auth: StrictBool = False
     snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    connections: ConnectionsConfig = Field(default_factory=ConnectionsConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     redact: list[str] = Field(default_factory=lambda: list(DEFAULT_REDACT))
     unknown_jobs: Literal["reject", "accept"] = "reject"

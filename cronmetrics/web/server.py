@@ -2,6 +2,8 @@
 
 One worker process on the embedded engine because the state lives in its memory; with a
 Redis store (which holds the state) ``--workers N``; threads for concurrency. The
+worker is gthread's, made to give its threads only whole requests (:mod:`.worker`), so
+idle and slow clients never hold one. The
 app (and so the scheduler, watcher and snapshotter) is created in the worker after the
 fork, never in the master. On SIGTERM gunicorn stops accepting, finishes requests, and
 the ``worker_exit`` hook runs the app's shutdown (final snapshot included).
@@ -16,6 +18,7 @@ from gunicorn.app.base import BaseApplication
 from cronmetrics.config import Config
 from cronmetrics.errors import ConfigError, Conflict
 from cronmetrics.storage.generations import claim_state_dir
+from cronmetrics.web.worker import worker_class
 
 __all__ = ["Server", "check_can_start", "claim"]
 
@@ -77,7 +80,7 @@ class Server(BaseApplication):  # type: ignore[misc]
         settings: dict[str, Any] = {
             "bind": [bind],
             "workers": self.workers,
-            "worker_class": "gthread",
+            "worker_class": worker_class(self.cm_config),
             "threads": self.threads,
             "keepalive": 75,
             "timeout": 60,
