@@ -126,7 +126,8 @@ return removed
 """
 
 #: Remove a job at once: state, history, definition, its entries in ``recent``.
-#: ARGV: prefix, job id, stream maxlen. Returns 1 if the job existed.
+#: ARGV: prefix, job id, stream maxlen. Returns the change event's stream id, or "" if
+#: the job did not exist.
 DROP = """
 local p = ARGV[1]
 local id = ARGV[2]
@@ -138,7 +139,8 @@ for _, member in ipairs(redis.call('ZRANGE', p .. 'recent', 0, -1)) do
   if member:sub(1, #prefix) == prefix then redis.call('ZREM', p .. 'recent', member) end
 end
 if existed == 1 then
-  redis.call('XADD', p .. 'changes', 'MAXLEN', '~', ARGV[3], '*', 'j', id, 's', '')
+  return redis.call('XADD', p .. 'changes', 'MAXLEN', '~', ARGV[3], '*', 'j', id, 's', '')
 end
-return existed
+return ''
+
 """

@@ -36,6 +36,11 @@ _FIELDS = tuple(f.name for f in fields(JobState) if f.name not in ("job_id", "ve
 LOAD_BATCH = 2000
 
 
+def _entry_id(entry: str) -> tuple[int, int]:
+    ms, _, seq = entry.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def encode_state(state: JobState) -> str:
     """``"<version>|<JSON>"``: the scripts read the version without decoding the JSON."""
     body = orjson.dumps({name: getattr(state, name) for name in _FIELDS}).decode()
@@ -69,6 +74,7 @@ class Mirror:
         self._states: dict[str, JobState] = {}
         self._log: dict[str, int] = {}  # id -> counter of its last change, oldest first
         self._counter = 0
+        self._tombstones: dict[str, tuple[int, int]] = {}  # dropped id -> its drop event
         self._epoch = uuid.uuid4().hex[:12]
         self._last_id = "0-0"
         self._loaded = threading.Event()
@@ -136,8 +142,12 @@ class Mirror:
                     changed = True
         return changed
 
-    def remove(self, job_id: str) -> None:
+    def remove(self, job_id: str, event: str | None = None) -> None:
+        """Forget a dropped job; with the drop's stream ``event`` id, stream entries of the
+        job older than it (still on their way to us) do not bring it back."""
         with self._lock:
+            if event is not None:
+                self._tombstones[job_id] = _entry_id(event)
             if self._states.pop(job_id, None) is not None:
                 self._logged(job_id)
 
@@ -218,6 +228,8 @@ class Mirror:
             if job_id is None:
                 records = records or "r" in data
                 continue
+            if not self._after_drop(job_id, entry_id):
+                continue  # from before the job was dropped here
             raw = data.get("s", "")
             if raw:
                 states.append(decode_state(job_id, raw))
@@ -227,6 +239,17 @@ class Mirror:
             self.records_version += 1
         self.put(states)
         self._notify()
+
+    def _after_drop(self, job_id: str, entry_id: str) -> bool:
+        """False for an entry older than the job's drop on this replica."""
+        with self._lock:
+            tomb = self._tombstones.get(job_id)
+            if tomb is None:
+                return True
+            if _entry_id(entry_id) < tomb:
+                return False
+            del self._tombstones[job_id]
+            return True
 
     def _notify(self) -> None:
         if self._on_change is not None:

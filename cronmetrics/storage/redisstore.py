@@ -393,11 +393,9 @@ class RedisStore:
 
     def drop(self, job_id: str) -> bool:
         script = self._scripts["DROP"]
-        existed = bool(
-            self._call("drop", lambda: script(args=[self.prefix, job_id, STREAM_MAXLEN]))
-        )
-        self.mirror.remove(job_id)
-        return existed
+        event = self._call("drop", lambda: script(args=[self.prefix, job_id, STREAM_MAXLEN]))
+        self.mirror.remove(job_id, event or None)
+        return bool(event)
 
     # -- last good definitions -----------------------------------------------------------
 
