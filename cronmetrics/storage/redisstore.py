@@ -42,7 +42,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from cronmetrics.config import mask_url_password
+from cronmetrics.config import Config, mask_url_password
 from cronmetrics.errors import StorageError, StoreUnavailable
 from cronmetrics.logs import get_logger
 from cronmetrics.storage import redis_lua
@@ -58,7 +58,7 @@ from cronmetrics.storage.interface import (
 from cronmetrics.storage.redismirror import Mirror, decode_state, encode_state
 from cronmetrics.storage.transitions import apply_result
 
-__all__ = ["RedisStore", "read_password"]
+__all__ = ["RedisStore", "open_redis_store", "read_password"]
 
 log = get_logger("store")
 T = TypeVar("T")
@@ -72,7 +72,7 @@ STRIPES = 64
 RECENT_MAX = 1000
 #: the change stream's approximate length (``XADD MAXLEN ~``): a replica further behind
 #: than this reloads every state, which it does after any reconnect anyway
-STREAM_MAXLEN = 100_000
+STREAM_MAXLEN = 10_000
 SEP = "\x1f"
 _RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(Result) if f.name != "job_id")
 
@@ -397,7 +397,10 @@ class RedisStore:
                 return None
             return dataclasses.replace(state, detached_since=now, version=state.version + 1)
 
-        self._cas(job_ids, mark, fresh=True)
+        try:
+            self._cas(job_ids, mark, fresh=True)
+        except StoreUnavailable as exc:  # at start with Redis down: the next start redoes it
+            log.error("cannot detach jobs no longer defined", extra={"error": exc.message})
 
     def expire_detached(self, before: float) -> list[str]:
         def expired(states: Iterable[JobState | None]) -> list[str]:
@@ -429,7 +432,12 @@ class RedisStore:
             self._call("definitions", lambda: self.client.hset(self._key("defs"), mapping=mapping))
 
     def definitions(self) -> dict[str, dict[str, JSONValue]]:
-        raw = self._call("definitions", lambda: self.client.hgetall(self._key("defs")))
+        """The last good definitions; none (the files decide) while Redis is unreachable."""
+        try:
+            raw = self._call("definitions", lambda: self.client.hgetall(self._key("defs")))
+        except StoreUnavailable as exc:
+            log.error("cannot read the last good definitions", extra={"error": exc.message})
+            return {}
         return {k: orjson.loads(v) for k, v in raw.items()}
 
     # -- runtime records -----------------------------------------------------------------
@@ -517,3 +525,23 @@ class RedisStore:
                 "what it held since its last RDB save; set appendonly yes"
             )
         return out
+
+
+def open_redis_store(
+    config: Config, *, on_change: Callable[[], None] | None = None, wait: float = 5.0
+) -> RedisStore:
+    """The engine of ``config.store``, its problems logged (one line each), its mirror
+    loaded (up to ``wait`` seconds: a Redis down at start is no reason not to start; the
+    mirror loads when it comes, and /health/deep says so meanwhile)."""
+    store = RedisStore(
+        config.store,
+        password=read_password(config.store_password_file),
+        max_results_per_job=config.retention.max_results_per_job,
+        run_id_ttl=config.retention.days * 86400,
+        on_change=on_change,
+    )
+    for problem in store.problems():
+        log.error(problem)
+    if store.mirror.wait_loaded(wait):
+        log.info("redis store loaded", extra={"store": store.display, "jobs": len(store.ids())})
+    return store
