@@ -39,8 +39,14 @@ def check_can_start(config: Config, *, workers: int = 1) -> None:
             raise ConfigError(
                 f"store_password_file {config.store_password_file} cannot be read: {exc}"
             ) from None
-    if config.redis:  # until the Redis engine lands: never silently keep state in memory
-        raise ConfigError("store: the Redis engine is not available in this build yet")
+    if config.redis:
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "store: redis://... needs the Redis client library: "
+                "pip install 'cronmetrics[redis]'"
+            ) from None
     if not config.auth.tokens and not config.no_auth:
         raise ConfigError(
             "no API tokens are configured, so the server would accept anything from anyone; "
