@@ -278,18 +278,20 @@ def token_hash(scopes: tuple[str, ...], jobs: tuple[str, ...], name: str | None)
     click.echo(_token_entry(token, scopes, jobs, name) if scopes else hash_token(token))
 
 
-# -- client commands: job, result, run, ingest (cronmetrics/jobctl.py, runner.py, ingest.py)
+# -- client commands: job, result, run, ingest, purge, backup (cli/jobctl.py, cli/storage.py,
+# client/runner.py, client/ingest.py)
 
 from cronmetrics.cli.jobctl import job_group, result_group  # noqa: E402
+from cronmetrics.cli.storage import backup_cmd, purge_cmd  # noqa: E402
 from cronmetrics.client.ingest import ingest_cmd  # noqa: E402  (they must not import this module)
 from cronmetrics.client.runner import run_cmd  # noqa: E402
-from cronmetrics.storage.retention import purge_cmd  # noqa: E402
 
 cli.add_command(job_group)
 cli.add_command(result_group)
 cli.add_command(run_cmd)
 cli.add_command(ingest_cmd)
 cli.add_command(purge_cmd)
+cli.add_command(backup_cmd)
 cli.epilog = """\b
 Exit codes: 0 ok, 1 error (validation problems, server refused input),
 2 usage or configuration error, 3 server unavailable, 4 not found,

@@ -14,7 +14,7 @@ from gunicorn.app.base import BaseApplication
 
 from cronmetrics.config import Config
 from cronmetrics.errors import ConfigError, Conflict
-from cronmetrics.storage.generations import claim_state_dir
+from cronmetrics.storage.statedir import claim_state_dir
 
 __all__ = ["Server", "check_can_start", "claim"]
 
