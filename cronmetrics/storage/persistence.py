@@ -183,21 +183,25 @@ class Persistence:
         except (StorageError, sqlite3.Error) as exc:
             log.error("final state write failed", extra={"error": str(exc)})
 
-    def health(self) -> tuple[bool, str]:
-        """The ``store`` check of ``/health/deep``."""
+    def health(self) -> tuple[bool, str, bool]:
+        """The ``store`` check of ``/health/deep``: (ok, detail, critical). Not being able
+        to persist fails readiness; having started empty after setting a damaged database
+        aside only warns (the server serves, from what it has)."""
         report = self.report
         if report.unavailable:
-            return False, f"in memory only: {report.unavailable}"
+            return False, f"in memory only: {report.unavailable}", True
         if self._locked:
             held, detail = lock_held(self.state_dir)
             if not held:
-                return False, f"{detail}; restart the server"
+                return False, f"{detail}; restart the server", True
         health = self.store.health()
         if not health.ok:
-            return False, health.detail
+            return False, health.detail, True
         if report.fallback and health.last_persisted is None:
-            return False, (
-                f"{report.fallback}: set aside as {report.set_aside}, started with EMPTY state"
+            return (
+                False,
+                (f"{report.fallback}: set aside as {report.set_aside}, started with EMPTY state"),
+                False,
             )
         when = health.last_persisted
-        return True, f"{health.detail}; last written {rfc3339(when) if when else 'at start'}"
+        return True, f"{health.detail}; last written {rfc3339(when) if when else 'at start'}", True
