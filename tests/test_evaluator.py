@@ -12,7 +12,7 @@ from cronmetrics.evaluator import deadline, evaluate
 from cronmetrics.jobs import schedule as cron
 from cronmetrics.jobs.model import JobDefinition
 from cronmetrics.storage.interface import JobState, Result, new_state
-from cronmetrics.storage.store import apply_result
+from cronmetrics.storage.transitions import apply_result
 
 T0 = dt.datetime(2026, 1, 5, 0, 0, tzinfo=dt.UTC).timestamp()  # a Monday
 HOUR = 3600.0

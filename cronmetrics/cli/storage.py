@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import click
 
-from cronmetrics.client.http import client_options
+from cronmetrics.cli.connect import client_options
 
 __all__ = ["backup_cmd", "purge_cmd"]
 

@@ -36,66 +36,12 @@ from cronmetrics.errors import StorageError
 from cronmetrics.storage.database import Database, Loaded, Writes
 from cronmetrics.storage.history import STATUS_CODES, History, Result, check_result, newest
 from cronmetrics.storage.interface import JobState, Recorded, RuntimeRecord, StoreHealth, new_state
+from cronmetrics.storage.transitions import apply_result
 
-__all__ = ["EmbeddedStore", "apply_result"]
+__all__ = ["EmbeddedStore"]
 
 #: trim a job's rows in the database once it holds this much more than its history
 _TRIM_SLACK = 0.25
-
-
-def apply_result(state: JobState, result: Result) -> tuple[JobState, bool]:
-    """``state`` with ``result`` folded in, and whether the job's current state changed.
-
-    A result older than the newest one already seen goes to history (and the counters: it
-    is still a run that happened) but never rolls the state back."""
-    finished = result.status != "start"
-    runs, failures = state.runs_total, state.failures_total
-    if finished:
-        runs += 1
-        if result.status == "failure":
-            failures += 1
-    version = state.version + 1
-    if state.last_report is not None and result.timestamp < state.last_report:
-        counted = dataclasses.replace(
-            state, runs_total=runs, failures_total=failures, version=version
-        )
-        return counted, finished
-    if not finished:
-        started = dataclasses.replace(
-            state,
-            last_report=result.timestamp,
-            running=True,
-            run_started=result.timestamp,
-            run_id=result.run_id,
-            version=version,
-        )
-        return started, True
-    duration = result.duration
-    running, run_started, run_id = state.running, state.run_started, state.run_id
-    # A finish ends the current run unless both carry run ids and they differ.
-    same_run = result.run_id is None or run_id is None or result.run_id == run_id
-    if running and same_run:
-        if duration is None and run_started is not None:
-            duration = max(0.0, result.timestamp - run_started)
-        running, run_started, run_id = False, None, None
-    success = result.status == "success"
-    return dataclasses.replace(
-        state,
-        last_report=result.timestamp,
-        last_run=result.timestamp,
-        last_status=result.status,
-        last_duration=duration,
-        last_exit_code=result.exit_code,
-        last_success=result.timestamp if success else state.last_success,
-        last_failure=state.last_failure if success else result.timestamp,
-        consecutive_failures=0 if success else state.consecutive_failures + 1,
-        running=running,
-        run_started=run_started,
-        run_id=run_id,
-        runs_total=runs,
-        failures_total=failures,
-        version=version,
-    ), True
 
 
 def _is_duplicate(history: History, result: Result) -> bool:

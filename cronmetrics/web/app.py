@@ -27,7 +27,14 @@ from cronmetrics.monitor import Monitor
 from cronmetrics.scheduler import Scheduler
 from cronmetrics.storage.persistence import Persistence, StorageGauges, open_store
 from cronmetrics.storage.retention import PURGE_EVERY, purge_expired
-from cronmetrics.web import api, routes_history, routes_jobs, routes_results, routes_system
+from cronmetrics.web import (
+    api,
+    routes_client,
+    routes_history,
+    routes_jobs,
+    routes_results,
+    routes_system,
+)
 from cronmetrics.web.auth import TokenAuth
 from cronmetrics.web.exposition import Exposition
 from cronmetrics.web.metrics import SelfMetrics
@@ -72,6 +79,7 @@ def register_routes(app: Flask) -> None:
     app.register_blueprint(routes_results.bp)
     app.register_blueprint(routes_jobs.bp)
     app.register_blueprint(routes_history.bp)
+    app.register_blueprint(routes_client.bp)
 
 
 def create_app(
