@@ -319,7 +319,7 @@ def client_bundle(path: Path) -> None:
 
 from cronmetrics.cli.connect import light_command  # noqa: E402
 from cronmetrics.cli.jobctl import job_group, result_group  # noqa: E402
-from cronmetrics.storage.retention import purge_cmd  # noqa: E402
+from cronmetrics.cli.storage import backup_cmd, purge_cmd  # noqa: E402
 
 cli.add_command(job_group)
 cli.add_command(result_group)
@@ -342,6 +342,7 @@ result_group.add_command(
     )
 )
 cli.add_command(purge_cmd)
+cli.add_command(backup_cmd)
 cli.epilog = """\b
 Exit codes: 0 ok, 1 error (validation problems, server refused input),
 2 usage or configuration error, 3 server unavailable, 4 not found,

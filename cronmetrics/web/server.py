@@ -4,9 +4,9 @@ One worker process on the embedded engine because the state lives in its memory;
 Redis store (which holds the state) ``--workers N``; threads for concurrency. The
 worker is gthread's, made to give its threads only whole requests (:mod:`.worker`), so
 idle and slow clients never hold one. The
-app (and so the scheduler, watcher and snapshotter) is created in the worker after the
+app (and so the scheduler, watcher and the periodic state write) is created in the worker after the
 fork, never in the master. On SIGTERM gunicorn stops accepting, finishes requests, and
-the ``worker_exit`` hook runs the app's shutdown (final snapshot included).
+the ``worker_exit`` hook runs the app's shutdown (final write of state.db included).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from gunicorn.app.base import BaseApplication
 
 from cronmetrics.config import Config
 from cronmetrics.errors import ConfigError, Conflict
-from cronmetrics.storage.generations import claim_state_dir
+from cronmetrics.storage.statedir import claim_state_dir
 from cronmetrics.web.worker import worker_class
 
 __all__ = ["Server", "check_can_start", "claim"]
