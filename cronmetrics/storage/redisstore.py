@@ -64,7 +64,7 @@ log = get_logger("store")
 T = TypeVar("T")
 
 #: recording rebases on a newer state at most this often before it gives up (503)
-MAX_ATTEMPTS = 32
+MAX_ATTEMPTS = 64
 #: writers of one process take a lock per job (striped), so compare-and-set conflicts
 #: only happen between processes
 STRIPES = 64
@@ -192,7 +192,7 @@ class RedisStore:
         """Take the current states a conflicting RECORD returned into the mirror; after a
         few conflicts in a row, wait a little (jittered) so racing replicas spread out."""
         if attempt >= 2:
-            time.sleep(random.uniform(0, 0.001 * attempt))  # noqa: S311 (not crypto)
+            time.sleep(random.uniform(0, 0.002 * min(attempt, 25)))  # noqa: S311 (not crypto)
         pairs = reply[1:]
         for job_id, raw in zip(pairs[::2], pairs[1::2], strict=True):
             if raw:
