@@ -147,13 +147,14 @@ def propagation(count: int, duration: float, rate: float) -> list[float]:
             return [max(0.0, seen[m] - acked[m]) for m in acked if m in seen]
 
 
-def metrics_scrapes(count: int, samples: int = 30) -> tuple[float, float, float]:
-    """(embedded median s, replica median s, new replica ready s)."""
+def metrics_scrapes(count: int, samples: int = 30) -> tuple[float, float, float, float]:
+    """(embedded median s, replica median s, embedded ready s, new replica ready s)."""
     with jobs_tree(count) as (jobs_dir, jobs), redis_running() as redis:
         medians = []
-        ready = 0.0
+        ready = []
         for args in ([], ["--store", redis.url]):
             with serve(jobs_dir, count, extra_args=args, timeout=600) as server:
+                ready.append(server.ready_after)
                 report_all(server.port, jobs)
                 time.sleep(1.0)  # let the 0.25 s prepare pass pick up every job
                 conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
@@ -162,8 +163,7 @@ def metrics_scrapes(count: int, samples: int = 30) -> tuple[float, float, float]
                 times = [timed_get(conn, "/metrics")[0] for _ in range(samples)]
                 medians.append(statistics.median(times))
         with serve(jobs_dir, count, extra_args=["--store", redis.url], timeout=600) as late:
-            ready = late.ready_after
-        return medians[0], medians[1], ready
+            return medians[0], medians[1], ready[0], late.ready_after
 
 
 def main() -> int:
@@ -188,14 +188,15 @@ def main() -> int:
         f"max {delays[-1] * 1000:6.1f} ms ({verdict(p99 <= 1.0)}: p99 <= 1 s)"
     )
 
-    emb, rep, ready = metrics_scrapes(args.jobs)
+    emb, rep, emb_ready, ready = metrics_scrapes(args.jobs)
     print(
         f"/metrics, {args.jobs} jobs: embedded {emb * 1000:6.1f} ms, replica {rep * 1000:6.1f} ms"
         f" = {rep / emb:4.2f}x ({verdict(rep / emb <= 1.5)}: <= 1.5x)"
     )
     print(
         f"new replica, {args.jobs} jobs in Redis: ready in {ready:4.1f} s "
-        f"({verdict(ready <= 10)}: <= 10 s)"
+        f"({verdict(ready <= 10)}: <= 10 s); the embedded engine's start in the same run "
+        f"{emb_ready:4.1f} s"
     )
     return 0
 
