@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import random
 import threading
 import time
@@ -135,6 +136,8 @@ class RedisStore:
         self.mirror = Mirror(tail, prefix, on_change=on_change, on_reload=self._after_reload)
         self._pending: set[str] = set()  # ensured while Redis was down: written on reload
         self._stripes = [threading.Lock() for _ in range(STRIPES)]
+        self._op_prefix = uuid.uuid4().hex
+        self._ops = itertools.count()
         if start:
             self.mirror.start()
 
@@ -152,6 +155,11 @@ class RedisStore:
             raise StoreUnavailable(f"the Redis store {self.display} refused us: {exc}") from None
         except redis.RedisError as exc:
             raise StorageError(f"the Redis store {self.display} failed ({what}): {exc}") from None
+
+    def _op_id(self) -> str:
+        """Unique per call across processes: a random prefix per engine and a counter
+        (uuid4 per call read /dev/urandom on every submission)."""
+        return f"{self._op_prefix}{next(self._ops)}"
 
     def _key(self, name: str) -> str:
         return self.prefix + name
@@ -226,7 +234,7 @@ class RedisStore:
     def _cas_locked(
         self, ids: list[str], change: Callable[[JobState | None], JobState | None], fresh: bool
     ) -> dict[str, JobState]:
-        op = uuid.uuid4().hex
+        op = self._op_id()
         for attempt in range(MAX_ATTEMPTS):
             if fresh and attempt == 0:
                 current = self._fetch(ids)
@@ -260,7 +268,7 @@ class RedisStore:
             return self._record_locked(results, now)
 
     def _record_locked(self, results: Sequence[Result], now: float) -> list[Recorded]:
-        op = uuid.uuid4().hex
+        op = self._op_id()
         known_dups: set[str] = set()
         for attempt in range(MAX_ATTEMPTS):
             base: dict[str, JobState] = {}
