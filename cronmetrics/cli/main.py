@@ -166,19 +166,16 @@ def serve(
 
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
+    from cronmetrics.web.reconfigure import ConfigSource
+
     tls = {"cert": tls_cert, "key": tls_key} if tls_cert is not None else None
-    config = build_config(
-        config_path,
-        jobs_dir=jobs_dir,
-        state_dir=state_dir,
-        bind=bind,
-        tls=tls,
-        no_auth=no_auth,
-    )
+    flags = {"jobs_dir": jobs_dir, "state_dir": state_dir, "bind": bind, "tls": tls}
+    source = ConfigSource(config_path, {**flags, "no_auth": no_auth})  # read again on SIGHUP
+    config = build_config(config_path, **source.overrides)
     check_can_start(config)
     claimed = claim(config)  # held until the process exits
     try:
-        Server(config, threads=threads).run()
+        Server(config, threads=threads, source=source).run()
     finally:
         if claimed is not None:
             os.close(claimed)
