@@ -1,6 +1,9 @@
-"""``cronmetrics serve``: gunicorn in-process, one worker with threads.
+"""``cronmetrics serve``: gunicorn in-process, worker processes with threads.
 
-One worker process because the state lives in its memory; threads for concurrency. The
+One worker process on the embedded engine because the state lives in its memory; with a
+Redis store (which holds the state) ``--workers N``; threads for concurrency. The
+worker is gthread's, made to give its threads only whole requests (:mod:`.worker`), so
+idle and slow clients never hold one. The
 app (and so the scheduler, watcher and snapshotter) is created in the worker after the
 fork, never in the master. On SIGTERM gunicorn stops accepting, finishes requests, and
 the ``worker_exit`` hook runs the app's shutdown (final snapshot included). SIGHUP reloads
@@ -19,13 +22,30 @@ from cronmetrics.storage.generations import claim_state_dir
 from cronmetrics.web import lifecycle
 from cronmetrics.web.reconfigure import ConfigSource, check_auth
 from cronmetrics.web.tls import CertificateReloader
+from cronmetrics.web.worker import worker_class
 
 __all__ = ["Server", "check_can_start", "claim"]
 
 
-def check_can_start(config: Config) -> None:
-    """Refuse to run an open server by accident (DESIGN.md section 7), or one that
-    cannot listen where it was told to."""
+def check_can_start(config: Config, *, workers: int = 1) -> None:
+    """Refuse to run an open server by accident (DESIGN.md section 7), or N workers on
+    an engine whose state lives in one process's memory, or one that cannot listen where
+    it was told to."""
+    if workers > 1 and not config.redis:
+        raise ConfigError(
+            f"--workers {workers} needs a Redis store (store: redis://...): the embedded "
+            "engine keeps the state in one process's memory, so it runs one worker; use "
+            "--threads for concurrency"
+        )
+    if config.store_password_file is not None:
+        try:
+            config.store_password_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"store_password_file {config.store_password_file} cannot be read: {exc}"
+            ) from None
+    if config.redis:  # until the Redis engine lands: never silently keep state in memory
+        raise ConfigError("store: the Redis engine is not available in this build yet")
     check_auth(config)
     if config.tls is not None:
         for what, path in (("certificate", config.tls.cert), ("key", config.tls.key)):
@@ -49,10 +69,16 @@ def claim(config: Config) -> int | None:
 
 class Server(BaseApplication):  # type: ignore[misc]
     def __init__(
-        self, config: Config, *, threads: int = 8, source: ConfigSource | None = None
+        self,
+        config: Config,
+        *,
+        threads: int = 8,
+        workers: int = 1,
+        source: ConfigSource | None = None,
     ) -> None:
         self.cm_config = config
         self.threads = threads
+        self.workers = workers
         self.source = source
         super().__init__()
 
@@ -61,8 +87,8 @@ class Server(BaseApplication):  # type: ignore[misc]
         bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         settings: dict[str, Any] = {
             "bind": [bind],
-            "workers": 1,
-            "worker_class": "gthread",
+            "workers": self.workers,
+            "worker_class": worker_class(self.cm_config),
             "threads": self.threads,
             "keepalive": 75,
             "timeout": 60,
