@@ -246,3 +246,6 @@ def test_a_renewed_certificate_is_served_to_the_next_connection(tmp_path: Path) 
         assert deep["checks"]["tls"]["ok"] is True
         assert renewed[:16] in deep["checks"]["tls"]["detail"]
         assert logged(server, "TLS certificate reloaded")
+        assert (
+            logged(server, f"listening on https://127.0.0.1:{server.port}")[0]["scheme"] == "https"
+        )

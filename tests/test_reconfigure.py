@@ -233,3 +233,14 @@ def test_the_watcher_reloads_when_the_file_changes_on_disk(live: Callable[..., L
         run.reloader.stop()
     check = run.svc.health()["config_file"]  # a watcher that died fails readiness
     assert (check.ok, check.critical) == (False, True)
+
+
+def test_the_whole_config_file_of_the_docs_loads(tmp_path: Path) -> None:
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    text = (docs / "configuration.md").read_text()
+    block = text.split("A whole config file", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "config.yaml"
+    path.write_text(block.replace("<hex>", hash_token(OLD)))
+    config = ConfigSource(path).load()
+    assert [t.name for t in config.auth.tokens] == ["ops", "backups", "grafana"]
+    assert config.tls is not None
