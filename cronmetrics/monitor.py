@@ -211,6 +211,24 @@ class Monitor:
 
     # -- submissions ---------------------------------------------------------------------
 
+    def reconfigure(
+        self,
+        *,
+        accept_unknown: bool,
+        max_output_bytes: int,
+        redact: Callable[[str], str] | None,
+        max_results_per_job: int,
+    ) -> None:
+        """Apply a reloaded config's submission policy. A shorter history limit cuts the
+        embedded engine's histories at once (written at the next state write)."""
+        with self.lock:
+            self.accept_unknown = accept_unknown
+            self.max_output_bytes = max_output_bytes
+            self.redact = redact
+        store = self.store
+        if isinstance(store, EmbeddedStore) and store.max_results != max_results_per_job:
+            store.set_max_results(max_results_per_job)
+
     def resolve(self, job_name: str, host: str | None) -> str | None:
         """``name@host`` when that is defined, else the host-agnostic ``name``."""
         if host:

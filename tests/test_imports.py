@@ -1,7 +1,8 @@
 """The package's import graph has no cycle, so every module can be imported on its own.
 
-Imports are read from the source with ``ast`` (top-level and inside functions alike: a
-deferred import that closes a cycle is still a cycle in the design)."""
+Imports are read from the source with ``ast``, top-level and inside functions alike: a
+deferred import that closes a cycle is still a cycle in the design. Imports under
+``if TYPE_CHECKING:`` are left out: they name types for annotations and never run."""
 
 from __future__ import annotations
 
@@ -25,7 +26,17 @@ def imports_of(module: str) -> set[str]:
     path = ROOT.joinpath(*parts[1:])
     path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If)
+        and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+        for inner in ast.walk(node)
+    }
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]

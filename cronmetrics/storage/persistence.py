@@ -178,10 +178,21 @@ class Persistence:
         if self._stopped:
             return
         self._stopped = True
+        started = time.perf_counter()
+        where = {"state_dir": str(self.state_dir), "pending": self.store.pending()}
         try:
             self.store.close()
         except (StorageError, sqlite3.Error) as exc:
-            log.error("final state write failed", extra={"error": str(exc)})
+            log.error(
+                "final state write failed; what was written before stays",
+                extra={**where, "error": str(exc)},
+            )
+            return
+        if self.store.database is not None:
+            log.info(
+                "final state write done",
+                extra={**where, "seconds": round(time.perf_counter() - started, 3)},
+            )
 
     def health(self) -> tuple[bool, str, bool]:
         """The ``store`` check of ``/health/deep``: (ok, detail, critical). Not being able

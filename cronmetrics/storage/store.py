@@ -94,6 +94,8 @@ class EmbeddedStore:
         #: rows each job has in the database (to trim it lazily to its history)
         self._db_rows: dict[str, int] = {}
         self._queue: list[_Batch] = []
+        #: histories cut by a smaller limit: their rows are trimmed at the next write
+        self._cut: set[str] = set()
         self.last_error: str | None = None
         self.last_persisted: float | None = None
         if loaded is not None:
@@ -178,12 +180,17 @@ class EmbeddedStore:
             self._mark(job_id)
 
     def _trims(self, rows: Iterable[Result]) -> dict[str, int]:
-        """Jobs whose rows in the database outgrew their history by the slack."""
+        """Jobs whose rows in the database outgrew their history by the slack (and the
+        ones a smaller limit cut)."""
         counts = self._db_rows
         for r in rows:
             counts[r.job_id] = counts.get(r.job_id, 0) + 1
         limit = self.max_results + max(1, int(self.max_results * _TRIM_SLACK))
-        return {j: self.max_results for j in {r.job_id for r in rows} if counts[j] > limit}
+        trims = {j: self.max_results for j in {r.job_id for r in rows} if counts[j] > limit}
+        with self._lock:
+            cut, self._cut = self._cut, set()
+        trims.update((j, self.max_results) for j in cut)
+        return trims
 
     def _written(self, trims: Mapping[str, int], now: float | None) -> None:
         for job_id, keep in trims.items():
@@ -260,6 +267,21 @@ class EmbeddedStore:
                 self._history(job_id)
                 self._mark(job_id)
             return updated
+
+    def set_max_results(self, max_results_per_job: int) -> list[str]:
+        """A new history limit for every job (a config reload); the ids whose history
+        was cut to it (their rows in the database are trimmed at the next write)."""
+        with self._lock:
+            self.max_results = max_results_per_job
+            cut = []
+            for job_id, history in self._histories.items():
+                before = len(history)
+                history.limit(max_results_per_job)
+                if len(history) != before:
+                    cut.append(job_id)
+                    self._mark(job_id)
+                    self._cut.add(job_id)
+            return cut
 
     def ensure(self, job_id: str, now: float) -> JobState:
         state = self.state(job_id)

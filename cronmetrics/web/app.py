@@ -9,9 +9,7 @@ created in the worker, so background threads never run in the master.
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Callable
 
 from flask import Flask
 from werkzeug.exceptions import HTTPException
@@ -40,33 +38,13 @@ from cronmetrics.web import (
 from cronmetrics.web.auth import TokenAuth
 from cronmetrics.web.exposition import Exposition
 from cronmetrics.web.metrics import SelfMetrics
+from cronmetrics.web.reconfigure import ConfigReloader, ConfigSource
+from cronmetrics.web.redaction import make_redactor
 from cronmetrics.web.services import Clock, Services, services
 
-__all__ = ["Services", "create_app", "register_routes", "services"]
+__all__ = ["Services", "create_app", "make_redactor", "register_routes", "services"]
 
 log = get_logger("app")
-
-
-def make_redactor(patterns: list[str]) -> Callable[[str], str] | None:
-    """Replace every match with ``[REDACTED]``; only the ``(?P<secret>...)`` group if the
-    pattern has one, so ``DB_PASSWORD=[REDACTED]`` still says what was hidden."""
-    if not patterns:
-        return None
-    compiled = [re.compile(p) for p in patterns]
-
-    def hide(match: re.Match[str]) -> str:
-        if "secret" not in match.re.groupindex or match.start("secret") < 0:
-            return "[REDACTED]"
-        text, base = match.group(0), match.start()
-        start, end = match.span("secret")
-        return text[: start - base] + "[REDACTED]" + text[end - base :]
-
-    def redact(text: str) -> str:
-        for regex in compiled:
-            text = regex.sub(hide, text)
-        return text
-
-    return redact
 
 
 def register_routes(app: Flask) -> None:
@@ -89,8 +67,13 @@ def create_app(
     *,
     clock: Clock = time.time,
     start_background: bool = True,
+    source: ConfigSource | None = None,
 ) -> Flask:
-    """Build the app. ``start_background=False`` leaves time to the caller (tests)."""
+    """Build the app. ``start_background=False`` leaves time to the caller (tests).
+
+    With ``source`` (where ``config`` was read from), SIGHUP and changes of the config
+    file apply what can change at run time (:mod:`cronmetrics.web.reconfigure`).
+    """
     configure_logging(config.log.level, config.log.format)
     redact = make_redactor(config.redact)
     try:  # a first start (the README's command) has no state dir yet
@@ -159,11 +142,14 @@ def create_app(
             "kept the state of jobs no longer defined (dropped after retention.days)",
             extra={"jobs": len(detached), "sample": detached[:5]},
         )
-    days = config.retention.days
-    try:
-        purge_expired(store, days, clock())
-    except StorageError as exc:  # Redis down at start: the scheduled purge catches up
-        log.error("cannot purge expired history", extra={"error": exc.message})
+
+    def purge() -> None:  # reads the config each time: retention.days reloads
+        try:
+            purge_expired(store, svc.config.retention.days, clock())
+        except StorageError as exc:  # Redis unreachable: the next scheduled purge catches up
+            log.error("cannot purge expired history", extra={"error": exc.message})
+
+    purge()
     if config.redis:
         _follow_replicas(svc)
     if start_background:
@@ -175,9 +161,11 @@ def create_app(
             svc.scheduler.every(config.snapshot.interval, svc.persistence.tick, "snapshot")
         else:  # behind the change stream's callbacks: cheap when nothing changed
             svc.scheduler.every(1.0, lambda: monitor.sync(clock()), "store-sync")
-        svc.scheduler.every(PURGE_EVERY, lambda: purge_expired(store, days, clock()), "retention")
+        svc.scheduler.every(PURGE_EVERY, purge, "retention")
         if config.watch.enabled:
             _start_watcher(svc)
+    if source is not None:
+        _start_config_reloader(svc, app, source, start_background=start_background)
     return app
 
 
@@ -197,6 +185,18 @@ def _follow_replicas(svc: Services) -> None:
     store.mirror.subscribe(changed)
     changed()  # what arrived between the first reload and now
     svc.metrics.store_up.set_function(lambda: 1.0 if store.health().ok else 0.0)
+
+
+def _start_config_reloader(
+    svc: Services, app: Flask, source: ConfigSource, *, start_background: bool
+) -> None:
+    def body_limit(config: Config) -> None:  # werkzeug reads it per request
+        app.config["MAX_CONTENT_LENGTH"] = config.limits.max_body_bytes
+
+    reloader = ConfigReloader(svc, source, on_applied=body_limit)
+    svc.config_reloader = reloader
+    if start_background:
+        reloader.start()
 
 
 def _start_watcher(svc: Services) -> None:

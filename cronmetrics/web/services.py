@@ -33,6 +33,7 @@ from cronmetrics.web.metrics import SelfMetrics
 
 if TYPE_CHECKING:
     from cronmetrics.jobs.watcher import Watcher
+    from cronmetrics.web.reconfigure import ConfigReloader
 
 __all__ = ["Clock", "HealthCheck", "Services", "services"]
 
@@ -60,6 +61,8 @@ class Services:
     persistence: Persistence | None = None
     scheduler: Scheduler | None = None
     watcher: Watcher | None = None
+    #: SIGHUP and changes of the config file (None: built without a config source)
+    config_reloader: ConfigReloader | None = None
     last_reload: ReloadReport | None = None
     last_reload_error: str | None = None
     #: more readiness checks of ``/health/deep``, by name
@@ -145,6 +148,8 @@ class Services:
             return
         self._stopped = True
         stops: list[Callable[[], None]] = []
+        if self.config_reloader is not None:
+            stops.append(self.config_reloader.stop)
         if self.watcher is not None:
             stops.append(self.watcher.stop)
         if self.persistence is not None:
@@ -193,6 +198,8 @@ class Services:
             checks["scheduler"] = Check(alive, "running" if alive else "stopped")
         if self.watcher is not None:
             checks["watcher"] = as_check(self.watcher.health())
+        if self.config_reloader is not None:
+            checks["config_file"] = as_check(self.config_reloader.health())
         if self.persistence is not None:
             checks["store"] = Check(*self.persistence.health())
         else:
