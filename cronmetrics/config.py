@@ -37,7 +37,7 @@ from cronmetrics.errors import ConfigError, Problem
 
 __all__ = ["Config", "Scope", "TokenConfig", "default_state_dir", "load_config"]
 
-Scope = Literal["admin", "submit", "read", "metrics"]
+Scope = Literal["admin", "submit", "read", "metrics", "maintenance"]
 #: Secrets that must not leave the process; ``cronmetrics config show`` masks them.
 SECRET_FIELDS = frozenset({"sha256"})
 
@@ -140,6 +140,15 @@ class WatchConfig(_Section):
     rescan_interval: Annotated[StrictFloat, Field(ge=1, le=86400)] = 60.0
 
 
+class MaintenanceConfig(_Section):
+    """Runtime maintenance windows (``/api/maintenance``, ``cronmetrics maintenance``)."""
+
+    #: the longest window the API accepts, in seconds (default 30 days)
+    max_duration: Annotated[StrictInt, Field(ge=60, le=366 * 86400)] = 30 * 86400
+    #: how long an ended window is kept (listed as expired) before it is deleted, seconds
+    keep_expired: Annotated[StrictInt, Field(ge=0, le=366 * 86400)] = 5 * 86400
+
+
 def default_state_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "cronmetrics"
@@ -234,6 +243,7 @@ class Config(BaseSettings):
     job_writes: Literal["auto", "enabled", "disabled"] = "auto"
     log: LogConfig = Field(default_factory=LogConfig)
     watch: WatchConfig = Field(default_factory=WatchConfig)
+    maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
 
     @field_validator("bind")
     @classmethod
