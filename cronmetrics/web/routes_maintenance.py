@@ -1,7 +1,8 @@
 """``/api/maintenance``: runtime maintenance windows (list, create, read, end early).
 
-Scopes: reading takes ``read``, ``maintenance`` or ``admin``; creating and ending take
-``maintenance`` (the on-call scope: silence jobs, nothing else) or ``admin``. A token
+Scopes (which do not imply each other): reading takes ``read`` or ``maintenance``;
+creating and ending take ``maintenance`` (the on-call scope: silence jobs and see the
+windows, nothing else) or ``admin``. A token
 limited to some jobs cannot create or end windows: a window selects jobs by matchers, so
 it could silence jobs outside its globs.
 """
@@ -19,7 +20,7 @@ from cronmetrics.windows import Window
 
 bp = Blueprint("maintenance", __name__)
 
-_READ = frozenset({"read", "maintenance", "admin"})
+_READ = frozenset({"read", "maintenance"})
 _WRITE = frozenset({"maintenance", "admin"})
 _ADAPTER = pydantic.TypeAdapter(WindowIn)
 
@@ -28,7 +29,7 @@ def _require(write: bool) -> Identity:
     who = identity()
     allowed = _WRITE if write else _READ
     if not who.scopes & allowed:
-        need = "'maintenance' or 'admin'" if write else "'read', 'maintenance' or 'admin'"
+        need = "'maintenance' or 'admin'" if write else "'read' or 'maintenance'"
         raise Forbidden(f"token {who.name!r} lacks the {need} scope")
     if write and who.jobs is not None:
         raise Forbidden(
