@@ -103,6 +103,8 @@ class Monitor:
         #: runtime maintenance windows by id, and per job the ones whose matchers select it
         self.windows: dict[str, Window] = {}
         self._job_windows: dict[str, tuple[Window, ...]] = {}
+        #: what matchers see of each job, per definition (building it is most of a match)
+        self._matchable: dict[str, tuple[JobDefinition, dict[str, str]]] = {}
 
     # -- change notification -------------------------------------------------------------
 
@@ -204,6 +206,7 @@ class Monitor:
     def _forget(self, job_id: str) -> None:
         self.definitions.pop(job_id, None)
         self._job_windows.pop(job_id, None)
+        self._matchable.pop(job_id, None)
         self.evaluations.pop(job_id, None)
         self._scheduled.pop(job_id, None)
         self.unmanaged.discard(job_id)
@@ -309,9 +312,17 @@ class Monitor:
 
     # -- maintenance windows -------------------------------------------------------------
 
+    def _labels_of(self, job_id: str) -> dict[str, str]:
+        definition = self.definitions[job_id]
+        cached = self._matchable.get(job_id)
+        if cached is None or cached[0] is not definition:
+            cached = (definition, job_labels(definition))
+            self._matchable[job_id] = cached
+        return cached[1]
+
     def _match_windows(self, job_id: str) -> bool:
         """Recompute which windows select ``job_id``; return whether that changed."""
-        labels = job_labels(self.definitions[job_id])
+        labels = self._labels_of(job_id)
         chosen = tuple(w for w in self.windows.values() if w.selects(labels))
         before = self._job_windows.get(job_id, ())
         if chosen:
@@ -353,7 +364,7 @@ class Monitor:
     def selected_by(self, window: Window) -> list[str]:
         """Ids of the jobs ``window``'s matchers select now, sorted."""
         with self.lock:
-            return sorted(j for j, d in self.definitions.items() if window.selects(job_labels(d)))
+            return sorted(j for j in self.definitions if window.selects(self._labels_of(j)))
 
     def window_counts(self, now: float) -> dict[str, int]:
         """Windows per state at ``now`` (``cronmetrics_maintenance_windows``)."""

@@ -242,13 +242,43 @@ class Coverage:
 NO_COVERAGE = Coverage()
 
 
-def _recurring_spans(
-    recurring: Sequence[RecurringWindow], zone: str
-) -> list[tuple[cron.CronSchedule, Any, int]]:
-    return [
-        (cron.parse(r.schedule), cron.parse_timezone(r.timezone or zone), r.duration)
-        for r in recurring
-    ]
+#: (cron expression, zone) -> (p, n): consecutive fires, so for any t in [p, n) the last
+#: fire at or before t is p and the first one after it is n
+_FIRES: dict[tuple[str, str], tuple[float, float]] = {}
+
+
+class _Recurring:
+    """One recurring window's fires around an instant, remembered per schedule and zone:
+    every evaluation of a job with a recurring window asks for the fires around "now", and
+    iterating cron each time made a batch of submissions ten times slower."""
+
+    __slots__ = ("duration", "key", "schedule", "tz")
+
+    def __init__(self, window: RecurringWindow, zone: str) -> None:
+        self.schedule = cron.parse(window.schedule)
+        name = window.timezone or zone
+        self.tz = cron.parse_timezone(name)
+        self.key = (self.schedule.normalized, name)
+        self.duration = window.duration
+
+    def around(self, at: float) -> tuple[float, float]:
+        """The last fire at or before ``at`` and the first one after it."""
+        known = _FIRES.get(self.key)
+        if known is not None and known[0] <= at < known[1]:
+            return known
+        fires = (
+            cron.previous_fire(self.schedule, self.tz, at),
+            cron.next_fire(self.schedule, self.tz, at),
+        )
+        if len(_FIRES) >= 10_000:
+            _FIRES.clear()
+        _FIRES[self.key] = fires
+        return fires
+
+
+@functools.lru_cache(maxsize=4096)
+def _spans(recurring: tuple[RecurringWindow, ...], zone: str) -> tuple[_Recurring, ...]:
+    return tuple(_Recurring(r, zone) for r in recurring)
 
 
 def coverage(
@@ -268,7 +298,7 @@ def coverage(
     runtime = [w for w in windows if w.start < w.end]
     if not runtime and not recurring:
         return NO_COVERAGE
-    spans = _recurring_spans(recurring, zone)
+    spans = _spans(tuple(recurring), zone)
     in_force = tuple(w.id for w in runtime if w.start <= now < w.end)
     recurring_now = False
     point, until = now, None
@@ -277,23 +307,20 @@ def coverage(
         for w in runtime:
             if w.start <= point < w.end:
                 best = max(best, w.end)
-        for schedule, tz, duration in spans:
-            fired = cron.previous_fire(schedule, tz, point)
-            if fired + duration > point:
-                best = max(best, fired + duration)
+        for span in spans:
+            fired = span.around(point)[0]
+            if fired + span.duration > point:
+                best = max(best, fired + span.duration)
                 recurring_now = recurring_now or point == now
         if best == point:
             break
         until = point = best
     last_end = None
-    next_start = None
     if until is None:
         ends = [w.end for w in runtime if w.end <= now]
-        for schedule, tz, duration in spans:
-            ends.append(cron.previous_fire(schedule, tz, now) + duration)
+        ends.extend(span.around(now)[0] + span.duration for span in spans)
         last_end = max(ends) if ends else None
     starts = [w.start for w in runtime if w.start > now]
-    for schedule, tz, _ in spans:
-        starts.append(cron.next_fire(schedule, tz, now))
+    starts.extend(span.around(now)[1] for span in spans)
     next_start = min(starts) if starts else None
     return Coverage(until, in_force, recurring_now, last_end, next_start)
