@@ -43,27 +43,17 @@ MAX_REGEX = 1000
 #: bound on chaining back-to-back windows when computing when maintenance ends
 _MAX_CHAIN = 64
 _NAME_RE = re.compile(LABEL_PATTERN)
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)", re.I)
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_duration(text: str) -> int:
     """``600``, ``10m``, ``1h30m``, ``2d`` -> whole seconds; ``ValueError`` otherwise."""
-    raw = text.strip()
-    pos = 0
-    total = 0.0
-    for match in _DURATION_RE.finditer(raw):
-        if match.start() != pos or (not match.group(2) and match.end() != len(raw)):
-            break
-        total += float(match.group(1)) * _UNITS[match.group(2).lower()]
-        pos = match.end()
-        while pos < len(raw) and raw[pos] == " ":
-            pos += 1
-    if not raw or pos != len(raw) or not total.is_integer():
-        raise ValueError(
-            f"{text!r} is not a duration: use seconds (600) or units like 10m, 1h30m, 2d"
-        )
-    return int(total)
+    from cronmetrics.client.cli import parse_duration as parse
+    from cronmetrics.client.http import UsageError
+
+    try:
+        return parse(text, what="")
+    except UsageError as exc:
+        raise ValueError(exc.message.strip()) from None
 
 
 @functools.lru_cache(maxsize=1024)

@@ -16,8 +16,9 @@ from typing import Any
 
 import click
 
+from cronmetrics.cli.connect import client_options
 from cronmetrics.cli.output import FORMATS, age, emit, parse_duration, render_table
-from cronmetrics.client.http import ClientSettings, client_options
+from cronmetrics.client.http import ClientSettings
 from cronmetrics.errors import ValidationError
 
 __all__ = ["maintenance_group"]

@@ -147,12 +147,13 @@ def emit(data: Any, fmt: str, table: str | None = None) -> None:
 
 def parse_duration(text: str, *, what: str) -> int:
     """``600``, ``10m``, ``1h30m``, ``2d`` -> whole seconds; raises click.BadParameter."""
-    from cronmetrics.windows import parse_duration as seconds
+    from cronmetrics.client.cli import parse_duration as parse
+    from cronmetrics.client.http import UsageError
 
     try:
-        return seconds(text)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint=what) from None
+        return parse(text, what="")
+    except UsageError as exc:
+        raise click.BadParameter(exc.message.strip(), param_hint=what) from None
 
 
 def parse_labels(values: Sequence[str], *, what: str = "'--label'") -> dict[str, str]:

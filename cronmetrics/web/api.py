@@ -253,6 +253,7 @@ def _teardown(exc: BaseException | None) -> None:
 
 def register(app: Flask) -> None:
     from cronmetrics.web import (
+        routes_client,
         routes_history,
         routes_jobs,
         routes_maintenance,
@@ -271,6 +272,7 @@ def register(app: Flask) -> None:
     app.register_blueprint(routes_jobs.bp)
     app.register_blueprint(routes_history.bp)
     app.register_blueprint(routes_maintenance.bp)
+    app.register_blueprint(routes_client.bp)
 
 
 def stream(chunks: Iterable[bytes]) -> Iterable[bytes]:
