@@ -8,6 +8,7 @@ pydantic-settings does the merging and the environment parsing; the file is read
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import os
 import re
 import types
@@ -159,9 +160,25 @@ class WatchConfig(_Section):
     reload_budget: Annotated[StrictFloat, Field(gt=0, le=3600)] = 30.0
 
 
-def default_state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "cronmetrics"
+def default_state_dir(jobs_dir: Path | None = None) -> Path:
+    """``$XDG_STATE_HOME/cronmetrics/<jobs dir name>-<hash>``: a state dir per jobs dir.
+
+    Two servers on different jobs dirs (a trial beside the real one, the README's example
+    and the guide's) then never share state: the second would otherwise drop the first
+    one's jobs as "no longer defined". The hash is of the resolved path, so ``./jobs.d``
+    and its absolute path are the same dir. Without ``jobs_dir``: the common parent.
+    """
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    if jobs_dir is None:
+        return base / "cronmetrics"
+    resolved = Path(jobs_dir).resolve()
+    digest = hashlib.sha256(str(resolved).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", resolved.name) or "root"
+    return base / "cronmetrics" / f"{name}-{digest}"
+
+
+#: ``state_dir`` not given: :func:`default_state_dir` of the jobs dir, found by a validator
+_AUTO_STATE_DIR = Path("\0default")
 
 
 _BIND_PATTERN = r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]*):(\d{1,5})$"
@@ -282,7 +299,8 @@ class Config(BaseSettings):
     )
 
     jobs_dir: Path = Path("jobs.d")
-    state_dir: Path = Field(default_factory=default_state_dir)
+    #: default: :func:`default_state_dir` of ``jobs_dir``
+    state_dir: Path = Field(default_factory=lambda: _AUTO_STATE_DIR, validate_default=True)
     #: HOST:PORT; an exporter listens on all interfaces by default
     bind: Annotated[str, Field(json_schema_extra={"pattern": _BIND_PATTERN})] = "0.0.0.0:9479"
     tls: TlsConfig | None = None
@@ -342,6 +360,14 @@ class Config(BaseSettings):
                     f"redact[{index}] is not a valid regular expression: {exc}"
                 ) from None
         return patterns
+
+    @field_validator("state_dir", mode="before")
+    @classmethod
+    def _default_state_dir(cls, value: Any, info: pydantic.ValidationInfo) -> Any:
+        if value is _AUTO_STATE_DIR:
+            jobs_dir = info.data.get("jobs_dir")
+            return default_state_dir(Path(jobs_dir) if jobs_dir is not None else Path("jobs.d"))
+        return value
 
     @field_validator("state_dir")
     @classmethod
