@@ -25,6 +25,7 @@ from cronmetrics.evaluator import Evaluation, evaluate
 from cronmetrics.jobs.model import JobDefinition, Lifecycle, ResultIn
 from cronmetrics.storage.interface import JobState, Result, Store
 from cronmetrics.storage.store import EmbeddedStore
+from cronmetrics.windows import Window, job_labels
 
 __all__ = ["FUTURE_TOLERANCE", "JobView", "Monitor", "ReloadDiff"]
 
@@ -101,6 +102,11 @@ class Monitor:
         self._counts_cache: tuple[tuple[int, int], dict[str, Any]] | None = None
         #: where :meth:`sync` left the store's change stream
         self._cursor = ""
+        #: runtime maintenance windows by id, and per job the ones whose matchers select it
+        self.windows: dict[str, Window] = {}
+        self._job_windows: dict[str, tuple[Window, ...]] = {}
+        #: what matchers see of each job, per definition (building it is most of a match)
+        self._matchable: dict[str, tuple[JobDefinition, dict[str, str]]] = {}
 
     # -- change notification -------------------------------------------------------------
 
@@ -130,7 +136,9 @@ class Monitor:
 
     def _reevaluate(self, job_id: str, now: float) -> None:
         definition = self.definitions[job_id]
-        evaluation = evaluate(definition, self._states[job_id], now)
+        evaluation = evaluate(
+            definition, self._states[job_id], now, self._job_windows.get(job_id, ())
+        )
         self.evaluations[job_id] = evaluation
         self._dirty.add(job_id)
         self.version += 1
@@ -186,6 +194,7 @@ class Monitor:
                 self._keep(states[job_id])
                 self.unmanaged.discard(job_id)
                 self.definitions[job_id] = definition
+                self._match_windows(job_id)
                 self._reevaluate(job_id, now)
         if diff:
             self._notify()
@@ -194,6 +203,8 @@ class Monitor:
     def _forget(self, job_id: str) -> None:
         """Stop serving ``job_id`` (its stored state is the store's business)."""
         self.definitions.pop(job_id, None)
+        self._job_windows.pop(job_id, None)
+        self._matchable.pop(job_id, None)
         self.evaluations.pop(job_id, None)
         self._scheduled.pop(job_id, None)
         self._states.pop(job_id, None)
@@ -319,10 +330,80 @@ class Monitor:
                         continue  # its definition went meanwhile: stored, not served
                     self.definitions[job_id] = _unmanaged_definition(item.job_name, item.host)
                     self.unmanaged.add(job_id)
+                    self._match_windows(job_id)
                 if self._keep(outcome.state) or job_id not in self.evaluations:
                     self._reevaluate(job_id, now)
         self._notify()
         return targets
+
+    # -- maintenance windows -------------------------------------------------------------
+
+    def _labels_of(self, job_id: str) -> dict[str, str]:
+        definition = self.definitions[job_id]
+        cached = self._matchable.get(job_id)
+        if cached is None or cached[0] is not definition:
+            cached = (definition, job_labels(definition))
+            self._matchable[job_id] = cached
+        return cached[1]
+
+    def _match_windows(self, job_id: str) -> bool:
+        """Recompute which windows select ``job_id``; return whether that changed."""
+        labels = self._labels_of(job_id)
+        chosen = tuple(w for w in self.windows.values() if w.selects(labels))
+        before = self._job_windows.get(job_id, ())
+        if chosen:
+            self._job_windows[job_id] = chosen
+        else:
+            self._job_windows.pop(job_id, None)
+        return chosen != before
+
+    def set_windows(self, windows: Iterable[Window], now: float) -> list[str]:
+        """Make ``windows`` the runtime maintenance windows (pending, active and recently
+        expired ones: an expired window still says since when deadlines count); return
+        the ids of the jobs whose windows changed (they are re-evaluated at ``now``)."""
+        with self.lock:
+            fresh = {w.id: w for w in windows}
+            if fresh == self.windows:
+                return []
+            self.windows = fresh
+            changed = [j for j in self.definitions if self._match_windows(j)]
+            for job_id in changed:
+                self._reevaluate(job_id, now)
+            if changed:
+                self.version += 1
+        if changed:
+            self._notify()
+        return changed
+
+    def settle_window(self, window: Window) -> None:
+        """Before an expired window is forgotten: the jobs it covered keep counting their
+        deadlines from its end (as if they had been resumed then)."""
+        if window.start >= window.end:
+            return
+        with self.lock:
+            late = [
+                j
+                for j in self.selected_by(window)
+                if (s := self._states.get(j)) is not None and s.active_since < window.end
+            ]
+        states = [self.store.activate(job_id, window.end) for job_id in late]  # no lock
+        with self.lock:
+            for state in states:
+                if state.job_id in self.definitions:
+                    self._keep(state)
+
+    def selected_by(self, window: Window) -> list[str]:
+        """Ids of the jobs ``window``'s matchers select now, sorted."""
+        with self.lock:
+            return sorted(j for j in self.definitions if window.selects(self._labels_of(j)))
+
+    def window_counts(self, now: float) -> dict[str, int]:
+        """Windows per state at ``now`` (``cronmetrics_maintenance_windows``)."""
+        counts = {"active": 0, "pending": 0, "expired": 0}
+        with self.lock:
+            for window in self.windows.values():
+                counts[window.state(now)] += 1
+        return counts
 
     # -- history and durability ----------------------------------------------------------
 
@@ -359,6 +440,7 @@ class Monitor:
                 self.definitions[job_id] = _unmanaged_definition(name, host or None)
                 self.unmanaged.add(job_id)
                 self._keep(states[job_id])
+                self._match_windows(job_id)
                 self._reevaluate(job_id, now)
         detach = [j for j in orphans if j not in adopt and states[j].detached_since is None]
         self.store.detach(detach, now)

@@ -21,6 +21,7 @@ from cronmetrics.jobs.repository import JobsDir
 from cronmetrics.jobs.writer import JobWriter
 from cronmetrics.logs import configure as configure_logging
 from cronmetrics.logs import get_logger
+from cronmetrics.maintenance import Maintenance
 from cronmetrics.monitor import Monitor
 from cronmetrics.scheduler import Scheduler
 from cronmetrics.storage.interface import Store
@@ -32,6 +33,7 @@ from cronmetrics.web import (
     routes_client,
     routes_history,
     routes_jobs,
+    routes_maintenance,
     routes_results,
     routes_system,
 )
@@ -40,6 +42,7 @@ from cronmetrics.web.exposition import Exposition
 from cronmetrics.web.metrics import SelfMetrics
 from cronmetrics.web.reconfigure import ConfigReloader, ConfigSource
 from cronmetrics.web.redaction import make_redactor
+from cronmetrics.web.reloads import ReloadGuard
 from cronmetrics.web.services import Clock, Services, services
 
 __all__ = ["Services", "create_app", "make_redactor", "register_routes", "services"]
@@ -59,6 +62,7 @@ def register_routes(app: Flask) -> None:
     app.register_blueprint(routes_results.bp)
     app.register_blueprint(routes_jobs.bp)
     app.register_blueprint(routes_history.bp)
+    app.register_blueprint(routes_maintenance.bp)
     app.register_blueprint(routes_client.bp)
 
 
@@ -102,9 +106,9 @@ def create_app(
         max_output_bytes=config.limits.max_output_bytes,
         redact=redact,
     )
-    metrics = SelfMetrics(monitor.counts)
+    metrics = SelfMetrics(monitor.counts, lambda: monitor.window_counts(clock()))
     gauges = StorageGauges(metrics.snapshot_ts, metrics.snapshot_ok, metrics.restore_fallback)
-    jobs_dir = JobsDir(config.jobs_dir)
+    jobs_dir = JobsDir(config.jobs_dir, follow_external_symlinks=config.follow_external_symlinks)
     svc = Services(
         config=config,
         clock=clock,
@@ -134,8 +138,18 @@ def create_app(
     register_routes(app)
     if (refused := svc.writer.refusal()) is not None:
         log.info("API and CLI job writes are refused here", extra={"reason": refused.message})
+    svc.reload_guard = ReloadGuard(metrics, config.watch.reload_budget)
+    svc.health_checks["reload_budget"] = svc.reload_guard.health
+    svc.maintenance = Maintenance(
+        store,  # windows are runtime records: in state.db, shared by replicas on Redis
+        monitor,
+        clock,
+        max_duration=config.maintenance.max_duration,
+        keep_expired=config.maintenance.keep_expired,
+    )
     svc.seed_definitions()  # before the first reload: a file invalid now keeps its job
     svc.reload()
+    svc.maintenance.sync()
     detached = monitor.adopt_stored(clock())
     if detached:
         log.info(
@@ -155,6 +169,7 @@ def create_app(
     if start_background:
         svc.scheduler = Scheduler(monitor, clock)
         svc.scheduler.start()
+        svc.scheduler.every(1.0, svc.maintenance.sync, "maintenance-sync")  # other replicas
         # keep the scraped bodies warm so a scrape renders only the last second's changes
         svc.scheduler.every(0.25, lambda: svc.exposition.prepare(clock()), "metrics-prepare")
         if svc.persistence is not None:

@@ -7,6 +7,7 @@ can use it without importing the application factory, which imports them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable
@@ -33,7 +34,9 @@ from cronmetrics.web.metrics import SelfMetrics
 
 if TYPE_CHECKING:
     from cronmetrics.jobs.watcher import Watcher
+    from cronmetrics.maintenance import Maintenance
     from cronmetrics.web.reconfigure import ConfigReloader
+    from cronmetrics.web.reloads import ReloadGuard
 
 __all__ = ["Clock", "HealthCheck", "Services", "services"]
 
@@ -63,6 +66,10 @@ class Services:
     watcher: Watcher | None = None
     #: SIGHUP and changes of the config file (None: built without a config source)
     config_reloader: ConfigReloader | None = None
+    #: runtime maintenance windows (kept as the store's runtime records)
+    maintenance: Maintenance | None = None
+    #: reload failures and the reload time budget
+    reload_guard: ReloadGuard | None = None
     last_reload: ReloadReport | None = None
     last_reload_error: str | None = None
     #: more readiness checks of ``/health/deep``, by name
@@ -75,7 +82,8 @@ class Services:
 
         ``full`` reads every file; otherwise files whose stat is unchanged are trusted.
         """
-        with self._reload_lock:
+        guard = self.reload_guard
+        with self._reload_lock, guard.running() if guard else contextlib.nullcontext():
             report = self.jobs_dir.reload(full=full)
             now = self.clock()
             definitions = {job_id: jf.definition for job_id, jf in report.jobs.items()}
