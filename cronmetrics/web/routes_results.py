@@ -71,15 +71,9 @@ def _split_id(job_id: str) -> tuple[str, str | None]:
         raise ValidationError([Problem(f"invalid job id: {exc}", field="job_id")]) from None
 
 
-@bp.post("/api/ping/<path:job_id>/<action>")
-def ping(job_id: str, action: str) -> Response:
-    """``curl -X POST --data-binary @log .../api/ping/backup@db1/success``.
-
-    ``path:`` takes ids with a slash too (``/api/ping/team/backup/success``), so that a
-    folder name mistaken for part of the id gets the id rule, not "no such endpoint".
-    """
-    g.submission = True
-    require("submit")  # authenticate before looking at the id or the body
+def ping_result(job_id: str, action: str) -> ResultIn:
+    """The result a ping stands for: the action, ``?run_id=`` (or Healthchecks' ``?rid=``),
+    ``?duration=``, and the body as output whatever its Content-Type."""
     name, host = _split_id(job_id)
     exit_code: int | None = None
     if action == "start":
@@ -99,13 +93,13 @@ def ping(job_id: str, action: str) -> Response:
     fields: dict[str, Any] = {"job_name": name, "host": host, "status": status}
     if exit_code is not None:
         fields["exit_code"] = exit_code
-    for key in ("run_id", "duration"):
-        value = request.args.get(key)
-        if value is not None:
-            fields[key] = value
-    if "duration" in fields:
+    run_id = request.args.get("run_id") or request.args.get("rid")
+    if run_id is not None:
+        fields["run_id"] = run_id
+    duration = request.args.get("duration")
+    if duration is not None:
         try:
-            fields["duration"] = float(fields["duration"])
+            fields["duration"] = float(duration)
         except ValueError:
             raise ValidationError(
                 [Problem("duration must be a number of seconds", field="duration")]
@@ -114,10 +108,26 @@ def ping(job_id: str, action: str) -> Response:
     if output:
         fields["output"] = output.decode("utf-8", "replace")
     try:
-        result = ResultIn.model_validate(fields)
+        return ResultIn.model_validate(fields)
     except pydantic.ValidationError as exc:
         from cronmetrics.jobs.model import problems_from_pydantic
 
         raise ValidationError(problems_from_pydantic(exc)) from None
-    targets = _submit([result], batch=False)
+
+
+def submit_one(result: ResultIn) -> list[str]:
+    """Record one result for the request's (already authenticated) identity."""
+    return _submit([result], batch=False)
+
+
+@bp.post("/api/ping/<path:job_id>/<action>")
+def ping(job_id: str, action: str) -> Response:
+    """``curl -X POST --data-binary @log .../api/ping/backup@db1/success``.
+
+    ``path:`` takes ids with a slash too (``/api/ping/team/backup/success``), so that a
+    folder name mistaken for part of the id gets the id rule, not "no such endpoint".
+    """
+    g.submission = True
+    require("submit")  # authenticate before looking at the id or the body
+    targets = submit_one(ping_result(job_id, action))
     return json_response({"accepted": 1, "jobs": targets})

@@ -91,6 +91,7 @@ class Server(BaseApplication):  # type: ignore[misc]
             "proc_name": "cronmetrics",
             "worker_exit": _worker_exit,
             "post_worker_init": _post_worker_init,
+            "on_starting": _scrub_gunicorn_logs,
             "backlog": 2048,
             "worker_connections": 1000,
         }
@@ -104,6 +105,18 @@ class Server(BaseApplication):  # type: ignore[misc]
         from cronmetrics.web.app import create_app
 
         return create_app(self.cm_config)
+
+
+def _scrub_gunicorn_logs(server: Any) -> None:
+    """gunicorn's own log lines ("Error handling request /ping/KEY/...") lose ping keys
+    too; the access log stays off (``accesslog: None``)."""
+    import logging
+
+    from cronmetrics.logs import ScrubFilter
+
+    for name in ("gunicorn.error", "gunicorn.access"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(ScrubFilter())
 
 
 def _post_worker_init(worker: Any) -> None:
