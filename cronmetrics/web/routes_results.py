@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 from typing import Annotated, Any
 
 import pydantic
 from flask import Blueprint, Response, g, request
 
-from cronmetrics.errors import InvalidRequest, Problem, ValidationError
+from cronmetrics.errors import InvalidRequest, NotFound, Problem, ValidationError
 from cronmetrics.jobs.model import ResultIn, ResultStatus, split_job_id
 from cronmetrics.jobs.model import job_id as make_job_id
 from cronmetrics.logs import bind, get_logger
 from cronmetrics.web.api import current, json_body, json_response, raw_body, require
+from cronmetrics.web.auth import Identity
 
 bp = Blueprint("results", __name__)
 log = get_logger("results")
@@ -36,16 +38,38 @@ def _submit(results: list[ResultIn], *, batch: bool) -> list[str]:
     who = require("submit")
     if len(results) == 1:
         bind(job=make_job_id(results[0].job_name, results[0].host), host=results[0].host)
-    targets = svc.monitor.submit(
-        results,
-        svc.clock(),
-        index_errors=batch,
-        authorize=lambda job_id: svc.auth.require(who, "submit", job_id),
-    )
+    try:
+        targets = svc.monitor.submit(
+            results,
+            svc.clock(),
+            index_errors=batch,
+            authorize=lambda job_id: svc.auth.require(who, "submit", job_id),
+        )
+    except NotFound as exc:
+        if exc.field != "job_name" or len({(r.job_name, r.host) for r in results}) != 1:
+            raise  # a batch for several jobs: the message names the item already
+        raise NotFound(
+            exc.message + _suggest(results[0], list(svc.monitor.definitions), who),
+            field="job_name",
+        ) from None
     svc.metrics.submissions.labels("accepted").inc(len(results))
     if log.isEnabledFor(logging.DEBUG):
         log.debug("results accepted", extra={"count": len(results), "jobs": targets[:10]})
     return targets
+
+
+def _suggest(result: ResultIn, defined: list[str], who: Identity) -> str:
+    """ "; did you mean ...?" for an unknown job: the ids defined for its name, else the
+    closest ids, among those the token may report to (it learns nothing else)."""
+    allowed = [job_id for job_id in defined if who.allows_job(job_id)]
+    wanted = make_job_id(result.job_name, result.host)
+    same_name = sorted(j for j in allowed if j.partition("@")[0] == result.job_name)
+    if same_name:
+        return f"; {result.job_name!r} is defined as {', '.join(map(repr, same_name))}"
+    close = difflib.get_close_matches(wanted, allowed, n=3, cutoff=0.6)
+    if close:
+        return f"; did you mean {' or '.join(map(repr, close))}?"
+    return "; define it in jobs.d (cronmetrics job add) or check --job"
 
 
 @bp.post("/api/job-result")
