@@ -155,6 +155,9 @@ class WatchConfig(_Section):
     #: seconds between rescans of the whole tree whatever the events said (by stat;
     #: every tenth one re-reads every file)
     rescan_interval: Annotated[StrictFloat, Field(ge=1, le=86400)] = 60.0
+    #: seconds one reload may take; a longer one is logged and counted, and fails
+    #: /health/deep while it runs
+    reload_budget: Annotated[StrictFloat, Field(gt=0, le=3600)] = 30.0
 
 
 def default_state_dir(jobs_dir: Path | None = None) -> Path:
@@ -304,6 +307,9 @@ class Config(BaseSettings):
     #: reverse proxies in front that append to X-Forwarded-For; the client address
     #: (failure rate limiting, logs) is then taken from that header, not the TCP peer
     trusted_proxy_hops: Annotated[StrictInt, Field(ge=0, le=10)] = 0
+    #: read job files through symlinks that leave jobs_dir (refused by default: a link to
+    #: /etc/shadow in a pull request must not be read, nor quoted in errors)
+    follow_external_symlinks: StrictBool = False
     auth: AuthConfig = Field(default_factory=AuthConfig)
     no_auth: StrictBool = False
     snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig)

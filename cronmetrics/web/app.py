@@ -8,6 +8,7 @@ background threads never run in the master.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -33,6 +34,7 @@ from cronmetrics.web.exposition import Exposition
 from cronmetrics.web.health import Check, as_check
 from cronmetrics.web.metrics import SelfMetrics
 from cronmetrics.web.reconfigure import ConfigReloader, ConfigSource
+from cronmetrics.web.reloads import ReloadGuard
 
 __all__ = ["Services", "create_app", "services"]
 
@@ -88,7 +90,8 @@ class Services:
 
         ``full`` reads every file; otherwise files whose stat is unchanged are trusted.
         """
-        with self._reload_lock:
+        guard = self.extras.get("reload_guard")
+        with self._reload_lock, guard.running() if guard else contextlib.nullcontext():
             report = self.jobs_dir.reload(full=full)
             now = self.clock()
             definitions = {job_id: jf.definition for job_id, jf in report.jobs.items()}
@@ -205,7 +208,7 @@ def create_app(
         monitor=monitor,
         exposition=Exposition(monitor, metrics.render),
         metrics=metrics,
-        jobs_dir=JobsDir(config.jobs_dir),
+        jobs_dir=JobsDir(config.jobs_dir, follow_external_symlinks=config.follow_external_symlinks),
         auth=TokenAuth.from_config(config),
         redact=redact,
     )
@@ -227,6 +230,8 @@ def create_app(
     svc.extras["job_writer"] = writer
     if (refused := writer.refusal()) is not None:
         log.info("API and CLI job writes are refused here", extra={"reason": refused.message})
+    guard = svc.extras["reload_guard"] = ReloadGuard(metrics, config.watch.reload_budget)
+    svc.extras.setdefault("health_checks", {})["reload_budget"] = guard.health
     snapshotter = Snapshotter.for_services(svc)  # before the first reload, which keeps states
     svc.reload()
     if start_background:

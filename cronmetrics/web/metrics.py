@@ -71,6 +71,16 @@ class SelfMetrics:
             "When jobs.d was last reloaded without problems.",
             registry=r,
         )
+        self.reload_duration = Gauge(
+            "cronmetrics_config_last_reload_duration_seconds",
+            "How long the last reload of jobs.d took.",
+            registry=r,
+        )
+        self.reload_overruns = Counter(
+            "cronmetrics_config_reload_overruns",
+            "Reloads of jobs.d that took longer than watch.reload_budget.",
+            registry=r,
+        )
         self.invalid_files = Gauge(
             "cronmetrics_config_invalid_files",
             "Job files that failed validation in the last reload (their last good version stays).",
