@@ -38,7 +38,7 @@ from cronmetrics.errors import ConfigError, Problem
 
 __all__ = ["Config", "Scope", "TokenConfig", "default_state_dir", "load_config"]
 
-Scope = Literal["admin", "submit", "read", "metrics"]
+Scope = Literal["admin", "submit", "read", "metrics", "maintenance"]
 #: Secrets that must not leave the process; ``cronmetrics config show`` masks them.
 SECRET_FIELDS = frozenset({"sha256"})
 
@@ -158,6 +158,15 @@ class WatchConfig(_Section):
     #: seconds one reload may take; a longer one is logged and counted, and fails
     #: /health/deep while it runs
     reload_budget: Annotated[StrictFloat, Field(gt=0, le=3600)] = 30.0
+
+
+class MaintenanceConfig(_Section):
+    """Runtime maintenance windows (``/api/maintenance``, ``cronmetrics maintenance``)."""
+
+    #: the longest window the API accepts, in seconds (default 30 days)
+    max_duration: Annotated[StrictInt, Field(ge=60, le=366 * 86400)] = 30 * 86400
+    #: how long an ended window is kept (listed as expired) before it is deleted, seconds
+    keep_expired: Annotated[StrictInt, Field(ge=0, le=366 * 86400)] = 5 * 86400
 
 
 def default_state_dir(jobs_dir: Path | None = None) -> Path:
@@ -330,6 +339,7 @@ class Config(BaseSettings):
     #: the ``store`` URL
     store_password_file: Path | None = None
     watch: WatchConfig = Field(default_factory=WatchConfig)
+    maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
 
     @field_validator("bind")
     @classmethod

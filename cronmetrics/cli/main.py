@@ -236,7 +236,7 @@ def config_show(
 
 # -- token ---------------------------------------------------------------------------------
 
-_SCOPES = click.Choice(["admin", "submit", "read", "metrics"])
+_SCOPES = click.Choice(["admin", "submit", "read", "metrics", "maintenance"])
 
 
 def _token_entry(
@@ -323,6 +323,7 @@ def client_bundle(path: Path) -> None:
 
 from cronmetrics.cli.connect import light_command  # noqa: E402
 from cronmetrics.cli.jobctl import job_group, result_group  # noqa: E402
+from cronmetrics.cli.maintenance import maintenance_group  # noqa: E402
 from cronmetrics.storage.retention import purge_cmd  # noqa: E402
 
 cli.add_command(job_group)
@@ -346,6 +347,7 @@ result_group.add_command(
     )
 )
 cli.add_command(purge_cmd)
+cli.add_command(maintenance_group)
 cli.epilog = """\b
 Exit codes: 0 ok, 1 error (validation problems, server refused input),
 2 usage or configuration error, 3 server unavailable, 4 not found,

@@ -25,6 +25,7 @@ from cronmetrics.jobs.repository import JobsDir, ReloadReport
 from cronmetrics.jobs.writer import JobWriter
 from cronmetrics.logs import configure as configure_logging
 from cronmetrics.logs import get_logger
+from cronmetrics.maintenance import Maintenance, MemoryRecords
 from cronmetrics.monitor import Monitor
 from cronmetrics.scheduler import Scheduler
 from cronmetrics.storage.snapshot import Snapshotter
@@ -76,6 +77,7 @@ class Services:
     jobs_dir: JobsDir
     auth: TokenAuth
     redact: Callable[[str], str] | None
+    maintenance: Maintenance | None = None
     scheduler: Scheduler | None = None
     #: SIGHUP and changes of the config file (None: built without a config source)
     config_reloader: ConfigReloader | None = None
@@ -201,7 +203,7 @@ def create_app(
         max_output_bytes=config.limits.max_output_bytes,
         redact=redact,
     )
-    metrics = SelfMetrics(monitor.counts)
+    metrics = SelfMetrics(monitor.counts, lambda: monitor.window_counts(clock()))
     svc = Services(
         config=config,
         clock=clock,
@@ -233,10 +235,19 @@ def create_app(
     guard = svc.extras["reload_guard"] = ReloadGuard(metrics, config.watch.reload_budget)
     svc.extras.setdefault("health_checks", {})["reload_budget"] = guard.health
     snapshotter = Snapshotter.for_services(svc)  # before the first reload, which keeps states
+    svc.maintenance = Maintenance(
+        MemoryRecords(),
+        monitor,
+        clock,
+        max_duration=config.maintenance.max_duration,
+        keep_expired=config.maintenance.keep_expired,
+    )
     svc.reload()
+    svc.maintenance.sync()
     if start_background:
         svc.scheduler = Scheduler(monitor, clock)
         svc.scheduler.start()
+        svc.scheduler.every(1.0, svc.maintenance.sync, "maintenance-sync")  # other replicas
         # keep the scraped bodies warm so a scrape renders only the last second's changes
         svc.scheduler.every(0.25, lambda: svc.exposition.prepare(clock()), "metrics-prepare")
         if config.watch.enabled:

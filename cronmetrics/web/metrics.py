@@ -48,11 +48,33 @@ class _JobCounts(Collector):
         )
 
 
+class _WindowCounts(Collector):
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self._counts()
+        family = GaugeMetricFamily(
+            "cronmetrics_maintenance_windows",
+            "Runtime maintenance windows by state (active: in force now; pending: not started).",
+            labels=["state"],
+        )
+        for state in ("active", "pending"):
+            family.add_metric([state], counts.get(state, 0))
+        yield family
+
+
 class SelfMetrics:
-    def __init__(self, counts: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        counts: Callable[[], dict[str, Any]],
+        windows: Callable[[], dict[str, int]] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         r.register(_JobCounts(counts))
+        if windows is not None:
+            r.register(_WindowCounts(windows))
         self.submissions = Counter(
             "cronmetrics_submissions",
             "Results received, by outcome.",
