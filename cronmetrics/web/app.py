@@ -32,6 +32,7 @@ from cronmetrics.web import (
     routes_history,
     routes_jobs,
     routes_maintenance,
+    routes_ping,
     routes_results,
     routes_system,
 )
@@ -62,6 +63,7 @@ def register_routes(app: Flask) -> None:
     app.register_blueprint(routes_history.bp)
     app.register_blueprint(routes_maintenance.bp)
     app.register_blueprint(routes_client.bp)
+    app.register_blueprint(routes_ping.bp)
 
 
 def create_app(
@@ -172,7 +174,8 @@ def _start_config_reloader(
     def body_limit(config: Config) -> None:  # werkzeug reads it per request
         app.config["MAX_CONTENT_LENGTH"] = config.limits.max_body_bytes
 
-    reloader = ConfigReloader(svc, source, on_applied=body_limit)
+    reloader = ConfigReloader(svc, source)
+    reloader.subscribe(body_limit)
     svc.config_reloader = reloader
     if start_background:
         reloader.start()
