@@ -9,6 +9,7 @@ created in the worker, so background threads never run in the master.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from flask import Flask
@@ -16,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from cronmetrics.config import Config
-from cronmetrics.errors import CronmetricsError, StorageError
+from cronmetrics.errors import CronmetricsError, StorageError, StoreUnavailable
 from cronmetrics.jobs.repository import JobsDir
 from cronmetrics.jobs.writer import JobWriter
 from cronmetrics.logs import configure as configure_logging
@@ -151,7 +152,13 @@ def create_app(
     )
     svc.seed_definitions()  # before the first reload: a file invalid now keeps its job
     svc.reload()
-    svc.maintenance.sync()
+
+    def sync_windows() -> None:
+        # Redis down: the store logs it; the next sync catches up
+        with contextlib.suppress(StoreUnavailable):
+            svc.maintenance.sync()
+
+    sync_windows()
     detached = monitor.adopt_stored(clock())
     if detached:
         log.info(
@@ -171,7 +178,7 @@ def create_app(
     if start_background:
         svc.scheduler = Scheduler(monitor, clock)
         svc.scheduler.start()
-        svc.scheduler.every(1.0, svc.maintenance.sync, "maintenance-sync")  # other replicas
+        svc.scheduler.every(1.0, sync_windows, "maintenance-sync")  # other replicas
         # keep the scraped bodies warm so a scrape renders only the last second's changes
         svc.scheduler.every(0.25, lambda: svc.exposition.prepare(clock()), "metrics-prepare")
         if svc.persistence is not None:
