@@ -173,7 +173,7 @@ def create_app(
     start_background: bool = True,
 ) -> Flask:
     """Build the app. ``start_background=False`` leaves time to the caller (tests)."""
-    from cronmetrics.web import api
+    from cronmetrics.web import api, sessions
 
     configure_logging(config.log.level, config.log.format)
     redact = make_redactor(config.redact)
@@ -194,13 +194,14 @@ def create_app(
         auth=TokenAuth.from_config(config),
         redact=redact,
     )
-    app = Flask("cronmetrics")
+    app = Flask("cronmetrics", static_folder=None)  # the dashboard serves its own static/
     app.config["MAX_CONTENT_LENGTH"] = config.limits.max_body_bytes
     if config.trusted_proxy_hops:  # the client address from X-Forwarded-For, hops deep
         hops = config.trusted_proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops)  # type: ignore[method-assign]
     app.extensions["cronmetrics"] = svc
     api.register(app)
+    sessions.install(app, config)  # the dashboard's login cookie
 
     try:  # a first start (the README's command) has no state dir yet
         config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
