@@ -6,6 +6,7 @@ commands just raise :class:`~cronmetrics.errors.CronmetricsError`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -69,6 +70,14 @@ def _github_escape(text: str, *, prop: bool = False) -> str:
     return text
 
 
+def _text_escape(text: str) -> str:
+    """Show control and format characters (newline, ESC, bidi overrides) as escapes, so a
+    file name cannot print a forged problem line or recolour the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
 def format_problem(problem: Problem, fmt: str) -> str:
     if fmt == "github":
         props = [f"file={_github_escape(problem.path or '', prop=True)}"]
@@ -77,7 +86,8 @@ def format_problem(problem: Problem, fmt: str) -> str:
         if problem.column is not None:
             props.append(f"col={problem.column}")
         return f"::error {','.join(props)}::{_github_escape(problem.message)}"
-    return str(problem)
+    path = None if problem.path is None else _text_escape(problem.path)
+    return str(dataclasses.replace(problem, path=path, message=_text_escape(problem.message)))
 
 
 @cli.command()
@@ -140,7 +150,19 @@ def validate(paths: tuple[Path, ...], fmt: str) -> None:
 @click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--no-auth", is_flag=True, default=None, help="Run without authentication.")
+@click.option(
+    "--store",
+    default=None,
+    help="embedded (default) or redis://[:password@]host:port/db (rediss:// for TLS).",
+)
 @click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Worker processes; more than 1 needs a Redis store.",
+)
 def serve(
     config_path: Path | None,
     jobs_dir: Path | None,
@@ -149,9 +171,11 @@ def serve(
     tls_cert: Path | None,
     tls_key: Path | None,
     no_auth: bool | None,
+    store: str | None,
     threads: int,
+    workers: int,
 ) -> None:
-    """Run the exporter (gunicorn, one worker process with threads)."""
+    """Run the exporter (gunicorn: worker processes with threads)."""
     from cronmetrics.web.server import Server, check_can_start, claim
 
     if (tls_cert is None) != (tls_key is None):
@@ -164,11 +188,12 @@ def serve(
         bind=bind,
         tls=tls,
         no_auth=no_auth,
+        store=store,
     )
-    check_can_start(config)
+    check_can_start(config, workers=workers)
     claimed = claim(config)  # held until the process exits
     try:
-        Server(config, threads=threads).run()
+        Server(config, threads=threads, workers=workers).run()
     finally:
         if claimed is not None:
             os.close(claimed)
