@@ -135,6 +135,12 @@ class StorageError(CronmetricsError):
     http_status = 503
 
 
+class StoreUnavailable(StorageError):
+    """The shared store (Redis) cannot be reached; the client should retry."""
+
+    code = "STORE_UNAVAILABLE"
+
+
 class ServerUnavailable(CronmetricsError):
     """The CLI could not reach the server."""
 
