@@ -149,9 +149,10 @@ def test_detach_keeps_everything_until_it_expires_and_ensure_brings_it_back(
     a.detach(["blink"], T0 + 1)
     detached = a.state("blink")
     assert detached is not None and detached.detached_since == T0 + 1
-    back = b.ensure("blink", T0 + 2)  # B may not have mirrored the detach yet: the CAS knows
+    wait_for(lambda: (s := b.state("blink")) and s.detached_since, "B to mirror the detach")
+    back = b.ensure("blink", T0 + 2)
     assert back.detached_since is None and back.runs_total == 1
-    a.detach(["blink"], T0 + 3)
+    a.detach(["blink"], T0 + 3)  # A may not have mirrored the attach yet: it reads Redis
     assert a.expire_detached(T0 + 2) == []
     assert a.expire_detached(T0 + 4) == ["blink"]
     assert a.state("blink") is None and a.history("blink") == []

@@ -200,20 +200,38 @@ class RedisStore:
             else:
                 self.mirror.remove(job_id)
 
+    def _fetch(self, ids: list[str]) -> dict[str, JobState | None]:
+        """The states of ``ids`` as Redis has them now (the mirror may be a moment behind:
+        a decision to do nothing must not rest on it)."""
+        raws = self._call("read states", lambda: self.client.hmget(self._key("states"), ids))
+        fresh = {j: decode_state(j, raw) if raw else None for j, raw in zip(ids, raws, strict=True)}
+        self.mirror.put(s for s in fresh.values() if s is not None)
+        return fresh
+
     def _cas(
-        self, job_ids: Iterable[str], change: Callable[[JobState | None], JobState | None]
+        self,
+        job_ids: Iterable[str],
+        change: Callable[[JobState | None], JobState | None],
+        *,
+        fresh: bool = False,
     ) -> dict[str, JobState]:
-        """Apply ``change`` (None: leave alone) to each job's state with compare-and-set."""
+        """Apply ``change`` (None: leave alone) to each job's state with compare-and-set;
+        ``fresh`` reads the states from Redis first instead of the mirror."""
         ids = list(dict.fromkeys(job_ids))
+        if not ids:
+            return {}
         with self._locked(ids):
-            return self._cas_locked(ids, change)
+            return self._cas_locked(ids, change, fresh)
 
     def _cas_locked(
-        self, ids: list[str], change: Callable[[JobState | None], JobState | None]
+        self, ids: list[str], change: Callable[[JobState | None], JobState | None], fresh: bool
     ) -> dict[str, JobState]:
         op = uuid.uuid4().hex
         for attempt in range(MAX_ATTEMPTS):
-            current = {j: self.mirror.get(j) for j in ids}
+            if fresh and attempt == 0:
+                current = self._fetch(ids)
+            else:
+                current = {j: self.mirror.get(j) for j in ids}
             writes = []
             out: dict[str, JobState] = {}
             for job_id, state in current.items():
@@ -379,17 +397,23 @@ class RedisStore:
                 return None
             return dataclasses.replace(state, detached_since=now, version=state.version + 1)
 
-        self._cas(job_ids, mark)
+        self._cas(job_ids, mark, fresh=True)
 
     def expire_detached(self, before: float) -> list[str]:
-        expired = [
-            j
-            for j, s in self.mirror.many(None).items()
-            if s.detached_since is not None and s.detached_since < before
-        ]
-        for job_id in expired:
+        def expired(states: Iterable[JobState | None]) -> list[str]:
+            return [
+                s.job_id
+                for s in states
+                if s is not None and s.detached_since is not None and s.detached_since < before
+            ]
+
+        candidates = expired(self.mirror.many(None).values())
+        if not candidates:
+            return []
+        gone = expired(self._fetch(candidates).values())  # re-attached meanwhile: kept
+        for job_id in gone:
             self.drop(job_id)
-        return expired
+        return gone
 
     def drop(self, job_id: str) -> bool:
         script = self._scripts["DROP"]

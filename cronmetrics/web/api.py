@@ -254,6 +254,7 @@ def _teardown(exc: BaseException | None) -> None:
 def register(app: Flask) -> None:
     from cronmetrics.web import (
         dashboard,
+        routes_client,
         routes_history,
         routes_jobs,
         routes_results,
@@ -270,6 +271,7 @@ def register(app: Flask) -> None:
     app.register_blueprint(routes_results.bp)
     app.register_blueprint(routes_jobs.bp)
     app.register_blueprint(routes_history.bp)
+    app.register_blueprint(routes_client.bp)
     dashboard.init_app(app)
 
 

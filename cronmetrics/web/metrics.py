@@ -6,7 +6,8 @@ per-job series (the large part) come from :mod:`cronmetrics.web.exposition`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import hashlib
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -15,6 +16,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from cronmetrics import __version__
+from cronmetrics.jobs.model import JobDefinition
 
 __all__ = ["SelfMetrics"]
 
@@ -74,6 +76,22 @@ class SelfMetrics:
             "Job files that failed validation in the last reload (their last good version stays).",
             registry=r,
         )
+        self.config_file_ok = Gauge(
+            "cronmetrics_config_file_last_reload_successful",
+            "1 if the last reload of the config file (SIGHUP or a change on disk) was valid; "
+            "0 while an invalid one is refused and the previous config stays in force.",
+            registry=r,
+        )
+        self.config_file_ts = Gauge(
+            "cronmetrics_config_file_last_reload_success_timestamp_seconds",
+            "When the config file was last reloaded and applied (0 = not since the start).",
+            registry=r,
+        )
+        self.config_file_restart = Gauge(
+            "cronmetrics_config_file_restart_required",
+            "1 if the config file changes a key that only a restart applies (bind, state_dir...).",
+            registry=r,
+        )
         self.snapshot_ts = Gauge(
             "cronmetrics_snapshot_last_success_timestamp_seconds",
             "When the state snapshot on disk was last known current: written, or nothing changed "
@@ -91,9 +109,36 @@ class SelfMetrics:
             "1 if the state was restored from an older snapshot or started empty after an error.",
             registry=r,
         )
+        self.store_up = Gauge(
+            "cronmetrics_store_up",
+            "1 while the store holding the job states answers (always 1 on the embedded "
+            "engine; the Redis engine's connection on replicas).",
+            registry=r,
+        )
+        self.store_up.set(1)
+        self.definitions_hash = Gauge(
+            "cronmetrics_definitions_hash_info",
+            "A hash of the job definitions in force: replicas on different jobs.d differ.",
+            ["hash"],
+            registry=r,
+        )
         build = Gauge("cronmetrics_build_info", "Build information.", ["version"], registry=r)
         build.labels(__version__).set(1)
         ProcessCollector(registry=r)
+
+    def set_definitions(self, definitions: Mapping[str, JobDefinition]) -> str:
+        """Export the hash of ``definitions`` (ids and their normalized content), so that
+        replicas whose jobs.d differ show it; return the hash."""
+        digest = hashlib.sha256()
+        for job_id in sorted(definitions):
+            digest.update(job_id.encode())
+            digest.update(b"\0")
+            digest.update(definitions[job_id].model_dump_json().encode())
+            digest.update(b"\0")
+        value = digest.hexdigest()[:16]
+        self.definitions_hash.clear()
+        self.definitions_hash.labels(value).set(1)
+        return value
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
