@@ -359,6 +359,8 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         return bool(super()._keepalive_after(conn, keepalive))
 
     def handle_request(self, req: Any, conn: _Conn) -> bool:
+        if conn.framing is not None and conn.framing.truncated:
+            req.must_close = True  # say so in the response: the client must not reuse it
         conn.sock.settimeout(self.limits.body_timeout)  # a client that never reads
         return bool(super().handle_request(req, conn))
 
