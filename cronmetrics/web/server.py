@@ -12,6 +12,7 @@ the config in the worker instead of replacing it (:mod:`cronmetrics.web.lifecycl
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -22,7 +23,7 @@ from cronmetrics.storage.generations import claim_state_dir
 from cronmetrics.web import lifecycle
 from cronmetrics.web.reconfigure import ConfigSource, check_auth
 from cronmetrics.web.tls import CertificateReloader
-from cronmetrics.web.worker import worker_class
+from cronmetrics.web.worker import Limits, worker_class
 
 __all__ = ["Server", "check_can_start", "claim"]
 
@@ -99,6 +100,7 @@ class Server(BaseApplication):  # type: ignore[misc]
             "proc_name": "cronmetrics",
             "worker_exit": _worker_exit,
             "post_worker_init": _post_worker_init,
+            "on_starting": _scrub_gunicorn_logs,
             "post_fork": lifecycle.post_fork,
             "when_ready": lifecycle.when_ready(self.cm_config),
             "backlog": 2048,
@@ -126,6 +128,18 @@ class Server(BaseApplication):  # type: ignore[misc]
         lifecycle.Arbiter(self).run()
 
 
+def _scrub_gunicorn_logs(server: Any) -> None:
+    """gunicorn's own log lines ("Error handling request /ping/KEY/...") lose ping keys
+    too; the access log stays off (``accesslog: None``)."""
+    import logging
+
+    from cronmetrics.logs import ScrubFilter
+
+    for name in ("gunicorn.error", "gunicorn.access"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(ScrubFilter())
+
+
 def _post_worker_init(worker: Any) -> None:
     from cronmetrics.logs import get_logger
     from cronmetrics.web.app import services
@@ -133,6 +147,12 @@ def _post_worker_init(worker: Any) -> None:
     svc = services(worker.wsgi)
     reloader = svc.config_reloader
     lifecycle.worker_ready(worker, reloader.request if reloader is not None else lambda: None)
+    if reloader is not None and isinstance(getattr(worker, "limits", None), Limits):
+
+        def body_limit(config: Config) -> None:  # the worker frames requests by it too
+            worker.limits = replace(worker.limits, max_body_bytes=config.limits.max_body_bytes)
+
+        reloader.subscribe(body_limit)
     if isinstance(worker.cfg.ssl_context, CertificateReloader):
         svc.extras.setdefault("health_checks", {})["tls"] = worker.cfg.ssl_context.health
     get_logger("server").info("worker ready", extra={"pid": worker.pid})
