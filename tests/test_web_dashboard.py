@@ -507,3 +507,56 @@ def test_pages_forbid_third_party_content_and_framing(open_client: FlaskClient) 
     for asset in ("dashboard.css", "dashboard.js"):
         static = open_client.get(f"/static/{asset}")
         assert static.status_code == 200 and not re.search(rb"https?://|url\(", static.data)
+
+
+# -- maintenance windows ---------------------------------------------------------------------
+
+
+def test_maintenance_for_a_duration_is_a_window_that_leaves_the_file_alone(
+    make_client: Any, tmp_path: Path
+) -> None:
+    client = make_client(JOBS, job_writes="disabled")  # works on a read-only jobs dir too
+    _seed(client)
+    path = tmp_path / "jobs.d" / "team" / "sync.yaml"
+    before = path.read_text()
+    response = _act(client, "sync@web1", "window", **{"for": "3600", "comment": "db move"})
+    assert response.status_code == 302
+    html = _page(client, "/jobs/sync@web1")
+    assert "sync@web1 is in maintenance until 2026-01-05 01:00:00 UTC." in html
+    assert "In maintenance (a maintenance window) until 01:00 UTC (in 1 h)" in html
+    assert "<code>job_name=&#34;sync&#34;</code>" in html or "job_name=" in html
+    assert "db move" in html and 'value="end-window"' in html
+    assert path.read_text() == before
+    assert _ids(_page(client, "/?status=maintenance")) == ["sync@web1"]
+    wid = re.search(r'name="window" value="([^"]+)"', html)
+    assert wid is not None
+    csrf = _csrf(html)
+    response = client.post(
+        "/jobs/sync@web1/action", data={"csrf": csrf, "action": "end-window", "window": wid[1]}
+    )
+    assert response.status_code == 302
+    assert "OK: last succeeded" in _page(client, "/jobs/sync@web1")
+    bogus = client.post(
+        "/jobs/sync@web1/action", data={"csrf": csrf, "action": "end-window", "window": "nope"}
+    )
+    assert bogus.status_code == 400
+
+
+def test_windows_need_a_token_without_job_globs(secured: FlaskClient) -> None:
+    _login(secured, LIMITED)  # admin, but only backup*
+    html = _page(secured, "/jobs/backup@db1")
+    assert 'value="window"' not in html and 'value="maintenance"' in html
+    response = secured.post(
+        "/jobs/backup@db1/action", data={"csrf": _csrf(html), "action": "window", "for": "3600"}
+    )
+    assert response.status_code == 403
+
+
+def test_read_only_viewers_cannot_start_a_window(secured: FlaskClient) -> None:
+    _login(secured, VIEWER)
+    html = _page(secured, "/jobs/sync@web1")
+    assert 'value="window"' not in html
+    response = secured.post(
+        "/jobs/sync@web1/action", data={"csrf": _csrf(html), "action": "window", "for": "3600"}
+    )
+    assert response.status_code == 403

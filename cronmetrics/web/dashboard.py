@@ -54,6 +54,7 @@ from cronmetrics.web.joblist import (
     select,
     status_key,
 )
+from cronmetrics.windows import Window, job_labels
 
 __all__ = ["bp", "init_app"]
 
@@ -351,12 +352,34 @@ def job(job_id: str) -> str:
         path=path,
         text=text,
         report=_report_lines(view),
-        can_act=who.allows_job(job_id) and "admin" in who.scopes,
+        can_act=who.allows_job(job_id) and "admin" in who.scopes and not view.unmanaged,
+        can_window=svc.maintenance is not None and _may_window(who),
+        windows=_covering(view),
         read_only=refusal.message if refusal is not None else None,
         maintenance_for=MAINTENANCE_FOR,
         now=now,
         present=present,
     )
+
+
+def _covering(view: JobView) -> list[Window]:
+    """The runtime maintenance windows (active or pending) whose matchers select the job."""
+    maintenance = current().maintenance
+    if maintenance is None:
+        return []
+    labels = job_labels(view.definition)
+    return [w for w in maintenance.windows(("active", "pending")) if w.selects(labels)]
+
+
+def _may_window(who: Identity) -> bool:
+    """Maintenance windows select jobs by matchers: a token limited to some jobs cannot
+    create or end them (as for ``/api/maintenance``)."""
+    return who.jobs is None and bool(who.scopes & {"admin", "maintenance"})
+
+
+def _matchers(view: JobView) -> list[str]:
+    d = view.definition
+    return [f"job_name={d.job_name}", f"host={d.host or ''}"]
 
 
 def _changes(action: str, now: float) -> tuple[dict[str, Any], str]:
@@ -381,8 +404,11 @@ def _changes(action: str, now: float) -> tuple[dict[str, Any], str]:
 def act(job_id: str) -> BaseResponse:
     """Pause, resume, or put in / take out of maintenance: written to the job's file."""
     svc = current()
-    svc.auth.require(g.viewer, "admin", job_id)
+    who: Identity = g.viewer
     action = request.form.get("action", "")
+    if action in ("window", "end-window") and svc.maintenance is not None:
+        return _window_action(job_id, action, who)
+    svc.auth.require(who, "admin", job_id)
     changes, outcome = _changes(action, svc.clock())
     writer = svc.extras["job_writer"]
     assert isinstance(writer, JobWriter)
@@ -394,6 +420,37 @@ def act(job_id: str) -> BaseResponse:
         svc.reload()
         log.info("dashboard action", extra={"action": action, "job": job_id})
         flash(f"{job_id} is {outcome}.", "ok")
+    return redirect(url_for("dashboard.job", job_id=job_id))
+
+
+def _window_action(job_id: str, action: str, who: Identity) -> BaseResponse:
+    """Maintenance for a duration as a runtime window selecting this job (works when
+    jobs.d is read-only), or end one of the windows covering it."""
+    svc = current()
+    maintenance = svc.maintenance
+    assert maintenance is not None
+    if not _may_window(who):
+        raise Forbidden(
+            f"token {who.name!r} may not create or end maintenance windows (it needs the "
+            "'admin' or 'maintenance' scope and no job globs)"
+        )
+    view = svc.monitor.view(job_id)
+    if action == "window":
+        raw = request.form.get("for", "")
+        if not raw.isdigit() or int(raw) not in MAINTENANCE_FOR:
+            raise InvalidRequest("choose how long the maintenance lasts", field="for")
+        comment = request.form.get("comment", "").strip()[:500] or "from the dashboard"
+        body = {"matchers": _matchers(view), "duration": int(raw), "comment": comment}
+        window = maintenance.create(body, who.name)
+        log.info("dashboard maintenance window", extra={"job": job_id, "id": window.id})
+        flash(f"{job_id} is in maintenance until {present.absolute(window.end)}.", "ok")
+    else:
+        wid = request.form.get("window", "")
+        if wid not in {w.id for w in _covering(view)}:
+            raise InvalidRequest(f"no maintenance window {wid!r} covers {job_id}", field="window")
+        maintenance.end(wid, who.name)
+        log.info("dashboard maintenance window ended", extra={"job": job_id, "id": wid})
+        flash(f"Maintenance window {wid} ended.", "ok")
     return redirect(url_for("dashboard.job", job_id=job_id))
 
 

@@ -205,17 +205,26 @@ _SORT_KEYS: dict[str, Callable[[Listed], tuple[object, ...]]] = {
 def select(views: Sequence[Listed], query: ListQuery) -> ListPage:
     """The page of ``views`` that ``query`` asks for, with the counts around it."""
     needle = query.q.lower()
-    narrowed = [v for v in views if _matches(v, query, needle)]
-    keys = {v.id: status_key(v) for v in narrowed}
-    counts = Counter(keys.values())
+    narrowing = query.host is not None or bool(query.labels) or bool(needle)
+    narrowed = [v for v in views if _matches(v, query, needle)] if narrowing else list(views)
+    keys = [_BY_REASON.get(v.evaluation.reason, "ok") for v in narrowed]
+    counts = Counter(keys)
     failing = sum(n for key, n in counts.items() if key in FAILING)
     if query.status == "failing":
-        chosen = [v for v in narrowed if keys[v.id] in FAILING]
+        chosen = [v for v, key in zip(narrowed, keys, strict=True) if key in FAILING]
     elif query.status is not None:
-        chosen = [v for v in narrowed if keys[v.id] == query.status]
+        chosen = [v for v, key in zip(narrowed, keys, strict=True) if key == query.status]
+    elif query.sort == "status":  # the default page: sort on the keys at hand
+        ranked = sorted(
+            zip(narrowed, keys, strict=True),
+            key=lambda pair: (STATUSES[pair[1]][1], pair[0].id),
+            reverse=query.desc,
+        )
+        chosen = [v for v, _ in ranked]
     else:
         chosen = narrowed
-    chosen.sort(key=_SORT_KEYS[query.sort], reverse=query.desc)
+    if query.status is not None or query.sort != "status":
+        chosen.sort(key=_SORT_KEYS[query.sort], reverse=query.desc)
     pages = max(1, math.ceil(len(chosen) / query.per_page))
     page = min(query.page, pages)
     start = (page - 1) * query.per_page

@@ -21,6 +21,7 @@ __all__ = [
     "duration_chart",
     "duration_words",
     "expectation",
+    "failures",
     "relative",
     "run_marks",
     "sentence",
@@ -101,9 +102,10 @@ def sentence(view: JobView, now: float) -> str:
     if reason == "paused":
         return "Paused: not monitored and never alerting until someone resumes it."
     if reason == "maintenance":
-        if d.maintenance_until is not None:
-            until = d.maintenance_until.timestamp()
-            return f"In maintenance until {_when(until, now)}: not alerting."
+        why = " (a maintenance window)" if e.windows and d.status != "maintenance" else ""
+        until = e.maintenance_end
+        if until is not None:
+            return f"In maintenance{why} until {_when(until, now)}: not alerting."
         return "In maintenance with no end set: not alerting until someone ends it."
     if reason == "timeout":
         limit = duration_words(d.max_runtime)
@@ -149,6 +151,10 @@ class RunMark:
         extra = f", {duration_words(self.duration)}" if self.duration is not None else ""
         code = f", exit {self.exit_code}" if self.exit_code is not None else ""
         return f"{word} {absolute(self.timestamp)}{extra}{code}"
+
+
+def failures(marks: Sequence[RunMark]) -> int:
+    return sum(1 for m in marks if m.status == "failure")
 
 
 def run_marks(history: Sequence[Result], count: int = 20) -> list[RunMark]:
