@@ -341,7 +341,7 @@ def client_bundle(path: Path) -> None:
 from cronmetrics.cli.connect import light_command  # noqa: E402
 from cronmetrics.cli.jobctl import job_group, result_group  # noqa: E402
 from cronmetrics.cli.maintenance import maintenance_group  # noqa: E402
-from cronmetrics.storage.retention import purge_cmd  # noqa: E402
+from cronmetrics.cli.storage import backup_cmd, purge_cmd  # noqa: E402
 
 cli.add_command(job_group)
 cli.add_command(result_group)
@@ -364,6 +364,7 @@ result_group.add_command(
     )
 )
 cli.add_command(purge_cmd)
+cli.add_command(backup_cmd)
 cli.add_command(maintenance_group)
 cli.epilog = """\b
 Exit codes: 0 ok, 1 error (validation problems, server refused input),

@@ -37,7 +37,6 @@ from cronmetrics.errors import (
     RateLimited,
     Unauthorized,
 )
-from cronmetrics.jobs.writer import JobWriter
 from cronmetrics.monitor import JobView
 from cronmetrics.stats import job_stats
 from cronmetrics.storage.history import Result
@@ -212,7 +211,7 @@ def _listed(who: Identity, sort: str) -> list[Listed]:
 
 def _history(job_id: str) -> Sequence[Result]:
     """One job's retained results, oldest first."""
-    return current().monitor.view(job_id).state.history
+    return current().store.history(job_id)[::-1]
 
 
 # -- the jobs list -------------------------------------------------------------------------
@@ -230,15 +229,10 @@ class Row:
 
 
 def _row(view: JobView, now: float) -> Row:
-    full = current().monitor.view(view.id)  # the history too (copied on write: cheap)
-    week = job_stats(view.id, full.state.history, now)["windows"]["7d"]
-    return Row(
-        view,
-        status_key(view),
-        present.run_marks(full.state.history),
-        week["success_rate"],
-        week["runs"],
-    )
+    history = _history(view.id)
+    week = job_stats(view.id, history, now)["windows"]["7d"]
+    marks = present.run_marks(history)
+    return Row(view, status_key(view), marks, week["success_rate"], week["runs"])
 
 
 @bp.get("/")
@@ -332,8 +326,7 @@ def job(job_id: str) -> str:
         raise InvalidRequest("page must be a positive integer", field="page")
     number = min(int(raw), pages)
     path, text = _definition_text(view)
-    writer = svc.extras.get("job_writer")
-    refusal = writer.refusal() if isinstance(writer, JobWriter) else None
+    refusal = svc.writer.refusal()
     return _page(
         "job.html",
         title=job_id,
@@ -410,10 +403,8 @@ def act(job_id: str) -> BaseResponse:
         return _window_action(job_id, action, who)
     svc.auth.require(who, "admin", job_id)
     changes, outcome = _changes(action, svc.clock())
-    writer = svc.extras["job_writer"]
-    assert isinstance(writer, JobWriter)
     try:
-        writer.patch(job_id, changes)
+        svc.writer.patch(job_id, changes)
     except CronmetricsError as exc:
         flash(f"Could not change {job_id}: {exc.message}", "error")
     else:
@@ -466,8 +457,7 @@ def exporter() -> str:
         for display in sorted(report.invalid):
             for problem in report.invalid[display]:
                 problems.append((display, str(problem), display in report.kept))
-    writer = svc.extras.get("job_writer")
-    refusal = writer.refusal() if isinstance(writer, JobWriter) else None
+    refusal = svc.writer.refusal()
     return _page(
         "exporter.html",
         title="Exporter",

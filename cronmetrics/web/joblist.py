@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 from cronmetrics.errors import InvalidRequest
 from cronmetrics.evaluator import Evaluation
 from cronmetrics.jobs.model import JobDefinition
-from cronmetrics.storage.store import JobState
+from cronmetrics.storage.interface import JobState
 
 __all__ = ["SORTS", "STATE_SORTS", "STATUSES", "Entry", "ListPage", "ListQuery", "select"]
 
