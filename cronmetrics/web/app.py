@@ -31,6 +31,7 @@ from cronmetrics.storage.retention import PURGE_EVERY, purge_expired
 from cronmetrics.storage.store import EmbeddedStore
 from cronmetrics.web import (
     api,
+    dashboard,
     routes_client,
     routes_history,
     routes_jobs,
@@ -38,6 +39,7 @@ from cronmetrics.web import (
     routes_ping,
     routes_results,
     routes_system,
+    sessions,
 )
 from cronmetrics.web.auth import TokenAuth
 from cronmetrics.web.exposition import Exposition
@@ -67,6 +69,7 @@ def register_routes(app: Flask) -> None:
     app.register_blueprint(routes_maintenance.bp)
     app.register_blueprint(routes_client.bp)
     app.register_blueprint(routes_ping.bp)
+    dashboard.init_app(app)
 
 
 def create_app(
@@ -132,18 +135,19 @@ def create_app(
             state_dir=config.state_dir,
         ),
     )
-    app = Flask("cronmetrics")
+    app = Flask("cronmetrics", static_folder=None)  # the dashboard serves its own static/
     app.config["MAX_CONTENT_LENGTH"] = config.limits.max_body_bytes
     if config.trusted_proxy_hops:  # the client address from X-Forwarded-For, hops deep
         hops = config.trusted_proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops)  # type: ignore[method-assign]
     app.extensions["cronmetrics"] = svc
     register_routes(app)
+    sessions.install(app, config)  # the dashboard's login cookie
     if (refused := svc.writer.refusal()) is not None:
         log.info("API and CLI job writes are refused here", extra={"reason": refused.message})
     svc.reload_guard = ReloadGuard(metrics, config.watch.reload_budget)
     svc.health_checks["reload_budget"] = svc.reload_guard.health
-    svc.maintenance = Maintenance(
+    maintenance = svc.maintenance = Maintenance(
         store,  # windows are runtime records: in state.db, shared by replicas on Redis
         monitor,
         clock,
@@ -156,7 +160,7 @@ def create_app(
     def sync_windows() -> None:
         # Redis down: the store logs it; the next sync catches up
         with contextlib.suppress(StoreUnavailable):
-            svc.maintenance.sync()
+            maintenance.sync()
 
     sync_windows()
     detached = monitor.adopt_stored(clock())
