@@ -287,3 +287,15 @@ def test_dumps_plain_writes_timestamps_in_utc_that_read_back_as_the_same_instant
         # a YAML timestamp without an offset is UTC (YAML spec), as the job model reads it
         assert back["maintenance_until"] == dt.datetime(2026, 12, 1, 0, 0)
         assert back["maintenance_until"].replace(tzinfo=dt.UTC) == when
+
+
+@pytest.mark.parametrize("scalar", ["0x_", "0o_", "0b_", "+_", "-_", "._"])
+def test_a_number_made_only_of_underscores_is_a_located_error(scalar: str) -> None:
+    """The 1.2 patterns read these as numbers with no digits; both readers refused them
+    with a bare ValueError, which reached users of validate as a traceback."""
+    with pytest.raises(YamlSyntaxError) as info:
+        load_fast(f"job_name: x\nautomatic_failure_threshold: {scalar}\n")
+    assert (info.value.line, info.value.column) == (2, 30)
+    assert f"{scalar!r} reads as a number but is not one" in info.value.message
+    with pytest.raises(YamlSyntaxError):
+        load_roundtrip(f"key: {scalar}\n")

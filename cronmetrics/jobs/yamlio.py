@@ -87,6 +87,19 @@ class _Constructor12(yaml.constructor.SafeConstructor):
     """Safe constructor with YAML 1.2 integers and duplicate-key detection."""
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        try:
+            return self._int(node)
+        except ValueError:  # '0x_', '+_': the 1.2 pattern admits digits that are all '_'
+            raise _not_a_number(node) from None
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
+        try:
+            value: float = super().construct_yaml_float(node)  # type: ignore[no-untyped-call]
+        except ValueError:  # '._': likewise
+            raise _not_a_number(node) from None
+        return value
+
+    def _int(self, node: yaml.ScalarNode) -> int:
         value = str(self.construct_scalar(node)).replace("_", "")
         sign = 1
         if value[:1] in "+-":
@@ -126,8 +139,21 @@ class _Constructor12(yaml.constructor.SafeConstructor):
         }
 
 
+def _not_a_number(node: yaml.ScalarNode) -> yaml.constructor.ConstructorError:
+    """Both readers refuse these scalars (ruamel.yaml with a ValueError): say so, located."""
+    return yaml.constructor.ConstructorError(
+        None,
+        None,
+        f"{node.value!r} reads as a number but is not one (quote it if it is text)",
+        node.start_mark,
+    )
+
+
 _Constructor12.add_constructor(  # type: ignore[type-var]
     "tag:yaml.org,2002:int", _Constructor12.construct_yaml_int
+)
+_Constructor12.add_constructor(  # type: ignore[type-var]
+    "tag:yaml.org,2002:float", _Constructor12.construct_yaml_float
 )
 
 
