@@ -63,7 +63,8 @@ DEFAULT_REDACT = [
     # credentials in URLs: scheme://user:password@host
     r"/(?<=://)[^/\s:@]{1,256}+:(?P<secret>[^/\s@]{1,256}+)(?=@)",
     # cronmetrics tokens (``cronmetrics token new``: cm_ + 27 URL-safe characters), anywhere
-    r"c(?<![A-Za-z0-9].)m_[A-Za-z0-9_-]{16,}+",
+    # (glued to what precedes it too: an ANSI colour code ends in "m", "xcm_..." is a paste)
+    r"cm_[A-Za-z0-9_-]{16,}+",
     # Healthchecks-style ping URLs: /ping/<key>/<job> (the key is a token; /api/ping/ is not)
     r"p(?<=/p)(?<!/api/p)ing/(?P<secret>[^/\s?#\"'<>]{1,256}+)",
     # PEM private keys

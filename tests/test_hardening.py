@@ -93,6 +93,15 @@ def test_a_ping_key_from_elsewhere_is_redacted_by_the_url_shape() -> None:
     assert redact("macm_setting=cm_on") == "macm_setting=cm_on"
 
 
+def test_a_token_glued_to_what_precedes_it_is_redacted() -> None:
+    """Coloured log lines put an ANSI code ending in 'm' right before the token."""
+    redact = make_redactor(DEFAULT_REDACT)
+    assert redact is not None
+    token = "cm_z3WkdPBF6eKjwHobQKlIgXBv1eU"
+    for text in (f"\033[1;32m{token}\033[0m", f"xx{token}", f"{'x' * 200}{token}yyyyy"):
+        assert token[3:] not in redact(text), text
+
+
 # -- a big output costs what the stored tail costs -------------------------------------------
 
 
