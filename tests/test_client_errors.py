@@ -241,6 +241,19 @@ def test_a_missing_cacert_file_still_runs_the_command(targets: dict[str, str]) -
     assert "Traceback" not in done.err
 
 
+def test_a_malformed_job_id_still_runs_the_command(targets: dict[str, str], tmp_path: Path) -> None:
+    """A typo in a crontab's --job must not silently skip the backup it wraps."""
+    marker = tmp_path / "ran"
+    done = client(
+        ["run", "--url", targets["plain"], "--token", TOKEN, "--job", "bad id/x",
+         "--", "sh", "-c", f"touch {marker}; exit 3"]
+    )  # fmt: skip
+    assert marker.exists()
+    assert done.code == 3
+    assert "--job 'bad id/x'" in done.err
+    assert "Traceback" not in done.err
+
+
 # -- the server's error codes, mapped back -----------------------------------------------
 
 

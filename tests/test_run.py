@@ -182,10 +182,10 @@ def test_server_down_keeps_exit_code_and_costs_little_time() -> None:
     assert elapsed < 10
 
 
-def test_invalid_job_id_is_a_usage_error(url: str) -> None:
-    code, _, err = finish(cronmetrics_run(url, "--", "true", job="bad/id"))
-    assert code == 2
-    assert "--job" in err
+def test_invalid_job_id_runs_the_command_and_keeps_its_exit_code(url: str) -> None:
+    code, _, err = finish(cronmetrics_run(url, "--", "sh", "-c", "exit 4", job="bad/id"))
+    assert code == 4
+    assert "--job 'bad/id'" in err
 
 
 # -- in process: what gets reported ---------------------------------------------------------

@@ -236,13 +236,13 @@ def _run(args: argparse.Namespace) -> int:
         command = command[1:]
     if not command:
         raise UsageError("give the command to run after --, e.g. run --job ID -- backup.sh")
-    split_job_id(args.job)
     limit = parse_duration(args.timeout, what="--timeout") if args.timeout is not None else None
     grace = parse_duration(args.kill_after, what="--kill-after")
     connect: Callable[[], Client]
     try:
+        split_job_id(args.job)
         connect = _settings(args).client
-    except CronmetricsError as exc:  # a bad --cacert must not keep the job from running
+    except CronmetricsError as exc:  # a typo in --job or --cacert must not skip the job
         problem = exc
 
         def connect() -> Client:

@@ -248,7 +248,10 @@ class Reporter:
         self._failed = False
         self._lock = threading.Lock()
         self.job_id = job_id
-        self.name, self.host = split_job_id(job_id)
+        try:
+            self.name, self.host = split_job_id(job_id)
+        except CronmetricsError:  # the command runs all the same; its reports are refused
+            self.name, self.host = job_id, None
         self.run_id = run_id
         self.budget = budget
         self.warn = warn
@@ -349,7 +352,6 @@ def run(
     Nothing the server does (or fails to do) changes that code: every reporting problem
     is one warning line on stderr.
     """
-    split_job_id(job_id)
     reporter = Reporter(connect, job_id, uuid.uuid4().hex, budget=report_timeout, warn=warn)
     try:
         outcome = run_command(
