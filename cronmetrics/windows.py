@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import re2
+
 from cronmetrics.errors import Problem, ValidationError
 from cronmetrics.jobs import schedule as cron
 from cronmetrics.jobs.model import EXPORTER_LABELS, LABEL_PATTERN, JobDefinition, RecurringWindow
@@ -56,9 +58,16 @@ def parse_duration(text: str) -> int:
         raise ValueError(exc.message.strip()) from None
 
 
+#: RE2, the engine behind Alertmanager's own matchers: the same syntax (no backreferences,
+#: no lookaround) and matching in linear time, so a window such as ``x=~"(a+)+"`` made by a
+#: ``maintenance`` token cannot stall /metrics; errors come back as values, not log lines
+_RE2 = re2.Options()
+_RE2.log_errors = False
+
+
 @functools.lru_cache(maxsize=1024)
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def _compiled(pattern: str) -> re2._Regexp[str]:
+    return re2.compile(pattern, _RE2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +136,9 @@ def make_matcher(name: str, op: str, value: str, *, field: str = "matchers") -> 
             _bad(f"regular expression is longer than {MAX_REGEX} characters", field)
         try:
             _compiled(value)
-        except re.error as exc:
-            _bad(f"invalid regular expression {value!r}: {exc}", field)
+        except re2.error as exc:
+            reason = exc.args[0].decode(errors="replace") if exc.args else "invalid"
+            _bad(f"invalid regular expression {value!r}: {reason}", field)
     return Matcher(name, op, value)
 
 

@@ -67,6 +67,7 @@ def test_matchers_follow_alertmanager_semantics(
         ("host", "must look like name=value"),
         ("=db1", "no label name"),
         ("host=~(", "invalid regular expression"),
+        ("host=~(a)\\1", "invalid regular expression"),  # RE2, like Alertmanager: no backrefs
         ("1host=a", "is not a label name"),
         ("status=paused", "cannot be matched"),
         ('host="db1', "unterminated quote"),
@@ -77,6 +78,14 @@ def test_bad_matchers_are_validation_errors_naming_the_field(text: str, message:
         parse_matcher(text, field="matchers.2")
     assert message in caught.value.message
     assert caught.value.field == "matchers.2"
+
+
+def test_a_catastrophic_regex_answers_at_once() -> None:
+    """Backtracking would take 2**64 steps on this label (the test would hit its timeout);
+    RE2 answers in linear time, so no window can stall a scrape."""
+    w = window('x=~"(a+)+"')
+    assert not covers(w, job(labels={"x": "a" * 64 + "!"}), T0)
+    assert covers(w, job(labels={"x": "a" * 64}), T0)
 
 
 def test_matchers_are_anded() -> None:

@@ -94,7 +94,7 @@ class _Constructor12(yaml.constructor.SafeConstructor):
 
     def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
         try:
-            value: float = super().construct_yaml_float(node)  # type: ignore[no-untyped-call]
+            value: float = super().construct_yaml_float(node)
         except ValueError:  # '._': likewise
             raise _not_a_number(node) from None
         return value
