@@ -234,3 +234,18 @@ def test_a_body_over_the_limit_is_answered_413_and_the_connection_closed(
         answer = read_all(sock)
     assert answer.startswith(b"HTTP/1.1 413 ")
     assert b"\r\nConnection: close\r\n" in answer
+
+
+def test_a_worker_holds_thousands_of_connections_not_gunicorns_1000() -> None:
+    """gunicorn's default of 1,000 let 16 addresses at 64 connections each lock everyone
+    out; the capacity follows the open-file limit, which serve raises for it."""
+    import resource
+
+    from cronmetrics.web.server import MAX_CONNECTIONS, connection_capacity
+
+    capacity = connection_capacity()
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert capacity <= MAX_CONNECTIONS
+    assert soft == resource.RLIM_INFINITY or capacity <= soft - 256 or capacity == 64
+    if soft == resource.RLIM_INFINITY or soft >= MAX_CONNECTIONS + 256:
+        assert capacity == MAX_CONNECTIONS

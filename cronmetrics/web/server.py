@@ -28,6 +28,31 @@ from cronmetrics.web.worker import Limits, worker_class
 __all__ = ["Server", "check_can_start", "claim"]
 
 
+#: open connections one worker holds; idle ones cost a descriptor and a small buffer, so
+#: this is far above what 64 per address lets one client take (gunicorn's default: 1,000)
+MAX_CONNECTIONS = 4096
+
+
+def connection_capacity() -> int:
+    """How many connections a worker may hold: :data:`MAX_CONNECTIONS`, raising the soft
+    open-file limit toward the hard one for it (Debian's default soft limit is 1,024),
+    or less, with room for the state, job files and logs, where the hard limit is lower."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = MAX_CONNECTIONS + 256
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(64, min(MAX_CONNECTIONS, soft - 256))
+
+
 def check_can_start(config: Config, *, workers: int = 1) -> None:
     """Refuse to run an open server by accident (DESIGN.md section 7), or N workers on
     an engine whose state lives in one process's memory, or one that cannot listen where
@@ -110,7 +135,7 @@ class Server(BaseApplication):  # type: ignore[misc]
             "post_fork": lifecycle.post_fork,
             "when_ready": lifecycle.when_ready(self.cm_config),
             "backlog": 2048,
-            "worker_connections": 1000,
+            "worker_connections": connection_capacity(),
         }
         if self.cm_config.tls is not None:
             settings["certfile"] = str(self.cm_config.tls.cert)
