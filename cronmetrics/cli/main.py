@@ -270,6 +270,7 @@ def token_hash(scopes: tuple[str, ...], jobs: tuple[str, ...], name: str | None)
 
 # -- client commands: job, result, run, ingest (cronmetrics/jobctl.py, runner.py, ingest.py)
 
+from cronmetrics.cli.diff import diff_cmd  # noqa: E402
 from cronmetrics.cli.jobctl import job_group, result_group  # noqa: E402
 from cronmetrics.client.ingest import ingest_cmd  # noqa: E402  (they must not import this module)
 from cronmetrics.client.runner import run_cmd  # noqa: E402
@@ -280,6 +281,7 @@ cli.add_command(result_group)
 cli.add_command(run_cmd)
 cli.add_command(ingest_cmd)
 cli.add_command(purge_cmd)
+cli.add_command(diff_cmd)
 cli.epilog = """\b
 Exit codes: 0 ok, 1 error (validation problems, server refused input),
 2 usage or configuration error, 3 server unavailable, 4 not found,
