@@ -60,6 +60,10 @@ DEFAULT_REDACT = [
     r"A(?<!\w.)(?:KIA|SIA)[0-9A-Z]{16}\b",
     # credentials in URLs: scheme://user:password@host
     r"/(?<=://)[^/\s:@]{1,256}+:(?P<secret>[^/\s@]{1,256}+)(?=@)",
+    # cronmetrics tokens (``cronmetrics token new``: cm_ + 27 URL-safe characters), anywhere
+    r"c(?<![A-Za-z0-9].)m_[A-Za-z0-9_-]{16,}+",
+    # Healthchecks-style ping URLs: /ping/<key>/<job> (the key is a token; /api/ping/ is not)
+    r"p(?<=/p)(?<!/api/p)ing/(?P<secret>[^/\s?#\"'<>]{1,256}+)",
     # PEM private keys
     r"-----BEGIN [A-Z ]{0,40}PRIVATE KEY-----(?P<secret>[\s\S]*?)"
     r"(?:-----END [A-Z ]{0,40}PRIVATE KEY-----|$)",

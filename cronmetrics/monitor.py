@@ -24,6 +24,9 @@ __all__ = ["FUTURE_TOLERANCE", "JobView", "Monitor", "ReloadDiff"]
 
 #: results stamped further in the future than this are rejected (clock skew guard)
 FUTURE_TOLERANCE = 300.0
+#: characters redacted in front of the stored tail: longer than any secret a default
+#: pattern matches (a 4096-bit RSA key in PEM is about 3.3 kB)
+REDACT_MARGIN = 16_384
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,12 +218,17 @@ class Monitor:
         return None
 
     def _clean_output(self, output: str | None) -> str | None:
-        """Redact, then keep the tail: cutting first could leave half a secret unmatched."""
+        """Keep the stored tail, redacted. Only the tail plus a margin is redacted: a 1 MB
+        output costs what 10 kB does, and a secret straddling the final cut still lies
+        whole inside the margin, so it is matched before the cut can halve it."""
         if output is None:
             return None
+        limit = self.max_output_bytes
+        window = limit + REDACT_MARGIN  # characters: at least as many bytes
+        if len(output) > window:
+            output = output[-window:]
         if self.redact is not None:
             output = self.redact(output)
-        limit = self.max_output_bytes
         raw = output.encode("utf-8", "replace")
         if len(raw) > limit:
             output = raw[len(raw) - limit :].decode("utf-8", "ignore")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import random
 from collections import deque
@@ -73,8 +74,7 @@ def test_an_unknown_status_is_refused_and_changes_nothing() -> None:
 )
 def test_a_result_of_the_wrong_type_is_refused_whole(field: str, value: Any) -> None:
     history = History.of("backup", [result(0)])
-    bad = result(1)
-    setattr(bad, field, value)
+    bad = dataclasses.replace(result(1), **{field: value})
     with pytest.raises(ValueError, match=field):
         history.append(bad)
     assert list(history) == [result(0)]

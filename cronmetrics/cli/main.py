@@ -6,6 +6,7 @@ commands just raise :class:`~cronmetrics.errors.CronmetricsError`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -69,6 +70,14 @@ def _github_escape(text: str, *, prop: bool = False) -> str:
     return text
 
 
+def _text_escape(text: str) -> str:
+    """Show control and format characters (newline, ESC, bidi overrides) as escapes, so a
+    file name cannot print a forged problem line or recolour the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
 def format_problem(problem: Problem, fmt: str) -> str:
     if fmt == "github":
         props = [f"file={_github_escape(problem.path or '', prop=True)}"]
@@ -77,7 +86,8 @@ def format_problem(problem: Problem, fmt: str) -> str:
         if problem.column is not None:
             props.append(f"col={problem.column}")
         return f"::error {','.join(props)}::{_github_escape(problem.message)}"
-    return str(problem)
+    path = None if problem.path is None else _text_escape(problem.path)
+    return str(dataclasses.replace(problem, path=path, message=_text_escape(problem.message)))
 
 
 @cli.command()

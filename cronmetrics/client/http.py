@@ -53,7 +53,14 @@ def _error_classes() -> dict[str, type[CronmetricsError]]:
     return found
 
 
-def _build_error(status: int, code: str, message: str, field: str | None, body: Any) -> Exception:
+def _build_error(
+    status: int,
+    code: str,
+    message: str,
+    field: str | None,
+    body: Any,
+    retry_after: float | None = None,
+) -> Exception:
     if status >= 500 or code in ("UNAVAILABLE", "STORAGE_ERROR", "INTERNAL"):
         return ServerUnavailable(f"server error ({status}): {message}", field=field)
     cls = _error_classes().get(code)
@@ -74,22 +81,39 @@ def _build_error(status: int, code: str, message: str, field: str | None, body: 
             if isinstance(p, dict)
         ] or [Problem(message, field=field)]
         return cls(problems)
+    if issubclass(cls, err.RateLimited):
+        return cls(message, retry_after=retry_after if retry_after is not None else 1.0)
     if cls in (CronmetricsError, err.ConfigError):
         cls = err.InvalidRequest
     return cls(message, field=field)
 
 
-def error_from_response(status: int, body: Any, fallback: str = "") -> Exception:
+def error_from_response(
+    status: int, body: Any, fallback: str = "", *, retry_after: str | None = None
+) -> Exception:
     """The exception a non-2xx answer stands for (the server's own code when it sent one)."""
+    wait = _retry_after_seconds(retry_after)
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
         code = str(error.get("code") or "")
         message = str(error.get("message") or fallback or f"HTTP {status}")
         field = error.get("field")
-        return _build_error(status, code, message, field if isinstance(field, str) else None, error)
+        field = field if isinstance(field, str) else None
+        return _build_error(status, code, message, field, error, wait)
     text = fallback.strip().splitlines()[0][:200] if fallback.strip() else ""
     message = f"HTTP {status}" + (f": {text}" if text else "")
-    return _build_error(status, "", message, None, {})
+    return _build_error(status, "", message, None, {}, wait)
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """``Retry-After`` in seconds (only the delta-seconds form: the server sends that)."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds < 86400 else None
 
 
 def split_job_id(job_id: str) -> tuple[str, str | None]:
@@ -282,7 +306,12 @@ class Client:
             body = None
         if response.is_success:
             return body
-        raise error_from_response(response.status_code, body, response.text)
+        raise error_from_response(
+            response.status_code,
+            body,
+            response.text,
+            retry_after=response.headers.get("Retry-After"),
+        )
 
     def request_retrying(
         self,
@@ -304,10 +333,13 @@ class Client:
             remaining = deadline - self._clock()
             try:
                 return self.request(method, path, json=json, timeout=max(remaining, 0.05))
-            except ServerUnavailable:
+            except (ServerUnavailable, err.RateLimited) as exc:
                 remaining = deadline - self._clock()
-                if remaining <= delay or (cancel is not None and cancel.is_set()):
+                wait = exc.retry_after if isinstance(exc, err.RateLimited) else delay
+                if remaining <= wait or (cancel is not None and cancel.is_set()):
                     raise
+                if isinstance(exc, err.RateLimited):
+                    delay = wait
                 if cancel is not None:
                     if cancel.wait(delay):
                         raise

@@ -291,6 +291,9 @@ class Reporter:
         except CronmetricsError as exc:
             self.warn(f"server refused {what} report for {self.job_id}: {exc.message}")
             return False
+        except Exception as exc:  # a report must never change the exit code
+            self.warn(f"could not report {what} of {self.job_id}: {type(exc).__name__}: {exc}")
+            return False
         return True
 
     def start(self) -> None:

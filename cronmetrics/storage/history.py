@@ -32,7 +32,7 @@ from typing import Any, overload
 __all__ = ["COLUMNS", "FLOAT_COLUMNS", "History", "Result", "check_result", "newest"]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Result:
     """One accepted result: what a submission, the journal and the history API carry."""
 
