@@ -468,6 +468,27 @@ def test_ping_unknown_job_is_404(client: FlaskClient) -> None:
     assert error(response)["code"] == "NOT_FOUND"
 
 
+@pytest.mark.parametrize("job_id", ["team/backup", "backup@db1/x", "a/b/c"])
+def test_ping_with_a_slash_in_the_id_answers_with_the_id_rule(
+    client: FlaskClient, job_id: str
+) -> None:
+    """A folder of jobs.d is not part of the id; say so instead of "no such endpoint"."""
+    response = client.post(f"/api/ping/{job_id}/success")
+    assert response.status_code == 400
+    err = error(response)
+    assert (err["code"], err["field"]) == ("VALIDATION_ERROR", "job_id")
+    assert "no spaces or '/'" in err["message"]
+    assert "no such endpoint" not in err["message"]
+
+
+def test_ping_with_a_slash_still_needs_a_token(make_client: Any) -> None:
+    from cronmetrics.web.auth import hash_token
+
+    token = {"name": "t", "sha256": hash_token("cm_x"), "scopes": ["submit"]}
+    client = make_client(JOBS, no_auth=False, auth={"tokens": [token]})
+    assert client.post("/api/ping/team/backup/success").status_code == 401
+
+
 def test_ping_body_is_the_output(client: FlaskClient) -> None:
     from cronmetrics.web.app import services
 

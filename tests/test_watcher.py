@@ -118,7 +118,8 @@ def test_broken_edit_keeps_last_good_definition_and_says_so(
     assert "cronmetrics_config_last_reload_successful 0.0" in text
     assert "cronmetrics_config_invalid_files 1.0" in text
     deep = run.app.test_client().get("/health/deep")
-    assert deep.status_code == 503
+    assert deep.status_code == 200  # still serving: it stays in rotation, and says why
+    assert deep.get_json()["warnings"] == ["reload"]
     assert "team/b.yaml" in deep.get_json()["checks"]["reload"]["detail"]
     (root / "team" / "b.yaml").write_text(job("b", 90))
     run.wait(lambda: run.threshold("b") == 90)

@@ -56,6 +56,7 @@ from cronmetrics.storage.snapshot_format import (
     state_values,
 )
 from cronmetrics.storage.store import Result
+from cronmetrics.web.health import Check
 from cronmetrics.web.metrics import SelfMetrics
 
 if TYPE_CHECKING:
@@ -410,15 +411,21 @@ class Snapshotter:
         if self.journal is not None:
             self.journal.close()
 
-    def health(self) -> tuple[bool, str]:
-        """The ``snapshot`` check of ``/health/deep``."""
+    def health(self) -> Check:
+        """The ``snapshot`` check of ``/health/deep``: a failing write fails readiness (the
+        state cannot be persisted); a restore that fell back only warns, since the server
+        serves from what it could restore."""
         if self.last_error is not None:
-            return False, f"last snapshot write failed at {self.last_error}; previous one kept"
+            return Check(
+                False, f"last snapshot write failed at {self.last_error}; previous one kept"
+            )
         report = self.restore_report
         if report is not None and report.fallback and self.last_success is None:
             what = f"previous generation {report.source}" if report.source else "EMPTY state"
             problems = "; ".join(report.problems)
-            return False, f"snapshot unusable at start, restored {what}: {problems}"
+            return Check(
+                False, f"snapshot unusable at start, restored {what}: {problems}", critical=False
+            )
         if self.last_success is not None:
-            return True, f"last written {rfc3339(self.last_success)}"
-        return True, "no snapshot written yet"
+            return Check(True, f"last written {rfc3339(self.last_success)}")
+        return Check(True, "no snapshot written yet")

@@ -30,6 +30,7 @@ from cronmetrics.storage.snapshot import Snapshotter
 from cronmetrics.storage.store import MemoryStore
 from cronmetrics.web.auth import TokenAuth
 from cronmetrics.web.exposition import Exposition
+from cronmetrics.web.health import Check, as_check
 from cronmetrics.web.metrics import SelfMetrics
 
 __all__ = ["Services", "create_app", "services"]
@@ -130,34 +131,40 @@ class Services:
         if self.scheduler is not None:
             self.scheduler.shutdown()
 
-    def health(self) -> dict[str, tuple[bool, str]]:
-        """Readiness checks for ``/health/deep``: name -> (ok, detail)."""
-        checks: dict[str, tuple[bool, str]] = {}
+    def health(self) -> dict[str, Check]:
+        """Readiness checks for ``/health/deep`` (see :mod:`cronmetrics.web.health`)."""
+        checks: dict[str, Check] = {}
         root = self.config.jobs_dir
-        readable = root.is_dir() and os.access(root, os.R_OK | os.X_OK)
-        checks["jobs_dir"] = (
-            readable,
-            f"{root} is readable" if readable else f"{root} is not a readable directory",
-        )
+        try:
+            with os.scandir(root) as entries:  # really list it: os.access lies to root
+                next(entries, None)
+            checks["jobs_dir"] = Check(True, f"{root} is readable")
+        except OSError as exc:
+            checks["jobs_dir"] = Check(False, f"{root} cannot be read: {exc.strerror}")
         state = self.config.state_dir
         writable = state.is_dir() and os.access(state, os.W_OK | os.X_OK)
-        checks["state_dir"] = (
-            writable,
-            f"{state} is writable" if writable else f"{state} is not writable",
+        checks["state_dir"] = Check(
+            writable, f"{state} is writable" if writable else f"{state} is not writable"
         )
         report = self.last_reload
         if report is None:
-            checks["reload"] = (False, "jobs.d not loaded yet")
+            checks["reload"] = Check(False, "jobs.d not loaded yet")
         elif report.ok:
-            checks["reload"] = (True, f"{len(report.jobs)} jobs loaded")
-        else:
+            checks["reload"] = Check(True, f"{len(report.jobs)} jobs loaded")
+        else:  # the last good definitions stay live: serving, with a warning
             files = ", ".join(sorted(report.invalid)[:5])
-            checks["reload"] = (False, f"{len(report.invalid)} invalid job files: {files}")
+            more = f" and {len(report.invalid) - 5} more" if len(report.invalid) > 5 else ""
+            checks["reload"] = Check(
+                False,
+                f"{len(report.invalid)} invalid job files (their last good definitions stay "
+                f"live): {files}{more}; {len(report.jobs)} jobs loaded",
+                critical=False,
+            )
         if self.scheduler is not None:
             alive = self.scheduler.alive
-            checks["scheduler"] = (alive, "running" if alive else "stopped")
+            checks["scheduler"] = Check(alive, "running" if alive else "stopped")
         for name, check in self.extras.get("health_checks", {}).items():
-            checks[name] = check()
+            checks[name] = as_check(check())
         return checks
 
 

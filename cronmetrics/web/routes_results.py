@@ -71,9 +71,13 @@ def _split_id(job_id: str) -> tuple[str, str | None]:
         raise ValidationError([Problem(f"invalid job id: {exc}", field="job_id")]) from None
 
 
-@bp.post("/api/ping/<job_id>/<action>")
+@bp.post("/api/ping/<path:job_id>/<action>")
 def ping(job_id: str, action: str) -> Response:
-    """``curl -X POST --data-binary @log .../api/ping/backup@db1/success``."""
+    """``curl -X POST --data-binary @log .../api/ping/backup@db1/success``.
+
+    ``path:`` takes ids with a slash too (``/api/ping/team/backup/success``), so that a
+    folder name mistaken for part of the id gets the id rule, not "no such endpoint".
+    """
     g.submission = True
     require("submit")  # authenticate before looking at the id or the body
     name, host = _split_id(job_id)

@@ -7,6 +7,7 @@ from flask import Blueprint, Response, request
 from cronmetrics.errors import NotFound
 from cronmetrics.web.api import OPENAPI, current, json_response, require
 from cronmetrics.web.exposition import CONTENT_TYPE
+from cronmetrics.web.health import readiness
 
 bp = Blueprint("system", __name__)
 
@@ -19,15 +20,9 @@ def health() -> Response:
 
 @bp.get("/health/deep")
 def health_deep() -> Response:
-    """Readiness: 503 naming every failing check."""
-    checks = current().health()
-    failing = sorted(name for name, (ok, _) in checks.items() if not ok)
-    body = {
-        "status": "ok" if not failing else "fail",
-        "failing": failing,
-        "checks": {name: {"ok": ok, "detail": detail} for name, (ok, detail) in checks.items()},
-    }
-    return json_response(body, 200 if not failing else 503)
+    """Readiness ("can serve"): 503 naming every failed critical check."""
+    body, status = readiness(current().health())
+    return json_response(body, status)
 
 
 @bp.get("/metrics")
