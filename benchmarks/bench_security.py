@@ -9,18 +9,34 @@ backtracking regex engine go quadratic and prints the time per MiB.
 Token lookup hashes the presented token once and compares it with every configured hash
 in constant time (no early exit), so its cost grows with the number of tokens.
 
+``--server`` (issue 13) starts a real ``cronmetrics serve`` on loopback and times
+``/health`` and ``/metrics`` while 200 idle connections and 20 slow ones (a header, and a
+POST body, one byte a second) are held, then ``/metrics`` while four clients post 1 MB
+outputs as fast as they can.
+
     python3 benchmarks/bench_security.py
+    python3 benchmarks/bench_security.py --server
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import http.client
+import shutil
+import socket
 import statistics
+import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from common import REPO, loadavg, machine, process_tree_cpu
 
 from cronmetrics.config import DEFAULT_REDACT, TokenConfig
+from cronmetrics.testing import ServerProcess, running_server
 from cronmetrics.web.app import make_redactor
 from cronmetrics.web.auth import TokenAuth, hash_token
 
@@ -61,7 +77,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--by-pattern", action="store_true", help="time each pattern alone")
+    parser.add_argument("--server", action="store_true", help="slow clients and a flood")
+    parser.add_argument("--seconds", type=float, default=20, help="flood duration (--server)")
     args = parser.parse_args()
+    if args.server:
+        serve_benchmarks(args.seconds)
+        return
     redact = make_redactor(DEFAULT_REDACT)
     assert redact is not None
     print("redaction with the default patterns, 1 MiB of output, median of", args.runs)
@@ -95,6 +116,135 @@ def main() -> None:
 
         seconds = timed(lookups, args.runs)
         print(f"  {count:>5} tokens: {seconds / n * 1e6:8.1f} µs per request")
+
+
+# -- a real server: slow clients, and a flood of 1 MB submissions ----------------------------
+
+
+def get(port: int, path: str, timeout: float = 30) -> float:
+    """Seconds for one ``GET`` on a fresh connection (what a scrape or a probe does)."""
+    start = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 200, response.status
+    finally:
+        conn.close()
+    return time.perf_counter() - start
+
+
+def percentiles(samples: list[float]) -> str:
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return (
+        f"p50 {statistics.median(ordered) * 1000:6.1f} ms  p99 {p99 * 1000:6.1f} ms  "
+        f"max {ordered[-1] * 1000:6.1f} ms  (n={len(ordered)})"
+    )
+
+
+@contextlib.contextmanager
+def held_connections(port: int) -> Iterator[None]:
+    """200 idle connections, 10 sending a header and 10 a POST body one byte a second.
+
+    From four other loopback addresses (50 each): one address alone is refused past
+    ``connections.per_client`` (64 by default), which is a limit, not what is measured.
+    """
+    address = ("127.0.0.1", port)
+
+    def connect(index: int) -> socket.socket:
+        return socket.create_connection(address, source_address=(f"127.0.0.{10 + index % 4}", 0))
+
+    idle = [connect(i) for i in range(200)]
+    headers = [connect(i) for i in range(10)]
+    bodies = [connect(i) for i in range(10)]
+    head = b"POST /api/ping/cert_renew/success HTTP/1.1\r\nHost: x\r\nContent-Length: 900\r\n\r\n"
+    for sock in bodies:
+        sock.sendall(head)
+    header = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 900
+    stop = threading.Event()
+
+    def trickle() -> None:
+        for index in range(900):  # bounded: 15 minutes at most
+            if stop.wait(1.0):
+                return
+            for sock in headers:
+                with contextlib.suppress(OSError):
+                    sock.send(header[index : index + 1])
+            for sock in bodies:
+                with contextlib.suppress(OSError):
+                    sock.send(b"x")
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        time.sleep(2)
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
+        for sock in idle + headers + bodies:
+            sock.close()
+
+
+def flood(port: int, seconds: float, clients: int = 4) -> tuple[list[float], int]:
+    """``/metrics`` latencies while ``clients`` threads post 1 MB outputs; and the posts."""
+    output = (b"rsync: sent 4096 bytes to backup3:/srv/data password=hunter2\n" * 20_000)[
+        :1_000_000
+    ]
+    deadline = time.monotonic() + seconds
+    posted = [0] * clients
+
+    def post(index: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            while time.monotonic() < deadline:
+                conn.request("POST", "/api/ping/cert_renew/success", body=output)
+                response = conn.getresponse()
+                response.read()
+                assert response.status == 200, response.status
+                posted[index] += 1
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    samples = []
+    while time.monotonic() < deadline:
+        samples.append(get(port, "/metrics"))
+        time.sleep(0.1)
+    for thread in threads:
+        thread.join()
+    return samples, sum(posted)
+
+
+def serve_benchmarks(seconds: float) -> None:
+    print(f"machine: {machine()}, load {loadavg()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        shutil.copytree(REPO / "jobs.d", root / "jobs.d")
+        with running_server(root / "jobs.d", root / "state", ready=healthy) as server:
+            port = server.port
+            for path in ("/health", "/metrics"):  # warm
+                get(port, path)
+            with held_connections(port):
+                for path in ("/health", "/metrics"):
+                    samples = [get(port, path) for _ in range(100)]
+                    print(f"{path:<9} with 200 idle + 20 slow connections: {percentiles(samples)}")
+            samples, posts = flood(port, seconds)
+            print(
+                f"/metrics  while 4 clients post 1 MB outputs ({posts / seconds:.1f} posts/s): "
+                f"{percentiles(samples)}"
+            )
+            print(f"server CPU: {process_tree_cpu(server.process.pid):.1f} s")
+
+
+def healthy(server: ServerProcess) -> bool:
+    with contextlib.suppress(OSError, http.client.HTTPException, AssertionError):
+        return get(server.port, "/health", timeout=1) < 1
+    return False
 
 
 if __name__ == "__main__":

@@ -123,6 +123,18 @@ class LimitsConfig(_Section):
     max_batch: Annotated[StrictInt, Field(ge=1, le=100_000)] = 1000
 
 
+class ConnectionsConfig(_Section):
+    """What one client connection may hold; read when the server starts."""
+
+    #: open connections per client address (the TCP peer); 0 = no limit. Behind a
+    #: reverse proxy every client shares the proxy's address: raise it there
+    per_client: Annotated[StrictInt, Field(ge=0, le=100_000)] = 64
+    #: seconds from a connection's first byte (or its opening) to the end of the headers
+    header_timeout: Annotated[StrictFloat, Field(gt=0, le=3600)] = 10.0
+    #: seconds from the end of the headers to the end of the body, and to send a response
+    body_timeout: Annotated[StrictFloat, Field(gt=0, le=3600)] = 30.0
+
+
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
@@ -151,6 +163,54 @@ def default_state_dir() -> Path:
 
 _BIND_PATTERN = r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]*):(\d{1,5})$"
 _BIND_RE = re.compile(_BIND_PATTERN)
+
+#: what a ``store`` URL may say after ``?`` (redis-py connection options we support)
+STORE_URL_OPTIONS = frozenset(
+    {
+        "ssl_ca_certs",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_cert_reqs",
+        "ssl_check_hostname",
+        "socket_timeout",
+        "socket_connect_timeout",
+    }
+)
+_STORE_RE = re.compile(
+    r"^(?P<scheme>rediss?)://(?:(?P<user>[^:@/]*)(?::(?P<password>[^@/]*))?@)?"
+    r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+)(?::(?P<port>\d{1,5}))?"
+    r"(?:/(?P<db>\d{1,2})?)?(?:\?(?P<query>.*))?$"
+)
+
+
+def check_store_url(value: str) -> str:
+    """``embedded`` or a ``redis://`` / ``rediss://`` URL whose parts we understand."""
+    if value == "embedded":
+        return value
+    match = _STORE_RE.fullmatch(value)
+    if match is None:
+        raise ValueError(
+            "must be 'embedded' or redis://[:password@]host:port/db (rediss:// for TLS)"
+        )
+    if match.group("port") and not 1 <= int(match.group("port")) <= 65535:
+        raise ValueError(f"port {match.group('port')} is out of range")
+    if match.group("db") and int(match.group("db")) > 15:
+        raise ValueError("the Redis database number must be 0-15")
+    for pair in filter(None, (match.group("query") or "").split("&")):
+        name = pair.partition("=")[0]
+        if name not in STORE_URL_OPTIONS:
+            raise ValueError(
+                f"unknown store URL option {name!r} (known: {', '.join(sorted(STORE_URL_OPTIONS))})"
+            )
+        if name.startswith("ssl_") and match.group("scheme") != "rediss":
+            raise ValueError(f"{name} needs a rediss:// (TLS) URL")
+    return value
+
+
+def mask_url_password(url: str) -> str:
+    """The URL with its password (if any) replaced by ``***``, for logs and config show."""
+    return re.sub(r"^(rediss?://[^:@/]*:)[^@/]*@", r"\1***@", url)
+
 
 _file_data: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("_file_data")
 
@@ -230,6 +290,7 @@ class Config(BaseSettings):
     no_auth: StrictBool = False
     snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    connections: ConnectionsConfig = Field(default_factory=ConnectionsConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     redact: list[str] = Field(default_factory=lambda: list(DEFAULT_REDACT))
     unknown_jobs: Literal["reject", "accept"] = "reject"
@@ -237,6 +298,13 @@ class Config(BaseSettings):
     #: them (a git-sync worktree, a ConfigMap volume), ``disabled`` always (git only)
     job_writes: Literal["auto", "enabled", "disabled"] = "auto"
     log: LogConfig = Field(default_factory=LogConfig)
+    #: where job states and histories live: ``embedded`` (memory + state_dir/state.db, one
+    #: server) or ``redis://[:password@]host:port/db`` (``rediss://`` for TLS) shared by
+    #: replicas
+    store: str = "embedded"
+    #: a file whose first line is the Redis password (a mounted secret), instead of one in
+    #: the ``store`` URL
+    store_password_file: Path | None = None
     watch: WatchConfig = Field(default_factory=WatchConfig)
 
     @field_validator("bind")
@@ -246,6 +314,16 @@ class Config(BaseSettings):
         if not match or not 1 <= int(match.group(2)) <= 65535:
             raise ValueError(f"{value!r} is not HOST:PORT (e.g. 0.0.0.0:9479 or [::1]:9479)")
         return value
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, value: str) -> str:
+        return check_store_url(value)
+
+    @property
+    def redis(self) -> bool:
+        """Whether the store is a Redis server (replicas, ``--workers N``)."""
+        return self.store != "embedded"
 
     @field_validator("redact")
     @classmethod
@@ -292,6 +370,7 @@ class Config(BaseSettings):
     def redacted(self) -> dict[str, Any]:
         """The config as plain data with secrets masked, for ``config show``."""
         masked: dict[str, Any] = _mask(self.model_dump(mode="json"))
+        masked["store"] = mask_url_password(self.store)
         return masked
 
 

@@ -12,12 +12,12 @@ TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
 
 
-def required_tool(name: str) -> str:
-    """Path to a program of Debian's ``prometheus`` package; skips the test locally,
-    fails it in CI (``CI=true``), where .ci/run installs it."""
+def required_tool(name: str, package: str = "prometheus") -> str:
+    """Path to a program of a Debian package (``prometheus`` by default); skips the test
+    locally, fails it in CI (``CI=true``), where .ci/run installs it."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} not on PATH (Debian: apt-get install prometheus)"
+        message = f"{name} not on PATH (Debian: apt-get install {package})"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
@@ -74,6 +74,21 @@ def server(jobs_dir: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def prometheus_bin() -> str:
     return required_tool("prometheus")
+
+
+@pytest.fixture(scope="session")
+def redis_server_bin() -> str:
+    return required_tool("redis-server", "redis-server")
+
+
+@pytest.fixture
+def redis(redis_server_bin: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A real ``redis-server`` on a free loopback port with its own dir and AOF
+    (``appendfsync always``); ``redis.kill()`` / ``redis.start()`` for crash tests."""
+    from redisserver import redis_server
+
+    with redis_server(redis_server_bin, tmp_path / "redis") as server:
+        yield server
 
 
 #: 2026-01-05T00:00:00Z, a Monday: the fake clock's start in API tests

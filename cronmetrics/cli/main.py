@@ -150,7 +150,19 @@ def validate(paths: tuple[Path, ...], fmt: str) -> None:
 @click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--no-auth", is_flag=True, default=None, help="Run without authentication.")
+@click.option(
+    "--store",
+    default=None,
+    help="embedded (default) or redis://[:password@]host:port/db (rediss:// for TLS).",
+)
 @click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Worker processes; more than 1 needs a Redis store.",
+)
 def serve(
     config_path: Path | None,
     jobs_dir: Path | None,
@@ -159,9 +171,11 @@ def serve(
     tls_cert: Path | None,
     tls_key: Path | None,
     no_auth: bool | None,
+    store: str | None,
     threads: int,
+    workers: int,
 ) -> None:
-    """Run the exporter (gunicorn, one worker process with threads)."""
+    """Run the exporter (gunicorn: worker processes with threads)."""
     from cronmetrics.web.server import Server, check_can_start, claim
 
     if (tls_cert is None) != (tls_key is None):
@@ -174,11 +188,12 @@ def serve(
         bind=bind,
         tls=tls,
         no_auth=no_auth,
+        store=store,
     )
-    check_can_start(config)
+    check_can_start(config, workers=workers)
     claimed = claim(config)  # held until the process exits
     try:
-        Server(config, threads=threads).run()
+        Server(config, threads=threads, workers=workers).run()
     finally:
         if claimed is not None:
             os.close(claimed)

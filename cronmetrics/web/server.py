@@ -1,6 +1,9 @@
-"""``cronmetrics serve``: gunicorn in-process, one worker with threads.
+"""``cronmetrics serve``: gunicorn in-process, worker processes with threads.
 
-One worker process because the state lives in its memory; threads for concurrency. The
+One worker process on the embedded engine because the state lives in its memory; with a
+Redis store (which holds the state) ``--workers N``; threads for concurrency. The
+worker is gthread's, made to give its threads only whole requests (:mod:`.worker`), so
+idle and slow clients never hold one. The
 app (and so the scheduler, watcher and snapshotter) is created in the worker after the
 fork, never in the master. On SIGTERM gunicorn stops accepting, finishes requests, and
 the ``worker_exit`` hook runs the app's shutdown (final snapshot included).
@@ -15,12 +18,29 @@ from gunicorn.app.base import BaseApplication
 from cronmetrics.config import Config
 from cronmetrics.errors import ConfigError, Conflict
 from cronmetrics.storage.generations import claim_state_dir
+from cronmetrics.web.worker import worker_class
 
 __all__ = ["Server", "check_can_start", "claim"]
 
 
-def check_can_start(config: Config) -> None:
-    """Refuse to run an open server by accident (DESIGN.md section 7)."""
+def check_can_start(config: Config, *, workers: int = 1) -> None:
+    """Refuse to run an open server by accident (DESIGN.md section 7), or N workers on
+    an engine whose state lives in one process's memory."""
+    if workers > 1 and not config.redis:
+        raise ConfigError(
+            f"--workers {workers} needs a Redis store (store: redis://...): the embedded "
+            "engine keeps the state in one process's memory, so it runs one worker; use "
+            "--threads for concurrency"
+        )
+    if config.store_password_file is not None:
+        try:
+            config.store_password_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"store_password_file {config.store_password_file} cannot be read: {exc}"
+            ) from None
+    if config.redis:  # until the Redis engine lands: never silently keep state in memory
+        raise ConfigError("store: the Redis engine is not available in this build yet")
     if not config.auth.tokens and not config.no_auth:
         raise ConfigError(
             "no API tokens are configured, so the server would accept anything from anyone; "
@@ -48,9 +68,10 @@ def claim(config: Config) -> int | None:
 
 
 class Server(BaseApplication):  # type: ignore[misc]
-    def __init__(self, config: Config, *, threads: int = 8) -> None:
+    def __init__(self, config: Config, *, threads: int = 8, workers: int = 1) -> None:
         self.cm_config = config
         self.threads = threads
+        self.workers = workers
         super().__init__()
 
     def load_config(self) -> None:
@@ -58,8 +79,8 @@ class Server(BaseApplication):  # type: ignore[misc]
         bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         settings: dict[str, Any] = {
             "bind": [bind],
-            "workers": 1,
-            "worker_class": "gthread",
+            "workers": self.workers,
+            "worker_class": worker_class(self.cm_config),
             "threads": self.threads,
             "keepalive": 75,
             "timeout": 60,

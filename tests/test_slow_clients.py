@@ -1,0 +1,223 @@
+"""Idle and slow clients cannot hold the server (issue 13, case 1).
+
+A real ``cronmetrics serve`` and real loopback sockets: hundreds of idle connections,
+headers and bodies sent a byte at a time, and ``/health`` and ``/metrics`` must still
+answer. Every loop is bounded; every socket is closed at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from liveserver import LiveServer, live_server
+
+from cronmetrics.web.worker import Framing
+
+pytestmark = pytest.mark.slow
+
+#: an answer within this long means "answered"; the unguarded server took > 10 s
+ANSWER_TIMEOUT = 5.0
+
+
+def limited(
+    jobs_dir: Path, state: Path, per_client: int, timeout: float
+) -> contextlib.AbstractContextManager[LiveServer]:
+    env = {
+        "CRONMETRICS_CONNECTIONS__PER_CLIENT": str(per_client),
+        "CRONMETRICS_CONNECTIONS__HEADER_TIMEOUT": str(timeout),
+        "CRONMETRICS_CONNECTIONS__BODY_TIMEOUT": str(timeout),
+    }
+    return live_server(jobs_dir, state, env=env)
+
+
+@pytest.fixture
+def guarded(jobs_dir: Path, tmp_path: Path) -> Iterator[LiveServer]:
+    """Timeouts longer than any test here, no per-address limit to speak of."""
+    with limited(jobs_dir, tmp_path / "state", 1000, 30) as live:
+        yield live
+
+
+def connect(live: LiveServer, source: str = "127.0.0.1") -> socket.socket:
+    return socket.create_connection(
+        ("127.0.0.1", live.port), timeout=ANSWER_TIMEOUT, source_address=(source, 0)
+    )
+
+
+@contextlib.contextmanager
+def trickling(socks: list[socket.socket], data: bytes, *, interval: float) -> Iterator[None]:
+    """Send ``data`` to every socket, one byte per ``interval``, until the block ends."""
+    stop = threading.Event()
+
+    def run() -> None:
+        for index in range(len(data)):  # bounded: never more than the data
+            if stop.wait(interval):
+                return
+            for sock in socks:
+                with contextlib.suppress(OSError):
+                    sock.send(data[index : index + 1])
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def answers(live: LiveServer, path: str) -> int:
+    response = httpx.get(f"{live.url}{path}", timeout=ANSWER_TIMEOUT)
+    return response.status_code
+
+
+SLOW_HEADER = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 200 + b"\r\n\r\n"
+SLOW_BODY_HEAD = (
+    b"POST /api/ping/backup@db1/success HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n"
+)
+
+
+def test_health_and_metrics_answer_while_200_idle_and_20_slow_connections_are_held(
+    guarded: LiveServer,
+) -> None:
+    idle = [connect(guarded) for _ in range(200)]
+    slow_headers = [connect(guarded) for _ in range(10)]
+    slow_bodies = [connect(guarded) for _ in range(10)]
+    try:
+        for sock in slow_bodies:
+            sock.sendall(SLOW_BODY_HEAD)
+        with (
+            trickling(slow_headers, SLOW_HEADER, interval=1.0),
+            trickling(slow_bodies, b"x" * 500, interval=1.0),
+        ):
+            time.sleep(1.5)  # every connection is open and has started, none is complete
+            for _ in range(3):
+                assert answers(guarded, "/health") == 200
+                assert answers(guarded, "/metrics") == 200
+    finally:
+        for sock in idle + slow_headers + slow_bodies:
+            sock.close()
+    assert guarded.process.poll() is None
+
+
+@pytest.fixture
+def strict(jobs_dir: Path, tmp_path: Path) -> Iterator[LiveServer]:
+    with limited(jobs_dir, tmp_path / "state", 5, 1) as live:
+        yield live
+
+
+def read_all(sock: socket.socket, limit: float = 10.0) -> bytes:
+    """What the server sends until it closes (or ``limit`` seconds pass)."""
+    sock.settimeout(limit)
+    out = b""
+    with contextlib.suppress(OSError):
+        while chunk := sock.recv(4096):
+            out += chunk
+    return out
+
+
+def test_headers_sent_a_byte_at_a_time_hit_the_header_deadline(strict: LiveServer) -> None:
+    sock = connect(strict)
+    with sock, trickling([sock], SLOW_HEADER, interval=0.2):
+        answer = read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+
+
+def test_a_body_sent_a_byte_at_a_time_hits_the_body_deadline(strict: LiveServer) -> None:
+    sock = connect(strict)
+    with sock:
+        sock.sendall(SLOW_BODY_HEAD)
+        with trickling([sock], b"x" * 500, interval=0.2):
+            answer = read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+
+
+def test_an_idle_connection_is_closed_at_the_header_deadline(strict: LiveServer) -> None:
+    with connect(strict) as sock:
+        assert read_all(sock) == b""  # closed (nothing was asked, nothing to answer)
+
+
+def test_connections_are_limited_per_client_address(strict: LiveServer) -> None:
+    held = [connect(strict) for _ in range(5)]
+    try:
+        with connect(strict) as sixth:
+            assert read_all(sixth).startswith(b"HTTP/1.1 429 ")
+        with connect(strict, source="127.0.0.2") as other:  # another client is not limited
+            other.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert read_all(other).startswith(b"HTTP/1.1 200 ")
+    finally:
+        for sock in held:
+            sock.close()
+    assert answers(strict, "/health") == 200  # the slots came back when they closed
+
+
+def test_keep_alive_pipelining_and_expect_continue_still_work(guarded: LiveServer) -> None:
+    with connect(guarded) as sock:
+        two = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * 2
+        sock.sendall(two + b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert read_all(sock).count(b"HTTP/1.1 200 ") == 3
+    with connect(guarded) as sock:
+        sock.sendall(
+            b"POST /api/ping/cert_renew/success HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+            b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
+        )
+        sock.settimeout(ANSWER_TIMEOUT)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(b"done")
+        answer = read_all(sock)
+        assert b"HTTP/1.1 200 " in answer
+        assert b"100 Continue" not in answer  # answered once, not again after the body
+    with httpx.Client(timeout=ANSWER_TIMEOUT) as client:  # keep-alive across requests
+        for _ in range(5):
+            assert client.get(f"{guarded.url}/health").status_code == 200
+
+
+def test_sigterm_is_fast_with_idle_and_half_sent_requests_open(guarded: LiveServer) -> None:
+    socks = [connect(guarded) for _ in range(50)]
+    try:
+        for sock in socks[:10]:
+            sock.sendall(b"GET /health HTTP/1.1\r\n")
+        time.sleep(0.5)
+        started = time.monotonic()
+        assert guarded.stop(timeout=30) == 0
+        assert time.monotonic() - started < 10  # not the 20 s graceful timeout
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+# -- where a request ends (pure) --------------------------------------------------------------
+
+
+def test_framing_finds_the_end_of_headers_content_length_and_chunked_bodies() -> None:
+    f = Framing(max_body_bytes=100)
+    assert f.feed(b"GET / HTTP/1.1\r\nHost: x\r") == "more"
+    assert f.feed(b"\n\r\n") == "complete"
+    f = Framing(max_body_bytes=100)
+    assert f.feed(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nab") == "more"
+    assert f.feed(b"cde") == "complete"
+    f = Framing(max_body_bytes=100)
+    assert f.feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab") == "more"
+    assert f.feed(b"c\r\n0\r\n") == "more"
+    assert f.feed(b"\r\n") == "complete"
+    assert not f.truncated
+
+
+def test_framing_stops_buffering_past_the_body_limit() -> None:
+    f = Framing(max_body_bytes=10)
+    assert f.feed(b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n") == "complete"
+    assert f.truncated  # answered 413 from the headers; the connection closes after
+    f = Framing(max_body_bytes=10)
+    assert f.feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n64\r\n") == "more"
+    assert f.feed(b"x" * 10) == "more"
+    assert f.feed(b"x") == "complete"  # limit + 1 byte buffered: enough for the 413
+    assert f.truncated
+    assert Framing(max_body_bytes=10).feed(b"GET / HTTP/1.1\r\n" + b"a" * 70_000) == (
+        "headers too large"
+    )

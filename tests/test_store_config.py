@@ -1,0 +1,116 @@
+"""The ``store`` setting: embedded by default, a Redis URL from file, env or flag."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from cronmetrics.cli.main import main
+from cronmetrics.config import load_config, mask_url_password
+from cronmetrics.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for key in list(os.environ):
+        if key.startswith("CRONMETRICS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+
+
+def test_the_default_store_is_the_embedded_engine() -> None:
+    config = load_config()
+    assert config.store == "embedded"
+    assert not config.redis
+
+
+def test_flag_wins_over_environment_which_wins_over_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("store: redis://file:6379/0\n")
+    assert load_config(path).store == "redis://file:6379/0"
+    monkeypatch.setenv("CRONMETRICS_STORE", "redis://env:6379/1")
+    assert load_config(path).store == "redis://env:6379/1"
+    assert load_config(path, store="rediss://flag:6380/2").store == "rediss://flag:6380/2"
+    assert load_config(path, store="rediss://flag:6380/2").redis
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://redis:6379", "must be 'embedded' or redis://"),
+        ("redis://redis:70000/0", "port 70000 is out of range"),
+        ("redis://redis:6379/16", "database number must be 0-15"),
+        ("redis://redis:6379/0?ssl_ca_certs=/ca.pem", "needs a rediss://"),
+        ("redis://redis:6379/0?max_conections=3", "unknown store URL option 'max_conections'"),
+    ],
+)
+def test_a_bad_store_url_is_refused_with_a_line_naming_it(
+    tmp_path: Path, url: str, message: str
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"store: '{url}'\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert f"{path}:1:" in caught.value.message
+    assert message in caught.value.message
+
+
+def test_tls_options_ride_on_a_rediss_url() -> None:
+    url = "rediss://:pw@redis.internal:6380/3?ssl_ca_certs=/etc/ca.pem&ssl_cert_reqs=required"
+    assert load_config(None, store=url).store == url
+
+
+def test_config_show_masks_the_store_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("store: 'redis://:hunter2@127.0.0.1:6379/0'\n")
+    main(["config", "show", "--config", str(path), "-o", "json"])
+    out = capsys.readouterr().out
+    assert "hunter2" not in out
+    assert "redis://:***@127.0.0.1:6379/0" in out
+    assert mask_url_password("redis://user:p@ss@h:1/0") == "redis://user:***@ss@h:1/0"
+    assert mask_url_password("redis://h:1/0") == "redis://h:1/0"
+
+
+def serve_args(jobs_dir: Path, state_dir: Path, *extra: str) -> list[str]:
+    return [
+        "serve",
+        "--jobs-dir",
+        str(jobs_dir),
+        "--state-dir",
+        str(state_dir),
+        "--no-auth",
+        *extra,
+    ]
+
+
+def test_more_than_one_worker_without_redis_is_refused(
+    jobs_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(serve_args(jobs_dir, tmp_path / "state", "--workers", "2"))
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert "--workers 2 needs a Redis store" in err
+    assert "Traceback" not in err
+
+
+def test_an_unreadable_password_file_is_refused_at_start(
+    jobs_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    missing = tmp_path / "nope" / "redis-password"
+    monkeypatch.setenv("CRONMETRICS_STORE_PASSWORD_FILE", str(missing))
+    with pytest.raises(SystemExit) as caught:
+        main(serve_args(jobs_dir, tmp_path / "state", "--store", "redis://127.0.0.1:1/0"))
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert f"store_password_file {missing} cannot be read" in err
+    assert "Traceback" not in err
