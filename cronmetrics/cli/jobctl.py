@@ -17,6 +17,7 @@ import click
 from cronmetrics.cli.jobsource import LIFECYCLES, JobSource, job_source_options
 from cronmetrics.cli.output import (
     FORMATS,
+    HelpGroup,
     age,
     cell,
     emit,
@@ -103,7 +104,7 @@ def _show(job: Mapping[str, Any], fmt: str, message: str | None = None) -> None:
 # -- job commands --------------------------------------------------------------------------
 
 
-@click.group("job")
+@click.group("job", cls=HelpGroup)
 def job_group() -> None:
     """Manage job definitions: online (--url) or in a jobs dir (--jobs-dir).
 
@@ -251,7 +252,7 @@ def job_add(source: JobSource, fmt: str, name: str, host: str | None, **opts: An
 @_definition_options
 @click.option("--remove-label", "remove_labels", multiple=True, metavar="KEY")
 def job_update(source: JobSource, fmt: str, job_id: str, **opts: Any) -> None:
-    """Change a job; `none` removes an optional key (e.g. --max-runtime none)."""
+    """Change a job; `none` removes an optional key, as in --max-runtime none."""
     changes = _changes(opts, clearable=True)
     labels: dict[str, str | None] = dict(parse_labels(opts["labels"]))
     labels.update(dict.fromkeys(opts["remove_labels"]))  # None removes (merge semantics)
@@ -299,20 +300,28 @@ _lifecycle_command(
 )
 
 
+def _no_jobs_dir(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    if value is not None:
+        raise click.UsageError("job stats needs the server: use --url, not --jobs-dir")
+
+
 @job_group.command("stats")
-@job_source_options
+@client_options  # the server's history: no --jobs-dir (hidden, to say so)
+@click.option("--jobs-dir", hidden=True, expose_value=False, callback=_no_jobs_dir)
 @output_option
 @click.argument("job_id", metavar="ID")
-def job_stats(source: JobSource, fmt: str, job_id: str) -> None:
-    """Runs, success rates (24h / 7d), durations, intervals, last failure (online only)."""
-    stats = source.stats(job_id)
+def job_stats(settings: ClientSettings, fmt: str, job_id: str) -> None:
+    """Runs, success rates (24h / 7d), durations, intervals, last failure (from the server)."""
+    split_job_id(job_id)
+    with settings.client() as client:
+        stats = client.job_stats(job_id)
     emit(stats if isinstance(stats, dict) else {"stats": stats}, fmt)
 
 
 # -- result submit -------------------------------------------------------------------------
 
 
-@click.group("result")
+@click.group("result", cls=HelpGroup)
 def result_group() -> None:
     """Submit results by hand, or list the retained ones (what ran, what it printed)."""
 
@@ -380,13 +389,26 @@ def read_tail(stream: Any, limit: int) -> str:
 @click.option("--duration", type=click.FloatRange(min=0), default=None, help="Seconds.")
 @click.option("--exit-code", type=int, default=None)
 @click.option(
-    "--output",
+    "--output-file",
     "output_file",
     type=click.File("rb"),
     default=None,
     help="Log to attach (tail kept); '-' reads stdin.",
 )
-@click.option("--output-limit", type=click.IntRange(0), default=DEFAULT_OUTPUT_LIMIT)
+@click.option(
+    "--output",
+    "old_output_file",
+    type=click.File("rb"),
+    default=None,
+    hidden=True,  # deprecated: -o/--output is the output format everywhere else
+)
+@click.option(
+    "--output-limit",
+    type=click.IntRange(0),
+    default=DEFAULT_OUTPUT_LIMIT,
+    show_default=True,
+    help="Bytes of the log's tail to send.",
+)
 @click.option("--run-id", default=None)
 @click.option("--timestamp", default=None, metavar="RFC3339", help="Default: now.")
 @click.option("--label", "labels", multiple=True, metavar="K=V", help="Result labels.")
@@ -398,6 +420,7 @@ def result_submit(
     duration: float | None,
     exit_code: int | None,
     output_file: Any,
+    old_output_file: Any,
     output_limit: int,
     run_id: str | None,
     timestamp: str | None,
@@ -415,6 +438,11 @@ def result_submit(
         "timestamp": timestamp,
     }
     result.update({k: v for k, v in optional.items() if v is not None})
+    if old_output_file is not None:
+        if output_file is not None:
+            raise click.UsageError("give --output-file only (--output is its old name)")
+        click.echo("warning: --output FILE is deprecated: use --output-file FILE", err=True)
+        output_file = old_output_file
     if output_file is not None:
         result["output"] = read_tail(output_file, output_limit)
     parsed = parse_labels(labels)

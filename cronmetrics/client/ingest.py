@@ -101,6 +101,9 @@ class Stats:
     submitted: int = 0
     rejected: int = 0
     rotations: int = 0
+    #: results the server said are older than its retention.days (purged soon)
+    expired: int = 0
+    retention_days: int | None = None
 
 
 class Ingester:
@@ -257,9 +260,12 @@ class Ingester:
         while True:
             try:
                 budget = self.retry_budget if not self.retry_forever else 60.0
-                self.client.request_retrying(
+                body = self.client.request_retrying(
                     "POST", "/api/job-result", json=payloads, budget=budget, cancel=self.stop
                 )
+                if isinstance(body, dict) and isinstance(body.get("older_than_retention"), int):
+                    self.stats.expired += body["older_than_retention"]
+                    self.stats.retention_days = body.get("retention_days")
                 return
             except ServerUnavailable as exc:
                 if not self.retry_forever or self.stop.is_set():
@@ -296,7 +302,13 @@ def _warn(message: str) -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @job_option
 @click.option("--follow", "-f", is_flag=True, help="Keep reading as lines arrive (rotation ok).")
-@click.option("--batch", type=click.IntRange(1, 1000), default=500, show_default=True)
+@click.option(
+    "--batch",
+    type=click.IntRange(1, 1000),
+    default=500,
+    show_default=True,
+    help="Results per request (POST /api/job-result).",
+)
 @click.option(
     "--state",
     "state_path",
@@ -304,8 +316,20 @@ def _warn(message: str) -> None:
     default=None,
     help="Offset file [default: .FILE.cronmetrics-offset next to FILE].",
 )
-@click.option("--poll", type=click.FloatRange(0.05, 60), default=1.0, show_default=True)
-@click.option("--output-limit", type=click.IntRange(0, 1_048_576), default=10_000)
+@click.option(
+    "--poll",
+    type=click.FloatRange(0.05, 60),
+    default=1.0,
+    show_default=True,
+    help="Seconds between looks for new lines with --follow.",
+)
+@click.option(
+    "--output-limit",
+    type=click.IntRange(0, 1_048_576),
+    default=10_000,
+    show_default=True,
+    help="Characters of each line's msg kept (the tail).",
+)
 @click.option(
     "--retry-timeout",
     type=click.FloatRange(0.1, 3600),
@@ -360,6 +384,12 @@ def ingest_cmd(
         f" (line {ingester.state.line}, byte {ingester.state.offset})",
         err=True,
     )
+    if stats.expired:
+        days = f"{stats.retention_days} days" if stats.retention_days else "retention.days"
+        _warn(
+            f"warning: {stats.expired} results are older than the server keeps history "
+            f"({days}): they count now but are purged at its next retention pass"
+        )
     if stats.rejected and not follow:
         sys.exit(1)
 
