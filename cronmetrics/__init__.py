@@ -1,10 +1,7 @@
 """cronmetrics: cron-job monitoring exporter for Prometheus."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("cronmetrics")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+#: The one place the version is written (pyproject.toml reads it from here): a constant,
+#: because ``importlib.metadata`` costs a cron run ~20 ms and the zipapp has no metadata.
+__version__ = "0.1.0"
 
 __all__ = ["__version__"]

@@ -1,3 +1,3 @@
-from cronmetrics.cli.main import main
+from cronmetrics.cli.entry import main
 
 main()

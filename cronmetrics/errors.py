@@ -2,7 +2,11 @@
 
 Every error a user can cause is a :class:`CronmetricsError`. The HTTP layer maps them to
 responses in one place (``api.error_response``) and the CLI maps them to one-line messages
-and exit codes in one place (``cli.main``), so a new error type needs no new plumbing.
+and exit codes in one place (``cli.main``; the cron host's commands in ``client.cli``), so
+a new error type needs no new plumbing.
+
+Standard library only, and Python 3.9-compatible: the one-file client (zipapp) ships this
+module, so the cron host side raises the same classes as the server.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Problem:
     """One validation problem, located as precisely as we can (file, line, column, field)."""
 
@@ -133,6 +137,12 @@ class StorageError(CronmetricsError):
 
     code = "STORAGE_ERROR"
     http_status = 503
+
+
+class StoreUnavailable(StorageError):
+    """The shared store (Redis) cannot be reached; the client should retry."""
+
+    code = "STORE_UNAVAILABLE"
 
 
 class ServerUnavailable(CronmetricsError):

@@ -156,9 +156,7 @@ def test_command_lists_never_cut_a_summary(name: str, group: click.Group) -> Non
     "path,names",
     [
         (["serve"], ["--jobs-dir", "--state-dir", "--tls-cert", "--tls-key", "--threads"]),
-        (["ingest"], ["--batch", "--poll", "--output-limit"]),
         (["token", "hash"], ["--job", "--name"]),
-        (["result", "submit"], ["--output-file", "--output-limit"]),
     ],
 )
 def test_options_have_help(path: list[str], names: list[str]) -> None:
@@ -171,9 +169,32 @@ def test_options_have_help(path: list[str], names: list[str]) -> None:
     opts = options(command)
     for name in names:
         assert opts[name].help, f"cronmetrics {' '.join(path)} {name} has no help"
-    for name in ("--batch", "--poll", "--output-limit"):
-        if name in names:
-            assert opts[name].show_default, f"{name} shows no default"
+
+
+@pytest.mark.parametrize(
+    "path,names",
+    [
+        (["ingest"], ["--batch", "--poll", "--output-limit"]),
+        (["result", "submit"], ["--output-file", "--output-limit"]),
+    ],
+)
+def test_cron_host_options_have_help_and_defaults(path: list[str], names: list[str]) -> None:
+    """run/result submit/ingest are argparse (the one-file client): the same rule."""
+    import argparse
+
+    from cronmetrics.client.cli import build_parser
+
+    parser: argparse.ArgumentParser = build_parser()
+    for part in path:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = sub.choices[part]
+    actions = {o: a for a in parser._actions for o in a.option_strings}
+    for name in names:
+        help_text = actions[name].help
+        assert help_text and help_text != argparse.SUPPRESS, f"{name} has no help"
+        if actions[name].default is not None:
+            assert "default" in help_text, f"{name} shows no default"
+    assert actions.get("--output") is None or actions["--output"].help == argparse.SUPPRESS
 
 
 def test_every_output_option_is_a_format() -> None:
@@ -203,7 +224,7 @@ def test_result_submit_output_file_and_its_old_spelling(bundled_url: str, tmp_pa
     assert "deprecated" not in new.output
     old = runner.invoke(cli, [*base, "--output", str(log)], env=env)
     assert old.exit_code == 0, old.output
-    assert "warning: --output FILE is deprecated: use --output-file FILE" in old.output
+    assert "warning: --output FILE is deprecated: use --output-file FILE" in old.stderr
     both = runner.invoke(cli, [*base, "--output", str(log), "--output-file", str(log)], env=env)
     assert both.exit_code == 2
     results = httpx.get(f"{bundled_url}/api/job/home_rsync/results?limit=2", timeout=5).json()
@@ -274,7 +295,7 @@ def test_ingest_warns_about_results_older_than_retention(bundled_url: str, tmp_p
     assert (
         "warning: 3 results are older than the server keeps history (30 days): they count "
         "now but are purged at its next retention pass"
-    ) in out.output
+    ) in out.stderr
 
 
 def test_submit_answer_names_results_older_than_retention(bundled_url: str) -> None:

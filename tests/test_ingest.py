@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from liveserver import wait_for
+from recorder import Answer, recorder
 from test_cli_jobs import Run, cm
 
 from cronmetrics.client.http import Client
@@ -194,22 +195,18 @@ def test_follow_tails_across_rotation_and_stops_on_sigterm(url: str, tmp_path: P
 def test_batches_respect_the_batch_size_and_state_follows_acks(tmp_path: Path) -> None:
     log = tmp_path / "runs.jsonl"
     log.write_text("".join(line(10 - i) for i in range(5)))
-    bodies: list[list[object]] = []
     acked_offsets: list[int] = []
     state_path = tmp_path / "state"
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        acked_offsets.append(Offset.load(state_path).offset)
-        bodies.append(json.loads(request.content))
-        if len(bodies) == 3:
-            return httpx.Response(503, json={"error": {"code": "X", "message": "down"}})
-        return httpx.Response(200, json={"accepted": 1})
-
-    client = Client("http://x.test", transport=httpx.MockTransport(handler))
-    ingester = Ingester(log, JOB, client, state_path=state_path, batch=2, warn=print,
-                        retry_budget=0.01)  # fmt: skip
-    with ingester.open() as handle, pytest.raises(Exception, match="down"):
-        ingester.drain(handle)
+    # a refusal that names no line: not retried, not skipped, the run stops there
+    down = Answer(400, {"error": {"code": "VALIDATION_ERROR", "message": "down", "field": None}})
+    with recorder(Answer(), Answer(), down) as rec:
+        rec.on_request = lambda seen: acked_offsets.append(Offset.load(state_path).offset)
+        client = Client(rec.url)
+        ingester = Ingester(log, JOB, client, state_path=state_path, batch=2, warn=print,
+                            retry_budget=30)  # fmt: skip
+        with ingester.open() as handle, pytest.raises(Exception, match="down"):
+            ingester.drain(handle)
+        bodies = rec.bodies()
     assert [len(b) for b in bodies] == [2, 2, 1]
     lines = log.read_bytes().splitlines(keepends=True)
     # state is written after each acknowledged batch, never before

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from recorder import Answer, recorder
 
-from cronmetrics.client.http import Client
+from cronmetrics.client.http import Client, Retry
 from cronmetrics.client.runner import Outcome, OutputTail, Reporter, run_command
-from cronmetrics.errors import ServerUnavailable
+from cronmetrics.errors import RateLimited, ServerUnavailable, ValidationError
 
 REPO = Path(__file__).resolve().parent.parent
 JOB = "logrotate@web1"
@@ -217,29 +216,14 @@ def test_run_command_keeps_only_the_tail_of_big_output() -> None:
     assert outcome.output.endswith("TAIL-END")
 
 
-def recording_client(answers: list[int]) -> tuple[Client, list[dict[str, object]]]:
-    seen: list[dict[str, object]] = []
-    lock = threading.Lock()
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        with lock:
-            seen.append(json.loads(request.content))
-            status = answers.pop(0) if answers else 200
-        if status >= 500:
-            return httpx.Response(status, json={"error": {"code": "X", "message": "busy"}})
-        return httpx.Response(status, json={"accepted": 1, "jobs": [JOB]})
-
-    client = Client("http://cronmetrics.test", transport=httpx.MockTransport(handler))
-    return client, seen
-
-
 def test_reports_share_one_run_id_and_carry_output_and_note() -> None:
-    client, seen = recording_client([])
     warnings: list[str] = []
-    reporter = Reporter(lambda: client, JOB, "abc123", budget=5, warn=warnings.append)
-    reporter.start()
-    assert reporter.finish(Outcome(143, 1.25, "last words\n", "killed by SIGTERM", 15))
-    start, final = seen
+    with recorder() as rec:
+        client = Client(rec.url)
+        reporter = Reporter(lambda: client, JOB, "abc123", budget=5, warn=warnings.append)
+        reporter.start()
+        assert reporter.finish(Outcome(143, 1.25, "last words\n", "killed by SIGTERM", 15))
+    start, final = rec.bodies()
     assert start["status"] == "start"
     assert (start["job_name"], start["host"], start["run_id"]) == ("logrotate", "web1", "abc123")
     assert final["status"] == "failure"
@@ -248,13 +232,66 @@ def test_reports_share_one_run_id_and_carry_output_and_note() -> None:
     assert warnings == []
 
 
-def test_5xx_answers_are_retried_with_backoff() -> None:
+def busy(status: int = 503) -> Answer:
+    return Answer(status, {"error": {"code": "UNAVAILABLE", "message": "busy"}})
+
+
+def test_every_retry_of_a_report_carries_the_same_run_id() -> None:
+    warnings: list[str] = []
+    with recorder(busy(), busy(502), busy()) as rec:
+        client = Client(rec.url, rng=lambda: 0.0)
+        reporter = Reporter(lambda: client, JOB, "run-42", budget=5, warn=warnings.append)
+        assert reporter.finish(Outcome(0, 0.5, "", None))
+    bodies = rec.bodies()
+    assert len(bodies) == 4  # three refusals, then accepted
+    assert {b["run_id"] for b in bodies} == {"run-42"}
+    assert all(b == bodies[0] for b in bodies)  # the same report, byte for byte in meaning
+    assert warnings == []
+
+
+def test_backoff_is_exponential_with_full_jitter() -> None:
     sleeps: list[float] = []
-    client, seen = recording_client([503, 502])
-    client._sleep = sleeps.append
-    client.request_retrying("POST", "/api/job-result", json={"a": 1}, budget=10)
-    assert len(seen) == 3
-    assert sleeps == [0.25, 0.5]
+    with recorder(busy(), busy(), busy(), busy()) as rec:
+        client = Client(rec.url, sleep=sleeps.append, rng=lambda: 0.5)
+        client.request_retrying("POST", "/api/job-result", json={"a": 1}, budget=60)
+        assert len(rec.seen) == 5
+    # half of min(cap, 0.25 * 2**n): the jitter draws from [0, that]
+    assert sleeps == [0.125, 0.25, 0.5, 1.0]
+
+
+def test_jitter_spreads_the_waits_of_a_fleet() -> None:
+    draws = iter([0.0, 0.99])
+    waits = [Retry(60, rng=lambda: next(draws)).next_wait(ServerUnavailable("x")) for _ in "ab"]
+    assert waits[0] == 0.0
+    assert waits[1] == pytest.approx(0.2475)
+
+
+def test_retry_after_of_a_429_is_honoured_within_the_budget() -> None:
+    sleeps: list[float] = []
+    limited = Answer(
+        429,
+        {"error": {"code": "RATE_LIMITED", "message": "too many failed attempts"}},
+        {"Retry-After": "2"},
+    )
+    with recorder(limited) as rec:
+        client = Client(rec.url, sleep=sleeps.append)
+        client.request_retrying("POST", "/api/job-result", json={}, budget=10)
+        assert len(rec.seen) == 2
+    assert sleeps == [2.0]
+
+
+def test_a_429_longer_than_the_budget_gives_up_at_once() -> None:
+    sleeps: list[float] = []
+    limited = Answer(
+        429, {"error": {"code": "RATE_LIMITED", "message": "slow down"}}, {"Retry-After": "60"}
+    )
+    with recorder(limited) as rec:
+        client = Client(rec.url, sleep=sleeps.append)
+        with pytest.raises(RateLimited) as caught:
+            client.request_retrying("POST", "/api/job-result", json={}, budget=10)
+        assert len(rec.seen) == 1
+    assert sleeps == []
+    assert caught.value.retry_after == 60
 
 
 def test_retries_stop_at_the_budget() -> None:
@@ -263,9 +300,18 @@ def test_retries_stop_at_the_budget() -> None:
     def sleep(seconds: float) -> None:
         now[0] += seconds
 
-    client, seen = recording_client([503] * 100)
-    client._sleep, client._clock = sleep, lambda: now[0]
-    with pytest.raises(ServerUnavailable, match="busy"):
-        client.request_retrying("POST", "/api/job-result", json={}, budget=3)
+    with recorder(*[busy()] * 100) as rec:
+        client = Client(rec.url, sleep=sleep, clock=lambda: now[0], rng=lambda: 1.0)
+        with pytest.raises(ServerUnavailable, match="busy"):
+            client.request_retrying("POST", "/api/job-result", json={}, budget=3)
+        tries = len(rec.seen)
     assert now[0] <= 3
-    assert 3 <= len(seen) < 10
+    assert 3 <= tries < 10
+
+
+def test_a_4xx_is_not_retried() -> None:
+    refused = Answer(400, {"error": {"code": "VALIDATION_ERROR", "message": "bad", "field": "x"}})
+    with recorder(refused) as rec:
+        with pytest.raises(ValidationError):
+            Client(rec.url).request_retrying("POST", "/api/job-result", json={}, budget=10)
+        assert len(rec.seen) == 1

@@ -79,7 +79,7 @@ def client(secure: Callable[..., FlaskClient]) -> FlaskClient:
 
 # -- every endpoint, from the url_map ------------------------------------------------------
 
-OPEN = {"/health", "/health/deep", "/api/openapi.yaml"}
+OPEN = {"/health", "/health/deep", "/api/openapi.yaml", "/client.pyz"}
 
 
 def _endpoints() -> list[tuple[str, str]]:

@@ -8,12 +8,12 @@ Job commands work in two modes with one set of flags: online against the API
 from __future__ import annotations
 
 import datetime as dt
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import click
 
+from cronmetrics.cli.connect import client_options, split_job_id
 from cronmetrics.cli.jobsource import LIFECYCLES, JobSource, job_source_options
 from cronmetrics.cli.output import (
     FORMATS,
@@ -26,14 +26,12 @@ from cronmetrics.cli.output import (
     render_table,
     seconds_text,
 )
-from cronmetrics.client.http import ClientSettings, client_options, job_option, split_job_id
-from cronmetrics.client.runner import OutputTail
+from cronmetrics.client.http import ClientSettings
 
 __all__ = ["job_group", "result_group"]
 
 #: Patch values that mean "remove this key" (``--threshold none``).
 CLEAR_WORDS = frozenset({"none", "null", "-"})
-DEFAULT_OUTPUT_LIMIT = 10_000
 
 
 def output_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -372,85 +370,3 @@ def results_table(results: Sequence[Mapping[str, Any]], output_lines: int) -> st
             ]
         )
     return render_table(headers, rows, shrink_first=(len(headers) - 1,))
-
-
-def read_tail(stream: Any, limit: int) -> str:
-    """The last ``limit`` bytes of a stream, read in bounded memory."""
-    tail = OutputTail(limit)
-    while chunk := stream.read(65536):
-        tail.feed(chunk)
-    return tail.text()
-
-
-@result_group.command("submit")
-@client_options
-@job_option
-@click.option("--status", type=click.Choice(["start", "success", "failure"]), required=True)
-@click.option("--duration", type=click.FloatRange(min=0), default=None, help="Seconds.")
-@click.option("--exit-code", type=int, default=None)
-@click.option(
-    "--output-file",
-    "output_file",
-    type=click.File("rb"),
-    default=None,
-    help="Log to attach (tail kept); '-' reads stdin.",
-)
-@click.option(
-    "--output",
-    "old_output_file",
-    type=click.File("rb"),
-    default=None,
-    hidden=True,  # deprecated: -o/--output is the output format everywhere else
-)
-@click.option(
-    "--output-limit",
-    type=click.IntRange(0),
-    default=DEFAULT_OUTPUT_LIMIT,
-    show_default=True,
-    help="Bytes of the log's tail to send.",
-)
-@click.option("--run-id", default=None)
-@click.option("--timestamp", default=None, metavar="RFC3339", help="Default: now.")
-@click.option("--label", "labels", multiple=True, metavar="K=V", help="Result labels.")
-@click.option("-q", "--quiet", is_flag=True, help="No confirmation (only shown on a TTY).")
-def result_submit(
-    settings: ClientSettings,
-    job_id: str,
-    status: str,
-    duration: float | None,
-    exit_code: int | None,
-    output_file: Any,
-    old_output_file: Any,
-    output_limit: int,
-    run_id: str | None,
-    timestamp: str | None,
-    labels: tuple[str, ...],
-    quiet: bool,
-) -> None:
-    """Submit one result (POST /api/job-result)."""
-    name, host = split_job_id(job_id)
-    result: dict[str, Any] = {"job_name": name, "status": status}
-    optional = {
-        "host": host,
-        "duration": duration,
-        "exit_code": exit_code,
-        "run_id": run_id,
-        "timestamp": timestamp,
-    }
-    result.update({k: v for k, v in optional.items() if v is not None})
-    if old_output_file is not None:
-        if output_file is not None:
-            raise click.UsageError("give --output-file only (--output is its old name)")
-        click.echo("warning: --output FILE is deprecated: use --output-file FILE", err=True)
-        output_file = old_output_file
-    if output_file is not None:
-        result["output"] = read_tail(output_file, output_limit)
-    parsed = parse_labels(labels)
-    if parsed:
-        result["labels"] = parsed
-    with settings.client() as client:
-        body = client.submit(result)
-    if not quiet and sys.stdout.isatty():  # silent under cron, which mails any output
-        jobs = body.get("jobs") if isinstance(body, dict) else None
-        target = jobs[0] if jobs else job_id
-        click.echo(f"recorded {status} for {target}")

@@ -16,7 +16,8 @@ from typing import Any, Protocol
 import click
 from click.core import ParameterSource
 
-from cronmetrics.client.http import Client, ClientSettings, client_options
+from cronmetrics.cli.connect import client_options
+from cronmetrics.client.http import Client, ClientSettings
 from cronmetrics.errors import NotFound
 
 __all__ = ["LIFECYCLES", "JobSource", "OfflineJobs", "OnlineJobs", "job_source_options"]

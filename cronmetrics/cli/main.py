@@ -327,18 +327,55 @@ def token_hash(scopes: tuple[str, ...], jobs: tuple[str, ...], name: str | None)
     click.echo(_token_entry(token, scopes, jobs, name) if scopes else hash_token(token))
 
 
+# -- client-bundle -------------------------------------------------------------------------
+
+
+@cli.command("client-bundle")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def client_bundle(path: Path) -> None:
+    """Write the one-file client (a zipapp, Python >= 3.9 standard library only) to PATH.
+
+    \b
+    python3 PATH run --url URL --job ID -- CMD   (also: result submit, ingest)
+    The server offers the same bytes at GET /client.pyz.
+    """
+    from cronmetrics.client.bundle import bundle_bytes, bundle_digest
+    from cronmetrics.fileio import atomic_write
+
+    try:
+        atomic_write(path, bundle_bytes(), mode=0o755)
+    except OSError as exc:
+        raise click.FileError(str(path), exc.strerror or str(exc)) from None
+    click.echo(f"wrote {path} (sha256 {bundle_digest()})", err=True)
+
+
 # -- client commands: job, result, run, ingest (cronmetrics/jobctl.py, runner.py, ingest.py)
 
+from cronmetrics.cli.connect import light_command  # noqa: E402
 from cronmetrics.cli.diff import diff_cmd  # noqa: E402
 from cronmetrics.cli.jobctl import job_group, result_group  # noqa: E402
-from cronmetrics.client.ingest import ingest_cmd  # noqa: E402  (they must not import this module)
-from cronmetrics.client.runner import run_cmd  # noqa: E402
 from cronmetrics.storage.retention import purge_cmd  # noqa: E402
 
 cli.add_command(job_group)
 cli.add_command(result_group)
-cli.add_command(run_cmd)
-cli.add_command(ingest_cmd)
+cli.add_command(
+    light_command(
+        "run",
+        ("run",),
+        "Run a command and report its start, exit code, duration and output tail"
+        " (cronmetrics run --help).",
+    )
+)
+cli.add_command(
+    light_command(
+        "ingest", ("ingest",), "Submit JSONL run logs from a file (cronmetrics ingest --help)."
+    )
+)
+result_group.add_command(
+    light_command(
+        "submit", ("result", "submit"), "Submit one result (cronmetrics result submit --help)."
+    )
+)
 cli.add_command(purge_cmd)
 cli.add_command(diff_cmd)
 cli.epilog = """\b

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -34,9 +33,6 @@ FORMATS = ("table", "json", "yaml")
 ELLIPSIS = "…"
 MIN_COLUMN = 5
 GAP = "  "
-
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)", re.I)
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 class HelpGroup(click.Group):
@@ -171,22 +167,13 @@ def emit(data: Any, fmt: str, table: str | None = None) -> None:
 
 def parse_duration(text: str, *, what: str) -> int:
     """``600``, ``10m``, ``1h30m``, ``2d`` -> whole seconds; raises click.BadParameter."""
-    raw = text.strip()
-    pos = 0
-    total = 0.0
-    for match in _DURATION_RE.finditer(raw):
-        if match.start() != pos or (not match.group(2) and match.end() != len(raw)):
-            break
-        total += float(match.group(1)) * _UNITS[match.group(2).lower()]
-        pos = match.end()
-        while pos < len(raw) and raw[pos] == " ":
-            pos += 1
-    if not raw or pos != len(raw) or not total.is_integer():
-        raise click.BadParameter(
-            f"{text!r} is not a duration: use seconds (600) or units like 10m, 1h30m, 2d",
-            param_hint=what,
-        )
-    return int(total)
+    from cronmetrics.client.cli import parse_duration as parse
+    from cronmetrics.client.http import UsageError
+
+    try:
+        return parse(text, what="")
+    except UsageError as exc:
+        raise click.BadParameter(exc.message.strip(), param_hint=what) from None
 
 
 def parse_labels(values: Sequence[str], *, what: str = "'--label'") -> dict[str, str]:

@@ -1,39 +1,39 @@
-"""HTTP client for the CLI: one place that talks to a cronmetrics server.
+"""The cron host's HTTP client: the one place that talks to a cronmetrics server.
 
-Every failure becomes a :class:`~cronmetrics.errors.CronmetricsError`: the server's
-``{"error": {...}}`` body is turned back into the exception class the server raised (so the
-CLI prints the server's message and the matching exit code), and every network problem is
-:class:`~cronmetrics.errors.ServerUnavailable`. ``httpx`` costs ~0.4 s to import, so it is
-imported only when a client is built: ``cronmetrics validate`` must stay quick.
+Standard library only (``http.client``, ``ssl`` imported for ``https://`` alone): it runs
+inside the one-file zipapp on any Python >= 3.9 and costs a cron run a few milliseconds.
+
+Every failure becomes a :class:`~cronmetrics.errors.CronmetricsError` whose message is one
+line that says what to do: the server's ``{"error": {...}}`` body is turned back into the
+class the server raised (its exit code included), and every network problem (refused,
+DNS, timeout, TLS) is :class:`~cronmetrics.errors.ServerUnavailable` with its own advice.
 """
 
 from __future__ import annotations
 
+import http.client
+import json as jsonlib
 import os
-import ssl
+import random
+import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import click
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
 
 from cronmetrics import __version__
 from cronmetrics import errors as err
 from cronmetrics.errors import CronmetricsError, Problem, ServerUnavailable
 
-if TYPE_CHECKING:
-    import httpx
-
 __all__ = [
     "DEFAULT_URL",
     "Client",
     "ClientSettings",
-    "client_options",
+    "Retry",
     "error_from_response",
-    "job_option",
     "split_job_id",
 ]
 
@@ -41,6 +41,38 @@ DEFAULT_URL = "http://127.0.0.1:9479"
 #: Per-request ceiling; callers with a deadline get less.
 REQUEST_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 3.0
+#: The server's id patterns (``cronmetrics.jobs.model``; a test keeps them equal).
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
+HOST_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+_NAME_RE = re.compile(NAME_PATTERN)
+_HOST_RE = re.compile(HOST_PATTERN)
+
+TOKEN_HINT = "pass a valid token with --token (or CRONMETRICS_TOKEN, --token-file)"  # noqa: S105
+CACERT_HINT = "pass the CA that signed it with --cacert FILE (or CRONMETRICS_CACERT)"
+URL_HINT = "check --url (or CRONMETRICS_URL)"
+
+
+class UsageError(CronmetricsError):
+    """A flag's value is wrong before anything was sent (exit 2, like a usage error)."""
+
+    code = "USAGE"
+    exit_code = 2
+
+
+def split_job_id(job_id: str) -> tuple[str, str | None]:
+    """``name@host`` -> ``(name, host)``; :class:`UsageError` naming ``--job`` if malformed."""
+    name, _, host = job_id.partition("@")
+    if not _NAME_RE.match(name):
+        raise UsageError(
+            f"--job {job_id!r}: the name must start with a letter or '_' and hold only"
+            " letters, digits, '_', '.', '-' (name or name@host)"
+        )
+    if host and not _HOST_RE.match(host):
+        raise UsageError(f"--job {job_id!r}: the host part holds only letters, digits, '_.-'")
+    return name, host or None
+
+
+# -- answers -> exceptions -----------------------------------------------------------------
 
 
 def _error_classes() -> dict[str, type[CronmetricsError]]:
@@ -53,27 +85,28 @@ def _error_classes() -> dict[str, type[CronmetricsError]]:
     return found
 
 
+_BY_STATUS: dict[int, type[CronmetricsError]] = {
+    401: err.Unauthorized,
+    403: err.Forbidden,
+    404: err.NotFound,
+    409: err.Conflict,
+    413: err.PayloadTooLarge,
+    415: err.UnsupportedMediaType,
+    429: err.RateLimited,
+}
+
+
 def _build_error(
     status: int,
     code: str,
     message: str,
     field: str | None,
-    body: Any,
-    retry_after: float | None = None,
-) -> Exception:
+    body: Mapping[str, Any],
+    retry_after: float | None,
+) -> CronmetricsError:
     if status >= 500 or code in ("UNAVAILABLE", "STORAGE_ERROR", "INTERNAL"):
         return ServerUnavailable(f"server error ({status}): {message}", field=field)
-    cls = _error_classes().get(code)
-    if cls is None:
-        cls = {
-            401: err.Unauthorized,
-            403: err.Forbidden,
-            404: err.NotFound,
-            409: err.Conflict,
-            413: err.PayloadTooLarge,
-            415: err.UnsupportedMediaType,
-            429: err.RateLimited,
-        }.get(status, err.InvalidRequest)
+    cls = _error_classes().get(code) or _BY_STATUS.get(status, err.InvalidRequest)
     if issubclass(cls, err.ValidationError):
         problems = [
             Problem(str(p.get("message", "")), field=p.get("field"))
@@ -83,14 +116,14 @@ def _build_error(
         return cls(problems)
     if issubclass(cls, err.RateLimited):
         return cls(message, retry_after=retry_after if retry_after is not None else 1.0)
-    if cls in (CronmetricsError, err.ConfigError):
+    if cls in (CronmetricsError, err.ConfigError, UsageError):
         cls = err.InvalidRequest
     return cls(message, field=field)
 
 
 def error_from_response(
     status: int, body: Any, fallback: str = "", *, retry_after: str | None = None
-) -> Exception:
+) -> CronmetricsError:
     """The exception a non-2xx answer stands for (the server's own code when it sent one)."""
     wait = _retry_after_seconds(retry_after)
     error = body.get("error") if isinstance(body, dict) else None
@@ -106,7 +139,7 @@ def error_from_response(
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
-    """``Retry-After`` in seconds (only the delta-seconds form: the server sends that)."""
+    """``Retry-After`` in seconds (the delta-seconds form: the one the server sends)."""
     if value is None:
         return None
     try:
@@ -116,156 +149,197 @@ def _retry_after_seconds(value: str | None) -> float | None:
     return seconds if 0 <= seconds < 86400 else None
 
 
-def split_job_id(job_id: str) -> tuple[str, str | None]:
-    """``name@host`` -> ``(name, host)``; raises a usage error for a malformed id."""
-    from cronmetrics.jobs import model
+def advice(exc: CronmetricsError) -> str:
+    """``exc``'s message with what to do about it, in one line."""
+    message = " ".join(exc.message.split())
+    if isinstance(exc, err.Unauthorized):
+        return f"{message}: {TOKEN_HINT}"
+    if isinstance(exc, err.Forbidden):
+        return f"{message}: use a token with the submit scope whose jobs globs cover this job"
+    if isinstance(exc, err.RateLimited):
+        return (
+            f"{message} (Retry-After {exc.retry_after:g}s); another client at this address"
+            " sends a wrong token: fix that one"
+        )
+    return message
 
-    try:
-        return model.split_job_id(job_id)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="'--job'") from None
+
+# -- settings ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
 class ClientSettings:
-    """What ``--url/--token/--insecure/--cacert`` said (flags win over the environment)."""
+    """What ``--url/--token/--token-file/--insecure/--cacert`` said (flags win over env)."""
 
-    url: str = DEFAULT_URL
-    token: str | None = None
-    insecure: bool = False
-    cacert: Path | None = None
-    #: True when the URL came from a flag or CRONMETRICS_URL rather than the default
-    explicit_url: bool = False
+    __slots__ = ("cacert", "explicit_url", "insecure", "token", "url")
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        token: str | None = None,
+        *,
+        insecure: bool = False,
+        cacert: str | None = None,
+        explicit_url: bool = False,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.token = token or None
+        self.insecure = insecure
+        self.cacert = cacert
+        #: True when the URL came from a flag or CRONMETRICS_URL rather than the default
+        self.explicit_url = explicit_url
+
+    @classmethod
+    def resolve(
+        cls,
+        *,
+        url: str | None = None,
+        token: str | None = None,
+        token_file: str | None = None,
+        insecure: bool = False,
+        cacert: str | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> ClientSettings:
+        """Flags, then ``CRONMETRICS_URL/_TOKEN/_TOKEN_FILE/_CACERT``, then defaults."""
+        env = os.environ if environ is None else environ
+        url = url or env.get("CRONMETRICS_URL") or None
+        explicit = url is not None
+        url = url or DEFAULT_URL
+        if not url.startswith(("http://", "https://")):
+            raise UsageError(f"--url {url!r} must start with http:// or https://")
+        token = token or None
+        if token is None and not token_file:
+            token = env.get("CRONMETRICS_TOKEN") or None
+        token_file = token_file or (env.get("CRONMETRICS_TOKEN_FILE") if token is None else None)
+        if token is None and token_file:
+            try:
+                with open(token_file, encoding="utf-8") as handle:
+                    token = handle.read().strip() or None
+            except OSError as exc:
+                raise UsageError(f"--token-file {token_file}: {exc.strerror or exc}") from None
+        cacert = cacert or env.get("CRONMETRICS_CACERT") or None
+        if cacert is not None and not Path(cacert).is_file():
+            raise UsageError(f"--cacert {cacert}: no such file")
+        return cls(url, token, insecure=insecure, cacert=cacert, explicit_url=explicit)
 
     def client(self, **kwargs: Any) -> Client:
-        return Client(
-            self.url,
-            self.token,
-            verify=self.cacert if self.cacert is not None else not self.insecure,
-            **kwargs,
-        )
+        return Client(self.url, self.token, cacert=self.cacert, insecure=self.insecure, **kwargs)
 
 
-def _read_token_file(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise click.BadParameter(f"{path}: {exc.strerror}", param_hint="'--token-file'") from None
+# -- retries -------------------------------------------------------------------------------
 
 
-def client_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the server connection flags; the command receives ``settings: ClientSettings``."""
-    import functools
+class Retry:
+    """Exponential backoff with full jitter inside a total time budget.
 
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        url = kwargs.pop("url")
-        token = kwargs.pop("token")
-        token_file = kwargs.pop("token_file")
-        insecure = kwargs.pop("insecure")
-        cacert = kwargs.pop("cacert")
-        if token is None and token_file is not None:
-            token = _read_token_file(token_file)
-        if url is not None and not url.startswith(("http://", "https://")):
-            raise click.BadParameter("must start with http:// or https://", param_hint="'--url'")
-        kwargs["settings"] = ClientSettings(
-            url=(url or DEFAULT_URL).rstrip("/"),
-            token=token or None,
-            insecure=insecure,
-            cacert=cacert,
-            explicit_url=url is not None,
-        )
-        return func(*args, **kwargs)
+    The n-th wait is uniform in ``[0, min(cap, base * 2**n)]``: a fleet whose jobs all fire
+    at the same minute spreads its retries instead of hammering a recovering server in
+    step. A 429's ``Retry-After`` is honoured when it fits in what is left of the budget.
+    """
 
-    options = [
-        click.option(
-            "--url",
-            envvar="CRONMETRICS_URL",
-            default=None,
-            metavar="URL",
-            help=f"Server base URL [env CRONMETRICS_URL; default {DEFAULT_URL}].",
-        ),
-        click.option(
-            "--token",
-            envvar="CRONMETRICS_TOKEN",
-            default=None,
-            metavar="TOKEN",
-            help="Bearer token [env CRONMETRICS_TOKEN].",
-        ),
-        click.option(
-            "--token-file",
-            envvar="CRONMETRICS_TOKEN_FILE",
-            type=click.Path(dir_okay=False, path_type=Path),
-            default=None,
-            help="Read the token from this file (keeps it out of `ps`).",
-        ),
-        click.option(
-            "--insecure", is_flag=True, default=False, help="Do not verify the TLS certificate."
-        ),
-        click.option(
-            "--cacert",
-            envvar="CRONMETRICS_CACERT",
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
-            default=None,
-            help="CA bundle to verify the server's certificate with.",
-        ),
-    ]
-    decorated: Callable[..., Any] = wrapper
-    for option in reversed(options):
-        decorated = option(decorated)
-    return decorated
+    def __init__(
+        self,
+        budget: float,
+        *,
+        base: float = 0.25,
+        cap: float = 4.0,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.deadline = clock() + budget
+        self.base = base
+        self.cap = cap
+        self.clock = clock
+        self.rng = rng
+        self.attempt = 0
+
+    def remaining(self) -> float:
+        return self.deadline - self.clock()
+
+    def next_wait(self, exc: CronmetricsError) -> float | None:
+        """Seconds to wait before the next try, or None: give up (budget spent)."""
+        if isinstance(exc, err.RateLimited):
+            wait = exc.retry_after
+        else:
+            wait = self.rng() * min(self.cap, self.base * 2**self.attempt)
+        self.attempt += 1
+        if wait >= self.remaining():
+            return None
+        return wait
 
 
-def job_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``--job ID``, the job a result is for (``run``, ``ingest``, ``result submit``)."""
-    option = click.option("--job", "job_id", required=True, metavar="ID", help="name or name@host.")
-    return option(func)
+def retryable(exc: CronmetricsError) -> bool:
+    """Network trouble, 5xx and 429 may pass; a 4xx will not change by sending it again."""
+    return isinstance(exc, (ServerUnavailable, err.RateLimited))
+
+
+# -- the client ----------------------------------------------------------------------------
+
+
+def _no_proxy(host: str, environ: Mapping[str, str]) -> bool:
+    raw = environ.get("no_proxy") or environ.get("NO_PROXY") or ""
+    for entry in (e.strip().lower() for e in raw.split(",")):
+        if entry == "*":
+            return True
+        entry = entry.lstrip(".")
+        if entry and (host == entry or host.endswith("." + entry)):
+            return True
+    return False
+
+
+def _proxy_for(scheme: str, host: str, environ: Mapping[str, str]) -> tuple[str, int] | None:
+    """``(host, port)`` of the HTTP(S)_PROXY to go through, as curl and httpx do."""
+    if host in ("127.0.0.1", "::1", "localhost") or _no_proxy(host.lower(), environ):
+        return None
+    value = environ.get(f"{scheme}_proxy") or environ.get(f"{scheme.upper()}_PROXY")
+    if not value:
+        return None
+    parts = urlsplit(value if "://" in value else f"http://{value}")
+    if not parts.hostname:
+        return None
+    return parts.hostname, parts.port or 8080
 
 
 class Client:
-    """A small JSON client; thread-safe enough for one reporter thread plus the main one."""
+    """A small JSON client. One connection per request: a cron run sends two."""
 
     def __init__(
         self,
         url: str,
         token: str | None = None,
         *,
-        verify: bool | Path = True,
+        cacert: str | None = None,
+        insecure: bool = False,
         timeout: float = REQUEST_TIMEOUT,
-        transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
-        import httpx
-
-        headers = {"User-Agent": f"cronmetrics/{__version__}", "Accept": "application/json"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        tls: bool | ssl.SSLContext = bool(verify)
-        if url.startswith("http://"):
-            tls = False  # no TLS to verify (redirects are not followed): skip the CA store
-        elif isinstance(verify, Path):
-            try:
-                tls = ssl.create_default_context(cafile=os.fspath(verify))
-            except (OSError, ssl.SSLError) as exc:
-                raise err.ConfigError(f"--cacert {verify}: {exc}") from None
+        parts = urlsplit(url.rstrip("/"))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(f"--url {url!r} must look like http://HOST:PORT or https://HOST")
         self.url = url.rstrip("/")
+        self.scheme = parts.scheme
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.prefix = parts.path.rstrip("/")
         self.timeout = timeout
+        self.headers = {
+            "User-Agent": f"cronmetrics/{__version__}",
+            "Accept": "application/json",
+        }
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+        self._context: Any = None
+        if self.scheme == "https":
+            self._context = _tls_context(cacert, insecure)
+        self._proxy = _proxy_for(self.scheme, self.host, os.environ if environ is None else environ)
         self._sleep = sleep
         self._clock = clock
-        self._lock = threading.Lock()
-        self._http = httpx.Client(
-            base_url=self.url,
-            headers=headers,
-            verify=tls,
-            transport=transport,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT)),
-            follow_redirects=False,
-            trust_env=True,
-        )
+        self._rng = rng
 
     def close(self) -> None:
-        self._http.close()
+        """Nothing is kept open between requests; here for ``with`` blocks."""
 
     def __enter__(self) -> Client:
         return self
@@ -275,43 +349,106 @@ class Client:
 
     # -- core ------------------------------------------------------------------------------
 
+    def _connection(self, limit: float) -> http.client.HTTPConnection:
+        connect = min(limit, CONNECT_TIMEOUT)
+        target = self._proxy or (self.host, self.port)
+        conn: http.client.HTTPConnection
+        if self.scheme == "https":
+            conn = http.client.HTTPSConnection(
+                target[0], target[1], timeout=connect, context=self._context
+            )
+        else:
+            conn = http.client.HTTPConnection(target[0], target[1], timeout=connect)
+        if self._proxy is not None and self.scheme == "https":
+            conn.set_tunnel(self.host, self.port)
+        return conn
+
     def request(
         self,
         method: str,
         path: str,
         *,
         json: Any = None,
+        body: bytes | None = None,
+        content_type: str | None = None,
         params: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
         timeout: float | None = None,
     ) -> Any:
         """One request; the decoded JSON body, or the mapped exception."""
-        import httpx
-
         limit = self.timeout if timeout is None else max(0.05, min(timeout, self.timeout))
-        try:
-            response = self._http.request(
-                method,
-                path,
-                json=json,
-                params=params,  # type: ignore[arg-type]
-                timeout=httpx.Timeout(limit, connect=min(limit, CONNECT_TIMEOUT)),
+        target = self.prefix + path
+        if params:
+            target += "?" + urlencode(
+                list(params.items()) if isinstance(params, Mapping) else params
             )
-        except httpx.TimeoutException:
-            raise ServerUnavailable(f"{self.url}: no answer within {limit:g}s") from None
-        except httpx.HTTPError as exc:
-            raise ServerUnavailable(f"cannot reach {self.url}: {_reason(exc)}") from None
+        if self._proxy is not None and self.scheme == "http":
+            target = f"http://{self.host}:{self.port}{target}"
+        headers = dict(self.headers)
+        if json is not None:
+            body = jsonlib.dumps(json, separators=(",", ":")).encode("utf-8")
+            content_type = "application/json"
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        conn = self._connection(limit)
         try:
-            body = response.json() if response.content else None
+            conn.connect()
+            if conn.sock is not None:
+                conn.sock.settimeout(limit)
+            conn.request(method, target, body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+        except Exception as exc:  # every network failure, whatever raised it
+            raise self._network_error(exc, limit) from None
+        finally:
+            conn.close()
+        try:
+            decoded = jsonlib.loads(data) if data else None
         except ValueError:
-            body = None
-        if response.is_success:
-            return body
+            decoded = None
+        if 200 <= response.status < 300:
+            return decoded
         raise error_from_response(
-            response.status_code,
-            body,
-            response.text,
-            retry_after=response.headers.get("Retry-After"),
+            response.status,
+            decoded,
+            data[:2000].decode("utf-8", "replace"),
+            retry_after=response.getheader("Retry-After"),
         )
+
+    def _network_error(self, exc: BaseException, limit: float) -> CronmetricsError:
+        """What went wrong on the way, and what to do about it, in one line."""
+        where = f"{self.host}:{self.port}"
+        ssl_mod = _ssl() if self.scheme == "https" else None
+        if isinstance(exc, socket.gaierror):
+            return ServerUnavailable(f"cannot resolve {self.host!r} (DNS): {URL_HINT}")
+        if isinstance(exc, ConnectionRefusedError):
+            return ServerUnavailable(
+                f"cannot reach {where}: connection refused; is cronmetrics serving there?"
+                f" {URL_HINT}"
+            )
+        if isinstance(exc, (socket.timeout, TimeoutError)):
+            return ServerUnavailable(f"{self.url}: no answer within {limit:g}s")
+        if ssl_mod is not None and isinstance(exc, ssl_mod.SSLCertVerificationError):
+            why = exc.verify_message or exc.reason or "verification failed"
+            return ServerUnavailable(f"{self.url}: certificate not trusted ({why}): {CACERT_HINT}")
+        if ssl_mod is not None and isinstance(exc, ssl_mod.SSLError):
+            reason = str(exc.reason or exc)
+            if any(r in reason for r in ("WRONG_VERSION_NUMBER", "RECORD_LAYER", "record layer")):
+                return ServerUnavailable(
+                    f"{where} does not speak TLS: use http:// instead of https:// in --url"
+                )
+            return ServerUnavailable(f"{self.url}: TLS failed ({reason})")
+        if self.scheme == "http" and isinstance(
+            exc, (http.client.BadStatusLine, ConnectionResetError, BrokenPipeError)
+        ):
+            return ServerUnavailable(
+                f"{where} closed the connection without an HTTP answer: if it serves TLS,"
+                " use https:// instead of http:// in --url"
+            )
+        if isinstance(exc, http.client.HTTPException):
+            return ServerUnavailable(f"{self.url}: broken answer ({type(exc).__name__})")
+        if isinstance(exc, OSError):
+            return ServerUnavailable(f"cannot reach {where}: {exc.strerror or exc}")
+        return ServerUnavailable(f"cannot reach {where}: {type(exc).__name__}: {exc}")
 
     def request_retrying(
         self,
@@ -321,31 +458,30 @@ class Client:
         json: Any = None,
         budget: float = 10.0,
         cancel: threading.Event | None = None,
-        first_delay: float = 0.25,
+        on_retry: Callable[[CronmetricsError, float], None] | None = None,
     ) -> Any:
-        """Retry on :class:`ServerUnavailable` with exponential backoff within ``budget`` s.
+        """:meth:`request` again on network trouble, 5xx and 429 until ``budget`` s pass.
 
-        Client errors (4xx) are not retried: sending the same thing again cannot help.
+        The same body goes out on every try (a result's ``run_id`` included), so the
+        server can tell a retry from a second run. 4xx answers are not retried.
         """
-        deadline = self._clock() + budget
-        delay = first_delay
+        retry = Retry(budget, clock=self._clock, rng=self._rng)
         while True:
-            remaining = deadline - self._clock()
             try:
-                return self.request(method, path, json=json, timeout=max(remaining, 0.05))
-            except (ServerUnavailable, err.RateLimited) as exc:
-                remaining = deadline - self._clock()
-                wait = exc.retry_after if isinstance(exc, err.RateLimited) else delay
-                if remaining <= wait or (cancel is not None and cancel.is_set()):
+                return self.request(method, path, json=json, timeout=max(retry.remaining(), 0.05))
+            except CronmetricsError as exc:
+                if not retryable(exc) or (cancel is not None and cancel.is_set()):
                     raise
-                if isinstance(exc, err.RateLimited):
-                    delay = wait
+                wait = retry.next_wait(exc)
+                if wait is None:
+                    raise
+                if on_retry is not None:
+                    on_retry(exc, wait)
                 if cancel is not None:
-                    if cancel.wait(delay):
+                    if cancel.wait(wait):
                         raise
                 else:
-                    self._sleep(delay)
-                delay = min(delay * 2, 2.0)
+                    self._sleep(wait)
 
     # -- API -------------------------------------------------------------------------------
 
@@ -370,31 +506,36 @@ class Client:
         return list(jobs or [])
 
     def get_job(self, job_id: str) -> dict[str, Any]:
-        return self._object(self.request("GET", f"/api/job/{_quote(job_id)}"))
+        return self._object(self.request("GET", f"/api/job/{quote_id(job_id)}"))
 
     def create_job(self, doc: Mapping[str, Any]) -> Any:
         return self.request("POST", "/api/job", json=dict(doc))
 
     def replace_job(self, job_id: str, doc: Mapping[str, Any]) -> Any:
-        return self.request("PUT", f"/api/job/{_quote(job_id)}", json=dict(doc))
+        return self.request("PUT", f"/api/job/{quote_id(job_id)}", json=dict(doc))
 
     def patch_job(self, job_id: str, changes: Mapping[str, Any]) -> Any:
-        return self.request("PATCH", f"/api/job/{_quote(job_id)}", json=dict(changes))
+        return self.request("PATCH", f"/api/job/{quote_id(job_id)}", json=dict(changes))
 
     def delete_job(self, job_id: str) -> Any:
-        return self.request("DELETE", f"/api/job/{_quote(job_id)}")
+        return self.request("DELETE", f"/api/job/{quote_id(job_id)}")
 
     def job_stats(self, job_id: str) -> Any:
-        return self.request("GET", f"/api/job/{_quote(job_id)}/stats")
+        return self.request("GET", f"/api/job/{quote_id(job_id)}/stats")
 
     def results(self, job_id: str | None = None, *, limit: int = 50) -> list[dict[str, Any]]:
         """The newest retained results, newest first: one job's, or across jobs."""
-        path = "/api/job-result" if job_id is None else f"/api/job/{_quote(job_id)}/results"
+        path = "/api/job-result" if job_id is None else f"/api/job/{quote_id(job_id)}/results"
         body = self._object(self.request("GET", path, params={"limit": limit}))
         return list(body.get("results") or [])
 
-    def submit(self, results: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> Any:
+    def submit(
+        self, results: Sequence[Mapping[str, Any]] | Mapping[str, Any], *, budget: float = 0
+    ) -> Any:
+        """POST one result or a batch; with ``budget`` > 0, retried within that many s."""
         body: Any = dict(results) if isinstance(results, Mapping) else [dict(r) for r in results]
+        if budget > 0:
+            return self.request_retrying("POST", "/api/job-result", json=body, budget=budget)
         return self.request("POST", "/api/job-result", json=body)
 
     @staticmethod
@@ -404,21 +545,24 @@ class Client:
         return body
 
 
-def _quote(job_id: str) -> str:
-    from urllib.parse import quote
-
+def quote_id(job_id: str) -> str:
     return quote(job_id, safe="@")
 
 
-def _reason(exc: Exception) -> str:
-    """The innermost, most specific reason (``Connection refused``, not a wrapper's text)."""
-    seen: Exception = exc
-    while seen.__cause__ is not None or seen.__context__ is not None:
-        nxt = seen.__cause__ or seen.__context__
-        if not isinstance(nxt, Exception):
-            break
-        seen = nxt
-    if isinstance(seen, OSError) and seen.strerror:
-        return seen.strerror
-    text = str(seen) or str(exc) or type(exc).__name__
-    return text.splitlines()[0]
+def _ssl() -> Any:
+    import ssl
+
+    return ssl
+
+
+def _tls_context(cacert: str | None, insecure: bool) -> Any:
+    ssl = _ssl()
+    if insecure:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    try:
+        return ssl.create_default_context(cafile=cacert)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"--cacert {cacert}: not a readable PEM CA file ({exc})") from None

@@ -17,31 +17,54 @@ import json
 import math
 import os
 import re
-import signal
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any
 
-import click
-import pydantic
-
-from cronmetrics.client.http import Client, ClientSettings, client_options, job_option, split_job_id
-from cronmetrics.client.signals import handling
-from cronmetrics.client.tailing import Offset, default_state_path, head_digest, rotated
+from cronmetrics.client.http import Client, split_job_id
+from cronmetrics.client.tailing import Offset, head_digest, rotated
 from cronmetrics.errors import CronmetricsError, PayloadTooLarge, ServerUnavailable, ValidationError
-from cronmetrics.jobs.model import ResultIn, problems_from_pydantic
 
-__all__ = ["Ingester", "ingest_cmd", "parse_line"]
+__all__ = ["Ingester", "follow", "ingest_once", "parse_line"]
 
 READ_SIZE = 1 << 20
 #: Keep a batch's body well under the server's default 1 MiB request limit.
 MAX_BATCH_BYTES = 512 * 1024
-PROGRESS_MIN_BYTES = 1 << 20
 _INDEX_RE = re.compile(r"^\[(\d+)\]")
+_STATUSES = ("start", "success", "failure")
+#: What the server accepts (``cronmetrics.jobs.model.ResultIn``): checked here so that a
+#: bad line is reported as FILE:LINE instead of costing its whole batch a round trip.
+MAX_DURATION = 10 * 366 * 86400
+MAX_RUN_ID = 128
+
+
+def _timestamp(value: Any) -> str | None:
+    """An RFC 3339 string (offset required) or epoch seconds -> ``...Z``; None if bad."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value) or not 946684800 <= value < 1e11:
+            return None
+        moment = dt.datetime.fromtimestamp(value, dt.timezone.utc)
+    elif isinstance(value, str) and len(value) >= 20 and value[10] in "Tt":
+        text = value.strip()
+        if text[-1:] in "Zz":
+            text = text[:-1] + "+00:00"
+        frac = re.match(r"^(.{19})\.(\d+)(.*)$", text)
+        if frac:  # Python < 3.11 takes at most 6 digits of fraction
+            text = f"{frac.group(1)}.{frac.group(2)[:6].ljust(6, '0')}{frac.group(3)}"
+        try:
+            moment = dt.datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        if moment.tzinfo is None or moment.year < 2000:
+            return None
+        moment = moment.astimezone(dt.timezone.utc)
+    else:
+        return None
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def parse_line(
@@ -63,40 +86,41 @@ def parse_line(
     code = data["exit"]
     if isinstance(code, bool) or not isinstance(code, int):
         return "'exit' must be an integer"
-    ts = data["ts"]
-    if isinstance(ts, (int, float)) and not isinstance(ts, bool):
-        if not math.isfinite(ts) or not 0 < ts < 1e11:
-            return "'ts' must be epoch seconds or an RFC 3339 timestamp"
-        ts = dt.datetime.fromtimestamp(ts, dt.UTC).isoformat()
+    if not -1024 <= code <= 1024:
+        return "'exit' must be between -1024 and 1024"
+    ts = _timestamp(data["ts"])
+    if ts is None:
+        return "'ts' must be epoch seconds or an RFC 3339 timestamp with an offset, after 2000"
+    result: dict[str, Any] = {"job_name": name}
+    if host:
+        result["host"] = host
+    status = data.get("status") or ("success" if code == 0 else "failure")
+    if status not in _STATUSES:
+        return f"'status' must be one of {', '.join(_STATUSES)}"
+    result.update(status=status, timestamp=ts, exit_code=code)
     msg = data.get("msg")
     if msg is not None and not isinstance(msg, str):
         msg = json.dumps(msg)
     if isinstance(msg, str) and output_limit >= 0 and len(msg) > output_limit:
         msg = msg[-output_limit:] if output_limit else ""
-    status = data.get("status") or ("success" if code == 0 else "failure")
-    fields = {
-        "job_name": name,
-        "host": host,
-        "status": status,
-        "timestamp": ts,
-        "exit_code": code,
-        "output": msg or None,
-        "duration": data.get("duration"),
-        "run_id": data.get("run_id"),
-    }
-    try:
-        result = ResultIn.model_validate({k: v for k, v in fields.items() if v is not None})
-    except pydantic.ValidationError as exc:
-        problems = problems_from_pydantic(exc)
-        renames = {"timestamp": "ts", "exit_code": "exit", "output": "msg"}
-        message = "; ".join(p.message for p in problems)
-        for old, new in renames.items():
-            message = message.replace(old, new)
-        return message
-    return result.model_dump(mode="json", exclude_defaults=True)
+    if msg:
+        result["output"] = msg
+    duration = data.get("duration")
+    if duration is not None:
+        if isinstance(duration, bool) or not isinstance(duration, (int, float)):
+            return "'duration' must be a number of seconds"
+        if not (math.isfinite(duration) and 0 <= duration <= MAX_DURATION):
+            return "'duration' must be between 0 and ten years"
+        result["duration"] = float(duration)
+    run_id = data.get("run_id")
+    if run_id is not None:
+        if not isinstance(run_id, str) or not 1 <= len(run_id) <= MAX_RUN_ID:
+            return f"'run_id' must be a string of 1 to {MAX_RUN_ID} characters"
+        result["run_id"] = run_id
+    return result
 
 
-@dataclass(slots=True)
+@dataclass
 class Stats:
     submitted: int = 0
     rejected: int = 0
@@ -293,120 +317,13 @@ def _bad_indices(exc: ValidationError, size: int) -> dict[int, str]:
     return out
 
 
-def _warn(message: str) -> None:
-    click.echo(message, err=True)
-
-
-@click.command("ingest")
-@client_options
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@job_option
-@click.option("--follow", "-f", is_flag=True, help="Keep reading as lines arrive (rotation ok).")
-@click.option(
-    "--batch",
-    type=click.IntRange(1, 1000),
-    default=500,
-    show_default=True,
-    help="Results per request (POST /api/job-result).",
-)
-@click.option(
-    "--state",
-    "state_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Offset file [default: .FILE.cronmetrics-offset next to FILE].",
-)
-@click.option(
-    "--poll",
-    type=click.FloatRange(0.05, 60),
-    default=1.0,
-    show_default=True,
-    help="Seconds between looks for new lines with --follow.",
-)
-@click.option(
-    "--output-limit",
-    type=click.IntRange(0, 1_048_576),
-    default=10_000,
-    show_default=True,
-    help="Characters of each line's msg kept (the tail).",
-)
-@click.option(
-    "--retry-timeout",
-    type=click.FloatRange(0.1, 3600),
-    default=30.0,
-    show_default=True,
-    help="Give up (exit 3) when the server stays unreachable this long (not with --follow).",
-)
-def ingest_cmd(
-    settings: ClientSettings,
-    file: Path,
-    job_id: str,
-    follow: bool,
-    batch: int,
-    state_path: Path | None,
-    poll: float,
-    output_limit: int,
-    retry_timeout: float,
-) -> None:
-    """Submit JSONL lines {"ts": RFC3339|epoch, "exit": N, "msg": "..."} from FILE.
-
-    Malformed lines are reported as FILE:LINE and skipped; exit status 1 if any were.
-    """
-    split_job_id(job_id)
-    if not file.exists() and not follow:
-        raise click.BadParameter(f"{file}: no such file", param_hint="FILE")
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signals = (signal.SIGINT, signal.SIGTERM)
-    with handling(signals, on_signal, enabled=follow), settings.client() as client:
-        ingester = Ingester(
-            file,
-            job_id,
-            client,
-            state_path=state_path or default_state_path(file),
-            batch=batch,
-            output_limit=output_limit,
-            warn=_warn,
-            stop=stop,
-            retry_budget=retry_timeout,
-        )
-        if follow:
-            ingester.retry_forever = True
-            _follow(ingester, poll)
-        else:
-            _once(ingester)
-    stats = ingester.stats
-    click.echo(
-        f"{file}: {stats.submitted} results submitted, {stats.rejected} lines skipped"
-        f" (line {ingester.state.line}, byte {ingester.state.offset})",
-        err=True,
-    )
-    if stats.expired:
-        days = f"{stats.retention_days} days" if stats.retention_days else "retention.days"
-        _warn(
-            f"warning: {stats.expired} results are older than the server keeps history "
-            f"({days}): they count now but are purged at its next retention pass"
-        )
-    if stats.rejected and not follow:
-        sys.exit(1)
-
-
-def _once(ingester: Ingester) -> None:
+def ingest_once(ingester: Ingester, progress: Callable[[int], None] | None = None) -> None:
+    """Submit what the file holds past the saved offset, then stop."""
     with ingester.open() as handle:
-        remaining = os.fstat(handle.fileno()).st_size - ingester.state.offset
-        if sys.stderr.isatty() and remaining >= PROGRESS_MIN_BYTES:
-            with click.progressbar(
-                length=remaining, label=f"ingesting {ingester.path.name}", file=sys.stderr
-            ) as bar:
-                ingester.drain(handle, progress=bar.update)
-        else:
-            ingester.drain(handle)
+        ingester.drain(handle, progress=progress)
 
 
-def _follow(ingester: Ingester, poll: float) -> None:
+def follow(ingester: Ingester, poll: float) -> None:
     """Tail the file until SIGINT/SIGTERM, switching files when it is rotated."""
     handle: IO[bytes] | None = None
     try:

@@ -24,14 +24,11 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import IO, Any
 
-import click
-
-from cronmetrics.cli.output import parse_duration
-from cronmetrics.client.http import Client, ClientSettings, client_options, job_option, split_job_id
+from cronmetrics.client.http import Client, advice, split_job_id
 from cronmetrics.client.signals import handling
 from cronmetrics.errors import CronmetricsError, ServerUnavailable
 
-__all__ = ["Outcome", "OutputTail", "Reporter", "run_cmd", "run_command"]
+__all__ = ["REPORT_BUDGET", "Outcome", "OutputTail", "Reporter", "run", "run_command"]
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 READ_SIZE = 65536
@@ -39,6 +36,8 @@ READ_SIZE = 65536
 #: may hold them open forever).
 DRAIN_TIMEOUT = 2.0
 START_BUDGET = 3.0
+#: Default total time spent reporting one run (both reports, every retry); ``--report-timeout``.
+REPORT_BUDGET = 10.0
 
 
 class OutputTail:
@@ -74,7 +73,7 @@ class OutputTail:
         return data.decode("utf-8", "replace")
 
 
-@dataclass(slots=True)
+@dataclass
 class Outcome:
     exit_code: int
     duration: float
@@ -160,7 +159,7 @@ def run_command(
                 list(argv),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                process_group=0 if own_group else None,
+                start_new_session=own_group,
             )
         except OSError as exc:
             code, why = _spawn_failure(exc)
@@ -222,14 +221,16 @@ def _isatty(stream: Any) -> bool:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    now = dt.datetime.now(dt.timezone.utc)
+    return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Reporter:
     """Sends the start and final reports; never raises, warns on stderr instead.
 
-    The client is built by the start thread (``connect``): importing httpx and setting up
-    TLS takes a noticeable fraction of a second that the command should not wait for.
+    The client is built by the start thread (``connect``): loading the CA store for TLS
+    takes a few milliseconds the command should not wait for. Both reports carry the same
+    ``run_id`` on every try, so the server pairs them and never counts a retry twice.
     """
 
     def __init__(
@@ -269,7 +270,10 @@ class Reporter:
                     self._client = self._connect()
                 except CronmetricsError as exc:
                     self._failed = True
-                    self.warn(f"cannot report to the server: {exc.message}")
+                    self.warn(f"cannot report to the server: {advice(exc)}")
+                except Exception as exc:  # a report must never change the exit code
+                    self._failed = True
+                    self.warn(f"cannot report to the server: {type(exc).__name__}: {exc}")
             return self._client
 
     def close(self) -> None:
@@ -286,10 +290,10 @@ class Reporter:
                 "POST", "/api/job-result", json=payload, budget=budget, cancel=self._cancel
             )
         except ServerUnavailable as exc:
-            self.warn(f"could not report {what} of {self.job_id}: {exc.message}")
+            self.warn(f"could not report {what} of {self.job_id}: {advice(exc)}")
             return False
         except CronmetricsError as exc:
-            self.warn(f"server refused {what} report for {self.job_id}: {exc.message}")
+            self.warn(f"server refused {what} report for {self.job_id}: {advice(exc)}")
             return False
         except Exception as exc:  # a report must never change the exit code
             self.warn(f"could not report {what} of {self.job_id}: {type(exc).__name__}: {exc}")
@@ -329,78 +333,40 @@ class Reporter:
         return self._send("the result", payload, remaining)
 
 
-def _warn(message: str) -> None:
-    click.echo(f"cronmetrics: warning: {message}", err=True)
-
-
-@click.command(
-    "run",
-    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
-)
-@client_options
-@job_option
-@click.option("--timeout", default=None, metavar="DURATION", help="Kill the command after this.")
-@click.option(
-    "--kill-after",
-    default="10s",
-    show_default=True,
-    metavar="DURATION",
-    help="After --timeout's SIGTERM, SIGKILL this much later.",
-)
-@click.option(
-    "--output-limit",
-    type=click.IntRange(0, 1_048_576),
-    default=10_000,
-    show_default=True,
-    help="Bytes of output tail to report.",
-)
-@click.option(
-    "--report-timeout",
-    type=click.FloatRange(0.1, 300),
-    default=10.0,
-    show_default=True,
-    help="At most this many seconds spent reporting (retries included).",
-)
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run_cmd(
-    settings: ClientSettings,
+def run(
+    connect: Callable[[], Client],
     job_id: str,
-    timeout: str | None,
-    kill_after: str,
-    output_limit: int,
-    report_timeout: float,
-    command: tuple[str, ...],
-) -> None:
-    """Run a command and report its start, exit code, duration and output tail.
+    command: Sequence[str],
+    *,
+    timeout: float | None = None,
+    kill_after: float = 10.0,
+    output_limit: int = 10_000,
+    report_timeout: float = REPORT_BUDGET,
+    warn: Callable[[str], None],
+) -> int:
+    """``cronmetrics run``: run ``command``, report it, return the command's exit code.
 
-    \b
-    crontab:  30 2 * * *  cronmetrics run --job backup@db1 -- /usr/local/bin/backup.sh
-
-    Exits with the command's own exit code (128+N when a signal killed it, 127 when it
-    was not found). An unreachable server is retried briefly and only warned about.
+    Nothing the server does (or fails to do) changes that code: every reporting problem
+    is one warning line on stderr.
     """
-    if command and command[0] == "--":
-        command = command[1:]
-    if not command:
-        raise click.UsageError("give the command to run after --")
     split_job_id(job_id)
-    limit = parse_duration(timeout, what="'--timeout'") if timeout is not None else None
-    grace = parse_duration(kill_after, what="'--kill-after'")
-    run_id = uuid.uuid4().hex
-    reporter = Reporter(settings.client, job_id, run_id, budget=report_timeout, warn=_warn)
-    outcome = run_command(
-        command,
-        timeout=limit,
-        kill_after=float(grace),
-        output_limit=output_limit,
-        stdout=sys.stdout.buffer,
-        stderr=sys.stderr.buffer,
-        on_start=reporter.start,
-    )
+    reporter = Reporter(connect, job_id, uuid.uuid4().hex, budget=report_timeout, warn=warn)
+    try:
+        outcome = run_command(
+            command,
+            timeout=timeout,
+            kill_after=kill_after,
+            output_limit=output_limit,
+            stdout=sys.stdout.buffer,
+            stderr=sys.stderr.buffer,
+            on_start=reporter.start,
+        )
+    finally:
+        sys.stdout.flush()
     if outcome.note and (outcome.exit_code in (126, 127) or "timed out" in outcome.note):
-        click.echo(f"cronmetrics: {outcome.note}", err=True)
+        warn(outcome.note)
     if outcome.exit_code in (126, 127) and outcome.output == outcome.note:
         outcome.note = None  # the output already says it
     reporter.finish(outcome)
     reporter.close()
-    sys.exit(outcome.exit_code)
+    return outcome.exit_code

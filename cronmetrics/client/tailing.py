@@ -9,22 +9,23 @@ changed head reveals. The state file is written atomically.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
 from cronmetrics.errors import CronmetricsError
-from cronmetrics.fileio import atomic_write
 
 __all__ = ["HEAD_BYTES", "Offset", "default_state_path", "head_digest", "rotated"]
 
 HEAD_BYTES = 256
 
 
-@dataclass(slots=True)
+@dataclass
 class Offset:
     """How far a file has been ingested (and acknowledged by the server)."""
 
@@ -57,7 +58,7 @@ class Offset:
     def save(self, path: Path) -> None:
         data = json.dumps({"version": 1, **asdict(self)}).encode() + b"\n"
         try:
-            atomic_write(path, data)
+            save_atomically(path, data)
         except OSError as exc:
             raise CronmetricsError(
                 f"cannot write state file {path}: {exc.strerror or exc} (use --state PATH)"
@@ -71,6 +72,24 @@ class Offset:
         if not self.head:
             return False
         return head_digest(handle, self.offset) != self.head
+
+
+def save_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a synced temporary file in the same directory:
+    a crash leaves the old state or the new one, never half of either. (The server's
+    ``cronmetrics.fileio.atomic_write`` does the same; the cron host side is stdlib-only.)
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            Path(tmp).unlink()
+        raise
 
 
 def head_digest(handle: IO[bytes], size: int) -> str:

@@ -118,7 +118,7 @@ def _purge_offline(config: Config, before: float, job_id: str | None, now: float
 
 
 def _purge_command() -> click.Command:
-    from cronmetrics.client.http import client_options
+    from cronmetrics.cli.connect import client_options
 
     @click.command("purge")
     @client_options

@@ -252,7 +252,13 @@ def _teardown(exc: BaseException | None) -> None:
 
 
 def register(app: Flask) -> None:
-    from cronmetrics.web import routes_history, routes_jobs, routes_results, routes_system
+    from cronmetrics.web import (
+        routes_client,
+        routes_history,
+        routes_jobs,
+        routes_results,
+        routes_system,
+    )
 
     app.register_error_handler(CronmetricsError, _handle)
     app.register_error_handler(HTTPException, _http_error)
@@ -264,6 +270,7 @@ def register(app: Flask) -> None:
     app.register_blueprint(routes_results.bp)
     app.register_blueprint(routes_jobs.bp)
     app.register_blueprint(routes_history.bp)
+    app.register_blueprint(routes_client.bp)
 
 
 def stream(chunks: Iterable[bytes]) -> Iterable[bytes]:

@@ -88,10 +88,10 @@ class Services:
         with self._reload_lock:
             report = self.jobs_dir.reload(full=full)
             now = self.clock()
-            diff = self.monitor.apply_definitions(
-                {job_id: jf.definition for job_id, jf in report.jobs.items()}, now
-            )
+            definitions = {job_id: jf.definition for job_id, jf in report.jobs.items()}
+            diff = self.monitor.apply_definitions(definitions, now)
             self.last_reload = report
+            self.metrics.set_definitions(definitions)
             self.metrics.invalid_files.set(len(report.invalid))
             self.metrics.reload_ok.set(1 if report.ok else 0)
             if report.ok:

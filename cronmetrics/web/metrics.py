@@ -6,7 +6,8 @@ per-job series (the large part) come from :mod:`cronmetrics.web.exposition`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import hashlib
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -15,6 +16,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from cronmetrics import __version__
+from cronmetrics.jobs.model import JobDefinition
 
 __all__ = ["SelfMetrics"]
 
@@ -91,9 +93,36 @@ class SelfMetrics:
             "1 if the state was restored from an older snapshot or started empty after an error.",
             registry=r,
         )
+        self.store_up = Gauge(
+            "cronmetrics_store_up",
+            "1 while the store holding the job states answers (always 1 on the embedded "
+            "engine; the Redis engine's connection on replicas).",
+            registry=r,
+        )
+        self.store_up.set(1)
+        self.definitions_hash = Gauge(
+            "cronmetrics_definitions_hash_info",
+            "A hash of the job definitions in force: replicas on different jobs.d differ.",
+            ["hash"],
+            registry=r,
+        )
         build = Gauge("cronmetrics_build_info", "Build information.", ["version"], registry=r)
         build.labels(__version__).set(1)
         ProcessCollector(registry=r)
+
+    def set_definitions(self, definitions: Mapping[str, JobDefinition]) -> str:
+        """Export the hash of ``definitions`` (ids and their normalized content), so that
+        replicas whose jobs.d differ show it; return the hash."""
+        digest = hashlib.sha256()
+        for job_id in sorted(definitions):
+            digest.update(job_id.encode())
+            digest.update(b"\0")
+            digest.update(definitions[job_id].model_dump_json().encode())
+            digest.update(b"\0")
+        value = digest.hexdigest()[:16]
+        self.definitions_hash.clear()
+        self.definitions_hash.labels(value).set(1)
+        return value
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

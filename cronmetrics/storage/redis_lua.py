@@ -1,0 +1,146 @@
+"""The Redis engine's server-side steps: each one Lua script, so all of it or none happens.
+
+Keys (``P`` is the engine's prefix, ``cm:`` by default)::
+
+    P states         hash  job id -> "<version>|<state JSON>": the version is read by the
+                     scripts without decoding JSON (Lua's cjson would round the floats)
+    P hist:<id>      zset  score = result timestamp, member = "<version:012d>|<result JSON>"
+    P recent         zset  the newest results of every job: member = "<id>\\x1f<hist member>"
+    P rid:<id>\\x1f<status>\\x1f<run id>   string with a TTL: a run id already counted
+    P op:<uuid>      string with a TTL: a record call already applied (safe client retries)
+    P changes        stream: one entry per changed job, fields j (id), s (state JSON, ""
+                     when dropped); or r (a runtime record kind)
+    P defs           hash  job id -> last good definition JSON
+    P rec:<kind>     hash  key -> {"value": ..., "updated": ...} JSON
+
+Scripts take their keys from the prefix in ARGV, not KEYS: the engine targets one Redis
+(with replicas of its own, Sentinel), not Redis Cluster, whose slots would split a job's
+keys.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DROP", "PURGE", "RECORD"]
+
+#: Write states (compare-and-set on each version), history entries, run-id keys and
+#: change events. ARGV: prefix, op id, ttl, max results per job, recent max, stream
+#: maxlen, job count, then per job (id, expected version or -1 for absent, new version,
+#: encoded state, entry count, then score, member pairs), then the run-id key suffixes.
+#: Returns {"ok"}, {"applied"} (this op id ran before), {"dup", keys...} or
+#: {"conflict", id, state JSON or "", ...}.
+RECORD = """
+local p = ARGV[1]
+local op = p .. 'op:' .. ARGV[2]
+if redis.call('EXISTS', op) == 1 then return {'applied'} end
+local ttl = tonumber(ARGV[3])
+local maxres = tonumber(ARGV[4])
+local recentmax = tonumber(ARGV[5])
+local maxlen = ARGV[6]
+local njobs = tonumber(ARGV[7])
+local i = 8
+local jobs = {}
+for _ = 1, njobs do
+  local job = {id = ARGV[i], expect = tonumber(ARGV[i + 1]), version = ARGV[i + 2],
+               state = ARGV[i + 3], first = i + 5, n = tonumber(ARGV[i + 4])}
+  jobs[#jobs + 1] = job
+  i = i + 5 + 2 * job.n
+end
+local rids = {}
+for k = i, #ARGV do rids[#rids + 1] = p .. 'rid:' .. ARGV[k] end
+local dups = {}
+for _, key in ipairs(rids) do
+  if redis.call('EXISTS', key) == 1 then dups[#dups + 1] = key:sub(#p + 5) end
+end
+if #dups > 0 then table.insert(dups, 1, 'dup'); return dups end
+local conflicts = {}
+for _, job in ipairs(jobs) do
+  local raw = redis.call('HGET', p .. 'states', job.id)
+  local current = -1
+  if raw then current = tonumber(raw:match('^(%d+)|')) end
+  if current ~= job.expect then
+    conflicts[#conflicts + 1] = job.id
+    conflicts[#conflicts + 1] = raw or ''
+  end
+end
+if #conflicts > 0 then table.insert(conflicts, 1, 'conflict'); return conflicts end
+local touched_recent = false
+for _, job in ipairs(jobs) do
+  redis.call('HSET', p .. 'states', job.id, job.state)
+  if job.n > 0 then
+    local hist = p .. 'hist:' .. job.id
+    for k = 0, job.n - 1 do
+      local score = ARGV[job.first + 2 * k]
+      local member = ARGV[job.first + 2 * k + 1]
+      redis.call('ZADD', hist, score, member)
+      redis.call('ZADD', p .. 'recent', score, job.id .. '\\31' .. member)
+    end
+    redis.call('ZREMRANGEBYRANK', hist, 0, -(maxres + 1))
+    touched_recent = true
+  end
+  redis.call('XADD', p .. 'changes', 'MAXLEN', '~', maxlen, '*', 'j', job.id, 's', job.state)
+end
+if touched_recent then redis.call('ZREMRANGEBYRANK', p .. 'recent', 0, -(recentmax + 1)) end
+for _, key in ipairs(rids) do redis.call('SET', key, '1', 'EX', ttl) end
+redis.call('SET', op, '1', 'EX', 600)
+return {'ok'}
+"""
+
+#: Delete history entries stamped before a time, bump each touched job's version and
+#: tell the replicas. ARGV: prefix, before (exclusive), stream maxlen, then job ids (none:
+#: every job). Returns the number of entries removed.
+PURGE = """
+local p = ARGV[1]
+local before = '(' .. ARGV[2]
+local maxlen = ARGV[3]
+local ids = {}
+if #ARGV > 3 then
+  for k = 4, #ARGV do ids[#ids + 1] = ARGV[k] end
+else
+  ids = redis.call('HKEYS', p .. 'states')
+end
+local removed = 0
+for _, id in ipairs(ids) do
+  local n = redis.call('ZREMRANGEBYSCORE', p .. 'hist:' .. id, '-inf', before)
+  if n > 0 then
+    removed = removed + n
+    local raw = redis.call('HGET', p .. 'states', id)
+    if raw then
+      local sep = raw:find('|', 1, true)
+      local encoded = (tonumber(raw:sub(1, sep - 1)) + 1) .. raw:sub(sep)
+      redis.call('HSET', p .. 'states', id, encoded)
+      redis.call('XADD', p .. 'changes', 'MAXLEN', '~', maxlen, '*', 'j', id, 's', encoded)
+    end
+  end
+end
+if #ARGV > 3 then
+  local wanted = {}
+  for _, id in ipairs(ids) do wanted[id] = true end
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', p .. 'recent', '-inf', before)) do
+    local sep = member:find('\\31', 1, true)
+    if sep and wanted[member:sub(1, sep - 1)] then redis.call('ZREM', p .. 'recent', member) end
+  end
+else
+  redis.call('ZREMRANGEBYSCORE', p .. 'recent', '-inf', before)
+end
+return removed
+"""
+
+#: Remove a job at once: state, history, definition, its entries in ``recent``.
+#: ARGV: prefix, job id, stream maxlen. Returns the change event's stream id, or "" if
+#: the job did not exist.
+DROP = """
+local p = ARGV[1]
+local id = ARGV[2]
+local existed = redis.call('HDEL', p .. 'states', id)
+redis.call('HDEL', p .. 'defs', id)
+redis.call('DEL', p .. 'hist:' .. id)
+local prefix = id .. '\\31'
+for _, member in ipairs(redis.call('ZRANGE', p .. 'recent', 0, -1)) do
+  if member:sub(1, #prefix) == prefix then redis.call('ZREM', p .. 'recent', member) end
+end
+if existed == 1 then
+  return redis.call('XADD', p .. 'changes', 'MAXLEN', '~', ARGV[3], '*', 'j', id, 's', '')
+end
+return ''
+
+"""

@@ -1,0 +1,519 @@
+"""The Redis engine: every replica's state lives in one Redis, which holds the truth.
+
+What Redis holds, and how, is drawn in :mod:`cronmetrics.storage.redis_lua`. Recording
+works like this::
+
+    replica                                   Redis
+    -------                                   -----
+    base = mirrored state (version v)
+    new  = apply_result(base, result)  ──────▶ RECORD script: run-id keys unseen?
+                                               every version still v?
+                                               yes: state, history, counters, run-id
+                                               keys, change event, all at once
+           ◀── ok / dup keys / conflict + current states
+    conflict: rebase on the current state and try again (a few times)
+
+The state transition stays one Python function (:mod:`cronmetrics.storage.transitions`)
+shared with the embedded engine; the script is a compare-and-set on the version, so two
+replicas that record for the same job at once both count, in some order, and neither is
+lost. Every call carries an operation id the script remembers for 10 minutes, so a retry
+of a call whose reply was lost (a reconnect) does not apply it twice.
+
+Timeouts are short and retries few (connect 0.5 s, reply 1 s, one retry) so that an
+unreachable Redis turns into ``503 STORE_UNAVAILABLE`` within about two seconds: the
+client retries, which is what it does with any 503.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from cronmetrics.config import mask_url_password
+from cronmetrics.errors import StorageError, StoreUnavailable
+from cronmetrics.logs import get_logger
+from cronmetrics.storage import redis_lua
+from cronmetrics.storage.history import Result
+from cronmetrics.storage.interface import (
+    JobState,
+    JSONValue,
+    Recorded,
+    RuntimeRecord,
+    StoreHealth,
+    new_state,
+)
+from cronmetrics.storage.redismirror import Mirror, decode_state, encode_state
+from cronmetrics.storage.transitions import apply_result
+
+__all__ = ["RedisStore", "read_password"]
+
+log = get_logger("store")
+T = TypeVar("T")
+
+#: recording rebases on a newer state at most this often before it gives up (503)
+MAX_ATTEMPTS = 32
+#: writers of one process take a lock per job (striped), so compare-and-set conflicts
+#: only happen between processes
+STRIPES = 64
+#: the newest results across all jobs kept for ``GET /api/job-result``
+RECENT_MAX = 1000
+#: the change stream's approximate length (``XADD MAXLEN ~``): a replica further behind
+#: than this reloads every state, which it does after any reconnect anyway
+STREAM_MAXLEN = 100_000
+SEP = "\x1f"
+_RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(Result) if f.name != "job_id")
+
+
+def read_password(path: Path | None) -> str | None:
+    """The first line of a password file (a mounted secret), or None without one."""
+    if path is None:
+        return None
+    return path.read_text(encoding="utf-8").splitlines()[0].strip() if path.stat().st_size else ""
+
+
+def _encode_result(result: Result, version: int) -> str:
+    body = orjson.dumps({name: getattr(result, name) for name in _RESULT_FIELDS}).decode()
+    return f"{version:012d}|{body}"
+
+
+def _decode_result(job_id: str, member: str) -> Result:
+    return Result(job_id=job_id, **orjson.loads(member.partition("|")[2]))
+
+
+class RedisStore:
+    """A :class:`~cronmetrics.storage.interface.Store` whose truth is one Redis database."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        password: str | None = None,
+        max_results_per_job: int = 100,
+        run_id_ttl: float = 30 * 86400,
+        prefix: str = "cm:",
+        on_change: Callable[[], None] | None = None,
+        socket_timeout: float = 1.0,
+        connect_timeout: float = 0.5,
+        start: bool = True,
+    ) -> None:
+        self.url = url
+        self.display = mask_url_password(url)
+        self.max_results = max_results_per_job
+        self.run_id_ttl = max(1, int(run_id_ttl))
+        self.prefix = prefix
+        options: dict[str, Any] = {
+            "decode_responses": True,
+            "socket_connect_timeout": connect_timeout,
+            "socket_keepalive": True,
+            "retry": Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
+            "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+            "health_check_interval": 10,
+        }
+        if password is not None:
+            options["password"] = password
+        # Any: redis-py's reply types are unions of every possible reply shape
+        self.client: Any = redis.Redis.from_url(url, socket_timeout=socket_timeout, **options)
+        # the tail blocks up to 1 s in XREAD: its reply timeout must be longer
+        tail = redis.Redis.from_url(url, socket_timeout=socket_timeout + 2.0, **options)
+        self._scripts = {
+            name: self.client.register_script(getattr(redis_lua, name))
+            for name in ("RECORD", "PURGE", "DROP")
+        }
+        self.mirror = Mirror(tail, prefix, on_change=on_change, on_reload=self._after_reload)
+        self._pending: set[str] = set()  # ensured while Redis was down: written on reload
+        self._stripes = [threading.Lock() for _ in range(STRIPES)]
+        if start:
+            self.mirror.start()
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run ``fn``; a Redis that cannot be reached becomes :class:`StoreUnavailable`."""
+        try:
+            return fn()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(
+                f"the Redis store {self.display} is unreachable ({what}): {exc}"
+            ) from None
+        except redis.AuthenticationError as exc:
+            raise StoreUnavailable(f"the Redis store {self.display} refused us: {exc}") from None
+        except redis.RedisError as exc:
+            raise StorageError(f"the Redis store {self.display} failed ({what}): {exc}") from None
+
+    def _key(self, name: str) -> str:
+        return self.prefix + name
+
+    def _write_states(
+        self,
+        op: str,
+        writes: Sequence[tuple[JobState, int, Sequence[tuple[float, str]]]],
+        rid_keys: Sequence[str] = (),
+    ) -> list[Any]:
+        """One RECORD call: ``writes`` are (new state, expected version, history entries)."""
+        args: list[Any] = [
+            self.prefix,
+            op,
+            self.run_id_ttl,
+            self.max_results,
+            RECENT_MAX,
+            STREAM_MAXLEN,
+            len(writes),
+        ]
+        for state, expected, entries in writes:
+            args += [state.job_id, expected, state.version, encode_state(state), len(entries)]
+            for score, member in entries:
+                args += [repr(score), member]
+        args += rid_keys
+        script = self._scripts["RECORD"]
+        reply: list[Any] = self._call("record", lambda: script(args=args))
+        return reply
+
+    def _locked(self, job_ids: Iterable[str]) -> ExitStack:
+        """Hold the stripes of ``job_ids`` (in index order: no deadlock)."""
+        stack = ExitStack()
+        for index in sorted({hash(j) % STRIPES for j in job_ids}):
+            stack.enter_context(self._stripes[index])
+        return stack
+
+    def _rebase(self, reply: list[Any], attempt: int) -> None:
+        """Take the current states a conflicting RECORD returned into the mirror; after a
+        few conflicts in a row, wait a little (jittered) so racing replicas spread out."""
+        if attempt >= 2:
+            time.sleep(random.uniform(0, 0.001 * attempt))  # noqa: S311 (not crypto)
+        pairs = reply[1:]
+        for job_id, raw in zip(pairs[::2], pairs[1::2], strict=True):
+            if raw:
+                self.mirror.put([decode_state(job_id, raw)])
+            else:
+                self.mirror.remove(job_id)
+
+    def _fetch(self, ids: list[str]) -> dict[str, JobState | None]:
+        """The states of ``ids`` as Redis has them now (the mirror may be a moment behind:
+        a decision to do nothing must not rest on it)."""
+        raws = self._call("read states", lambda: self.client.hmget(self._key("states"), ids))
+        fresh = {j: decode_state(j, raw) if raw else None for j, raw in zip(ids, raws, strict=True)}
+        self.mirror.put(s for s in fresh.values() if s is not None)
+        return fresh
+
+    def _cas(
+        self,
+        job_ids: Iterable[str],
+        change: Callable[[JobState | None], JobState | None],
+        *,
+        fresh: bool = False,
+    ) -> dict[str, JobState]:
+        """Apply ``change`` (None: leave alone) to each job's state with compare-and-set;
+        ``fresh`` reads the states from Redis first instead of the mirror."""
+        ids = list(dict.fromkeys(job_ids))
+        if not ids:
+            return {}
+        with self._locked(ids):
+            return self._cas_locked(ids, change, fresh)
+
+    def _cas_locked(
+        self, ids: list[str], change: Callable[[JobState | None], JobState | None], fresh: bool
+    ) -> dict[str, JobState]:
+        op = uuid.uuid4().hex
+        for attempt in range(MAX_ATTEMPTS):
+            if fresh and attempt == 0:
+                current = self._fetch(ids)
+            else:
+                current = {j: self.mirror.get(j) for j in ids}
+            writes = []
+            out: dict[str, JobState] = {}
+            for job_id, state in current.items():
+                new = change(state)
+                if new is None:
+                    if state is not None:
+                        out[job_id] = state
+                    continue
+                writes.append((new, state.version if state is not None else -1, ()))
+                out[job_id] = new
+            if not writes:
+                return out
+            reply = self._write_states(op, writes)
+            if reply[0] in ("ok", "applied"):
+                self.mirror.put(out.values())
+                return out
+            self._rebase(reply, attempt)
+        raise StorageError("the job's state kept changing while we wrote it; try again")
+
+    # -- results and states --------------------------------------------------------------
+
+    def record(self, results: Sequence[Result], now: float) -> list[Recorded]:
+        if not results:
+            return []
+        with self._locked(r.job_id for r in results):
+            return self._record_locked(results, now)
+
+    def _record_locked(self, results: Sequence[Result], now: float) -> list[Recorded]:
+        op = uuid.uuid4().hex
+        known_dups: set[str] = set()
+        for attempt in range(MAX_ATTEMPTS):
+            base: dict[str, JobState] = {}
+            expected: dict[str, int] = {}
+            for result in results:
+                job_id = result.job_id
+                if job_id not in base:
+                    state = self.mirror.get(job_id)
+                    expected[job_id] = state.version if state is not None else -1
+                    base[job_id] = state if state is not None else new_state(job_id, now)
+            entries: dict[str, list[tuple[float, str]]] = {}
+            rid_keys: list[str] = []
+            plan: list[tuple[Result, JobState | None, bool]] = []
+            for result in results:
+                job_id = result.job_id
+                if result.run_id is not None:
+                    rid = SEP.join((job_id, result.status, result.run_id))
+                    if rid in known_dups or rid in rid_keys:
+                        plan.append((result, None, False))
+                        continue
+                    rid_keys.append(rid)
+                state, changed = apply_result(base[job_id], result)
+                base[job_id] = state
+                entries.setdefault(job_id, []).append(
+                    (result.timestamp, _encode_result(result, state.version))
+                )
+                plan.append((result, state, changed))
+            writes = [(base[j], expected[j], e) for j, e in entries.items()]
+            reply = self._write_states(op, writes, rid_keys) if writes else ["ok"]
+            if reply[0] in ("ok", "applied"):
+                self.mirror.put(base[j] for j in entries)
+                return [
+                    Recorded(r, s, changed)
+                    if s is not None
+                    else Recorded(r, base[r.job_id], False, duplicate=True)
+                    for r, s, changed in plan
+                ]
+            if reply[0] == "dup":
+                known_dups.update(reply[1:])
+            else:
+                self._rebase(reply, attempt)
+        raise StorageError("the job's state kept changing while we recorded; try again")
+
+    def ensure(self, job_id: str, now: float) -> JobState:
+        def attach(state: JobState | None) -> JobState | None:
+            if state is None:
+                return new_state(job_id, now)
+            if state.detached_since is not None:
+                return dataclasses.replace(state, detached_since=None, version=state.version + 1)
+            return None
+
+        try:
+            return self._cas([job_id], attach)[job_id]
+        except StoreUnavailable:
+            # Redis is down (at start, say): serve the job as new until it is back, then
+            # write it (unless another replica did); the mirror's reload calls us back
+            self._pending.add(job_id)
+            return self.mirror.get(job_id) or new_state(job_id, now)
+
+    def _after_reload(self) -> None:
+        pending, self._pending = self._pending, set()
+        now = time.time()
+        for job_id in pending:
+            try:
+                self.ensure(job_id, now)
+            except StorageError:
+                self._pending.add(job_id)
+
+    def activate(self, job_id: str, now: float) -> JobState:
+        def restart(state: JobState | None) -> JobState:
+            base = state if state is not None else new_state(job_id, now)
+            return dataclasses.replace(base, active_since=now, version=base.version + 1)
+
+        return self._cas([job_id], restart)[job_id]
+
+    def state(self, job_id: str) -> JobState | None:
+        return self.mirror.get(job_id)
+
+    def states(self, job_ids: Iterable[str] | None = None) -> dict[str, JobState]:
+        return self.mirror.many(job_ids)
+
+    def ids(self) -> list[str]:
+        return self.mirror.ids()
+
+    def history(
+        self, job_id: str, limit: int | None = None, before: float | None = None
+    ) -> list[Result]:
+        top = f"({before!r}" if before is not None else "+inf"
+        key = self._key(f"hist:{job_id}")
+        members = self._call(
+            "history",
+            lambda: self.client.zrevrangebyscore(
+                key, top, "-inf", start=0 if limit else None, num=limit or None
+            ),
+        )
+        return [_decode_result(job_id, m) for m in members]
+
+    def recent(self, job_ids: Iterable[str] | None, limit: int) -> list[Result]:
+        if job_ids is None:
+            members = self._call(
+                "recent", lambda: self.client.zrevrange(self._key("recent"), 0, limit - 1)
+            )
+            out = []
+            for member in members:
+                job_id, _, rest = member.partition(SEP)
+                out.append(_decode_result(job_id, rest))
+            return out
+        merged = [r for job_id in job_ids for r in self.history(job_id, limit)]
+        merged.sort(key=lambda r: r.timestamp, reverse=True)  # stable: arrival within a job
+        return merged[:limit]
+
+    def changes(self, cursor: str) -> tuple[list[str], str]:
+        return self.mirror.changes(cursor)
+
+    # -- removal -------------------------------------------------------------------------
+
+    def purge(self, before: float, job_ids: Iterable[str] | None = None) -> int:
+        ids = list(job_ids) if job_ids is not None else []
+        if job_ids is not None and not ids:
+            return 0
+        args: list[str | int] = [self.prefix, repr(before), STREAM_MAXLEN, *ids]
+        script = self._scripts["PURGE"]
+        removed = int(self._call("purge", lambda: script(args=args)))
+        if removed:
+            # purged output must leave the append-only file too: rewrite it (Redis 7
+            # deletes the old files once the rewrite is done)
+            with contextlib.suppress(redis.ResponseError):  # one running already covers ours
+                self.client.bgrewriteaof()
+        return removed
+
+    def detach(self, job_ids: Iterable[str], now: float) -> None:
+        def mark(state: JobState | None) -> JobState | None:
+            if state is None or state.detached_since is not None:
+                return None
+            return dataclasses.replace(state, detached_since=now, version=state.version + 1)
+
+        self._cas(job_ids, mark, fresh=True)
+
+    def expire_detached(self, before: float) -> list[str]:
+        def expired(states: Iterable[JobState | None]) -> list[str]:
+            return [
+                s.job_id
+                for s in states
+                if s is not None and s.detached_since is not None and s.detached_since < before
+            ]
+
+        candidates = expired(self.mirror.many(None).values())
+        if not candidates:
+            return []
+        gone = expired(self._fetch(candidates).values())  # re-attached meanwhile: kept
+        for job_id in gone:
+            self.drop(job_id)
+        return gone
+
+    def drop(self, job_id: str) -> bool:
+        script = self._scripts["DROP"]
+        event = self._call("drop", lambda: script(args=[self.prefix, job_id, STREAM_MAXLEN]))
+        self.mirror.remove(job_id, event or None)
+        return bool(event)
+
+    # -- last good definitions -----------------------------------------------------------
+
+    def put_definitions(self, definitions: Mapping[str, Mapping[str, JSONValue]]) -> None:
+        if definitions:
+            mapping = {k: orjson.dumps(dict(v)).decode() for k, v in definitions.items()}
+            self._call("definitions", lambda: self.client.hset(self._key("defs"), mapping=mapping))
+
+    def definitions(self) -> dict[str, dict[str, JSONValue]]:
+        raw = self._call("definitions", lambda: self.client.hgetall(self._key("defs")))
+        return {k: orjson.loads(v) for k, v in raw.items()}
+
+    # -- runtime records -----------------------------------------------------------------
+
+    def _record_key(self, kind: str) -> str:
+        return self._key(f"rec:{kind}")
+
+    def put_record(
+        self, kind: str, key: str, value: Mapping[str, JSONValue], now: float
+    ) -> RuntimeRecord:
+        record = RuntimeRecord(kind, key, dict(value), now)
+        doc = orjson.dumps({"value": dict(value), "updated": now}).decode()
+
+        def write() -> None:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hset(self._record_key(kind), key, doc)
+            pipe.xadd(self._key("changes"), {"r": kind}, maxlen=STREAM_MAXLEN, approximate=True)
+            pipe.execute()
+
+        self._call("runtime record", write)
+        return record
+
+    def get_record(self, kind: str, key: str) -> RuntimeRecord | None:
+        raw = self._call("runtime record", lambda: self.client.hget(self._record_key(kind), key))
+        if raw is None:
+            return None
+        doc = orjson.loads(raw)
+        return RuntimeRecord(kind, key, doc["value"], doc["updated"])
+
+    def list_records(self, kind: str) -> list[RuntimeRecord]:
+        raw = self._call("runtime records", lambda: self.client.hgetall(self._record_key(kind)))
+        out = []
+        for key in sorted(raw):
+            doc = orjson.loads(raw[key])
+            out.append(RuntimeRecord(kind, key, doc["value"], doc["updated"]))
+        return out
+
+    def delete_record(self, kind: str, key: str) -> bool:
+        def delete() -> bool:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hdel(self._record_key(kind), key)
+            pipe.xadd(self._key("changes"), {"r": kind}, maxlen=STREAM_MAXLEN, approximate=True)
+            return bool(pipe.execute()[0])
+
+        return self._call("runtime record", delete)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Nothing to do: a result is in Redis (and its AOF) before record() returns."""
+
+    def health(self) -> StoreHealth:
+        mirror = self.mirror
+        if mirror.up and mirror.loaded:
+            return StoreHealth(True, f"redis {self.display}: {len(mirror.ids())} jobs mirrored")
+        if mirror.error is None:
+            return StoreHealth(False, f"redis {self.display}: connecting")
+        return StoreHealth(False, f"redis {self.display} unreachable: {mirror.error}")
+
+    def close(self) -> None:
+        self.mirror.stop()
+        self.client.close()
+
+    def problems(self) -> list[str]:
+        """What is wrong with this Redis for us, one line each (logged at start): it
+        cannot be reached, refuses the password, may evict our keys, or keeps no AOF."""
+        try:
+            self.client.ping()
+            memory = self.client.info("memory")
+            persistence = self.client.info("persistence")
+        except redis.AuthenticationError as exc:
+            return [f"the Redis store {self.display} refused the password: {exc}"]
+        except redis.RedisError as exc:
+            return [f"the Redis store {self.display} cannot be reached: {exc}"]
+        out = []
+        policy = str(memory.get("maxmemory_policy", "noeviction"))
+        if policy != "noeviction":
+            out.append(
+                f"the Redis store {self.display} has maxmemory-policy {policy}: it may "
+                "evict cronmetrics keys (states, history, run ids); set noeviction"
+            )
+        if not persistence.get("aof_enabled"):
+            out.append(
+                f"the Redis store {self.display} has appendonly off: a Redis restart loses "
+                "what it held since its last RDB save; set appendonly yes"
+            )
+        return out

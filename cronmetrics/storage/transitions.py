@@ -1,0 +1,56 @@
+"""How a result changes a job's state: one pure function every engine shares.
+
+The embedded engine applies it in memory; the Redis engine applies it on the replica that
+received the result and writes the outcome with a compare-and-set on the state's
+``version``, so both engines count and pair runs exactly alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from cronmetrics.storage.history import Result
+from cronmetrics.storage.interface import JobState
+
+__all__ = ["apply_result"]
+
+
+def apply_result(state: JobState, result: Result) -> tuple[JobState, bool]:
+    """The state after ``result`` and whether the job's current state changed.
+
+    A result older than the newest one already seen goes to history (and the counters,
+    it is still a run that happened) but never rolls the state back. The new state's
+    ``version`` is one more: the history changed in any case.
+    """
+    changes: dict[str, object] = {"version": state.version + 1}
+    finished = result.status != "start"
+    if finished:
+        changes["runs_total"] = state.runs_total + 1
+        if result.status == "failure":
+            changes["failures_total"] = state.failures_total + 1
+    if state.last_report is not None and result.timestamp < state.last_report:
+        return dataclasses.replace(state, **changes), finished  # type: ignore[arg-type]
+    changes["last_report"] = result.timestamp
+    if not finished:
+        changes.update(running=True, run_started=result.timestamp, run_id=result.run_id)
+        return dataclasses.replace(state, **changes), True  # type: ignore[arg-type]
+    duration = result.duration
+    # A finish ends the current run unless both carry run ids and they differ.
+    same_run = result.run_id is None or state.run_id is None or result.run_id == state.run_id
+    if state.running and same_run:
+        if duration is None and state.run_started is not None:
+            duration = max(0.0, result.timestamp - state.run_started)
+        changes.update(running=False, run_started=None, run_id=None)
+    changes.update(
+        last_run=result.timestamp,
+        last_status=result.status,
+        last_duration=duration,
+        last_exit_code=result.exit_code,
+    )
+    if result.status == "success":
+        changes.update(last_success=result.timestamp, consecutive_failures=0)
+    else:
+        changes.update(
+            last_failure=result.timestamp, consecutive_failures=state.consecutive_failures + 1
+        )
+    return dataclasses.replace(state, **changes), True  # type: ignore[arg-type]

@@ -1,0 +1,260 @@
+"""The one-file client: stdlib only, deterministic, and the same behaviour as the full CLI
+when run under ``python3 -I -S`` (no site packages at all) against a real server."""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipapp
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from liveserver import wait_for
+
+from cronmetrics.client import bundle
+from cronmetrics.jobs import model
+
+REPO = Path(__file__).resolve().parent.parent
+CLIENT = REPO / "cronmetrics" / "client"
+JOB = "logrotate@web1"
+#: cronmetrics modules the cron host side may import: the package (its version), the one
+#: exception hierarchy, and itself.
+ALLOWED_OWN = ("cronmetrics", "cronmetrics.errors", "cronmetrics.client")
+
+
+def _imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+    return found
+
+
+def _own_allowed(module: str) -> bool:
+    return module in ALLOWED_OWN or module.startswith("cronmetrics.client.")
+
+
+@pytest.mark.parametrize("name", bundle.MODULES)
+def test_every_bundled_module_imports_only_the_standard_library(name: str) -> None:
+    for module in _imports(REPO / "cronmetrics" / name):
+        top = module.partition(".")[0]
+        if top == "cronmetrics":
+            assert _own_allowed(module), f"{name} imports {module}"
+        else:
+            assert top in sys.stdlib_module_names or top == "__future__", f"{name}: {module}"
+
+
+def test_every_client_module_is_bundled_or_server_side() -> None:
+    shipped = {Path(n).name for n in bundle.MODULES if n.startswith("client/")}
+    present = {p.name for p in CLIENT.glob("*.py")}
+    assert present - shipped == {"bundle.py"}  # the writer runs on the server only
+
+
+@pytest.mark.parametrize("name", bundle.MODULES)
+def test_bundled_modules_are_python_3_9_code(name: str) -> None:
+    """3.9 syntax, and none of the 3.10+ APIs this code would otherwise reach for."""
+    source = (REPO / "cronmetrics" / name).read_text()
+    ast.parse(source, feature_version=(3, 9))
+    for newer in ("slots=True", "kw_only=", "dt.UTC", "datetime.UTC", "process_group="):
+        assert newer not in source, f"{name} uses {newer!r} (Python >= 3.10)"
+
+
+def test_client_id_patterns_match_the_servers() -> None:
+    from cronmetrics.client import http
+
+    assert (http.NAME_PATTERN, http.HOST_PATTERN) == (model.NAME_PATTERN, model.HOST_PATTERN)
+
+
+def test_importing_the_client_loads_nothing_but_the_standard_library(tmp_path: Path) -> None:
+    """In a fresh ``-I -S`` interpreter with only the bundle on sys.path."""
+    pyz = tmp_path / "c.pyz"
+    pyz.write_bytes(bundle.bundle_bytes())
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "import cronmetrics.client.cli, cronmetrics.client.runner, cronmetrics.client.ingest;"
+        "import json; print(json.dumps(sorted(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", probe, str(pyz)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    loaded = json.loads(out)
+    foreign = [
+        m
+        for m in loaded
+        if m.partition(".")[0] not in sys.stdlib_module_names
+        and not (m.startswith("cronmetrics") and _own_allowed(m))
+        and m not in ("__main__", "__mp_main__")
+    ]
+    assert foreign == []
+    assert "cronmetrics.client.http" in loaded
+
+
+def test_the_full_cli_runs_the_light_commands_without_click_or_pydantic() -> None:
+    probe = (
+        "import sys, runpy;"
+        "from cronmetrics.cli import entry;"
+        "sys.argv = ['cronmetrics', 'run', '--help'];"
+        "import contextlib, io\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try: entry.main()\n"
+        "    except SystemExit: pass\n"
+        "print(sorted(m for m in ('click', 'pydantic', 'flask', 'cronmetrics.config',"
+        " 'httpx') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_the_bundle_is_deterministic_and_a_zipapp() -> None:
+    first = bundle.bundle_bytes()
+    bundle.bundle_bytes.cache_clear()
+    bundle.bundle_digest.cache_clear()
+    assert bundle.bundle_bytes() == first
+    archive = zipfile.ZipFile(io.BytesIO(first))
+    names = archive.namelist()
+    assert names == sorted(names)
+    assert "__main__.py" in names
+    assert {f"cronmetrics/{m}" for m in bundle.MODULES} <= set(names)
+    assert all(i.date_time == bundle.FIXED_DATE for i in archive.infolist())
+    assert first.startswith(b"#!/usr/bin/env python3\n")
+
+
+def test_client_bundle_command_writes_an_executable(tmp_path: Path) -> None:
+    target = tmp_path / "cronmetrics.pyz"
+    subprocess.run(
+        [sys.executable, "-m", "cronmetrics", "client-bundle", str(target)],
+        check=True,
+        capture_output=True,
+    )
+    assert target.read_bytes() == bundle.bundle_bytes()
+    assert os.access(target, os.X_OK)
+    assert zipapp.get_interpreter(target) == "/usr/bin/env python3"
+    version = subprocess.run([str(target), "--version"], capture_output=True, text=True)
+    assert version.stdout.strip().startswith("cronmetrics ")
+
+
+# -- against a real server ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def downloaded(bundled_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The file as a fleet gets it: ``curl -o cronmetrics.pyz URL/client.pyz``."""
+    answer = httpx.get(f"{bundled_url}/client.pyz", timeout=30)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "application/zip"
+    path = tmp_path_factory.mktemp("pyz") / "cronmetrics.pyz"
+    path.write_bytes(answer.content)
+    yield path
+
+
+def test_the_server_offers_the_same_bytes_with_an_etag(bundled_url: str) -> None:
+    answer = httpx.get(f"{bundled_url}/client.pyz", timeout=30)
+    assert answer.content == bundle.bundle_bytes()
+    etag = answer.headers["etag"]
+    again = httpx.get(f"{bundled_url}/client.pyz", headers={"If-None-Match": etag}, timeout=30)
+    assert again.status_code == 304
+
+
+def pyz(path: Path, *args: str, url: str, **popen: object) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRONMETRICS_")}
+    return subprocess.Popen(  # type: ignore[call-overload,no-any-return]
+        [sys.executable, "-I", "-S", str(path), *args],
+        env={**env, "CRONMETRICS_URL": url},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **popen,
+    )
+
+
+def last_two(url: str, job: str = JOB) -> list[dict[str, object]]:
+    body = httpx.get(f"{url}/api/job/{job}/results", params={"limit": 2}, timeout=5).json()
+    return body["results"]  # type: ignore[no-any-return]
+
+
+def test_zipapp_run_keeps_the_exit_code_and_reports(downloaded: Path, bundled_url: str) -> None:
+    proc = pyz(
+        downloaded, "run", "--job", JOB, "--", "sh", "-c", "echo out; exit 3", url=bundled_url
+    )
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, err
+    assert out == b"out\n"
+    assert b"Traceback" not in err
+    final, start = last_two(bundled_url)
+    assert (start["status"], final["status"], final["exit_code"]) == ("start", "failure", 3)
+    assert start["run_id"] == final["run_id"]
+    assert "out" in str(final["output"])
+
+
+def test_zipapp_forwards_sigterm_and_exits_as_the_command(
+    downloaded: Path, bundled_url: str, tmp_path: Path
+) -> None:
+    ready = tmp_path / "ready"
+    script = f"trap 'echo got-term; exit 42' TERM; touch {ready}; while :; do sleep 0.1; done"
+    proc = pyz(downloaded, "run", "--job", JOB, "--", "sh", "-c", script, url=bundled_url)
+    wait_for(ready.exists, "the wrapped command to start", timeout=30)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 42, err
+    assert b"got-term" in out
+    final = last_two(bundled_url)[0]
+    assert (final["status"], final["exit_code"]) == ("failure", 42)
+    assert "SIGTERM" in str(final["output"])
+
+
+def test_zipapp_result_submit_and_ingest(
+    downloaded: Path, bundled_url: str, tmp_path: Path
+) -> None:
+    proc = pyz(
+        downloaded,
+        "result", "submit", "--job", JOB, "--status", "success", "--duration", "4",
+        url=bundled_url,
+    )  # fmt: skip
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert last_two(bundled_url)[0]["duration"] == 4
+    log = tmp_path / "runs.jsonl"
+    log.write_text(json.dumps({"ts": time.time(), "exit": 5, "msg": "from a log"}) + "\n")
+    proc = pyz(downloaded, "ingest", str(log), "--job", JOB, url=bundled_url)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert b"1 results submitted" in err
+    newest = last_two(bundled_url)[0]
+    assert (newest["exit_code"], newest["output"]) == (5, "from a log")
+
+
+def test_zipapp_with_the_server_down_keeps_the_exit_code(downloaded: Path) -> None:
+    from liveserver import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    proc = pyz(
+        downloaded,
+        "run",
+        "--report-timeout",
+        "1",
+        "--job",
+        JOB,
+        "--",
+        "sh",
+        "-c",
+        "exit 9",
+        url=url,
+    )
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 9
+    assert b"Traceback" not in err
+    assert b"connection refused" in err
