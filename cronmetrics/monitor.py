@@ -207,6 +207,25 @@ class Monitor:
 
     # -- submissions ---------------------------------------------------------------------
 
+    def reconfigure(
+        self,
+        *,
+        accept_unknown: bool,
+        max_output_bytes: int,
+        redact: Callable[[str], str] | None,
+        max_results_per_job: int,
+    ) -> None:
+        """Apply a reloaded config's submission policy. A shorter history limit cuts the
+        histories at once (and marks them for the next snapshot)."""
+        with self.lock:
+            self.accept_unknown = accept_unknown
+            self.max_output_bytes = max_output_bytes
+            self.redact = redact
+            store = self.store
+            if isinstance(store, MemoryStore) and store.max_results != max_results_per_job:
+                for job_id in store.set_max_results(max_results_per_job):
+                    self.mark_changed(job_id)
+
     def resolve(self, job_name: str, host: str | None) -> str | None:
         """``name@host`` when that is defined, else the host-agnostic ``name``."""
         if host:

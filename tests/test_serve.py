@@ -103,3 +103,49 @@ def test_offline_purge_refuses_while_a_server_holds_the_state_dir(server: LiveSe
     assert proc.returncode == 5, proc.stderr
     assert "in use by cronmetrics serve" in proc.stderr
     assert "purge through the running server" in proc.stderr
+
+
+def test_a_busy_port_is_one_line_naming_bind(jobs_dir: Path, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            serve_command(jobs_dir, tmp_path / "state", port, args=("--no-auth",)),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr  # not gunicorn's five retries
+    assert f"cannot listen on 127.0.0.1:{port}: the address is already in use" in lines[0]
+    assert "--bind HOST:PORT" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def _records(server: LiveServer) -> list[dict[str, object]]:
+    return [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+
+
+def test_start_and_shutdown_are_logged_step_by_step(server: LiveServer) -> None:
+    start = [r for r in _records(server) if str(r.get("msg", "")).startswith("listening on")]
+    assert len(start) == 1
+    assert start[0]["url"] == f"http://127.0.0.1:{server.port}"
+    assert (start[0]["scheme"], start[0]["bind"]) == ("http", f"127.0.0.1:{server.port}")
+    assert httpx.post(f"{server.url}/api/ping/home_rsync/success", timeout=5).status_code == 200
+    assert server.stop() == 0
+    steps = [str(r["msg"]) for r in _records(server)]
+    order = [
+        "shutting down: stopped accepting connections",
+        "drained: in-flight requests answered",
+        "final snapshot written",
+        "stopped",
+    ]
+    found = [next(i for i, m in enumerate(steps) if m.startswith(step)) for step in order]
+    assert found == sorted(found), steps
+    written = next(r for r in _records(server) if r["msg"] == "final snapshot written")
+    assert written["state_dir"] == str(server.state_dir)

@@ -204,24 +204,20 @@ def serve(
     workers: int,
 ) -> None:
     """Run the exporter (gunicorn: worker processes with threads)."""
+    from cronmetrics.web.reconfigure import ConfigSource
     from cronmetrics.web.server import Server, check_can_start, claim
 
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
     tls = {"cert": tls_cert, "key": tls_key} if tls_cert is not None else None
-    config = build_config(
-        config_path,
-        jobs_dir=jobs_dir,
-        state_dir=state_dir,
-        bind=bind,
-        tls=tls,
-        no_auth=no_auth,
-        store=store,
-    )
+    flags = {"jobs_dir": jobs_dir, "state_dir": state_dir, "bind": bind, "tls": tls}
+    overrides = {**flags, "no_auth": no_auth, "store": store}
+    source = ConfigSource(config_path, overrides)  # read again on SIGHUP
+    config = build_config(config_path, **overrides)
     check_can_start(config, workers=workers)
     claimed = claim(config)  # held until the process exits
     try:
-        Server(config, threads=threads, workers=workers).run()
+        Server(config, threads=threads, workers=workers, source=source).run()
     finally:
         if claimed is not None:
             os.close(claimed)

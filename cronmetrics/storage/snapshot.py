@@ -172,13 +172,14 @@ class Snapshotter:
                     "dropped the state of jobs no longer defined",
                     extra={"jobs": len(orphans), "sample": orphans[:5]},
                 )
-        days = svc.config.retention.days
-        purge_expired(self.monitor, days, self.clock())
+
+        def purge() -> None:  # reads the config each time: retention.days reloads
+            purge_expired(self.monitor, svc.config.retention.days, self.clock())
+
+        purge()
         if svc.scheduler is not None:
             svc.scheduler.every(self.interval, self.tick, "snapshot")
-            svc.scheduler.every(
-                PURGE_EVERY, lambda: purge_expired(self.monitor, days, self.clock()), "retention"
-            )
+            svc.scheduler.every(PURGE_EVERY, purge, "retention")
             svc.extras.setdefault("on_stop", []).append(self.stop)
 
     def restore(self) -> RestoreReport:
@@ -406,8 +407,17 @@ class Snapshotter:
         """Final snapshot (SIGTERM), then close the journal."""
         if self._stopped:
             return
-        self.write()
+        started = time.perf_counter()
+        wrote = self.write()
         self._stopped = True
+        where = {"state_dir": str(self.state_dir), "jobs": len(list(self.monitor.store.ids()))}
+        if self.last_error is not None:
+            log.error("final snapshot failed; the previous one is on disk", extra=where)
+        else:
+            log.info(
+                "final snapshot written" if wrote else "state on disk already current",
+                extra={**where, "seconds": round(time.perf_counter() - started, 3)},
+            )
         if self.journal is not None:
             self.journal.close()
 

@@ -140,6 +140,18 @@ class MemoryStore:
     def get(self, job_id: str) -> JobState | None:
         return self._states.get(job_id)
 
+    def set_max_results(self, max_results_per_job: int) -> list[str]:
+        """A new history limit for every job (a config reload); the ids whose history
+        was cut to it."""
+        self.max_results = max_results_per_job
+        cut = []
+        for job_id, state in self._states.items():
+            before = len(state.history)
+            state.history.limit(max_results_per_job)
+            if len(state.history) != before:
+                cut.append(job_id)
+        return cut
+
     def drop(self, job_id: str) -> None:
         self._states.pop(job_id, None)
 

@@ -32,6 +32,7 @@ from cronmetrics.web.auth import TokenAuth
 from cronmetrics.web.exposition import Exposition
 from cronmetrics.web.health import Check, as_check
 from cronmetrics.web.metrics import SelfMetrics
+from cronmetrics.web.reconfigure import ConfigReloader, ConfigSource
 
 __all__ = ["Services", "create_app", "services"]
 
@@ -74,6 +75,8 @@ class Services:
     auth: TokenAuth
     redact: Callable[[str], str] | None
     scheduler: Scheduler | None = None
+    #: SIGHUP and changes of the config file (None: built without a config source)
+    config_reloader: ConfigReloader | None = None
     last_reload: ReloadReport | None = None
     last_reload_error: str | None = None
     extras: dict[str, Any] = field(default_factory=dict)
@@ -178,8 +181,13 @@ def create_app(
     *,
     clock: Clock = time.time,
     start_background: bool = True,
+    source: ConfigSource | None = None,
 ) -> Flask:
-    """Build the app. ``start_background=False`` leaves time to the caller (tests)."""
+    """Build the app. ``start_background=False`` leaves time to the caller (tests).
+
+    With ``source`` (where ``config`` was read from), SIGHUP and changes of the config
+    file apply what can change at run time (:mod:`cronmetrics.web.reconfigure`).
+    """
     from cronmetrics.web import api
 
     configure_logging(config.log.level, config.log.format)
@@ -229,7 +237,23 @@ def create_app(
         if config.watch.enabled:
             _start_watcher(svc)
     snapshotter.started(svc)
+    if source is not None:
+        _start_config_reloader(svc, app, source, start_background=start_background)
     return app
+
+
+def _start_config_reloader(
+    svc: Services, app: Flask, source: ConfigSource, *, start_background: bool
+) -> None:
+    def body_limit(config: Config) -> None:  # werkzeug reads it per request
+        app.config["MAX_CONTENT_LENGTH"] = config.limits.max_body_bytes
+
+    reloader = ConfigReloader(svc, source, on_applied=body_limit)
+    svc.config_reloader = reloader
+    svc.extras.setdefault("health_checks", {})["config_file"] = reloader.health
+    if start_background:
+        reloader.start()
+        svc.extras.setdefault("on_stop", []).append(reloader.stop)
 
 
 def _start_watcher(svc: Services) -> None:

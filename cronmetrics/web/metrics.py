@@ -76,6 +76,22 @@ class SelfMetrics:
             "Job files that failed validation in the last reload (their last good version stays).",
             registry=r,
         )
+        self.config_file_ok = Gauge(
+            "cronmetrics_config_file_last_reload_successful",
+            "1 if the last reload of the config file (SIGHUP or a change on disk) was valid; "
+            "0 while an invalid one is refused and the previous config stays in force.",
+            registry=r,
+        )
+        self.config_file_ts = Gauge(
+            "cronmetrics_config_file_last_reload_success_timestamp_seconds",
+            "When the config file was last reloaded and applied (0 = not since the start).",
+            registry=r,
+        )
+        self.config_file_restart = Gauge(
+            "cronmetrics_config_file_restart_required",
+            "1 if the config file changes a key that only a restart applies (bind, state_dir...).",
+            registry=r,
+        )
         self.snapshot_ts = Gauge(
             "cronmetrics_snapshot_last_success_timestamp_seconds",
             "When the state snapshot on disk was last known current: written, or nothing changed "

@@ -6,7 +6,8 @@ worker is gthread's, made to give its threads only whole requests (:mod:`.worker
 idle and slow clients never hold one. The
 app (and so the scheduler, watcher and snapshotter) is created in the worker after the
 fork, never in the master. On SIGTERM gunicorn stops accepting, finishes requests, and
-the ``worker_exit`` hook runs the app's shutdown (final snapshot included).
+the ``worker_exit`` hook runs the app's shutdown (final snapshot included). SIGHUP reloads
+the config in the worker instead of replacing it (:mod:`cronmetrics.web.lifecycle`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from gunicorn.app.base import BaseApplication
 from cronmetrics.config import Config
 from cronmetrics.errors import ConfigError, Conflict
 from cronmetrics.storage.generations import claim_state_dir
+from cronmetrics.web import lifecycle
+from cronmetrics.web.reconfigure import ConfigSource, check_auth
+from cronmetrics.web.tls import CertificateReloader
 from cronmetrics.web.worker import worker_class
 
 __all__ = ["Server", "check_can_start", "claim"]
@@ -25,7 +29,8 @@ __all__ = ["Server", "check_can_start", "claim"]
 
 def check_can_start(config: Config, *, workers: int = 1) -> None:
     """Refuse to run an open server by accident (DESIGN.md section 7), or N workers on
-    an engine whose state lives in one process's memory."""
+    an engine whose state lives in one process's memory, or one that cannot listen where
+    it was told to."""
     if workers > 1 and not config.redis:
         raise ConfigError(
             f"--workers {workers} needs a Redis store (store: redis://...): the embedded "
@@ -41,19 +46,14 @@ def check_can_start(config: Config, *, workers: int = 1) -> None:
             ) from None
     if config.redis:  # until the Redis engine lands: never silently keep state in memory
         raise ConfigError("store: the Redis engine is not available in this build yet")
-    if not config.auth.tokens and not config.no_auth:
-        raise ConfigError(
-            "no API tokens are configured, so the server would accept anything from anyone; "
-            "create one with 'cronmetrics token new --scope admin' and add the printed line "
-            "under auth.tokens in the config, or pass --no-auth to run without authentication "
-            "deliberately"
-        )
+    check_auth(config)
     if config.tls is not None:
         for what, path in (("certificate", config.tls.cert), ("key", config.tls.key)):
             if not path.is_file():
                 raise ConfigError(f"TLS {what} {path} does not exist")
     if not config.jobs_dir.is_dir():
         raise ConfigError(f"jobs directory {config.jobs_dir} does not exist")
+    lifecycle.check_bind(config)
 
 
 def claim(config: Config) -> int | None:
@@ -68,10 +68,18 @@ def claim(config: Config) -> int | None:
 
 
 class Server(BaseApplication):  # type: ignore[misc]
-    def __init__(self, config: Config, *, threads: int = 8, workers: int = 1) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        threads: int = 8,
+        workers: int = 1,
+        source: ConfigSource | None = None,
+    ) -> None:
         self.cm_config = config
         self.threads = threads
         self.workers = workers
+        self.source = source
         super().__init__()
 
     def load_config(self) -> None:
@@ -91,30 +99,54 @@ class Server(BaseApplication):  # type: ignore[misc]
             "proc_name": "cronmetrics",
             "worker_exit": _worker_exit,
             "post_worker_init": _post_worker_init,
+            "post_fork": lifecycle.post_fork,
+            "when_ready": lifecycle.when_ready(self.cm_config),
             "backlog": 2048,
             "worker_connections": 1000,
         }
         if self.cm_config.tls is not None:
             settings["certfile"] = str(self.cm_config.tls.cert)
             settings["keyfile"] = str(self.cm_config.tls.key)
+            settings["ssl_context"] = CertificateReloader(
+                self.cm_config.tls.cert, self.cm_config.tls.key
+            )
         for key, value in settings.items():
             self.cfg.set(key, value)
 
     def load(self) -> Any:
         from cronmetrics.web.app import create_app
 
-        return create_app(self.cm_config)
+        return create_app(self.cm_config, source=self.source)
+
+    def run(self) -> None:
+        """gunicorn's ``run`` with cronmetrics' master (:class:`lifecycle.Arbiter`)."""
+        from cronmetrics.logs import configure
+
+        configure(self.cm_config.log.level, self.cm_config.log.format)  # the master's lines
+        lifecycle.Arbiter(self).run()
 
 
 def _post_worker_init(worker: Any) -> None:
     from cronmetrics.logs import get_logger
+    from cronmetrics.web.app import services
 
+    svc = services(worker.wsgi)
+    reloader = svc.config_reloader
+    lifecycle.worker_ready(worker, reloader.request if reloader is not None else lambda: None)
+    if isinstance(worker.cfg.ssl_context, CertificateReloader):
+        svc.extras.setdefault("health_checks", {})["tls"] = worker.cfg.ssl_context.health
     get_logger("server").info("worker ready", extra={"pid": worker.pid})
 
 
 def _worker_exit(server: Any, worker: Any) -> None:
+    from cronmetrics.logs import get_logger
     from cronmetrics.web.app import services
 
     app = getattr(worker, "wsgi", None)
     if app is not None and "cronmetrics" in getattr(app, "extensions", {}):
+        left = getattr(worker, "nr_conns", 0)
+        get_logger("server").info(
+            "drained: in-flight requests answered" if not left else "drain timed out",
+            extra={"pid": worker.pid, "connections_cut": left},
+        )
         services(app).shutdown()

@@ -212,7 +212,7 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         self.ssl_context: ssl.SSLContext | None = None
 
     def init_process(self) -> None:
-        if self.cfg.is_ssl:  # once per worker, not once per connection
+        if self.cfg.is_ssl:  # loaded at start: a broken certificate fails here, loudly
             self.ssl_context = gsock.ssl_context(self.cfg)
         super().init_process()
 
@@ -235,6 +235,9 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
             self._drop(conn)
             return
         if self.ssl_context is not None:
+            # the ssl_context hook (web/tls.py) hands back its cached context, or a new one
+            # once the certificate changed on disk: two stats, no file read
+            self.ssl_context = gsock.ssl_context(self.cfg)
             conn.sock = self.ssl_context.wrap_socket(
                 client,
                 server_side=True,
