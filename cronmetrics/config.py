@@ -8,6 +8,7 @@ pydantic-settings does the merging and the environment parsing; the file is read
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import os
 import re
 import types
@@ -37,7 +38,7 @@ from cronmetrics.errors import ConfigError, Problem
 
 __all__ = ["Config", "Scope", "TokenConfig", "default_state_dir", "load_config"]
 
-Scope = Literal["admin", "submit", "read", "metrics"]
+Scope = Literal["admin", "submit", "read", "metrics", "maintenance"]
 #: Secrets that must not leave the process; ``cronmetrics config show`` masks them.
 SECRET_FIELDS = frozenset({"sha256"})
 
@@ -154,11 +155,39 @@ class WatchConfig(_Section):
     #: seconds between rescans of the whole tree whatever the events said (by stat;
     #: every tenth one re-reads every file)
     rescan_interval: Annotated[StrictFloat, Field(ge=1, le=86400)] = 60.0
+    #: seconds one reload may take; a longer one is logged and counted, and fails
+    #: /health/deep while it runs
+    reload_budget: Annotated[StrictFloat, Field(gt=0, le=3600)] = 30.0
 
 
-def default_state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "cronmetrics"
+class MaintenanceConfig(_Section):
+    """Runtime maintenance windows (``/api/maintenance``, ``cronmetrics maintenance``)."""
+
+    #: the longest window the API accepts, in seconds (default 30 days)
+    max_duration: Annotated[StrictInt, Field(ge=60, le=366 * 86400)] = 30 * 86400
+    #: how long an ended window is kept (listed as expired) before it is deleted, seconds
+    keep_expired: Annotated[StrictInt, Field(ge=0, le=366 * 86400)] = 5 * 86400
+
+
+def default_state_dir(jobs_dir: Path | None = None) -> Path:
+    """``$XDG_STATE_HOME/cronmetrics/<jobs dir name>-<hash>``: a state dir per jobs dir.
+
+    Two servers on different jobs dirs (a trial beside the real one, the README's example
+    and the guide's) then never share state: the second would otherwise drop the first
+    one's jobs as "no longer defined". The hash is of the resolved path, so ``./jobs.d``
+    and its absolute path are the same dir. Without ``jobs_dir``: the common parent.
+    """
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    if jobs_dir is None:
+        return base / "cronmetrics"
+    resolved = Path(jobs_dir).resolve()
+    digest = hashlib.sha256(str(resolved).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", resolved.name) or "root"
+    return base / "cronmetrics" / f"{name}-{digest}"
+
+
+#: ``state_dir`` not given: :func:`default_state_dir` of the jobs dir, found by a validator
+_AUTO_STATE_DIR = Path("\0default")
 
 
 _BIND_PATTERN = r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]*):(\d{1,5})$"
@@ -279,13 +308,17 @@ class Config(BaseSettings):
     )
 
     jobs_dir: Path = Path("jobs.d")
-    state_dir: Path = Field(default_factory=default_state_dir)
+    #: default: :func:`default_state_dir` of ``jobs_dir``
+    state_dir: Path = Field(default_factory=lambda: _AUTO_STATE_DIR, validate_default=True)
     #: HOST:PORT; an exporter listens on all interfaces by default
     bind: Annotated[str, Field(json_schema_extra={"pattern": _BIND_PATTERN})] = "0.0.0.0:9479"
     tls: TlsConfig | None = None
     #: reverse proxies in front that append to X-Forwarded-For; the client address
     #: (failure rate limiting, logs) is then taken from that header, not the TCP peer
     trusted_proxy_hops: Annotated[StrictInt, Field(ge=0, le=10)] = 0
+    #: read job files through symlinks that leave jobs_dir (refused by default: a link to
+    #: /etc/shadow in a pull request must not be read, nor quoted in errors)
+    follow_external_symlinks: StrictBool = False
     auth: AuthConfig = Field(default_factory=AuthConfig)
     no_auth: StrictBool = False
     snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig)
@@ -306,6 +339,7 @@ class Config(BaseSettings):
     #: the ``store`` URL
     store_password_file: Path | None = None
     watch: WatchConfig = Field(default_factory=WatchConfig)
+    maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
 
     @field_validator("bind")
     @classmethod
@@ -336,6 +370,14 @@ class Config(BaseSettings):
                     f"redact[{index}] is not a valid regular expression: {exc}"
                 ) from None
         return patterns
+
+    @field_validator("state_dir", mode="before")
+    @classmethod
+    def _default_state_dir(cls, value: Any, info: pydantic.ValidationInfo) -> Any:
+        if value is _AUTO_STATE_DIR:
+            jobs_dir = info.data.get("jobs_dir")
+            return default_state_dir(Path(jobs_dir) if jobs_dir is not None else Path("jobs.d"))
+        return value
 
     @field_validator("state_dir")
     @classmethod

@@ -7,8 +7,10 @@ which is what the scheduler waits for.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cronmetrics import windows as mw
 from cronmetrics.jobs import schedule as cron
 from cronmetrics.jobs.model import JobDefinition, Lifecycle
 from cronmetrics.storage.store import JobState
@@ -27,6 +29,10 @@ class Evaluation:
     reason: str
     deadline: float | None = None
     next_change: float | None = None
+    #: when the maintenance in force ends by itself (None: not in maintenance, or no end)
+    maintenance_end: float | None = None
+    #: ids of the runtime maintenance windows silencing the job
+    windows: tuple[str, ...] = ()
 
     @property
     def exported(self) -> bool:
@@ -80,18 +86,44 @@ def _next_fire(schedule: cron.CronSchedule, zone: str, anchor: float) -> float:
     return fire
 
 
-def evaluate(definition: JobDefinition, state: JobState, now: float) -> Evaluation:
+def evaluate(
+    definition: JobDefinition,
+    state: JobState,
+    now: float,
+    windows: Sequence[mw.Window] = (),
+) -> Evaluation:
+    """The job's status at ``now``; ``windows`` are the runtime maintenance windows whose
+    matchers select this job (pending, active or recently expired: all of them count)."""
     lifecycle, until = effective_lifecycle(definition, now)
     if lifecycle == Lifecycle.RETIRED:
         return Evaluation(lifecycle, -1, "retired")
-    if lifecycle in (Lifecycle.PAUSED, Lifecycle.MAINTENANCE):
-        ends = until if lifecycle == Lifecycle.MAINTENANCE and until is not None else None
-        return Evaluation(lifecycle, -1, str(lifecycle), None, ends)
+    if lifecycle == Lifecycle.PAUSED:
+        return Evaluation(lifecycle, -1, str(lifecycle))
+    cover = mw.NO_COVERAGE
+    if windows or definition.maintenance_windows:
+        cover = mw.coverage(definition.maintenance_windows, definition.timezone, windows, now)
+    if lifecycle == Lifecycle.MAINTENANCE:  # the job file says so
+        ends = until
+        if ends is not None and cover.until is not None:
+            ends = max(ends, cover.until)
+        return Evaluation(lifecycle, -1, str(lifecycle), None, until, ends, cover.windows)
+    if cover.until is not None:
+        return Evaluation(
+            Lifecycle.MAINTENANCE,
+            -1,
+            str(Lifecycle.MAINTENANCE),
+            None,
+            cover.until,
+            cover.until,
+            cover.windows,
+        )
 
     # Silence only counts from when the job was last (re)activated.
     floor = max(state.first_seen, state.active_since)
     if until is not None and definition.status == Lifecycle.MAINTENANCE:
         floor = max(floor, until)
+    if cover.last_end is not None:
+        floor = max(floor, cover.last_end)
     anchor = floor if state.last_report is None else max(state.last_report, floor)
     due = deadline(definition, anchor)
 
@@ -99,17 +131,21 @@ def evaluate(definition: JobDefinition, state: JobState, now: float) -> Evaluati
     if state.running and state.run_started is not None and definition.max_runtime:
         timeout_at = state.run_started + definition.max_runtime
         if now >= timeout_at:
-            return Evaluation(lifecycle, 0, TIMEOUT, due)
+            return Evaluation(lifecycle, 0, TIMEOUT, due, cover.next_start)
     if state.last_status == "failure" and not state.running:
-        return Evaluation(lifecycle, 0, FAILED, due)
+        return Evaluation(lifecycle, 0, FAILED, due, cover.next_start)
     if due is not None and now >= due:
         reason = NEVER if state.last_report is None else MISSED
-        return Evaluation(lifecycle, 0, reason, due, timeout_at if timeout_at else None)
+        return Evaluation(lifecycle, 0, reason, due, _earliest(timeout_at, cover.next_start))
     if state.running:
         reason = RUNNING
     elif state.last_report is None:
         reason = PENDING
     else:
         reason = OK
-    upcoming = [t for t in (due, timeout_at) if t is not None]
-    return Evaluation(lifecycle, 1, reason, due, min(upcoming) if upcoming else None)
+    return Evaluation(lifecycle, 1, reason, due, _earliest(due, timeout_at, cover.next_start))
+
+
+def _earliest(*times: float | None) -> float | None:
+    known = [t for t in times if t is not None]
+    return min(known) if known else None

@@ -19,6 +19,7 @@ from cronmetrics.errors import NotFound, Problem, ValidationError
 from cronmetrics.evaluator import Evaluation, evaluate
 from cronmetrics.jobs.model import JobDefinition, Lifecycle, ResultIn
 from cronmetrics.storage.store import JobState, MemoryStore, Result, ResultStore
+from cronmetrics.windows import Window, job_labels
 
 __all__ = ["FUTURE_TOLERANCE", "JobView", "Monitor", "ReloadDiff"]
 
@@ -99,6 +100,11 @@ class Monitor:
         #: with :meth:`changed_since` it lets snapshots re-encode only the changed jobs
         self.state_seq = 0
         self._state_changes: dict[str, int] = {}  # id -> state_seq of its last change, oldest first
+        #: runtime maintenance windows by id, and per job the ones whose matchers select it
+        self.windows: dict[str, Window] = {}
+        self._job_windows: dict[str, tuple[Window, ...]] = {}
+        #: what matchers see of each job, per definition (building it is most of a match)
+        self._matchable: dict[str, tuple[JobDefinition, dict[str, str]]] = {}
 
     # -- change notification -------------------------------------------------------------
 
@@ -146,7 +152,7 @@ class Monitor:
         definition = self.definitions[job_id]
         state = self.store.get(job_id)
         assert state is not None
-        evaluation = evaluate(definition, state, now)
+        evaluation = evaluate(definition, state, now, self._job_windows.get(job_id, ()))
         self.evaluations[job_id] = evaluation
         self._dirty.add(job_id)
         self.version += 1
@@ -191,6 +197,7 @@ class Monitor:
                         self.mark_changed(job_id)
                 self.unmanaged.discard(job_id)
                 self.definitions[job_id] = definition
+                self._match_windows(job_id)
                 self._reevaluate(job_id, now)
         if diff:
             self._notify()
@@ -198,6 +205,8 @@ class Monitor:
 
     def _forget(self, job_id: str) -> None:
         self.definitions.pop(job_id, None)
+        self._job_windows.pop(job_id, None)
+        self._matchable.pop(job_id, None)
         self.evaluations.pop(job_id, None)
         self._scheduled.pop(job_id, None)
         self.unmanaged.discard(job_id)
@@ -311,6 +320,7 @@ class Monitor:
                     self.definitions[job_id] = _unmanaged_definition(item.job_name, item.host)
                     self.unmanaged.add(job_id)
                     self.store.ensure(job_id, now)
+                    self._match_windows(job_id)
                 self.store.record(record)
                 self.mark_changed(job_id)
                 self._reevaluate(job_id, now)
@@ -318,6 +328,70 @@ class Monitor:
             commit()  # fsync outside the lock: concurrent submissions share it
         self._notify()
         return targets
+
+    # -- maintenance windows -------------------------------------------------------------
+
+    def _labels_of(self, job_id: str) -> dict[str, str]:
+        definition = self.definitions[job_id]
+        cached = self._matchable.get(job_id)
+        if cached is None or cached[0] is not definition:
+            cached = (definition, job_labels(definition))
+            self._matchable[job_id] = cached
+        return cached[1]
+
+    def _match_windows(self, job_id: str) -> bool:
+        """Recompute which windows select ``job_id``; return whether that changed."""
+        labels = self._labels_of(job_id)
+        chosen = tuple(w for w in self.windows.values() if w.selects(labels))
+        before = self._job_windows.get(job_id, ())
+        if chosen:
+            self._job_windows[job_id] = chosen
+        else:
+            self._job_windows.pop(job_id, None)
+        return chosen != before
+
+    def set_windows(self, windows: Iterable[Window], now: float) -> list[str]:
+        """Make ``windows`` the runtime maintenance windows (pending, active and recently
+        expired ones: an expired window still says since when deadlines count); return
+        the ids of the jobs whose windows changed (they are re-evaluated at ``now``)."""
+        with self.lock:
+            fresh = {w.id: w for w in windows}
+            if fresh == self.windows:
+                return []
+            self.windows = fresh
+            changed = [j for j in self.definitions if self._match_windows(j)]
+            for job_id in changed:
+                self._reevaluate(job_id, now)
+            if changed:
+                self.version += 1
+        if changed:
+            self._notify()
+        return changed
+
+    def settle_window(self, window: Window) -> None:
+        """Before an expired window is forgotten: the jobs it covered keep counting their
+        deadlines from its end (as if they had been resumed then)."""
+        with self.lock:
+            if window.start >= window.end:
+                return
+            for job_id in self.selected_by(window):
+                state = self.store.get(job_id)
+                if state is not None and state.active_since < window.end:
+                    state.active_since = window.end
+                    self.mark_changed(job_id)
+
+    def selected_by(self, window: Window) -> list[str]:
+        """Ids of the jobs ``window``'s matchers select now, sorted."""
+        with self.lock:
+            return sorted(j for j in self.definitions if window.selects(self._labels_of(j)))
+
+    def window_counts(self, now: float) -> dict[str, int]:
+        """Windows per state at ``now`` (``cronmetrics_maintenance_windows``)."""
+        counts = {"active": 0, "pending": 0, "expired": 0}
+        with self.lock:
+            for window in self.windows.values():
+                counts[window.state(now)] += 1
+        return counts
 
     # -- history and durability ----------------------------------------------------------
 
@@ -346,6 +420,7 @@ class Monitor:
                     continue
                 self.definitions[job_id] = _unmanaged_definition(job_name, host)
                 self.unmanaged.add(job_id)
+                self._match_windows(job_id)
                 self._reevaluate(job_id, now)
 
     def prune_orphans(self) -> list[str]:

@@ -33,7 +33,8 @@ def write_config(tmp_path: Path, text: str) -> Path:
 def test_defaults_without_file_env_or_flags(tmp_path: Path) -> None:
     config = load_config()
     assert config.jobs_dir == Path("jobs.d")
-    assert config.state_dir == tmp_path / "xdg-state" / "cronmetrics"
+    assert config.state_dir.parent == tmp_path / "xdg-state" / "cronmetrics"
+    assert config.state_dir.name.startswith("jobs.d-")
     assert config.bind == "0.0.0.0:9479"
     assert config.host_port == ("0.0.0.0", 9479)
     assert config.snapshot.interval == 10
@@ -302,3 +303,25 @@ def test_job_writes_accepts_only_its_three_modes(tmp_path: Path) -> None:
     assert info.value.message == (
         f"{path}:1:1: job_writes: must be 'auto', 'enabled' or 'disabled'"
     )
+
+
+def test_the_default_state_dir_belongs_to_the_jobs_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two servers on two jobs dirs (the README's and the guide's) must not share state."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    first, second = tmp_path / "a" / "jobs.d", tmp_path / "b" / "jobs.d"
+    first.mkdir(parents=True)
+    second.mkdir(parents=True)
+    a = load_config(None, jobs_dir=first).state_dir
+    b = load_config(None, jobs_dir=second).state_dir
+    assert a != b
+    assert a.parent == b.parent == tmp_path / "xdg" / "cronmetrics"
+    assert a.name.startswith("jobs.d-") and len(a.name) == len("jobs.d-") + 8
+    monkeypatch.chdir(tmp_path / "a")  # the same directory by a relative path
+    assert load_config(None, jobs_dir=Path("jobs.d")).state_dir == a
+    assert load_config(None).state_dir == a  # the default jobs dir, ./jobs.d
+    explicit = tmp_path / "mine"
+    assert load_config(None, jobs_dir=first, state_dir=explicit).state_dir == explicit
+    monkeypatch.setenv("CRONMETRICS_STATE_DIR", str(explicit))
+    assert load_config(None, jobs_dir=first).state_dir == explicit

@@ -17,6 +17,7 @@ from cronmetrics.jobs.repository import load_directory
 from cronmetrics.monitor import Monitor
 from cronmetrics.web.exposition import FAMILIES, Exposition
 from cronmetrics.web.metrics import SelfMetrics
+from cronmetrics.windows import Window, parse_matcher
 
 RICH = Path(__file__).resolve().parent / "data" / "jobs_rich"
 T0 = 1_767_571_200.0  # 2026-01-05T00:00:00Z
@@ -27,7 +28,10 @@ def rich_monitor() -> Monitor:
     m = Monitor(accept_unknown=True)
     loaded = load_directory(RICH)
     assert not loaded.invalid
-    m.apply_definitions({i: jf.definition for i, jf in loaded.jobs.items()}, T0)
+    definitions = {i: jf.definition for i, jf in loaded.jobs.items()}
+    extra = {"job_name": "maint_window_job", "automatic_failure_threshold": 60}
+    definitions["maint_window_job"] = JobDefinition.model_validate(extra)  # silenced below
+    m.apply_definitions(definitions, T0)
     submit = [
         {"job_name": "ok_job", "status": "success", "duration": 12.5, "exit_code": 0},
         {"job_name": "running_job", "host": "web1", "status": "start"},
@@ -40,6 +44,9 @@ def rich_monitor() -> Monitor:
     ]
     m.submit([ResultIn.model_validate(r) for r in submit], T0 + 10)
     m.tick(T0 + 200)
+    window = Window("w1", (parse_matcher("job_name=maint_window_job"),), T0, T0 + 7200)
+    pending = Window("w2", (parse_matcher("env=~nowhere"),), T0 + 7200, T0 + 9000)
+    m.set_windows([window, pending], T0 + 200)
     return m
 
 
@@ -63,7 +70,8 @@ def by_job(samples: list[tuple[dict[str, str], float]]) -> dict[str, tuple[dict[
 @pytest.fixture
 def rich_text() -> str:
     m = rich_monitor()
-    return body(Exposition(m, SelfMetrics(m.counts).render), T0 + 200).decode()
+    metrics = SelfMetrics(m.counts, lambda: m.window_counts(T0 + 200))
+    return body(Exposition(m, metrics.render), T0 + 200).decode()
 
 
 def test_rich_fixture_passes_promtool(promtool: str, rich_text: str) -> None:
@@ -95,6 +103,7 @@ def test_every_status_and_reason_is_exported(rich_text: str) -> None:
         "paused_job": "paused",
         "maint_job": "maintenance",
         "maint_until_job": "maintenance",
+        "maint_window_job": "maintenance",
         "scheduled_job": "ok",
         "weird.labels-job": "ok",
         "adhoc": "ok",
@@ -103,6 +112,19 @@ def test_every_status_and_reason_is_exported(rich_text: str) -> None:
     assert status["ok_job"] == ({**status["ok_job"][0], "status": "active"}, 1)
     assert status["failed_job"][1] == 0
     assert status["paused_job"][0]["status"] == "paused"
+    assert status["maint_window_job"] == (
+        {**status["maint_window_job"][0], "status": "maintenance"},
+        -1,
+    )
+    ends = by_job(got["cronjob_maintenance_end_timestamp_seconds"])
+    assert {k: v for k, (_, v) in ends.items()} == {
+        "maint_window_job": T0 + 7200,
+        "maint_until_job": 4070908800.0,
+    }
+    assert got["cronmetrics_maintenance_windows"] == [
+        ({"state": "active"}, 1.0),
+        ({"state": "pending"}, 1.0),
+    ]
     assert status["paused_job"][1] == -1
     assert status["maint_job"][0]["status"] == "maintenance"
     assert status["maint_job"][1] == -1
@@ -116,7 +138,7 @@ def test_every_status_and_reason_is_exported(rich_text: str) -> None:
     assert by_job(got["cronjob_deadline_timestamp_seconds"])["missed_job"][1] == T0 + 70
     assert by_job(got["cronjob_last_failure_timestamp_seconds"])["ok_job"][1] == 0
     jobs = {labels["status"]: value for labels, value in got["cronjobs"]}
-    assert jobs == {"active": 10, "maintenance": 2, "paused": 1, "retired": 1}
+    assert jobs == {"active": 10, "maintenance": 3, "paused": 1, "retired": 1}
     assert got["cronjobs_failing"][0][1] == 4
 
 

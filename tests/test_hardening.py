@@ -5,18 +5,29 @@ The slow-client cases need a real server and live in ``test_slow_clients.py``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import resource
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
+from flask.testing import FlaskClient
 
 from cronmetrics.cli.main import cli
 from cronmetrics.config import DEFAULT_REDACT
+from cronmetrics.errors import ValidationError
 from cronmetrics.jobs.model import ResultIn
 from cronmetrics.monitor import Monitor
-from cronmetrics.web.app import make_redactor
+from cronmetrics.web.app import Services, make_redactor, services
 
 T0 = 1_767_571_200.0
 
@@ -148,3 +159,301 @@ def test_validate_text_escapes_every_control_character(tmp_path: Path, char: str
     out = CliRunner().invoke(cli, ["validate", str(tmp_path)]).stdout
     assert char not in out
     assert ascii(char)[1:-1] in out
+
+
+# -- only regular files are job files --------------------------------------------------------
+
+GOOD = "job_name: {name}\nautomatic_failure_threshold: 600\n"
+
+
+def validate_process(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``cronmetrics validate`` in a child with 1 GiB of address space: the old reader
+    read /dev/zero until MemoryError (2.6 GB), and hung forever on a FIFO."""
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    return subprocess.run(
+        [sys.executable, "-m", "cronmetrics", "validate", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=limit_memory,
+        check=False,
+    )
+
+
+@pytest.fixture
+def fifo_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "jobs.d"
+    root.mkdir()
+    (root / "good.yaml").write_text(GOOD.format(name="good"))
+    os.mkfifo(root / "pipe.yaml")
+    os.mkfifo(root / ".fifo")
+    (root / "linked.yaml").symlink_to(".fifo")  # a symlink to a FIFO, inside the dir
+    return root
+
+
+def test_validate_reports_fifos_as_not_regular_files_and_does_not_hang(fifo_dir: Path) -> None:
+    proc = validate_process(fifo_dir)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout.splitlines() == [
+        f"{fifo_dir / name}: not a regular file (a FIFO); job files must be regular files"
+        for name in ("linked.yaml", "pipe.yaml")
+    ]
+    assert "Traceback" not in proc.stderr
+    direct = validate_process(fifo_dir / "pipe.yaml")  # named on the command line
+    assert "not a regular file (a FIFO)" in direct.stdout
+
+
+def test_validate_refuses_dev_zero_without_reading_it(tmp_path: Path) -> None:
+    root = tmp_path / "jobs.d"
+    root.mkdir()
+    (root / "zero.yaml").symlink_to("/dev/zero")
+    proc = validate_process("--follow-external-symlinks", root)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout == (
+        f"{root / 'zero.yaml'}: not a regular file (a character device); "
+        "job files must be regular files\n"
+    )
+    assert "MemoryError" not in proc.stderr
+
+
+def test_a_file_over_the_limit_is_refused_after_reading_the_limit(tmp_path: Path) -> None:
+    from cronmetrics.jobs.files import read_job_bytes
+
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"#" * 300_000)
+    with pytest.raises(ValidationError, match="too large"):
+        read_job_bytes(big, "big.yaml", limit=1000)
+    assert read_job_bytes(big, "big.yaml", limit=300_000) == b"#" * 300_000
+
+
+def reload_in_thread(svc: Services, timeout: float = 20) -> None:
+    """A reload that must finish: the old one blocked forever in open() on a FIFO."""
+    done = threading.Event()
+
+    def run() -> None:
+        with contextlib.suppress(Exception):
+            svc.reload(full=True)
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    assert done.wait(timeout), "the reload hung"
+
+
+def metric(client: FlaskClient, name: str) -> float:
+    text = client.get("/metrics").get_data(as_text=True)
+    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    assert found, name
+    return float(found.group(1))
+
+
+def test_a_fifo_in_jobs_d_is_an_invalid_file_and_reloads_go_on(
+    make_client: Callable[..., FlaskClient], tmp_path: Path
+) -> None:
+    root = tmp_path / "jobs.d"
+    root.mkdir()
+    (root / "good.yaml").write_text(GOOD.format(name="good"))
+    client = make_client(root)
+    svc = services(client.application)
+    os.mkfifo(root / "pipe.yaml")
+    reload_in_thread(svc)
+    assert metric(client, "cronmetrics_config_invalid_files") == 1
+    assert metric(client, "cronmetrics_config_last_reload_successful") == 0
+    deep = client.get("/health/deep").get_json()  # serving (good.yaml), with a warning
+    assert deep["status"] == "degraded"
+    assert deep["warnings"] == ["reload"]
+    assert "pipe.yaml" in deep["checks"]["reload"]["detail"]
+    (root / "new.yaml").write_text(GOOD.format(name="new"))  # later files are still seen
+    reload_in_thread(svc)
+    assert client.get("/api/job/new").status_code == 200
+    (root / "pipe.yaml").unlink()
+    reload_in_thread(svc)
+    assert metric(client, "cronmetrics_config_last_reload_successful") == 1
+
+
+def test_a_reload_that_fails_for_any_reason_is_reported(
+    make_client: Callable[..., FlaskClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = make_client({"a.yaml": GOOD.format(name="a")})
+    svc = services(client.application)
+    assert metric(client, "cronmetrics_config_last_reload_successful") == 1
+
+    def broken(*, full: bool = False) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(svc.jobs_dir, "reload", broken)
+    with pytest.raises(OSError):
+        svc.reload()
+    assert metric(client, "cronmetrics_config_last_reload_successful") == 0
+    deep = client.get("/health/deep")
+    assert deep.status_code == 503
+    assert "the last reload failed" in deep.get_json()["checks"]["reload_budget"]["detail"]
+    monkeypatch.undo()
+    svc.reload()
+    assert client.get("/health/deep").status_code == 200
+
+
+def test_a_reload_over_its_budget_is_logged_counted_and_shown(
+    make_client: Callable[..., FlaskClient], capfd: pytest.CaptureFixture[str]
+) -> None:
+    client = make_client({"a.yaml": GOOD.format(name="a")}, watch={"reload_budget": 1e-6})
+    assert "overran its budget" in capfd.readouterr().err
+    assert metric(client, "cronmetrics_config_reload_overruns_total") >= 1
+    assert metric(client, "cronmetrics_config_last_reload_duration_seconds") > 0
+    detail = client.get("/health/deep").get_json()["checks"]["reload_budget"]["detail"]
+    assert "over the budget so far" in detail
+
+
+def test_a_reload_running_past_its_budget_fails_readiness() -> None:
+    from cronmetrics.web.metrics import SelfMetrics
+    from cronmetrics.web.reloads import ReloadGuard
+
+    guard = ReloadGuard(SelfMetrics(lambda: {"by_status": {}, "failing": 0}), budget=30)
+    guard.started = 1000.0  # a reload stuck since then (a stalled NFS read)
+    assert guard.health(now=1020.0)[0]
+    ok, detail = guard.health(now=1045.0)
+    assert not ok
+    assert "running for 45.0 s, over its budget of 30 s" in detail
+
+
+def test_sigterm_is_fast_and_reloads_go_on_with_a_fifo_in_jobs_d(
+    jobs_dir: Path, tmp_path: Path
+) -> None:
+    from liveserver import live_server, wait_for
+
+    os.mkfifo(jobs_dir / "pipe.yaml")
+    with live_server(jobs_dir, tmp_path / "state") as live:
+        text = httpx.get(f"{live.url}/metrics", timeout=10).text
+        assert "cronmetrics_config_last_reload_successful 0.0" in text
+        (jobs_dir / "late.yaml").write_text(GOOD.format(name="late"))
+        wait_for(
+            lambda: httpx.get(f"{live.url}/api/job/late", timeout=5).status_code == 200,
+            "the watcher to load a file added after the FIFO",
+        )
+        started = time.monotonic()
+        assert live.stop(timeout=30) == 0
+        assert time.monotonic() - started < 10  # not gunicorn's 20 s graceful timeout
+
+
+# -- symlinks out of jobs.d ------------------------------------------------------------------
+
+SHADOW = "root:$6$s3cr3tHash$abc:19000:0:99999:7:::\nbackup:$6$0therHash:19000::::::\n"
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    secret = tmp_path / "etc" / "shadow"
+    secret.parent.mkdir()
+    secret.write_text(SHADOW)
+    return secret
+
+
+def test_a_symlink_out_of_jobs_d_is_refused_and_never_quoted(tmp_path: Path, outside: Path) -> None:
+    root = tmp_path / "jobs.d"
+    root.mkdir()
+    (root / "shadow.yaml").symlink_to(outside)
+    result = CliRunner().invoke(cli, ["validate", str(root)])
+    assert result.exit_code == 1
+    assert result.stdout == (
+        f"{root / 'shadow.yaml'}: symbolic link to {outside} leaves the jobs directory; "
+        "not read (set follow_external_symlinks: true to allow links out of it)\n"
+    )
+    for shown in ("--format", "json"), ("--format", "github"), ():
+        out = CliRunner().invoke(cli, ["validate", *shown, str(root)]).output
+        assert "s3cr3tHash" not in out and "root:" not in out
+
+
+def test_allowed_external_links_are_read_but_their_errors_quote_nothing(
+    tmp_path: Path, outside: Path
+) -> None:
+    root = tmp_path / "jobs.d"
+    root.mkdir()
+    (root / "shadow.yaml").symlink_to(outside)
+    (root / "team").symlink_to(tmp_path / "etc", target_is_directory=True)
+    (tmp_path / "etc" / "ok.yaml").write_text(GOOD.format(name="shared"))
+    result = CliRunner().invoke(cli, ["validate", "--follow-external-symlinks", str(root)])
+    assert "s3cr3tHash" not in result.output and "root:" not in result.output
+    assert f"{root / 'shadow.yaml'}:1:1: not a valid job file (outside the jobs directory" in (
+        result.stdout
+    )
+    assert "1 jobs" in result.stderr  # team/ok.yaml was read through the allowed link
+
+
+def test_the_server_refuses_links_out_and_logs_no_line_of_them(
+    make_client: Callable[..., FlaskClient],
+    tmp_path: Path,
+    outside: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    root = tmp_path / "jobs.d"
+    root.mkdir()
+    (root / "a.yaml").write_text(GOOD.format(name="a"))
+    (root / "shadow.yaml").symlink_to(outside)
+    client = make_client(root)
+    assert metric(client, "cronmetrics_config_invalid_files") == 1
+    logged = capfd.readouterr().err
+    assert "leaves the jobs directory" in logged
+    assert "s3cr3tHash" not in logged
+    allowed = make_client(root, follow_external_symlinks=True)
+    assert metric(allowed, "cronmetrics_config_invalid_files") == 1
+    logged = capfd.readouterr().err
+    assert "details withheld" in logged
+    assert "s3cr3tHash" not in logged and "root:" not in logged
+
+
+def test_a_link_to_usr_is_refused_at_the_link_not_walked(tmp_path: Path) -> None:
+    root = tmp_path / "jobs.d"
+    root.mkdir()
+    (root / "a.yaml").write_text(GOOD.format(name="a"))
+    (root / "usr").symlink_to("/usr", target_is_directory=True)
+    result = CliRunner().invoke(cli, ["validate", str(root)])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        f"{root / 'usr'}: symbolic link to /usr leaves the jobs directory; not read "
+        "(set follow_external_symlinks: true to allow links out of it)"
+    ]
+    assert result.stderr.startswith("2 files, 1 jobs")  # a.yaml and the link, nothing below
+
+
+def test_links_inside_jobs_d_are_followed_like_configmaps_and_git_sync(tmp_path: Path) -> None:
+    from cronmetrics.jobs.repository import load_directory
+
+    # a ConfigMap volume: name.yaml -> ..data/name.yaml, ..data -> ..2026_12_01
+    cm = tmp_path / "configmap"
+    (cm / "..2026_12_01").mkdir(parents=True)
+    (cm / "..2026_12_01" / "a.yaml").write_text(GOOD.format(name="a"))
+    (cm / "..data").symlink_to("..2026_12_01", target_is_directory=True)
+    (cm / "a.yaml").symlink_to("..data/a.yaml")
+    loaded = load_directory(cm)
+    assert set(loaded.jobs) == {"a"} and not loaded.invalid
+    # git-sync: the jobs dir itself is a link to the current worktree
+    worktree = tmp_path / ".worktrees" / "abc123"
+    (worktree / "team").mkdir(parents=True)
+    (worktree / "team" / "b.yaml").write_text(GOOD.format(name="b"))
+    (worktree / "also.yaml").symlink_to("team/b.yaml")
+    (tmp_path / "repo").symlink_to(worktree, target_is_directory=True)
+    loaded = load_directory(tmp_path / "repo")
+    assert set(loaded.jobs) == {"b"}
+    assert list(loaded.invalid) == ["team/b.yaml"]  # the duplicate id, not a refusal
+
+
+def test_a_link_named_on_the_command_line_is_refused_too(
+    tmp_path: Path, outside: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CI often runs: cronmetrics validate $(git diff --name-only)
+    repo = tmp_path / "repo"
+    (repo / "jobs.d").mkdir(parents=True)
+    (repo / "jobs.d" / "shadow.yaml").symlink_to(outside)
+    (repo / "jobs.d" / "ok.yaml").write_text(GOOD.format(name="ok"))
+    (repo / "jobs.d" / "alias.yaml").symlink_to("ok.yaml")
+    monkeypatch.chdir(repo)
+    args = ["validate", "jobs.d/shadow.yaml", "jobs.d/alias.yaml"]
+    result = CliRunner().invoke(cli, args)
+    assert result.stdout.splitlines() == [
+        f"jobs.d/shadow.yaml: symbolic link to {outside} leaves the jobs directory; not read "
+        "(set follow_external_symlinks: true to allow links out of it)"
+    ]
+    result = CliRunner().invoke(cli, [*args[:1], "--follow-external-symlinks", *args[1:]])
+    assert "s3cr3tHash" not in result.output and "root:" not in result.output

@@ -141,7 +141,7 @@ def test_every_error_response_uses_the_error_schema(spec: dict[str, Any]) -> Non
 
 
 def test_operations_that_need_a_token_name_their_scope(spec: dict[str, Any]) -> None:
-    scopes = {"admin", "submit", "read", "metrics"}
+    scopes = {"admin", "submit", "read", "metrics", "maintenance"}
     for path, item in spec["paths"].items():
         for method, operation in item.items():
             if method not in METHODS:

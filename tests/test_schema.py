@@ -55,6 +55,8 @@ def _labels(count: int) -> dict[str, str]:
     return {f"l{i}": "v" for i in range(count)}
 
 
+WINDOW = {"schedule": "0 2 * * SUN", "duration": 7200}
+
 # (id, document, valid)
 CASES: list[tuple[str, Any, bool]] = [
     # -- valid ---------------------------------------------------------------------------
@@ -74,6 +76,9 @@ CASES: list[tuple[str, Any, bool]] = [
             "labels": {"env": "stage", "team": "migration"},
             "status": "maintenance",
             "maintenance_until": "2026-12-01T00:00:00Z",
+            "maintenance_windows": [
+                {"schedule": "0 2 * * SUN", "duration": 7200, "timezone": "Europe/Berlin"}
+            ],
             "description": "Nightly import of the billing DB",
         },
         True,
@@ -95,6 +100,23 @@ CASES: list[tuple[str, Any, bool]] = [
     ("until-offset", job(maintenance_until="2026-12-01T02:00:00+02:00"), True),
     ("until-fraction", job(maintenance_until="2026-12-01T00:00:00.250Z"), True),
     ("until-date", job(maintenance_until="2026-12-01"), True),
+    ("windows-empty", job(maintenance_windows=[]), True),
+    ("windows-null", job(maintenance_windows=None), True),
+    (
+        "window-without-timezone",
+        job(maintenance_windows=[{"schedule": "0 2 * * SUN", "duration": 7200}]),
+        True,
+    ),
+    (
+        "window-timezone-null",
+        job(maintenance_windows=[{**WINDOW, "timezone": None}]),
+        True,
+    ),
+    (
+        "windows-twenty",
+        job(maintenance_windows=[{"schedule": "0 2 * * SUN", "duration": 7200}] * 20),
+        True,
+    ),
     ("optional-keys-null", job(host=None, max_runtime=None, description=None), True),
     ("description-1000-chars", job(description="x" * 1000), True),
     # -- invalid ---------------------------------------------------------------------------
@@ -159,6 +181,43 @@ CASES: list[tuple[str, Any, bool]] = [
     ("until-february-30", job(maintenance_until="2026-02-30"), False),
     ("until-epoch-number", job(maintenance_until=1700000000), False),
     ("until-epoch-string", job(maintenance_until="1700000000"), False),
+    (
+        "windows-twenty-one",
+        job(maintenance_windows=[{"schedule": "0 2 * * SUN", "duration": 7200}] * 21),
+        False,
+    ),
+    (
+        "windows-mapping",
+        job(maintenance_windows={"schedule": "0 2 * * SUN", "duration": 7200}),
+        False,
+    ),
+    (
+        "window-unknown-key",
+        job(maintenance_windows=[{**WINDOW, "length": 5}]),
+        False,
+    ),
+    ("window-no-duration", job(maintenance_windows=[{"schedule": "0 2 * * *"}]), False),
+    ("window-no-schedule", job(maintenance_windows=[{"duration": 60}]), False),
+    (
+        "window-duration-zero",
+        job(maintenance_windows=[{**WINDOW, "duration": 0}]),
+        False,
+    ),
+    (
+        "window-duration-string",
+        job(maintenance_windows=[{**WINDOW, "duration": "2h"}]),
+        False,
+    ),
+    (
+        "window-schedule-empty",
+        job(maintenance_windows=[{**WINDOW, "schedule": ""}]),
+        False,
+    ),
+    (
+        "window-timezone-empty",
+        job(maintenance_windows=[{**WINDOW, "timezone": ""}]),
+        False,
+    ),
     ("description-1001-chars", job(description="x" * 1001), False),
     ("description-number", job(description=42), False),
 ]
@@ -174,6 +233,11 @@ MODEL_ONLY_INVALID: list[tuple[str, dict[str, Any]]] = [
     # IANA time zone existence depends on the tz database installed
     ("timezone-unknown", job(timezone="Mars/Olympus_Mons")),
     ("timezone-path-escape", job(timezone="../etc/passwd")),
+    ("window-cron-garbage", job(maintenance_windows=[{"schedule": "sundays", "duration": 60}])),
+    (
+        "window-timezone-unknown",
+        job(maintenance_windows=[{"schedule": "@daily", "duration": 60, "timezone": "Mars/X"}]),
+    ),
 ]
 
 

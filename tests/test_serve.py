@@ -13,7 +13,7 @@ import httpx
 import pytest
 from liveserver import LiveServer, free_port, live_server, wait_for
 
-from cronmetrics.testing import serve_command
+from cronmetrics.testing import serve_command, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -136,6 +136,8 @@ def test_start_and_shutdown_are_logged_step_by_step(server: LiveServer) -> None:
     assert len(start) == 1
     assert start[0]["url"] == f"http://127.0.0.1:{server.port}"
     assert (start[0]["scheme"], start[0]["bind"]) == ("http", f"127.0.0.1:{server.port}")
+    assert start[0]["jobs_dir"] == str(server.jobs_dir.resolve())
+    assert start[0]["state_dir"] == str(server.state_dir)
     assert httpx.post(f"{server.url}/api/ping/home_rsync/success", timeout=5).status_code == 200
     assert server.stop() == 0
     steps = [str(r["msg"]) for r in _records(server)]
@@ -149,3 +151,44 @@ def test_start_and_shutdown_are_logged_step_by_step(server: LiveServer) -> None:
     assert found == sorted(found), steps
     written = next(r for r in _records(server) if r["msg"] == "final snapshot written")
     assert written["state_dir"] == str(server.state_dir)
+
+
+def test_two_servers_on_two_jobs_dirs_get_their_own_default_state_dir(tmp_path: Path) -> None:
+    """The README's server and the guide's, one after the other or side by side: neither
+    sees (nor drops) the other's jobs."""
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "xdg"), "CRONMETRICS_LOG__LEVEL": "info"}
+    env.pop("CRONMETRICS_STATE_DIR", None)
+    procs, urls, logs = [], [], []
+    try:
+        for name in ("readme", "guide"):
+            jobs = tmp_path / name / "jobs.d"
+            jobs.mkdir(parents=True)
+            (jobs / f"{name}.yaml").write_text(
+                f"job_name: {name}\nautomatic_failure_threshold: 60\n"
+            )
+            port = free_port()
+            log = tmp_path / f"{name}.log"
+            cmd = [sys.executable, "-m", "cronmetrics", "serve", "--jobs-dir", str(jobs),
+                   "--bind", f"127.0.0.1:{port}", "--no-auth"]  # fmt: skip
+            with log.open("wb") as out:
+                procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env))
+            urls.append(f"http://127.0.0.1:{port}")
+            logs.append(log)
+        for proc, url, log in zip(procs, urls, logs, strict=True):
+            wait_for(lambda u=url: _ok(u), f"{url} to start", process=proc, log=log.read_text)
+        dirs = sorted(p.name for p in (tmp_path / "xdg" / "cronmetrics").iterdir())
+        assert len(dirs) == 2 and all(d.startswith("jobs.d-") for d in dirs)
+        for url, name in zip(urls, ("readme", "guide"), strict=True):
+            jobs = httpx.get(f"{url}/api/job", timeout=5).json()
+            assert [j["id"] for j in jobs["jobs"]] == [name]
+    finally:
+        for proc in procs:
+            stop_process(proc)
+    assert not any("dropped the state" in log.read_text() for log in logs)
+
+
+def _ok(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -221,3 +221,16 @@ def test_framing_stops_buffering_past_the_body_limit() -> None:
     assert Framing(max_body_bytes=10).feed(b"GET / HTTP/1.1\r\n" + b"a" * 70_000) == (
         "headers too large"
     )
+
+
+def test_a_body_over_the_limit_is_answered_413_and_the_connection_closed(
+    guarded: LiveServer,
+) -> None:
+    with connect(guarded) as sock:
+        sock.sendall(
+            b"POST /api/ping/cert_renew/success HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Length: 2000000\r\n\r\n" + b"x" * 1000
+        )  # the rest never comes: the answer must not wait for it
+        answer = read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert b"\r\nConnection: close\r\n" in answer

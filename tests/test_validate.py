@@ -307,11 +307,10 @@ def test_dot_files_and_dot_directories_are_ignored(tmp_path: Path) -> None:
 
 
 def test_symlinked_file_and_symlinked_directory_are_followed(tmp_path: Path) -> None:
-    elsewhere = tmp_path / "elsewhere"
+    root = tmp_path / "jobs.d"
+    elsewhere = root / ".shared"  # inside the jobs dir: links out are refused by default
     write(elsewhere, "real.yaml", "job_name: linked\n")
     write(elsewhere, "team/inner.yaml", "job_name: inner\n")
-    root = tmp_path / "jobs.d"
-    root.mkdir()
     (root / "link.yaml").symlink_to(elsewhere / "real.yaml")
     (root / "teamlink").symlink_to(elsewhere / "team", target_is_directory=True)
     result = run(root)

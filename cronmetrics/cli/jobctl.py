@@ -279,6 +279,10 @@ def _lifecycle_command(name: str, help_text: str, status: str) -> None:
     def command(source: JobSource, fmt: str, job_id: str, **extra: Any) -> None:
         changes: dict[str, Any] = {"status": status}
         until = extra.get("until")
+        if status == "maintenance":
+            from cronmetrics.cli.maintenance import until_from
+
+            until = until_from(extra.get("for_"), until)
         if status != "paused":
             changes["maintenance_until"] = until
         job = source.patch(job_id, changes)
@@ -289,12 +293,18 @@ def _lifecycle_command(name: str, help_text: str, status: str) -> None:
         click.option("--until", metavar="TIMESTAMP", help="Back to active by itself at this time.")(
             command
         )
+        click.option("--for", "for_", metavar="DURATION", help="Back to active after 2h, 1d...")(
+            command
+        )
 
 
 _lifecycle_command("pause", "Pause a job: it reports -1 and never fails.", "paused")
 _lifecycle_command("resume", "Back to active (clears maintenance_until).", "active")
 _lifecycle_command(
-    "maintenance", "Put a job in maintenance (optionally --until a time).", "maintenance"
+    "maintenance",
+    "Put a job in maintenance (writes its file; optionally --for 2h or --until a time). "
+    "For jobs.d in git, see `cronmetrics maintenance add`.",
+    "maintenance",
 )
 
 

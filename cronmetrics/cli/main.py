@@ -50,18 +50,19 @@ def build_config(config_path: Path | None, **overrides: Any) -> Config:
 # -- validate ------------------------------------------------------------------------------
 
 
-def _collect(paths: tuple[Path, ...]) -> list[tuple[Path, str]]:
-    from cronmetrics.jobs.repository import iter_job_files
+def _collect(paths: tuple[Path, ...], follow_external: bool) -> Any:
+    """The files to validate, as a :class:`.files.Scan` (display paths as given)."""
+    from cronmetrics.jobs.files import Scan, scan, scan_file
 
-    pairs: list[tuple[Path, str]] = []
+    found = Scan()
     for root in paths:
         if root.is_dir():
-            pairs.extend((p, str(p)) for p in iter_job_files(root))
-        elif root.exists():
-            pairs.append((root, str(root)))
+            found.add(scan(root, follow_external_symlinks=follow_external).under(root))
+        elif root.exists() or root.is_symlink():
+            found.add(scan_file(root, follow_external_symlinks=follow_external))
         else:
             raise click.BadParameter(f"{root}: no such file or directory", param_hint="PATH")
-    return pairs
+    return found
 
 
 def _github_escape(text: str, *, prop: bool = False) -> str:
@@ -100,17 +101,24 @@ def format_problem(problem: Problem, fmt: str) -> str:
     default="text",
     show_default=True,
 )
-def validate(paths: tuple[Path, ...], fmt: str) -> None:
+@click.option(
+    "--follow-external-symlinks",
+    is_flag=True,
+    help="Read job files through symlinks that leave the directory (refused by default).",
+)
+def validate(paths: tuple[Path, ...], fmt: str, follow_external_symlinks: bool) -> None:
     """Check job files (default: ./jobs.d); print every problem, exit 1 if any."""
-    from cronmetrics.jobs.repository import load_paths
+    from cronmetrics.jobs.repository import apply_scan, load_paths
 
-    pairs = _collect(paths or (Path("jobs.d"),))
+    found = _collect(paths or (Path("jobs.d"),), follow_external_symlinks)
+    pairs = found.pairs
     show_bar = sys.stderr.isatty() and len(pairs) >= PROGRESS_MIN_FILES and fmt != "json"
     if show_bar:
         with click.progressbar(length=len(pairs), label="validating", file=sys.stderr) as bar:
             result = load_paths(pairs, progress=bar.update, parallel=True)
     else:
         result = load_paths(pairs, parallel=True)
+    apply_scan(result, found)
     problems = result.problems
     if fmt == "json":
         doc = {
@@ -256,7 +264,7 @@ def config_show(
 
 # -- token ---------------------------------------------------------------------------------
 
-_SCOPES = click.Choice(["admin", "submit", "read", "metrics"])
+_SCOPES = click.Choice(["admin", "submit", "read", "metrics", "maintenance"])
 #: ``token new`` prints its entry indented for a paste under ``tokens:`` as the docs show it
 PASTE_HINT = """\
 # paste this entry under tokens: in the server config (a whole file: docs/configuration.md)
@@ -350,6 +358,7 @@ def client_bundle(path: Path) -> None:
 from cronmetrics.cli.connect import light_command  # noqa: E402
 from cronmetrics.cli.diff import diff_cmd  # noqa: E402
 from cronmetrics.cli.jobctl import job_group, result_group  # noqa: E402
+from cronmetrics.cli.maintenance import maintenance_group  # noqa: E402
 from cronmetrics.storage.retention import purge_cmd  # noqa: E402
 
 cli.add_command(job_group)
@@ -373,6 +382,7 @@ result_group.add_command(
     )
 )
 cli.add_command(purge_cmd)
+cli.add_command(maintenance_group)
 cli.add_command(diff_cmd)
 cli.epilog = """\b
 Exit codes: 0 ok, 1 error (validation problems, server refused input),

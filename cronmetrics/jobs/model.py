@@ -24,6 +24,7 @@ __all__ = [
     "EXPORTER_LABELS",
     "JobDefinition",
     "Lifecycle",
+    "RecurringWindow",
     "ResultIn",
     "ResultStatus",
     "job_id",
@@ -101,7 +102,7 @@ _RFC3339_RE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
-def _to_utc(value: Any) -> Any:
+def to_utc(value: Any) -> Any:
     """A timestamp: a YAML timestamp, an RFC 3339 string with offset, or a date.
 
     YAML timestamps without an offset are UTC (YAML spec); a date is midnight UTC. Strings
@@ -179,6 +180,33 @@ ResultLabels = Annotated[
 ]
 
 
+MAX_RECURRING_WINDOWS = 20
+
+
+class RecurringWindow(BaseModel):
+    """A maintenance window that comes back: each fire of ``schedule`` starts ``duration``
+    seconds of maintenance (elapsed time), in ``timezone`` (default: the job's)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schedule: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    duration: Seconds
+    timezone: Annotated[StrictStr, Field(min_length=1, max_length=64)] | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        cron.parse(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        if value is not None:
+            cron.parse_timezone(value)
+        return value
+
+
 class JobDefinition(BaseModel):
     """One expected job, as declared in a ``jobs.d`` file."""
 
@@ -196,6 +224,9 @@ class JobDefinition(BaseModel):
     labels: Labels = Field(default_factory=dict)
     status: Lifecycle = Lifecycle.ACTIVE
     maintenance_until: dt.datetime | None = None
+    maintenance_windows: Annotated[
+        tuple[RecurringWindow, ...], Field(max_length=MAX_RECURRING_WINDOWS)
+    ] = ()
     description: Annotated[StrictStr, Field(max_length=1000)] | None = None
 
     @field_validator("schedule")
@@ -214,7 +245,12 @@ class JobDefinition(BaseModel):
     @field_validator("maintenance_until", mode="before")
     @classmethod
     def _until(cls, value: Any) -> Any:
-        return None if value is None else _to_utc(value)
+        return None if value is None else to_utc(value)
+
+    @field_validator("maintenance_windows", mode="before")
+    @classmethod
+    def _no_windows(cls, value: Any) -> Any:
+        return () if value is None else value
 
     @pydantic.model_validator(mode="after")
     def _needs_deadline(self) -> JobDefinition:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cronmetrics.errors import Problem, ValidationError
+from cronmetrics.jobs.files import SUFFIXES, Scan, read_job_bytes, scan
 from cronmetrics.jobs.model import JobDefinition, parse_job
 from cronmetrics.jobs.yamlio import YamlSyntaxError, load_fast, locate
 
@@ -25,13 +26,12 @@ __all__ = [
     "JobFile",
     "JobsDir",
     "LoadResult",
+    "apply_scan",
     "iter_job_files",
     "load_directory",
     "load_paths",
 ]
 
-SUFFIXES = (".yaml", ".yml")
-MAX_FILE_BYTES = 256 * 1024
 #: Below this many files to parse, a process pool costs more than it saves.
 PARALLEL_MIN_FILES = 2000
 MAX_WORKERS = 8
@@ -69,48 +69,14 @@ class LoadResult:
         return sorted(out, key=lambda p: (p.path or "", p.line or 0, p.column or 0))
 
 
-def iter_job_files(root: Path) -> Iterator[Path]:
-    """Every ``*.yaml``/``*.yml`` below ``root``; dot entries skipped, symlinks followed."""
-    for path, _ in _walk(root):
+def iter_job_files(root: Path, *, follow_external_symlinks: bool = False) -> Iterator[Path]:
+    """Every job file below ``root`` that :func:`.files.scan` would read."""
+    for path, _ in scan(root, follow_external_symlinks=follow_external_symlinks).pairs:
         yield Path(path)
 
 
-def _walk(root: Path) -> Iterator[tuple[str, str]]:
-    """``(path, path relative to root)`` of every job file, as strings.
-
-    Strings because a rescan of 10,000 files is otherwise dominated by pathlib parsing.
-    """
-    top = os.fspath(root)
-    seen: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
-        try:
-            st = os.stat(dirpath)  # noqa: PTH116 - strings on purpose (see above)
-        except OSError:
-            dirnames[:] = []
-            continue
-        key = (st.st_dev, st.st_ino)
-        if key in seen:  # a symlink loop, or the same folder linked twice
-            dirnames[:] = []
-            continue
-        seen.add(key)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel = os.path.relpath(dirpath, top)
-        prefix = "" if rel == os.curdir else rel + os.sep
-        for name in sorted(filenames):
-            if not name.startswith(".") and name.endswith(SUFFIXES):
-                yield os.path.join(dirpath, name), prefix + name  # noqa: PTH118
-
-
 def _read(path: Path, display: str) -> tuple[str, str]:
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise ValidationError(
-                [Problem(f"file is too large ({size} bytes, limit {MAX_FILE_BYTES})", display)]
-            )
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ValidationError([Problem(f"cannot read file: {exc.strerror}", display)]) from None
+    raw = read_job_bytes(path, display)
     digest = hashlib.sha256(raw).hexdigest()
     try:
         return raw.decode("utf-8"), digest
@@ -121,6 +87,22 @@ def _read(path: Path, display: str) -> tuple[str, str]:
         raise ValidationError(
             [Problem(f"file is not UTF-8 text (byte 0x{bad:02x})", display, line, column)]
         ) from None
+
+
+def apply_scan(result: LoadResult, found: Scan) -> None:
+    """Add what :func:`.files.scan` refused to ``result`` as invalid files, and reduce
+    the problems of files outside the jobs dir to their location: an "unknown key"
+    message would quote a line of ``/etc/shadow`` to whoever reads the logs."""
+    for display in found.external:
+        problems = result.invalid.get(display)
+        located = [p for p in problems or () if p.line is not None]  # from the content
+        if problems and located:
+            first = located[0]
+            message = "not a valid job file (outside the jobs directory: details withheld)"
+            kept = [p for p in problems if p.line is None]  # about the file, not its text
+            result.invalid[display] = [*kept, Problem(message, display, first.line, first.column)]
+    result.invalid.update(found.refused)
+    result.files += len(found.refused)
 
 
 def parse_text(text: str, display: str) -> JobDefinition:
@@ -276,8 +258,8 @@ def load_paths(
 
 def _duplicate(path: Path, display: str, job: str, first: str) -> Problem:
     try:
-        where = locate(path.read_text(encoding="utf-8"), ("job_name",))
-    except (OSError, UnicodeDecodeError):
+        where = locate(read_job_bytes(path, display).decode("utf-8"), ("job_name",))
+    except (ValidationError, UnicodeDecodeError):
         where = None
     line, col = where or (1, 1)
     message = f"duplicate job id {job!r}: already defined in {first}"
@@ -297,10 +279,16 @@ def load_directory(
     previous: LoadResult | None = None,
     relative: bool = True,
     trust_stat: bool = False,
+    follow_external_symlinks: bool = False,
 ) -> LoadResult:
-    """Load every job file under ``root`` (display paths relative to it by default)."""
-    pairs = ((p, display if relative else p) for p, display in _walk(root))
-    return load_paths(pairs, previous=previous, trust_stat=trust_stat)
+    """Load every job file under ``root`` (display paths relative to it by default);
+    refused symlinks are invalid entries, at the link."""
+    found = scan(root, follow_external_symlinks=follow_external_symlinks)
+    if not relative:
+        found = found.under(root)
+    result = load_paths(found.pairs, previous=previous, trust_stat=trust_stat)
+    apply_scan(result, found)
+    return result
 
 
 @dataclass(slots=True)
@@ -324,8 +312,9 @@ class JobsDir:
     silently drop monitoring); a removed file removes its job.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, follow_external_symlinks: bool = False) -> None:
         self.root = root
+        self.follow_external_symlinks = follow_external_symlinks
         self._last: LoadResult | None = None
         self._effective: dict[str, JobFile] = {}  # display -> file in force
         self._by_id: dict[str, JobFile] = {}
@@ -360,11 +349,11 @@ class JobsDir:
         with self._lock:
             last = self._last
             known = last.digests.get(display) if last is not None else None
-            try:
-                raw = path.read_bytes()
-            except FileNotFoundError:
+            if not path.exists():
                 return known is None and display not in (last.invalid if last else {})
-            except OSError:
+            try:
+                raw = read_job_bytes(path, display)
+            except ValidationError:
                 return False
             return known is not None and hashlib.sha256(raw).hexdigest() == known
 
@@ -376,7 +365,12 @@ class JobsDir:
             problem = Problem("jobs directory is missing or unreadable; keeping the jobs loaded")
             kept = sorted(self._effective)
             return ReloadReport(dict(self._by_id), {str(self.root): [problem]}, kept, 0)
-        result = load_directory(self.root, previous=self._last, trust_stat=not full)
+        result = load_directory(
+            self.root,
+            previous=self._last,
+            trust_stat=not full,
+            follow_external_symlinks=self.follow_external_symlinks,
+        )
         effective = {jf.display: jf for jf in result.jobs.values()}
         jobs = dict(result.jobs)
         kept = []

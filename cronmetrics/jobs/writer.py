@@ -24,6 +24,7 @@ from cronmetrics.errors import (
     ReadOnly,
     ValidationError,
 )
+from cronmetrics.jobs.files import read_job_bytes
 from cronmetrics.jobs.model import JobDefinition, check_host, check_job_name, parse_job
 from cronmetrics.jobs.model import job_id as make_job_id
 from cronmetrics.jobs.repository import (
@@ -206,9 +207,9 @@ class JobWriter:
             path = self._require(job_id, self._scan())
             display = display_path(path, self.root)
             try:
-                text = path.read_text(encoding="utf-8")
+                text = read_job_bytes(path, display).decode("utf-8")
                 node = load_roundtrip(text)
-            except (OSError, UnicodeDecodeError, YamlSyntaxError):
+            except (ValidationError, UnicodeDecodeError, YamlSyntaxError):
                 node = None  # unreadable: PUT rewrites it whole, PATCH refuses
             current = to_plain(node) if isinstance(node, dict) else None
             wanted = build(current)
@@ -305,8 +306,8 @@ class JobWriter:
         for display in sorted(index.invalid):
             path = self.root / display
             try:
-                data = load_fast(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, YamlSyntaxError):
+                data = load_fast(read_job_bytes(path, display).decode("utf-8"))
+            except (ValidationError, UnicodeDecodeError, YamlSyntaxError):
                 continue
             if not isinstance(data, dict):
                 continue

@@ -256,6 +256,7 @@ def register(app: Flask) -> None:
         routes_client,
         routes_history,
         routes_jobs,
+        routes_maintenance,
         routes_results,
         routes_system,
     )
@@ -270,6 +271,7 @@ def register(app: Flask) -> None:
     app.register_blueprint(routes_results.bp)
     app.register_blueprint(routes_jobs.bp)
     app.register_blueprint(routes_history.bp)
+    app.register_blueprint(routes_maintenance.bp)
     app.register_blueprint(routes_client.bp)
 
 

@@ -8,6 +8,7 @@ background threads never run in the master.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -24,6 +25,7 @@ from cronmetrics.jobs.repository import JobsDir, ReloadReport
 from cronmetrics.jobs.writer import JobWriter
 from cronmetrics.logs import configure as configure_logging
 from cronmetrics.logs import get_logger
+from cronmetrics.maintenance import Maintenance, MemoryRecords
 from cronmetrics.monitor import Monitor
 from cronmetrics.scheduler import Scheduler
 from cronmetrics.storage.snapshot import Snapshotter
@@ -33,6 +35,7 @@ from cronmetrics.web.exposition import Exposition
 from cronmetrics.web.health import Check, as_check
 from cronmetrics.web.metrics import SelfMetrics
 from cronmetrics.web.reconfigure import ConfigReloader, ConfigSource
+from cronmetrics.web.reloads import ReloadGuard
 
 __all__ = ["Services", "create_app", "services"]
 
@@ -74,6 +77,7 @@ class Services:
     jobs_dir: JobsDir
     auth: TokenAuth
     redact: Callable[[str], str] | None
+    maintenance: Maintenance | None = None
     scheduler: Scheduler | None = None
     #: SIGHUP and changes of the config file (None: built without a config source)
     config_reloader: ConfigReloader | None = None
@@ -88,7 +92,8 @@ class Services:
 
         ``full`` reads every file; otherwise files whose stat is unchanged are trusted.
         """
-        with self._reload_lock:
+        guard = self.extras.get("reload_guard")
+        with self._reload_lock, guard.running() if guard else contextlib.nullcontext():
             report = self.jobs_dir.reload(full=full)
             now = self.clock()
             definitions = {job_id: jf.definition for job_id, jf in report.jobs.items()}
@@ -198,14 +203,14 @@ def create_app(
         max_output_bytes=config.limits.max_output_bytes,
         redact=redact,
     )
-    metrics = SelfMetrics(monitor.counts)
+    metrics = SelfMetrics(monitor.counts, lambda: monitor.window_counts(clock()))
     svc = Services(
         config=config,
         clock=clock,
         monitor=monitor,
         exposition=Exposition(monitor, metrics.render),
         metrics=metrics,
-        jobs_dir=JobsDir(config.jobs_dir),
+        jobs_dir=JobsDir(config.jobs_dir, follow_external_symlinks=config.follow_external_symlinks),
         auth=TokenAuth.from_config(config),
         redact=redact,
     )
@@ -227,11 +232,22 @@ def create_app(
     svc.extras["job_writer"] = writer
     if (refused := writer.refusal()) is not None:
         log.info("API and CLI job writes are refused here", extra={"reason": refused.message})
+    guard = svc.extras["reload_guard"] = ReloadGuard(metrics, config.watch.reload_budget)
+    svc.extras.setdefault("health_checks", {})["reload_budget"] = guard.health
     snapshotter = Snapshotter.for_services(svc)  # before the first reload, which keeps states
+    svc.maintenance = Maintenance(
+        MemoryRecords(),
+        monitor,
+        clock,
+        max_duration=config.maintenance.max_duration,
+        keep_expired=config.maintenance.keep_expired,
+    )
     svc.reload()
+    svc.maintenance.sync()
     if start_background:
         svc.scheduler = Scheduler(monitor, clock)
         svc.scheduler.start()
+        svc.scheduler.every(1.0, svc.maintenance.sync, "maintenance-sync")  # other replicas
         # keep the scraped bodies warm so a scrape renders only the last second's changes
         svc.scheduler.every(0.25, lambda: svc.exposition.prepare(clock()), "metrics-prepare")
         if config.watch.enabled:

@@ -42,6 +42,11 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("cronjob_last_duration_seconds", "gauge", "Duration of the last finished run."),
     ("cronjob_last_exit_code", "gauge", "Exit code of the last finished run."),
     ("cronjob_deadline_timestamp_seconds", "gauge", "When the job fails if nothing arrives."),
+    (
+        "cronjob_maintenance_end_timestamp_seconds",
+        "gauge",
+        "When the job's maintenance (status, window) ends by itself.",
+    ),
     ("cronjob_threshold_seconds", "gauge", "Configured automatic_failure_threshold."),
     ("cronjob_running", "gauge", "1 while a started run has not finished."),
     ("cronjob_consecutive_failures", "gauge", "Failed runs since the last success."),
@@ -91,6 +96,9 @@ def render_job(view: JobView, labels: str) -> tuple[bytes, ...]:
         ""
         if e.deadline is None
         else f"cronjob_deadline_timestamp_seconds{{{labels}}} {_num(e.deadline)}\n",
+        ""
+        if e.maintenance_end is None
+        else f"cronjob_maintenance_end_timestamp_seconds{{{labels}}} {_num(e.maintenance_end)}\n",
         ""
         if d.automatic_failure_threshold is None
         else f"cronjob_threshold_seconds{{{labels}}} {d.automatic_failure_threshold}\n",

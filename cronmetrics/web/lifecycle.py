@@ -109,7 +109,8 @@ class Arbiter(GunicornArbiter):  # type: ignore[misc]
 
 
 def when_ready(config: Config) -> Any:
-    """gunicorn's ``when_ready`` hook (master, listening): say where, and how."""
+    """gunicorn's ``when_ready`` hook (master, listening): say where and how it serves,
+    and which jobs dir and state dir it found (two servers never share a state dir)."""
 
     def ready(arbiter: Any) -> None:
         log.info(
@@ -118,6 +119,8 @@ def when_ready(config: Config) -> Any:
                 "url": serve_url(config),
                 "scheme": "https" if config.tls is not None else "http",
                 "bind": config.bind,
+                "jobs_dir": str(config.jobs_dir.resolve()),
+                "state_dir": str(config.state_dir),
                 "pid": arbiter.pid,
             },
         )

@@ -48,11 +48,33 @@ class _JobCounts(Collector):
         )
 
 
+class _WindowCounts(Collector):
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self._counts()
+        family = GaugeMetricFamily(
+            "cronmetrics_maintenance_windows",
+            "Runtime maintenance windows by state (active: in force now; pending: not started).",
+            labels=["state"],
+        )
+        for state in ("active", "pending"):
+            family.add_metric([state], counts.get(state, 0))
+        yield family
+
+
 class SelfMetrics:
-    def __init__(self, counts: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        counts: Callable[[], dict[str, Any]],
+        windows: Callable[[], dict[str, int]] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         r.register(_JobCounts(counts))
+        if windows is not None:
+            r.register(_WindowCounts(windows))
         self.submissions = Counter(
             "cronmetrics_submissions",
             "Results received, by outcome.",
@@ -69,6 +91,16 @@ class SelfMetrics:
         self.reload_ts = Gauge(
             "cronmetrics_config_last_reload_success_timestamp_seconds",
             "When jobs.d was last reloaded without problems.",
+            registry=r,
+        )
+        self.reload_duration = Gauge(
+            "cronmetrics_config_last_reload_duration_seconds",
+            "How long the last reload of jobs.d took.",
+            registry=r,
+        )
+        self.reload_overruns = Counter(
+            "cronmetrics_config_reload_overruns",
+            "Reloads of jobs.d that took longer than watch.reload_budget.",
             registry=r,
         )
         self.invalid_files = Gauge(

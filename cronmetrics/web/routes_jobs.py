@@ -38,6 +38,8 @@ def job_json(view: JobView) -> dict[str, Any]:
             "value": e.value,
             "reason": e.reason,
             "deadline": _ts(e.deadline),
+            "maintenance_end": _ts(e.maintenance_end),
+            "maintenance_windows": list(e.windows),
             "running": s.running,
             "run_started": _ts(s.run_started),
             "last_report": _ts(s.last_report),

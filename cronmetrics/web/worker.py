@@ -359,12 +359,9 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         return bool(super()._keepalive_after(conn, keepalive))
 
     def handle_request(self, req: Any, conn: _Conn) -> bool:
-        conn.sock.settimeout(self.limits.body_timeout)  # a client that never reads
         if conn.framing is not None and conn.framing.truncated:
-            # the rest of the body stays unread, so the connection closes after this answer:
-            # say so (Connection: close), or a keep-alive client sends its next request
-            # into a closed socket
-            req.must_close = True
+            req.must_close = True  # say so in the response: the client must not reuse it
+        conn.sock.settimeout(self.limits.body_timeout)  # a client that never reads
         return bool(super().handle_request(req, conn))
 
     def _drop(self, conn: _Conn, *, registered: bool = False) -> None:
