@@ -23,7 +23,7 @@ from cronmetrics.errors import Conflict, NotFound, Problem, ValidationError
 from cronmetrics.jobs.model import problems_from_pydantic, to_utc
 from cronmetrics.logs import get_logger, rfc3339
 from cronmetrics.monitor import Monitor
-from cronmetrics.windows import Window, make_matcher, parse_duration, parse_matcher
+from cronmetrics.windows import Matcher, Window, make_matcher, parse_duration, parse_matcher
 
 __all__ = [
     "KIND",
@@ -31,6 +31,8 @@ __all__ = [
     "RuntimeRecords",
     "WindowIn",
     "build_window",
+    "ended_now",
+    "job_matchers",
     "window_json",
 ]
 
@@ -190,6 +192,25 @@ def window_json(window: Window, now: float, jobs: Sequence[str] | None = None) -
     return out
 
 
+def ended_now(window: Window, now: float, ended_by: str) -> Window:
+    """``window`` ended at ``now`` by ``ended_by``; a pending one never starts."""
+    return Window(
+        window.id,
+        window.matchers,
+        min(window.start, now),
+        now,
+        window.comment,
+        window.created_by,
+        window.created_at,
+        ended_by,
+    )
+
+
+def job_matchers(job_name: str, host: str | None) -> list[str]:
+    """Matchers selecting exactly one job (``host=""`` for a host-agnostic one)."""
+    return [str(Matcher("job_name", "=", job_name)), str(Matcher("host", "=", host or ""))]
+
+
 class Maintenance:
     """Windows of one server: the store keeps them, the monitor applies them."""
 
@@ -267,20 +288,19 @@ class Maintenance:
         now = self.clock()
         if window.end <= now:
             raise Conflict(f"maintenance window {wid!r} already ended at {rfc3339(window.end)}")
-        ended = Window(
-            window.id,
-            window.matchers,
-            min(window.start, now),
-            now,
-            window.comment,
-            window.created_by,
-            window.created_at,
-            ended_by,
-        )
+        ended = ended_now(window, now, ended_by)
         self.records.put_record(KIND, wid, ended.to_record(), now)
         self.sync()
         log.info("maintenance window ended early", extra={"id": wid, "by": ended_by})
         return ended
+
+    def silence_job(
+        self, job_name: str, host: str | None, seconds: int, created_by: str, comment: str = ""
+    ) -> Window:
+        """A window for one job for ``seconds`` from now (the dashboard's "maintenance for
+        a duration"): it needs no write to jobs.d, so it works when jobs.d is read-only."""
+        body = {"matchers": job_matchers(job_name, host), "duration": seconds, "comment": comment}
+        return self.create(body, created_by)
 
     def jobs(self, window: Window) -> list[str]:
         """The ids of the jobs ``window`` selects now."""

@@ -217,3 +217,18 @@ def test_the_maintenance_scope_may_silence_and_records_who_did(secured: FlaskCli
     assert secured.delete(f"/api/maintenance/{wid}", headers=_as("viewer")).status_code == 403
     ended = secured.delete(f"/api/maintenance/{wid}", headers=_as("ops"))
     assert ended.get_json()["ended_by"] == "ops"
+
+
+def test_silencing_one_job_for_a_duration_covers_only_that_job(
+    client: FlaskClient, fake_clock: Any
+) -> None:
+    from cronmetrics.web.app import services
+
+    service = services(client.application).maintenance
+    assert service is not None
+    window = service.silence_job("backup", "db1", 600, "dashboard", "reboot")
+    assert service.jobs(window) == ["backup@db1"]
+    assert status_lines(client)["backup"].endswith("} -1")
+    assert status_lines(client)["vacuum"].endswith("} 1")
+    fake_clock.advance(600)
+    assert status_lines(client)["backup"].endswith("} 1")

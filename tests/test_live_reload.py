@@ -200,6 +200,29 @@ def test_a_config_file_changed_on_disk_applies_without_a_signal(tmp_path: Path) 
         assert logged(server, "config reloaded")[-1]["reason"] == "file changed"
 
 
+def test_a_larger_body_limit_applies_through_gunicorn_too(tmp_path: Path) -> None:
+    """A changed body limit applies end to end, through gunicorn's worker (which frames
+    requests by it too) and the app."""
+    jobs = tmp_path / "jobs.d"
+    jobs.mkdir()
+    (jobs / "a.yaml").write_text("job_name: a\nautomatic_failure_threshold: 60\n")
+    config = tmp_path / "cronmetrics.yaml"
+    config.write_text(config_for(OLD, extra="limits: {max_body_bytes: 4096}\n"))
+    auth = {"Authorization": f"Bearer {OLD}"}
+    body = b"z" * 8000
+    with live_server(jobs, tmp_path / "state", args=["--config", str(config)]) as server:
+        url = f"{server.url}/api/ping/a/success"
+        assert httpx.post(url, headers=auth, content=body, timeout=10).status_code == 413
+        config.write_text(config_for(OLD, extra="limits: {max_body_bytes: 16384}\n"))
+        os.kill(server.process.pid, signal.SIGHUP)
+        wait_for(lambda: logged(server, "config reloaded"), "the reload", log=server.log)
+        assert httpx.post(url, headers=auth, content=body, timeout=10).status_code == 200
+        config.write_text(config_for(OLD, extra="limits: {max_body_bytes: 2048}\n"))
+        os.kill(server.process.pid, signal.SIGHUP)
+        wait_for(lambda: len(logged(server, "config reloaded")) == 2, "the second reload")
+        assert httpx.post(url, headers=auth, content=b"z" * 3000, timeout=10).status_code == 413
+
+
 def served_fingerprint(port: int) -> str:
     context = ssl.create_default_context()
     context.check_hostname = False

@@ -264,7 +264,8 @@ def _start_config_reloader(
     def body_limit(config: Config) -> None:  # werkzeug reads it per request
         app.config["MAX_CONTENT_LENGTH"] = config.limits.max_body_bytes
 
-    reloader = ConfigReloader(svc, source, on_applied=body_limit)
+    reloader = ConfigReloader(svc, source)
+    reloader.subscribe(body_limit)
     svc.config_reloader = reloader
     svc.extras.setdefault("health_checks", {})["config_file"] = reloader.health
     if start_background:

@@ -106,12 +106,11 @@ class ConfigReloader:
         svc: Services,
         source: ConfigSource,
         *,
-        on_applied: Callable[[Config], None] | None = None,
         interval: float = 1.0,
     ) -> None:
         self.svc = svc
         self.source = source
-        self.on_applied = on_applied
+        self._listeners: list[Callable[[Config], None]] = []
         self.interval = interval
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -124,6 +123,11 @@ class ConfigReloader:
         self.last: ReloadOutcome | None = None
         self.last_success: float | None = None
         svc.metrics.config_file_ok.set(1)
+
+    def subscribe(self, applied: Callable[[Config], None]) -> None:
+        """Call ``applied(config)`` after each reload that changed something: for what
+        lives outside the services (Flask's body limit, the gunicorn worker's framing)."""
+        self._listeners.append(applied)
 
     # -- what changed on disk ------------------------------------------------------------
 
@@ -266,8 +270,8 @@ class ConfigReloader:
             from cronmetrics.storage.retention import purge_expired
 
             purge_expired(svc.monitor, new.retention.days, svc.clock())
-        if self.on_applied is not None:
-            self.on_applied(new)
+        for applied in self._listeners:
+            applied(new)
 
     # -- health ----------------------------------------------------------------------------
 

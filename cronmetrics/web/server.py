@@ -12,6 +12,7 @@ the config in the worker instead of replacing it (:mod:`cronmetrics.web.lifecycl
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -22,7 +23,7 @@ from cronmetrics.storage.generations import claim_state_dir
 from cronmetrics.web import lifecycle
 from cronmetrics.web.reconfigure import ConfigSource, check_auth
 from cronmetrics.web.tls import CertificateReloader
-from cronmetrics.web.worker import worker_class
+from cronmetrics.web.worker import Limits, worker_class
 
 __all__ = ["Server", "check_can_start", "claim"]
 
@@ -133,6 +134,12 @@ def _post_worker_init(worker: Any) -> None:
     svc = services(worker.wsgi)
     reloader = svc.config_reloader
     lifecycle.worker_ready(worker, reloader.request if reloader is not None else lambda: None)
+    if reloader is not None and isinstance(getattr(worker, "limits", None), Limits):
+
+        def body_limit(config: Config) -> None:  # the worker frames requests by it too
+            worker.limits = replace(worker.limits, max_body_bytes=config.limits.max_body_bytes)
+
+        reloader.subscribe(body_limit)
     if isinstance(worker.cfg.ssl_context, CertificateReloader):
         svc.extras.setdefault("health_checks", {})["tls"] = worker.cfg.ssl_context.health
     get_logger("server").info("worker ready", extra={"pid": worker.pid})
