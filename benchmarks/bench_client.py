@@ -4,8 +4,14 @@
   (interpreter start-up, start report in the background, final report), against a live
   server and against a closed port (the worst case: retries until --report-timeout).
 * ``cronmetrics ingest``: results per second for a JSONL backlog.
+* ``--overhead`` (issue 12): in one run, interleaved, what ``cronmetrics run --job J --
+  true`` (the console script), the zipapp under ``python3 -I -S`` and the two ``curl``
+  calls it replaces (``/api/ping/J/start``, then ``/api/ping/J/0``) cost in wall time beyond
+  ``true`` itself, and the wrapper's peak RSS (``wait4``'s ``ru_maxrss``). Targets: overhead
+  <= 3x the two curls, peak RSS <= 25 MB.
 
 Usage: ``python3 benchmarks/bench_client.py [--runs 5] [--lines 20000]``
+       ``python3 benchmarks/bench_client.py --overhead [--runs 21]``
 """
 
 from __future__ import annotations
@@ -40,11 +46,92 @@ def median(cmd: list[str], runs: int) -> tuple[float, float, float]:
     return statistics.median(times), min(times), max(times)
 
 
+def measured(cmds: list[list[str]]) -> tuple[float, int]:
+    """Wall seconds for running ``cmds`` one after the other, and the largest peak RSS
+    (KiB) among them, each from ``wait4``."""
+    import os
+
+    started = time.perf_counter()
+    peak = 0
+    for cmd in cmds:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            raise SystemExit(f"{cmd} exited {proc.returncode}")
+        peak = max(peak, usage.ru_maxrss)
+    return time.perf_counter() - started, peak
+
+
+def overhead(runs: int) -> None:
+    curl = shutil.which("curl")
+    if curl is None:
+        raise SystemExit("curl is needed for the comparison")
+    console = Path(sys.executable).with_name("cronmetrics")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        shutil.copytree(REPO / "jobs.d", root / "jobs.d")
+        pyz = root / "cronmetrics.pyz"
+        subprocess.run([*CM, "client-bundle", str(pyz)], check=True, capture_output=True)
+        with live_server(root / "jobs.d", root / "state") as live:
+            job = "home_rsync"
+            ping = f"{live.url}/api/ping/{job}"
+            cases: dict[str, list[list[str]]] = {
+                "true": [["true"]],
+                "two curls": [
+                    [curl, "-fsS", "-m", "10", "-o", "/dev/null", "-X", "POST", f"{ping}/start"],
+                    [curl, "-fsS", "-m", "10", "-o", "/dev/null", "-X", "POST", f"{ping}/0"],
+                ],
+                "cronmetrics run": [
+                    [str(console), "run", "--url", live.url, "--job", job, "--", "true"]
+                ],
+                "zipapp (-I -S)": [
+                    [
+                        "python3",
+                        "-I",
+                        "-S",
+                        str(pyz),
+                        "run",
+                        "--url",
+                        live.url,
+                        "--job",
+                        job,
+                        "--",
+                        "true",
+                    ]
+                ],
+            }
+            times: dict[str, list[float]] = {name: [] for name in cases}
+            peaks: dict[str, int] = dict.fromkeys(cases, 0)
+            for cmds in cases.values():  # warm-up: page cache, server code paths
+                measured(cmds)
+            for _ in range(runs):
+                for name, cmds in cases.items():
+                    wall, peak = measured(cmds)
+                    times[name].append(wall)
+                    peaks[name] = max(peaks[name], peak)
+    med = {name: statistics.median(values) for name, values in times.items()}
+    base = med["true"]
+    curls = med["two curls"] - base
+    print(f"{runs} interleaved runs each, medians; overhead = wall - wall(true)")
+    for name in cases:
+        extra = med[name] - base
+        ratio = f"{extra / curls:.2f}x the two curls" if name not in ("true", "two curls") else ""
+        print(
+            f"{name:>16}: wall {med[name] * 1000:7.1f} ms, overhead {extra * 1000:7.1f} ms,"
+            f" peak RSS {peaks[name] / 1024:5.1f} MB  {ratio}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--lines", type=int, default=20_000)
+    parser.add_argument("--overhead", action="store_true", help="issue 12: run vs two curls")
     args = parser.parse_args()
+    if args.overhead:
+        overhead(args.runs)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         shutil.copytree(REPO / "jobs.d", root / "jobs.d")

@@ -25,6 +25,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
@@ -85,6 +86,18 @@ class TokenConfig(_Section):
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     scopes: Annotated[list[Scope], Field(min_length=1)]
     jobs: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = None
+    #: usable as the key in Healthchecks-style ping URLs (``/ping/<key>/<job>``); such a
+    #: token appears in URLs (crontabs, proxies' logs), so it may only submit
+    ping_key: StrictBool = False
+
+    @model_validator(mode="after")
+    def _ping_key_submits_only(self) -> TokenConfig:
+        if self.ping_key and set(self.scopes) != {"submit"}:
+            raise ValueError(
+                "a token with ping_key: true may only have the submit scope"
+                " (it appears in URLs); make a separate token for the other scopes"
+            )
+        return self
 
 
 class FailureLimitConfig(_Section):

@@ -11,6 +11,7 @@ import contextvars
 import datetime as dt
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,6 +57,26 @@ def rfc3339(ts: float) -> str:
     )
 
 
+#: The key of a Healthchecks-style ping URL is a token: no log line may carry it.
+_PING_KEY_RE = re.compile(r"(?<!/api)/ping/[^/\s\"'?]+")
+
+
+def scrub(text: str) -> str:
+    """``text`` with every ``/ping/<key>`` shown as ``/ping/[key]``."""
+    return _PING_KEY_RE.sub("/ping/[key]", text) if "/ping/" in text else text
+
+
+class ScrubFilter(logging.Filter):
+    """Scrub ping keys from records of loggers we do not format (gunicorn's)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = scrub(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -70,7 +91,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return scrub(json.dumps(entry, default=str, ensure_ascii=False))
 
 
 class TextFormatter(logging.Formatter):
@@ -85,7 +106,7 @@ class TextFormatter(logging.Formatter):
             line += f" {extra}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return scrub(line)
 
 
 def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:

@@ -8,16 +8,21 @@ would), against a real server or a real closed port.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+
+from cronmetrics import errors
+from cronmetrics.errors import CronmetricsError
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "cm_good-token-for-error-tests"
@@ -109,3 +114,195 @@ def test_ingest_rate_limited_is_one_line(limited: str, tmp_path: Path) -> None:
     done = client(["ingest", str(log), "--url", limited, "--token", TOKEN, "--job", JOB])
     assert done.code != 0
     assert_one_clean_line(done, "too many failed authentication attempts")
+
+
+# -- every error class, for run, result submit and ingest -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Something to fail against for each error class: a plain server with a token, the
+    same over TLS with a self-signed certificate, a closed port, a ``.invalid`` name, a
+    server that answers 503, one that never answers in time."""
+    from liveserver import free_port, live_server
+    from recorder import Answer, recorder
+    from test_tls import self_signed
+
+    root = tmp_path_factory.mktemp("targets")
+    shutil.copytree(REPO / "jobs.d", root / "jobs.d")
+    cert, key = self_signed(root)
+    digest = hashlib.sha256(TOKEN.encode()).hexdigest()
+    auth = (
+        "auth:\n"
+        "  failure_limit: {burst: 10000, per_minute: 10000}\n"
+        "  tokens:\n"
+        f"    - {{name: ops, sha256: {digest}, scopes: [admin, read, submit]}}\n"
+    )
+    (root / "plain.yaml").write_text(auth)
+    (root / "tls.yaml").write_text(auth + f'tls: {{cert: "{cert}", key: "{key}"}}\n')
+    busy = Answer(503, {"error": {"code": "UNAVAILABLE", "message": "busy, try later"}})
+    with (
+        live_server(
+            root / "jobs.d", root / "s1", args=("--config", str(root / "plain.yaml"))
+        ) as plain,
+        live_server(
+            root / "jobs.d",
+            root / "s2",
+            args=("--config", str(root / "tls.yaml")),
+            scheme="https",
+        ) as tls,
+        recorder(*[busy] * 1000) as failing,
+        recorder(*[Answer(delay=4)] * 100) as slow,
+    ):
+        yield {
+            "plain": plain.url,
+            "tls": tls.url,
+            "cacert": str(cert),
+            "refused": f"http://127.0.0.1:{free_port()}",
+            "dns": "http://cronmetrics.invalid:9479",
+            "5xx": failing.url,
+            "slow": slow.url,
+        }
+
+
+#: case -> (target, extra flags, what stderr must say, exit code of submit and ingest)
+CASES: dict[str, tuple[str, list[str], str, int]] = {
+    "refused": ("refused", [], "connection refused; is cronmetrics serving there? check --url", 3),
+    "dns": ("dns", [], "cannot resolve 'cronmetrics.invalid' (DNS): check --url", 3),
+    "timeout": ("slow", [], "no answer within", 3),
+    "5xx": ("5xx", [], "server error (503): busy, try later", 3),
+    "https-to-plain": ("plain:https", [], "use http:// instead of https:// in --url", 3),
+    "http-to-tls": ("tls:http", [], "if it serves TLS, use https:// instead of http://", 3),
+    "unverified": ("tls", [], "certificate not trusted", 3),
+    "no-token": ("plain", ["--token", ""], "--token (or CRONMETRICS_TOKEN", 6),
+    "wrong-token": ("plain", ["--token", "cm_wrong"], "unknown token: pass a valid token", 6),
+    "unknown-job": ("plain", ["--job", "logrotate@web9"], "'logrotate' is defined as", 4),
+    "typo-job": ("plain", ["--job", "logrotat@web1"], "did you mean 'logrotate@web1'?", 4),
+}
+
+
+def target_url(targets: dict[str, str], target: str) -> str:
+    name, _, scheme = target.partition(":")
+    url = targets[name]
+    if scheme:
+        url = f"{scheme}://{url.partition('://')[2]}"
+    return url
+
+
+def command(kind: str, url: str, extra: list[str], tmp_path: Path) -> list[str]:
+    flags = ["--url", url, "--token", TOKEN, "--job", JOB]
+    for i in range(0, len(extra), 2):  # an extra flag replaces the default one
+        flags[flags.index(extra[i]) + 1] = extra[i + 1]
+    if kind == "run":
+        return ["run", *flags, "--report-timeout", "2", "--", "sh", "-c", "echo ran; exit 3"]
+    if kind == "submit":
+        return ["result", "submit", *flags, "--status", "success", "--retry-timeout", "1"]
+    log = tmp_path / "runs.jsonl"
+    log.write_text(json.dumps({"ts": time.time() - 60, "exit": 0}) + "\n")
+    return ["ingest", str(log), *flags, "--retry-timeout", "1"]
+
+
+@pytest.mark.parametrize("kind", ["run", "submit", "ingest"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_each_error_class_is_one_line_saying_what_to_do(
+    targets: dict[str, str], tmp_path: Path, kind: str, case: str
+) -> None:
+    target, extra, needle, code = CASES[case]
+    done = client(command(kind, target_url(targets, target), extra, tmp_path))
+    assert "Traceback" not in done.err, done.err
+    assert needle in done.err, done.err
+    if kind == "run":
+        assert done.code == 3, done.err  # the command's own code, whatever happened
+        assert done.out == "ran\n"
+    else:
+        assert done.code == code, done.err
+        assert len(done.err.strip().splitlines()) == 1, done.err  # one line
+
+
+def test_unverified_certificate_passes_with_cacert(targets: dict[str, str], tmp_path: Path) -> None:
+    for kind in ("run", "submit"):
+        args = command(kind, targets["tls"], [], tmp_path)
+        at = 1 if kind == "run" else 2  # after the command's words
+        done = client([*args[:at], "--cacert", targets["cacert"], *args[at:]])
+        assert done.code == (3 if kind == "run" else 0), done.err
+        assert done.err == "", done.err
+    env = {"CRONMETRICS_CACERT": targets["cacert"]}
+    done = client(command("submit", targets["tls"], [], tmp_path), env=env)
+    assert done.code == 0, done.err
+
+
+def test_a_missing_cacert_file_still_runs_the_command(targets: dict[str, str]) -> None:
+    done = client(
+        ["run", "--url", targets["tls"], "--cacert", "/nonexistent/ca.pem", "--job", JOB,
+         "--", "sh", "-c", "exit 5"]
+    )  # fmt: skip
+    assert done.code == 5
+    assert "--cacert /nonexistent/ca.pem: no such file" in done.err
+    assert "Traceback" not in done.err
+
+
+# -- the server's error codes, mapped back -----------------------------------------------
+
+
+def _every_error_class() -> list[type[CronmetricsError]]:
+    found, todo = [], [CronmetricsError]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return sorted(found, key=lambda c: c.code)
+
+
+def _raised(cls: type[CronmetricsError]) -> CronmetricsError:
+    if issubclass(cls, errors.ValidationError):
+        return cls([errors.Problem("bad value", field="status")])
+    if issubclass(cls, errors.RateLimited):
+        return cls("slow down", retry_after=7)
+    return cls("something happened", field="status")
+
+
+@pytest.mark.parametrize("cls", _every_error_class(), ids=lambda c: c.code)
+def test_every_server_error_code_maps_back_to_its_class(cls: type[CronmetricsError]) -> None:
+    """What the server sends for each class (its one error_response) becomes, in the
+    client, that class again (5xx: ServerUnavailable), with its message and exit code."""
+    from flask import Flask
+
+    from cronmetrics.client.http import error_from_response
+    from cronmetrics.web.api import error_response
+
+    with Flask("probe").test_request_context():
+        response = error_response(_raised(cls))
+    body = json.loads(response.get_data())
+    exc = error_from_response(
+        response.status_code,
+        body,
+        response.get_data(as_text=True),
+        retry_after=response.headers.get("Retry-After"),
+    )
+    if response.status_code >= 500:
+        assert isinstance(exc, errors.ServerUnavailable)
+        assert exc.exit_code == 3
+    elif cls in (CronmetricsError, errors.ConfigError):
+        assert isinstance(exc, errors.InvalidRequest)  # not a client-side config problem
+    else:
+        assert type(exc) is cls
+        assert exc.exit_code == cls.exit_code
+    assert (
+        "something happened" in exc.message or "bad value" in exc.message or "slow" in exc.message
+    )
+    if cls is errors.RateLimited:
+        assert isinstance(exc, errors.RateLimited)
+        assert exc.retry_after == 7
+
+
+def test_a_non_json_error_page_still_maps_by_status() -> None:
+    from cronmetrics.client.http import error_from_response
+
+    for status, cls in [
+        (401, errors.Unauthorized),
+        (404, errors.NotFound),
+        (429, errors.RateLimited),
+    ]:
+        exc = error_from_response(status, None, "<html>nginx</html>", retry_after="3")
+        assert type(exc) is cls
+    assert isinstance(error_from_response(502, None, "Bad Gateway"), errors.ServerUnavailable)

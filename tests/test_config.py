@@ -246,7 +246,7 @@ def test_config_show_masks_token_hashes(tmp_path: Path) -> None:
         CliRunner().invoke(cli, ["config", "show", "--config", str(path), "-o", "json"]).output
     )
     assert doc["auth"]["tokens"] == [
-        {"name": "ops", "sha256": "***", "scopes": ["admin"], "jobs": None}
+        {"name": "ops", "sha256": "***", "scopes": ["admin"], "jobs": None, "ping_key": False}
     ]
 
 

@@ -129,11 +129,13 @@ def test_api_guide_examples_work_with_a_real_token(jobs_dir: Path, tmp_path: Pat
     from cronmetrics.web.auth import hash_token, new_token
 
     assert shutil.which("curl"), "the guide's examples need curl"
-    token = new_token()
+    token, ping_key = new_token(), new_token()
     config = tmp_path / "config.yaml"
     config.write_text(
         "auth:\n  tokens:\n"
         f"    - {{name: ops, sha256: {hash_token(token)}, scopes: [admin, read, submit]}}\n"
+        f"    - {{name: pinger, sha256: {hash_token(ping_key)}, scopes: [submit],"
+        " ping_key: true}\n"
     )
     blocks = sh_blocks(API_GUIDE.read_text())
     assert len(blocks) >= 5
@@ -141,7 +143,7 @@ def test_api_guide_examples_work_with_a_real_token(jobs_dir: Path, tmp_path: Pat
     workdir.mkdir()
     (workdir / "backup.log").write_text("dumped 3 databases\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRONMETRICS_")}
-    env["TOKEN"] = token
+    env["TOKEN"], env["PING_KEY"] = token, ping_key
     with live_server(jobs_dir, tmp_path / "state", args=("--config", str(config))) as server:
         assert httpx.get(f"{server.url}/api/job", timeout=10).status_code == 401
         for block in blocks:

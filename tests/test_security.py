@@ -44,7 +44,10 @@ TOKENS: dict[str, tuple[str, list[str], list[str] | None]] = {
     "no-metrics": ("cm_nometrics-R1t2Y3u4I5o6P7a8S9d0", ["admin", "read", "submit"], None),
     "backups": ("cm_backups-F1g2H3j4K5l6Z7x8C9v0", ["submit"], ["backup*"]),
     "backup-reader": ("cm_bkreader-V1b2N3m4Q5w6E7r8T9y0", ["read"], ["backup*"]),
+    "pinger": ("cm_pinger-P1i2N3g4K5e6Y7z8X9w0", ["submit"], None),
 }
+#: tokens marked ``ping_key: true``: the credential of ``/ping/<key>/...`` URLs
+PING_KEYS = {"pinger"}
 WITHOUT = {"admin": "no-admin", "read": "no-read", "submit": "no-submit", "metrics": "no-metrics"}
 
 
@@ -55,7 +58,13 @@ def bearer(name: str) -> dict[str, str]:
 def token_config() -> dict[str, Any]:
     return {
         "tokens": [
-            {"name": name, "sha256": hash_token(value), "scopes": scopes, "jobs": jobs}
+            {
+                "name": name,
+                "sha256": hash_token(value),
+                "scopes": scopes,
+                "jobs": jobs,
+                "ping_key": name in PING_KEYS,
+            }
             for name, (value, scopes, jobs) in TOKENS.items()
         ]
     }
@@ -103,6 +112,8 @@ def required_scope(method: str, rule: str) -> str | None:
         return "metrics"  # because a configured token has the metrics scope
     if method == "POST" and (rule == "/api/job-result" or rule.startswith("/api/ping/")):
         return "submit"
+    if rule.startswith("/ping/<key>/"):
+        return "submit"  # GET too: the key in the URL is a submit-only token
     return "read" if method == "GET" else "admin"
 
 
@@ -125,6 +136,12 @@ def concrete(rule: str) -> str:
 
 
 def call(client: FlaskClient, method: str, rule: str, headers: dict[str, str] | None = None) -> Any:
+    """``rule`` with its parameters filled in; a ping URL carries the bearer token as its
+    ``<key>`` (that is its credential) instead of the header."""
+    if "<key>" in rule:
+        scheme, _, token = (headers or {}).pop("Authorization", "").partition(" ")
+        key = token.strip() if scheme.lower() == "bearer" and token.strip() else "cm_no-key"
+        rule = rule.replace("<key>", key)
     body = BODIES.get((method, rule))
     kwargs: dict[str, Any] = {"headers": headers or {}}
     if body is not None:
@@ -184,7 +201,12 @@ def test_protected_endpoint_lets_a_token_with_its_scope_through(
     client: FlaskClient, method: str, rule: str
 ) -> None:
     scope = required_scope(method, rule)
-    holder = next(n for n, (_, scopes, jobs) in TOKENS.items() if scope in scopes and not jobs)
+    holders = PING_KEYS if "<key>" in rule else TOKENS.keys() - PING_KEYS
+    holder = next(
+        n
+        for n, (_, scopes, jobs) in TOKENS.items()
+        if scope in scopes and not jobs and n in holders
+    )
     response = call(client, method, rule, bearer(holder))
     assert response.status_code not in (401, 403, 429), response.get_data(as_text=True)
 

@@ -274,7 +274,12 @@ ENTRY_INDENT = "    "
 
 
 def _token_entry(
-    token: str, scopes: tuple[str, ...], jobs: tuple[str, ...], name: str | None
+    token: str,
+    scopes: tuple[str, ...],
+    jobs: tuple[str, ...],
+    name: str | None,
+    *,
+    ping_key: bool = False,
 ) -> str:
     """Check the entry as the server would, and return its ``auth.tokens`` line."""
     import pydantic
@@ -285,11 +290,19 @@ def _token_entry(
     digest = hash_token(token)
     name = name or f"{scopes[0]}-{digest[:6]}"
     try:
-        TokenConfig(name=name, sha256=digest, scopes=list(scopes), jobs=list(jobs) or None)
+        TokenConfig(
+            name=name,
+            sha256=digest,
+            scopes=list(scopes),
+            jobs=list(jobs) or None,
+            ping_key=ping_key,
+        )
     except pydantic.ValidationError as exc:
         first = exc.errors()[0]
-        raise click.BadParameter(str(first["msg"]), param_hint=f"--{first['loc'][0]}") from None
-    return ENTRY_INDENT + config_line(name, token, list(dict.fromkeys(scopes)), list(jobs))
+        hint = f"--{first['loc'][0]}" if first["loc"] else "--ping-key"
+        raise click.BadParameter(str(first["msg"]), param_hint=hint) from None
+    entry = config_line(name, token, list(dict.fromkeys(scopes)), list(jobs), ping_key=ping_key)
+    return ENTRY_INDENT + entry
 
 
 @cli.group("token", cls=HelpGroup)
@@ -301,12 +314,17 @@ def token_group() -> None:
 @click.option("--scope", "scopes", type=_SCOPES, multiple=True, required=True, help="Repeatable.")
 @click.option("--job", "jobs", multiple=True, metavar="GLOB", help="Limit to job ids (repeatable).")
 @click.option("--name", default=None, help="Shown in logs (default: SCOPE-<hash prefix>).")
-def token_new(scopes: tuple[str, ...], jobs: tuple[str, ...], name: str | None) -> None:
+@click.option(
+    "--ping-key", is_flag=True, help="Usable in /ping/<key>/<job> URLs (submit scope only)."
+)
+def token_new(
+    scopes: tuple[str, ...], jobs: tuple[str, ...], name: str | None, ping_key: bool
+) -> None:
     """Print a fresh random token (160 bits) and the config line holding its hash."""
     from cronmetrics.web.auth import new_token
 
     token = new_token()
-    line = _token_entry(token, scopes, jobs, name)
+    line = _token_entry(token, scopes, jobs, name, ping_key=ping_key)
     click.echo("# the token, shown only now: give it to the client (CRONMETRICS_TOKEN)")
     click.echo(token)
     click.echo(PASTE_HINT)

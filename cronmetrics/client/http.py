@@ -390,15 +390,17 @@ class Client:
         if content_type is not None:
             headers["Content-Type"] = content_type
         conn = self._connection(limit)
+        connected = False
         try:
             conn.connect()
+            connected = True
             if conn.sock is not None:
                 conn.sock.settimeout(limit)
             conn.request(method, target, body=body, headers=headers)
             response = conn.getresponse()
             data = response.read()
         except Exception as exc:  # every network failure, whatever raised it
-            raise self._network_error(exc, limit) from None
+            raise self._network_error(exc, limit, connected=connected) from None
         finally:
             conn.close()
         try:
@@ -414,7 +416,9 @@ class Client:
             retry_after=response.getheader("Retry-After"),
         )
 
-    def _network_error(self, exc: BaseException, limit: float) -> CronmetricsError:
+    def _network_error(
+        self, exc: BaseException, limit: float, *, connected: bool = True
+    ) -> CronmetricsError:
         """What went wrong on the way, and what to do about it, in one line."""
         where = f"{self.host}:{self.port}"
         ssl_mod = _ssl() if self.scheme == "https" else None
@@ -426,7 +430,13 @@ class Client:
                 f" {URL_HINT}"
             )
         if isinstance(exc, (socket.timeout, TimeoutError)):
-            return ServerUnavailable(f"{self.url}: no answer within {limit:g}s")
+            if self.scheme == "https" and not connected:
+                # a plain HTTP server waits for a request line that a TLS hello never is
+                return ServerUnavailable(
+                    f"{where}: no TLS handshake within {min(limit, CONNECT_TIMEOUT):.1f}s:"
+                    " if it serves plain HTTP, use http:// instead of https:// in --url"
+                )
+            return ServerUnavailable(f"{self.url}: no answer within {limit:.1f}s")
         if ssl_mod is not None and isinstance(exc, ssl_mod.SSLCertVerificationError):
             why = exc.verify_message or exc.reason or "verification failed"
             return ServerUnavailable(f"{self.url}: certificate not trusted ({why}): {CACERT_HINT}")

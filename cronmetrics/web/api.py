@@ -257,6 +257,7 @@ def register(app: Flask) -> None:
         routes_history,
         routes_jobs,
         routes_maintenance,
+        routes_ping,
         routes_results,
         routes_system,
     )
@@ -273,6 +274,7 @@ def register(app: Flask) -> None:
     app.register_blueprint(routes_history.bp)
     app.register_blueprint(routes_maintenance.bp)
     app.register_blueprint(routes_client.bp)
+    app.register_blueprint(routes_ping.bp)
 
 
 def stream(chunks: Iterable[bytes]) -> Iterable[bytes]:

@@ -44,7 +44,14 @@ def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(20)
 
 
-def config_line(name: str, token: str, scopes: Sequence[str], jobs: Sequence[str] = ()) -> str:
+def config_line(
+    name: str,
+    token: str,
+    scopes: Sequence[str],
+    jobs: Sequence[str] = (),
+    *,
+    ping_key: bool = False,
+) -> str:
     """The ``auth.tokens`` entry for ``token``, as one YAML flow-mapping list item.
 
     JSON strings are valid YAML flow scalars, so every value is quoted by ``json.dumps``:
@@ -57,6 +64,8 @@ def config_line(name: str, token: str, scopes: Sequence[str], jobs: Sequence[str
     ]
     if jobs:
         parts.append(f"jobs: [{', '.join(json.dumps(j) for j in jobs)}]")
+    if ping_key:
+        parts.append("ping_key: true")
     return "- {" + ", ".join(parts) + "}"
 
 
@@ -65,6 +74,8 @@ class Identity:
     name: str
     scopes: frozenset[str]
     jobs: tuple[str, ...] | None = None  # None = every job
+    #: the token may be the key of ``/ping/<key>/...`` URLs (``ping_key: true``)
+    ping_key: bool = False
 
     def allows_job(self, job_id: str) -> bool:
         if self.jobs is None:
@@ -88,7 +99,9 @@ class TokenAuth:
         self._tokens = [
             (
                 bytes.fromhex(t.sha256),
-                Identity(t.name, frozenset(t.scopes), tuple(t.jobs) if t.jobs else None),
+                Identity(
+                    t.name, frozenset(t.scopes), tuple(t.jobs) if t.jobs else None, t.ping_key
+                ),
             )
             for t in tokens
         ]

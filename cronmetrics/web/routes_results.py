@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 from typing import Annotated, Any
 
 import pydantic
 from flask import Blueprint, Response, g, request
 
-from cronmetrics.errors import InvalidRequest, Problem, ValidationError
+from cronmetrics.errors import InvalidRequest, NotFound, Problem, ValidationError
 from cronmetrics.jobs.model import ResultIn, ResultStatus, split_job_id
 from cronmetrics.jobs.model import job_id as make_job_id
 from cronmetrics.logs import bind, get_logger
 from cronmetrics.web.api import current, json_body, json_response, raw_body, require
+from cronmetrics.web.auth import Identity
 
 bp = Blueprint("results", __name__)
 log = get_logger("results")
@@ -36,16 +38,38 @@ def _submit(results: list[ResultIn], *, batch: bool) -> list[str]:
     who = require("submit")
     if len(results) == 1:
         bind(job=make_job_id(results[0].job_name, results[0].host), host=results[0].host)
-    targets = svc.monitor.submit(
-        results,
-        svc.clock(),
-        index_errors=batch,
-        authorize=lambda job_id: svc.auth.require(who, "submit", job_id),
-    )
+    try:
+        targets = svc.monitor.submit(
+            results,
+            svc.clock(),
+            index_errors=batch,
+            authorize=lambda job_id: svc.auth.require(who, "submit", job_id),
+        )
+    except NotFound as exc:
+        if exc.field != "job_name" or len({(r.job_name, r.host) for r in results}) != 1:
+            raise  # a batch for several jobs: the message names the item already
+        raise NotFound(
+            exc.message + _suggest(results[0], list(svc.monitor.definitions), who),
+            field="job_name",
+        ) from None
     svc.metrics.submissions.labels("accepted").inc(len(results))
     if log.isEnabledFor(logging.DEBUG):
         log.debug("results accepted", extra={"count": len(results), "jobs": targets[:10]})
     return targets
+
+
+def _suggest(result: ResultIn, defined: list[str], who: Identity) -> str:
+    """ "; did you mean ...?" for an unknown job: the ids defined for its name, else the
+    closest ids, among those the token may report to (it learns nothing else)."""
+    allowed = [job_id for job_id in defined if who.allows_job(job_id)]
+    wanted = make_job_id(result.job_name, result.host)
+    same_name = sorted(j for j in allowed if j.partition("@")[0] == result.job_name)
+    if same_name:
+        return f"; {result.job_name!r} is defined as {', '.join(map(repr, same_name))}"
+    close = difflib.get_close_matches(wanted, allowed, n=3, cutoff=0.6)
+    if close:
+        return f"; did you mean {' or '.join(map(repr, close))}?"
+    return "; define it in jobs.d (cronmetrics job add) or check --job"
 
 
 @bp.post("/api/job-result")
@@ -84,15 +108,9 @@ def _split_id(job_id: str) -> tuple[str, str | None]:
         raise ValidationError([Problem(f"invalid job id: {exc}", field="job_id")]) from None
 
 
-@bp.post("/api/ping/<path:job_id>/<action>")
-def ping(job_id: str, action: str) -> Response:
-    """``curl -X POST --data-binary @log .../api/ping/backup@db1/success``.
-
-    ``path:`` takes ids with a slash too (``/api/ping/team/backup/success``), so that a
-    folder name mistaken for part of the id gets the id rule, not "no such endpoint".
-    """
-    g.submission = True
-    require("submit")  # authenticate before looking at the id or the body
+def ping_result(job_id: str, action: str) -> ResultIn:
+    """The result a ping stands for: the action, ``?run_id=`` (or Healthchecks' ``?rid=``),
+    ``?duration=``, and the body as output whatever its Content-Type."""
     name, host = _split_id(job_id)
     exit_code: int | None = None
     if action == "start":
@@ -112,13 +130,13 @@ def ping(job_id: str, action: str) -> Response:
     fields: dict[str, Any] = {"job_name": name, "host": host, "status": status}
     if exit_code is not None:
         fields["exit_code"] = exit_code
-    for key in ("run_id", "duration"):
-        value = request.args.get(key)
-        if value is not None:
-            fields[key] = value
-    if "duration" in fields:
+    run_id = request.args.get("run_id") or request.args.get("rid")
+    if run_id is not None:
+        fields["run_id"] = run_id
+    duration = request.args.get("duration")
+    if duration is not None:
         try:
-            fields["duration"] = float(fields["duration"])
+            fields["duration"] = float(duration)
         except ValueError:
             raise ValidationError(
                 [Problem("duration must be a number of seconds", field="duration")]
@@ -127,10 +145,26 @@ def ping(job_id: str, action: str) -> Response:
     if output:
         fields["output"] = output.decode("utf-8", "replace")
     try:
-        result = ResultIn.model_validate(fields)
+        return ResultIn.model_validate(fields)
     except pydantic.ValidationError as exc:
         from cronmetrics.jobs.model import problems_from_pydantic
 
         raise ValidationError(problems_from_pydantic(exc)) from None
-    targets = _submit([result], batch=False)
+
+
+def submit_one(result: ResultIn) -> list[str]:
+    """Record one result for the request's (already authenticated) identity."""
+    return _submit([result], batch=False)
+
+
+@bp.post("/api/ping/<path:job_id>/<action>")
+def ping(job_id: str, action: str) -> Response:
+    """``curl -X POST --data-binary @log .../api/ping/backup@db1/success``.
+
+    ``path:`` takes ids with a slash too (``/api/ping/team/backup/success``), so that a
+    folder name mistaken for part of the id gets the id rule, not "no such endpoint".
+    """
+    g.submission = True
+    require("submit")  # authenticate before looking at the id or the body
+    targets = submit_one(ping_result(job_id, action))
     return json_response({"accepted": 1, "jobs": targets})

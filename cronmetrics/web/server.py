@@ -100,6 +100,7 @@ class Server(BaseApplication):  # type: ignore[misc]
             "proc_name": "cronmetrics",
             "worker_exit": _worker_exit,
             "post_worker_init": _post_worker_init,
+            "on_starting": _scrub_gunicorn_logs,
             "post_fork": lifecycle.post_fork,
             "when_ready": lifecycle.when_ready(self.cm_config),
             "backlog": 2048,
@@ -125,6 +126,18 @@ class Server(BaseApplication):  # type: ignore[misc]
 
         configure(self.cm_config.log.level, self.cm_config.log.format)  # the master's lines
         lifecycle.Arbiter(self).run()
+
+
+def _scrub_gunicorn_logs(server: Any) -> None:
+    """gunicorn's own log lines ("Error handling request /ping/KEY/...") lose ping keys
+    too; the access log stays off (``accesslog: None``)."""
+    import logging
+
+    from cronmetrics.logs import ScrubFilter
+
+    for name in ("gunicorn.error", "gunicorn.access"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(ScrubFilter())
 
 
 def _post_worker_init(worker: Any) -> None:

@@ -1,0 +1,178 @@
+"""Healthchecks-style ping URLs on a real server, driven by a Healthchecks client library
+(``healthchecks-io`` from PyPI) whose only change is its base ping URL."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pydantic
+import pytest
+from healthchecks_io import CheckNotFoundError, HCAPIAuthError
+from healthchecks_io import Client as HealthchecksClient
+
+from cronmetrics.config import TokenConfig
+from cronmetrics.testing import ServerProcess
+
+REPO = Path(__file__).resolve().parent.parent
+KEY = "cm_ping-key-for-the-tests-0123"
+PLAIN = "cm_submit-token-not-a-ping-key"
+OPS = "cm_ops-token-for-reading-back"
+JOB = "logrotate@web1"
+
+
+def sha(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    from liveserver import live_server
+
+    root = tmp_path_factory.mktemp("ping")
+    shutil.copytree(REPO / "jobs.d", root / "jobs.d")
+    config = root / "config.yaml"
+    config.write_text(
+        "limits: {max_output_bytes: 5000}\n"
+        "auth:\n  tokens:\n"
+        f"    - {{name: pinger, sha256: {sha(KEY)}, scopes: [submit], ping_key: true,"
+        ' jobs: ["logrotate*", "home_rsync"]}\n'
+        f"    - {{name: plain, sha256: {sha(PLAIN)}, scopes: [submit]}}\n"
+        f"    - {{name: ops, sha256: {sha(OPS)}, scopes: [admin, read, submit]}}\n"
+    )
+    with live_server(root / "jobs.d", root / "state", args=("--config", str(config))) as server:
+        yield server
+
+
+def results(live: ServerProcess, job: str = JOB, limit: int = 5) -> list[dict[str, object]]:
+    answer = httpx.get(
+        f"{live.url}/api/job/{job}/results",
+        params={"limit": limit},
+        headers={"Authorization": f"Bearer {OPS}"},
+        timeout=5,
+    )
+    return answer.json()["results"]  # type: ignore[no-any-return]
+
+
+def test_a_healthchecks_client_reports_by_changing_its_base_url(live: ServerProcess) -> None:
+    hc = HealthchecksClient(ping_key=KEY, ping_url=f"{live.url}/ping/")
+    assert hc.start_ping(slug=JOB) == (True, "OK")
+    assert hc.success_ping(slug=JOB, data="rotated 12 files") == (True, "OK")
+    newest, start = results(live, limit=2)
+    assert (start["status"], newest["status"]) == ("start", "success")
+    assert newest["output"] == "rotated 12 files"
+    assert hc.fail_ping(slug=JOB, data="disk full")[0]
+    assert results(live, limit=1)[0]["status"] == "failure"
+    assert hc.exit_code_ping(3, slug=JOB)[0]
+    last = results(live, limit=1)[0]
+    assert (last["status"], last["exit_code"]) == ("failure", 3)
+    assert hc.exit_code_ping(0, slug=JOB)[0]
+    assert results(live, limit=1)[0]["status"] == "success"
+
+
+def test_the_client_library_sees_our_errors_as_its_own(live: ServerProcess) -> None:
+    with pytest.raises(HCAPIAuthError):
+        HealthchecksClient(ping_key="cm_wrong", ping_url=f"{live.url}/ping/").success_ping(slug=JOB)
+    hc = HealthchecksClient(ping_key=KEY, ping_url=f"{live.url}/ping/")
+    with pytest.raises(CheckNotFoundError):
+        hc.success_ping(slug="logrotate_nope")
+
+
+def test_get_answers_ok_as_text_with_the_body_limit(live: ServerProcess) -> None:
+    answer = httpx.get(f"{live.url}/ping/{KEY}/{JOB}", timeout=5)
+    assert answer.status_code == 200
+    assert answer.text == "OK"
+    assert answer.headers["content-type"].startswith("text/plain")
+    assert answer.headers["ping-body-limit"] == "5000"
+
+
+def test_the_body_is_the_output_whatever_its_content_type(live: ServerProcess) -> None:
+    answer = httpx.post(
+        f"{live.url}/ping/{KEY}/{JOB}/0",
+        content=b"a=1&b=two",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=5,
+    )
+    assert answer.status_code == 200, answer.text
+    assert results(live, limit=1)[0]["output"] == "a=1&b=two"
+
+
+def test_rid_pairs_the_start_with_its_finish(live: ServerProcess) -> None:
+    rid = f"rid-{time.monotonic_ns()}"
+    assert httpx.get(f"{live.url}/ping/{KEY}/{JOB}/start", params={"rid": rid}).text == "OK"
+    assert httpx.post(f"{live.url}/ping/{KEY}/{JOB}", params={"rid": rid}).text == "OK"
+    newest, start = results(live, limit=2)
+    assert start["run_id"] == newest["run_id"] == rid
+
+
+def test_errors_are_json_and_say_what_to_do(live: ServerProcess) -> None:
+    wrong = httpx.get(f"{live.url}/ping/cm_wrong/{JOB}", timeout=5)
+    assert wrong.status_code == 401
+    assert wrong.json()["error"]["code"] == "UNAUTHORIZED"
+    assert "ping-body-limit" in wrong.headers
+    not_a_key = httpx.get(f"{live.url}/ping/{PLAIN}/{JOB}", timeout=5)
+    assert not_a_key.status_code == 403
+    assert "ping_key: true" in not_a_key.json()["error"]["message"]
+    outside = httpx.get(f"{live.url}/ping/{KEY}/db_import", timeout=5)
+    assert outside.status_code == 403  # the key's job globs apply
+    bad_action = httpx.get(f"{live.url}/ping/{KEY}/{JOB}/sometimes", timeout=5)
+    assert bad_action.status_code == 400
+    assert bad_action.json()["error"]["field"] == "action"
+    too_big = httpx.get(f"{live.url}/ping/{KEY}/{JOB}/256", timeout=5)
+    assert too_big.status_code == 400
+
+
+def test_the_key_never_reaches_the_log(live: ServerProcess) -> None:
+    httpx.get(f"{live.url}/ping/{KEY}/{JOB}", timeout=5)
+    httpx.get(f"{live.url}/ping/{KEY}/ghost_job", timeout=5)  # 404, logged as a warning
+    httpx.get(f"{live.url}/ping/{KEY}/db_import", timeout=5)  # 403
+    httpx.get(f"{live.url}/ping/{KEY}/a/b/c/d", timeout=5)  # no such route
+    httpx.get(f"{live.url}/ping/{KEY}/{JOB}/log", timeout=5)
+    time.sleep(0.5)  # log lines are written by the server process; give them a moment
+    text = live.log()
+    assert "request failed" in text  # the failures were logged...
+    assert KEY not in text  # ...without the key
+    assert "/ping/[key]" in text or "ghost_job" in text
+
+
+def test_a_ping_key_may_only_submit() -> None:
+    with pytest.raises(pydantic.ValidationError, match="only have the submit scope"):
+        TokenConfig(name="k", sha256=sha(KEY), scopes=["submit", "read"], ping_key=True)
+    assert TokenConfig(name="k", sha256=sha(KEY), scopes=["submit"], ping_key=True).ping_key
+
+
+def test_the_old_api_ping_route_keeps_working(live: ServerProcess) -> None:
+    answer = httpx.post(
+        f"{live.url}/api/ping/{JOB}/success",
+        headers={"Authorization": f"Bearer {KEY}"},
+        params={"run_id": "old-route"},
+        content=b"still here",
+        timeout=5,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["accepted"] == 1
+    assert results(live, limit=1)[0]["run_id"] == "old-route"
+
+
+def test_log_formatters_and_the_gunicorn_filter_scrub_ping_keys() -> None:
+    import io
+    import logging
+
+    from cronmetrics.logs import JsonFormatter, ScrubFilter, TextFormatter, scrub
+
+    line = f"Error handling request /ping/{KEY}/{JOB}/start?rid=1"
+    assert scrub(line) == f"Error handling request /ping/[key]/{JOB}/start?rid=1"
+    assert scrub(f"/api/ping/{JOB}/success") == f"/api/ping/{JOB}/success"  # an id, not a key
+    record = logging.LogRecord("gunicorn.error", logging.ERROR, "x", 1, "%s", (line,), None)
+    for formatter in (JsonFormatter(), TextFormatter()):
+        assert KEY not in formatter.format(record)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(ScrubFilter())
+    handler.handle(record)
+    assert KEY not in stream.getvalue()
+    assert "/ping/[key]/" in stream.getvalue()
