@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -49,24 +50,46 @@ def median(cmd: list[str], runs: int) -> tuple[float, float, float]:
 def measured(cmds: list[list[str]]) -> tuple[float, int]:
     """Wall seconds for running ``cmds`` one after the other, and the largest peak RSS
     (KiB) among them, each from ``wait4``."""
-    import os
-
     started = time.perf_counter()
     peak = 0
     for cmd in cmds:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
-            raise SystemExit(f"{cmd} exited {proc.returncode}")
+        # posix_spawn: a forked copy of this interpreter would count in the child's maxrss
+        pid = os.posix_spawn(cmd[0], cmd, dict(os.environ), file_actions=_QUIET)
+        _, status, usage = os.wait4(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"{cmd} exited {os.waitstatus_to_exitcode(status)}")
         peak = max(peak, usage.ru_maxrss)
     return time.perf_counter() - started, peak
 
 
+_QUIET = [
+    (os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0),
+    (os.POSIX_SPAWN_OPEN, 2, "/dev/null", os.O_WRONLY, 0),
+]
+
+
+def peak_rss(cmd: list[str]) -> int:
+    """Peak RSS (KiB) of ``cmd`` by ``/usr/bin/time -f %M``: a child forked (or vforked)
+    from this interpreter would report this interpreter's size instead."""
+    with tempfile.NamedTemporaryFile("r") as out:
+        subprocess.run(
+            ["/usr/bin/time", "-f", "%M", "-o", out.name, *cmd],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=True,
+        )
+        return int(out.read().split()[-1])
+
+
 def overhead(runs: int) -> None:
     curl = shutil.which("curl")
-    if curl is None:
-        raise SystemExit("curl is needed for the comparison")
+    if curl is None or not Path("/usr/bin/time").exists():
+        raise SystemExit("curl and /usr/bin/time are needed for the comparison")
+    # an installed package has its .pyc files; make sure this checkout does too
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(REPO / "cronmetrics")], check=True
+    )
     console = Path(sys.executable).with_name("cronmetrics")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -77,7 +100,7 @@ def overhead(runs: int) -> None:
             job = "home_rsync"
             ping = f"{live.url}/api/ping/{job}"
             cases: dict[str, list[list[str]]] = {
-                "true": [["true"]],
+                "true": [[shutil.which("true") or "/bin/true"]],
                 "two curls": [
                     [curl, "-fsS", "-m", "10", "-o", "/dev/null", "-X", "POST", f"{ping}/start"],
                     [curl, "-fsS", "-m", "10", "-o", "/dev/null", "-X", "POST", f"{ping}/0"],
@@ -87,7 +110,7 @@ def overhead(runs: int) -> None:
                 ],
                 "zipapp (-I -S)": [
                     [
-                        "python3",
+                        shutil.which("python3") or sys.executable,
                         "-I",
                         "-S",
                         str(pyz),
@@ -107,9 +130,10 @@ def overhead(runs: int) -> None:
                 measured(cmds)
             for _ in range(runs):
                 for name, cmds in cases.items():
-                    wall, peak = measured(cmds)
+                    wall, _ = measured(cmds)
                     times[name].append(wall)
-                    peaks[name] = max(peaks[name], peak)
+            for name, cmds in cases.items():
+                peaks[name] = max(peak_rss(cmd) for cmd in cmds)
     med = {name: statistics.median(values) for name, values in times.items()}
     base = med["true"]
     curls = med["two curls"] - base

@@ -46,12 +46,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import jobs_tree, machine, result_body, run_wrk, serve, verdict
+from cronmetrics.storage.snapshot import Snapshotter
+from cronmetrics.storage.snapshot_format import Copied
 
 from cronmetrics.jobs.model import ResultIn
 from cronmetrics.monitor import Monitor
 from cronmetrics.storage.history import newest
-from cronmetrics.storage.snapshot import Snapshotter
-from cronmetrics.storage.snapshot_format import Copied
 from cronmetrics.storage.store import MemoryStore, Result, apply_result
 from cronmetrics.web.metrics import SelfMetrics
 

@@ -184,11 +184,10 @@ def rescanned(server: ServerProcess) -> bool:
 
 
 def settle(server: ServerProcess, timeout: float = 120) -> float:
-    """Wait until a state snapshot newer than now is on disk; return the seconds waited.
+    """Wait until a state write newer than now is on disk; return the seconds waited.
 
-    The first snapshot after start (or after ``report_all`` touched every job) encodes
-    every job's state; at 100k jobs that holds the GIL for seconds. Measuring through it
-    would charge a one-off warm-up to the steady-state rate.
+    The first write after ``report_all`` touched every job writes every job's state;
+    measuring through it would charge a one-off warm-up to the steady-state rate.
     """
     import datetime as dt
 
@@ -198,15 +197,15 @@ def settle(server: ServerProcess, timeout: float = 120) -> float:
         checks = deep_checks(server)
         if checks is None:
             return False
-        if "snapshot" not in checks:
+        if "store" not in checks:
             return True
-        detail = checks["snapshot"]["detail"]
-        if not detail.startswith("last written "):
+        found = re.search(r"last written (\S+)$", checks["store"]["detail"])
+        if found is None:
             return False
-        at = dt.datetime.fromisoformat(detail.removeprefix("last written "))
+        at = dt.datetime.fromisoformat(found.group(1))
         return at.timestamp() >= begin
 
-    wait_for(written, "a snapshot", timeout=timeout, interval=0.2, process=server.process)
+    wait_for(written, "a state write", timeout=timeout, interval=0.2, process=server.process)
     return time.time() - begin
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from cronmetrics import windows as mw
 from cronmetrics.jobs import schedule as cron
 from cronmetrics.jobs.model import JobDefinition, Lifecycle
-from cronmetrics.storage.store import JobState
+from cronmetrics.storage.interface import JobState
 
 __all__ = ["Evaluation", "deadline", "evaluate"]
 

@@ -1,9 +1,14 @@
 """The live view of every job: definitions, states and current evaluations.
 
-One lock guards it all. Submissions, reloads and the deadline tick change it; the
-exposition and the read API look at it. Each evaluation says when it next changes by
-itself, and a heap of those times lets :meth:`Monitor.tick` touch only the jobs whose
-deadline actually passed, never scanning all of them.
+One lock guards the monitor's own data: the definitions, the newest
+:class:`~cronmetrics.storage.interface.JobState` value of each job (as the store last
+returned it) and the evaluations. The store is reached only through
+:class:`~cronmetrics.storage.interface.Store`, and never while that lock is held: a
+submission resolves its jobs under the lock, records through the store without it (the
+store may write to disk or a network), then re-evaluates under the lock again, keeping of
+two states of a job the one with the higher ``version``. Each evaluation says when it next
+changes by itself, and a heap of those times lets :meth:`Monitor.tick` touch only the jobs
+whose deadline actually passed, never scanning all of them.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from typing import Any
 from cronmetrics.errors import NotFound, Problem, ValidationError
 from cronmetrics.evaluator import Evaluation, evaluate
 from cronmetrics.jobs.model import JobDefinition, Lifecycle, ResultIn
-from cronmetrics.storage.store import JobState, MemoryStore, Result, ResultStore
+from cronmetrics.storage.interface import JobState, Result, Store
+from cronmetrics.storage.store import EmbeddedStore
 from cronmetrics.windows import Window, job_labels
 
 __all__ = ["FUTURE_TOLERANCE", "JobView", "Monitor", "ReloadDiff"]
@@ -71,35 +77,31 @@ def _unmanaged_definition(job_name: str, host: str | None) -> JobDefinition:
 class Monitor:
     def __init__(
         self,
-        store: ResultStore | None = None,
+        store: Store | None = None,
         *,
         accept_unknown: bool = False,
         max_output_bytes: int = 10_000,
         redact: Callable[[str], str] | None = None,
     ) -> None:
         self.lock = threading.RLock()
-        self.store: ResultStore = store if store is not None else MemoryStore()
+        self.store: Store = store if store is not None else EmbeddedStore()
         self.accept_unknown = accept_unknown
         self.max_output_bytes = max_output_bytes
         self.redact = redact
         self.definitions: dict[str, JobDefinition] = {}
         self.unmanaged: set[str] = set()
         self.evaluations: dict[str, Evaluation] = {}
+        #: the newest state of each defined job, as the store returned it
+        self._states: dict[str, JobState] = {}
         self._heap: list[tuple[float, str]] = []
         self._scheduled: dict[str, float] = {}
         self._dirty: set[str] = set()
         #: bumped on every change; lets readers cache cheaply
         self.version = 0
         self._listeners: list[Callable[[], None]] = []
-        #: durability hook (:mod:`cronmetrics.storage.journal`): called under the lock with the
-        #: validated results before they are recorded (raising refuses the submission);
-        #: returns a commit run after the lock is released, before submit() returns
-        self.journal: Callable[[list[Result]], Callable[[], None]] | None = None
         self._counts_cache: tuple[tuple[int, int], dict[str, Any]] | None = None
-        #: bumped on every change to a stored state or history (not on re-evaluations);
-        #: with :meth:`changed_since` it lets snapshots re-encode only the changed jobs
-        self.state_seq = 0
-        self._state_changes: dict[str, int] = {}  # id -> state_seq of its last change, oldest first
+        #: where :meth:`sync` left the store's change stream
+        self._cursor = ""
         #: runtime maintenance windows by id, and per job the ones whose matchers select it
         self.windows: dict[str, Window] = {}
         self._job_windows: dict[str, tuple[Window, ...]] = {}
@@ -122,37 +124,21 @@ class Monitor:
             dirty, self._dirty = self._dirty, set()
             return dirty
 
-    def mark_changed(self, job_id: str) -> None:
-        """Record that ``job_id``'s stored state or history changed; call under the lock."""
-        self.state_seq += 1
-        changes = self._state_changes
-        changes.pop(job_id, None)  # re-inserted at the end: the dict stays ordered by change
-        changes[job_id] = self.state_seq
-
-    def _dropped(self, job_id: str) -> None:
-        self.store.drop(job_id)
-        self._state_changes.pop(job_id, None)
-        self.state_seq += 1
-
-    def changed_since(self, seq: int) -> list[str]:
-        """Ids whose state changed after :attr:`state_seq` was ``seq`` (dropped ones are not
-        listed, they are simply gone from the store); call under the lock. Walks only the
-        changed jobs, newest first."""
-        changes = self._state_changes
-        out = []
-        for job_id in reversed(changes):
-            if changes[job_id] <= seq:
-                break
-            out.append(job_id)
-        return out
-
     # -- internal ------------------------------------------------------------------------
+
+    def _keep(self, state: JobState) -> bool:
+        """Take ``state`` unless a newer one of the job is held; call under the lock."""
+        held = self._states.get(state.job_id)
+        if held is not None and held.version > state.version:
+            return False
+        self._states[state.job_id] = state
+        return True
 
     def _reevaluate(self, job_id: str, now: float) -> None:
         definition = self.definitions[job_id]
-        state = self.store.get(job_id)
-        assert state is not None
-        evaluation = evaluate(definition, state, now, self._job_windows.get(job_id, ()))
+        evaluation = evaluate(
+            definition, self._states[job_id], now, self._job_windows.get(job_id, ())
+        )
         self.evaluations[job_id] = evaluation
         self._dirty.add(job_id)
         self.version += 1
@@ -172,29 +158,40 @@ class Monitor:
     # -- definitions ---------------------------------------------------------------------
 
     def apply_definitions(self, definitions: Mapping[str, JobDefinition], now: float) -> ReloadDiff:
-        """Swap in a new set of definitions; states of surviving ids are kept."""
+        """Swap in a new set of definitions. Jobs that lose theirs are detached in the
+        store (kept, not exported, for ``retention.days``); a returning id gets its state
+        back. Callers serialize reloads (one at a time)."""
         diff = ReloadDiff()
         with self.lock:
-            for job_id in list(self.definitions):
+            for job_id in self.definitions:
                 if job_id not in definitions and job_id not in self.unmanaged:
                     diff.removed.append(job_id)
-                    self._forget(job_id)
+            todo: list[tuple[str, JobDefinition, bool]] = []
             for job_id, definition in definitions.items():
                 old = self.definitions.get(job_id)
                 if old == definition and job_id not in self.unmanaged:
                     continue
-                created = self.store.get(job_id) is None
-                state = self.store.ensure(job_id, now)
-                if created:
-                    self.mark_changed(job_id)
-                if old is None:
-                    diff.added.append(job_id)
-                else:
+                resumed = False
+                if old is not None:
+                    was = self.evaluations[job_id].lifecycle
+                    resumed = was != Lifecycle.ACTIVE and definition.status == Lifecycle.ACTIVE
+                todo.append((job_id, definition, resumed))
+        # the store, without the lock
+        if diff.removed:
+            self.store.detach(diff.removed, now)
+        states = {
+            job_id: self.store.activate(job_id, now) if resumed else self.store.ensure(job_id, now)
+            for job_id, _, resumed in todo
+        }
+        with self.lock:
+            for job_id in diff.removed:
+                self._forget(job_id)
+            for job_id, definition, _ in todo:
+                if job_id in self.definitions and job_id not in self.unmanaged:
                     diff.changed.append(job_id)
-                    was = evaluate(old, state, now).lifecycle
-                    if was != Lifecycle.ACTIVE and definition.status == Lifecycle.ACTIVE:
-                        state.active_since = now
-                        self.mark_changed(job_id)
+                else:
+                    diff.added.append(job_id)
+                self._keep(states[job_id])
                 self.unmanaged.discard(job_id)
                 self.definitions[job_id] = definition
                 self._match_windows(job_id)
@@ -204,15 +201,24 @@ class Monitor:
         return diff
 
     def _forget(self, job_id: str) -> None:
+        """Stop serving ``job_id`` (its stored state is the store's business)."""
         self.definitions.pop(job_id, None)
         self._job_windows.pop(job_id, None)
         self._matchable.pop(job_id, None)
         self.evaluations.pop(job_id, None)
         self._scheduled.pop(job_id, None)
+        self._states.pop(job_id, None)
         self.unmanaged.discard(job_id)
-        self._dropped(job_id)
         self._dirty.add(job_id)
         self.version += 1
+
+    def drop(self, job_id: str) -> None:
+        """Delete a job at once, state and history (a delete through the API or CLI)."""
+        with self.lock:
+            if job_id in self.definitions and job_id not in self.unmanaged:
+                return  # still defined (a concurrent re-create): keep it
+            self._forget(job_id)
+        self.store.drop(job_id)
 
     # -- submissions ---------------------------------------------------------------------
 
@@ -225,15 +231,14 @@ class Monitor:
         max_results_per_job: int,
     ) -> None:
         """Apply a reloaded config's submission policy. A shorter history limit cuts the
-        histories at once (and marks them for the next snapshot)."""
+        embedded engine's histories at once (written at the next state write)."""
         with self.lock:
             self.accept_unknown = accept_unknown
             self.max_output_bytes = max_output_bytes
             self.redact = redact
-            store = self.store
-            if isinstance(store, MemoryStore) and store.max_results != max_results_per_job:
-                for job_id in store.set_max_results(max_results_per_job):
-                    self.mark_changed(job_id)
+        store = self.store
+        if isinstance(store, EmbeddedStore) and store.max_results != max_results_per_job:
+            store.set_max_results(max_results_per_job)
 
     def resolve(self, job_name: str, host: str | None) -> str | None:
         """``name@host`` when that is defined, else the host-agnostic ``name``."""
@@ -270,7 +275,10 @@ class Monitor:
         index_errors: bool = False,
         authorize: Callable[[str], None] | None = None,
     ) -> list[str]:
-        """Record results all-or-nothing; return the job id each one went to."""
+        """Record results all-or-nothing; return the job id each one went to.
+
+        A result repeating a retained ``(run_id, status)`` of its job (a client's retry)
+        is acknowledged like the first and not counted again."""
         problems = []
         for index, item in enumerate(results):
             if item.timestamp is not None and item.timestamp.timestamp() > now + FUTURE_TOLERANCE:
@@ -298,34 +306,33 @@ class Monitor:
                 if authorize is not None:
                     authorize(job_id)
                 targets.append(job_id)
-            records = [
-                Result(
-                    job_id=job_id,
-                    status=str(item.status),
-                    timestamp=item.timestamp.timestamp() if item.timestamp is not None else now,
-                    received=now,
-                    host=item.host,
-                    duration=item.duration,
-                    exit_code=item.exit_code,
-                    run_id=item.run_id,
-                    output=self._clean_output(item.output),
-                    labels=item.labels,
-                )
-                for job_id, item in zip(targets, results, strict=True)
-            ]
-            commit = self.journal(records) if self.journal is not None else None
-            for record, item in zip(records, results, strict=True):
-                job_id = record.job_id
+        records = [
+            Result(
+                job_id=job_id,
+                status=str(item.status),
+                timestamp=item.timestamp.timestamp() if item.timestamp is not None else now,
+                received=now,
+                host=item.host,
+                duration=item.duration,
+                exit_code=item.exit_code,
+                run_id=item.run_id,
+                output=self._clean_output(item.output),
+                labels=item.labels,
+            )
+            for job_id, item in zip(targets, results, strict=True)
+        ]
+        recorded = self.store.record(records, now)  # the store's I/O: no lock held
+        with self.lock:
+            for outcome, item in zip(recorded, results, strict=True):
+                job_id = outcome.result.job_id
                 if job_id not in self.definitions:
+                    if not self.accept_unknown or self.resolve(item.job_name, item.host):
+                        continue  # its definition went meanwhile: stored, not served
                     self.definitions[job_id] = _unmanaged_definition(item.job_name, item.host)
                     self.unmanaged.add(job_id)
-                    self.store.ensure(job_id, now)
                     self._match_windows(job_id)
-                self.store.record(record)
-                self.mark_changed(job_id)
-                self._reevaluate(job_id, now)
-        if commit is not None:
-            commit()  # fsync outside the lock: concurrent submissions share it
+                if self._keep(outcome.state) or job_id not in self.evaluations:
+                    self._reevaluate(job_id, now)
         self._notify()
         return targets
 
@@ -371,14 +378,19 @@ class Monitor:
     def settle_window(self, window: Window) -> None:
         """Before an expired window is forgotten: the jobs it covered keep counting their
         deadlines from its end (as if they had been resumed then)."""
+        if window.start >= window.end:
+            return
         with self.lock:
-            if window.start >= window.end:
-                return
-            for job_id in self.selected_by(window):
-                state = self.store.get(job_id)
-                if state is not None and state.active_since < window.end:
-                    state.active_since = window.end
-                    self.mark_changed(job_id)
+            late = [
+                j
+                for j in self.selected_by(window)
+                if (s := self._states.get(j)) is not None and s.active_since < window.end
+            ]
+        states = [self.store.activate(job_id, window.end) for job_id in late]  # no lock
+        with self.lock:
+            for state in states:
+                if state.job_id in self.definitions:
+                    self._keep(state)
 
     def selected_by(self, window: Window) -> list[str]:
         """Ids of the jobs ``window``'s matchers select now, sorted."""
@@ -396,40 +408,59 @@ class Monitor:
     # -- history and durability ----------------------------------------------------------
 
     def purge_history(self, before: float, job_id: str | None = None) -> int:
-        """Drop history entries stamped before ``before`` (all jobs, or one); count them."""
-        with self.lock:
-            if job_id is not None and self.store.get(job_id) is None:
-                raise NotFound(f"job {job_id!r} not found")
-            removed = 0
-            for jid in [job_id] if job_id is not None else list(self.store.ids()):
-                gone = self.store.purge(before, jid)
-                if gone:
-                    removed += gone
-                    self.mark_changed(jid)
-            if removed:
+        """Drop history entries stamped before ``before`` (all jobs, or one); count them.
+        Durable when it returns (the store's guarantee)."""
+        if job_id is not None and self.store.state(job_id) is None:
+            raise NotFound(f"job {job_id!r} not found")
+        removed = self.store.purge(before, None if job_id is None else [job_id])
+        if removed:
+            with self.lock:
                 self.version += 1
-            return removed
+        return removed
 
-    def restore_unmanaged(self, jobs: Mapping[str, tuple[str, str | None]], now: float) -> None:
-        """Re-create restored jobs that were reported without a definition (accept mode)."""
-        if not self.accept_unknown:
-            return
+    def purge_jobs(self, before: float, job_ids: Iterable[str]) -> int:
+        """:meth:`purge_history` of several jobs at once (one durable purge)."""
+        removed = self.store.purge(before, list(job_ids))
+        if removed:
+            with self.lock:
+                self.version += 1
+        return removed
+
+    def adopt_stored(self, now: float) -> list[str]:
+        """After the first reload at start: stored jobs no definition claims. In accept
+        mode the ones that reported without a definition are served again (unmanaged);
+        the others are detached (kept for ``retention.days``, then expired). Returns the
+        ids detached now."""
+        states = self.store.states()
         with self.lock:
-            for job_id, (job_name, host) in jobs.items():
-                if job_id in self.definitions or self.store.get(job_id) is None:
-                    continue
-                self.definitions[job_id] = _unmanaged_definition(job_name, host)
+            orphans = [j for j in states if j not in self.definitions]
+            adopt = [j for j in orphans if self.accept_unknown and states[j].detached_since is None]
+            for job_id in adopt:
+                name, _, host = job_id.partition("@")
+                self.definitions[job_id] = _unmanaged_definition(name, host or None)
                 self.unmanaged.add(job_id)
+                self._keep(states[job_id])
                 self._match_windows(job_id)
                 self._reevaluate(job_id, now)
+        detach = [j for j in orphans if j not in adopt and states[j].detached_since is None]
+        self.store.detach(detach, now)
+        return detach
 
-    def prune_orphans(self) -> list[str]:
-        """Drop stored states no definition claims (jobs deleted while the server was down)."""
+    def sync(self, now: float) -> list[str]:
+        """Take in the store's changes made elsewhere (another replica); return the ids
+        re-evaluated. Cheap when nothing changed."""
+        ids, cursor = self.store.changes(self._cursor)
         with self.lock:
-            orphans = [j for j in self.store.ids() if j not in self.definitions]
-            for job_id in orphans:
-                self._dropped(job_id)
-            return orphans
+            wanted = [j for j in ids if j in self.definitions]
+        states = self.store.states(wanted) if wanted else {}
+        changed = []
+        with self.lock:
+            self._cursor = cursor
+            for job_id, state in states.items():
+                if job_id in self.definitions and self._keep(state):
+                    self._reevaluate(job_id, now)
+                    changed.append(job_id)
+        return changed
 
     # -- time ----------------------------------------------------------------------------
 
@@ -459,18 +490,19 @@ class Monitor:
 
     # -- reading -------------------------------------------------------------------------
 
+    def ids(self) -> list[str]:
+        """Every served job id (defined or unmanaged), a copy."""
+        with self.lock:
+            return list(self.definitions)
+
     def view(self, job_id: str) -> JobView:
         with self.lock:
             definition = self.definitions.get(job_id)
-            state = self.store.get(job_id)
+            state = self._states.get(job_id)
             if definition is None or state is None:
                 raise NotFound(f"job {job_id!r} not found")
             return JobView(
-                job_id,
-                definition,
-                state.copy(),
-                self.evaluations[job_id],
-                job_id in self.unmanaged,
+                job_id, definition, state, self.evaluations[job_id], job_id in self.unmanaged
             )
 
     def views(self, ids: Iterable[str] | None = None) -> list[JobView]:
@@ -479,21 +511,14 @@ class Monitor:
             out = []
             for job_id in chosen:
                 definition = self.definitions.get(job_id)
-                state = self.store.get(job_id)
+                state = self._states.get(job_id)
                 if definition is None or state is None:
                     continue
-                shallow = JobState(
-                    **{
-                        k: getattr(state, k)
-                        for k in JobState.__dataclass_fields__
-                        if k != "history"
-                    }
-                )
                 out.append(
                     JobView(
                         job_id,
                         definition,
-                        shallow,
+                        state,
                         self.evaluations[job_id],
                         job_id in self.unmanaged,
                     )

@@ -39,7 +39,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from cronmetrics.logs import rfc3339
-from cronmetrics.storage.store import JobState, Result
+from cronmetrics.storage.interface import JobState, Result
 
 __all__ = ["MESSAGE_TAIL", "WINDOWS", "job_stats", "percentile"]
 

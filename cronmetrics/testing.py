@@ -90,7 +90,7 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        """Signal the server (SIGTERM: final snapshot, clean exit), kill it if it hangs."""
+        """Signal the server (SIGTERM: final state write, clean exit), kill it if it hangs."""
         return stop_process(self.process, sig, timeout)
 
 

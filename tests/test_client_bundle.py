@@ -113,7 +113,7 @@ def test_the_full_cli_runs_the_light_commands_without_click_or_pydantic() -> Non
         "    try: entry.main()\n"
         "    except SystemExit: pass\n"
         "print(sorted(m for m in ('click', 'pydantic', 'flask', 'cronmetrics.config',"
-        " 'httpx') if m in sys.modules))"
+        " 'httpx', 'http.client', 'email.parser') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stderr
@@ -258,3 +258,17 @@ def test_zipapp_with_the_server_down_keeps_the_exit_code(downloaded: Path) -> No
     assert proc.returncode == 9
     assert b"Traceback" not in err
     assert b"connection refused" in err
+
+
+def test_answers_are_parsed_with_content_length_or_chunked() -> None:
+    from cronmetrics.client.http import ProtocolError, _parse_answer
+
+    plain = b"HTTP/1.1 429 Too Many\r\nRetry-After: 3\r\nContent-Length: 2\r\n\r\n{}junk"
+    assert _parse_answer(plain) == (429, {"retry-after": "3", "content-length": "2"}, b"{}")
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    )
+    assert _parse_answer(chunked)[2] == b"abcde"
+    for broken in (b"", b"\x15\x03\x01\x00\x02\x02\x50", b"HTTP/1.1 200 OK\r\nno end"):
+        with pytest.raises(ProtocolError):
+            _parse_answer(broken)

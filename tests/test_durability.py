@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,6 @@ from click.testing import CliRunner
 from liveserver import LiveServer, live_server, wait_for
 
 from cronmetrics.cli.main import cli
-from cronmetrics.storage.snapshot import decode
 
 pytestmark = pytest.mark.slow
 
@@ -56,6 +56,13 @@ def stored_run_ids(url: str, job: str) -> list[str]:
     return [r["run_id"] for r in response.json()["results"]]
 
 
+def db_run_ids(state: Path, job: str | None = None) -> list[str]:
+    """Run ids in state.db as another process sees it (read-only), in arrival order."""
+    with sqlite3.connect(f"file:{state / 'state.db'}?mode=ro", uri=True) as db:
+        sql = "SELECT run_id FROM results" + (" WHERE job_id = ?" if job else "") + " ORDER BY id"
+        return [row[0] for row in db.execute(sql, (job,) if job else ())]
+
+
 def submit(http: httpx.Client, body: Any) -> None:
     response = http.post("/api/job-result", json=body)
     assert response.status_code == 200, response.text
@@ -73,18 +80,12 @@ def test_kill_9_without_journal_loses_at_most_one_snapshot_interval(
                 job = JOBS[i % len(JOBS)]
                 submit(http, {"job_name": job, "status": "success", "run_id": f"r{i}"})
                 sent[job].append(f"r{i}")
-        snapshot = state / "state.snapshot"
         everything = {i for ids in sent.values() for i in ids}
 
-        def snapshot_has_everything() -> bool:  # written by the 0.5 s timer, not on exit
-            if not snapshot.exists():
-                return False
-            jobs_in = decode(snapshot.read_bytes()).jobs
-            return {r.run_id for _, history in jobs_in.values() for r in history} == everything
+        def written() -> bool:  # by the 0.5 s timer, not on exit
+            return set(db_run_ids(state)) == everything
 
-        wait_for(
-            snapshot_has_everything, "a snapshot with every acknowledged result", interval=0.02
-        )
+        wait_for(written, "a write with every acknowledged result", interval=0.02)
         with httpx.Client(base_url=server.url, timeout=10) as http:  # the unlucky last interval
             submit(http, {"job_name": "job0", "status": "success", "run_id": "maybe-lost"})
         kill_9(server)
@@ -150,8 +151,8 @@ def test_kill_9_with_journal_loses_nothing_acknowledged(jobs: Path, tmp_path: Pa
 def test_kill_9_after_a_purge_does_not_bring_the_purged_output_back(
     jobs: Path, tmp_path: Path
 ) -> None:
-    """A purge answered 200 is off the disk (both snapshot generations, the journal), so
-    the secret someone purged from job0's output is not back after a crash."""
+    """A purge answered 200 is off the disk (state.db and its WAL), so the secret someone
+    purged from job0's output is not back after a crash, nor anywhere in the state dir."""
     state = tmp_path / "state"
     env = {"CRONMETRICS_SNAPSHOT__JOURNAL": "true", "CRONMETRICS_SNAPSHOT__INTERVAL": "3600"}
     with (
@@ -160,8 +161,8 @@ def test_kill_9_after_a_purge_does_not_bring_the_purged_output_back(
     ):
         submit(http, {"job_name": "job0", "status": "failure", "output": "pw=hunter2"})
         submit(http, {"job_name": "job1", "status": "success", "run_id": "kept"})
-        assert server.stop(signal.SIGTERM) == 0  # the secret is now in the snapshot
-    assert b"hunter2" in (state / "state.snapshot").read_bytes()
+        assert server.stop(signal.SIGTERM) == 0  # the secret is now in state.db
+    assert any(b"hunter2" in p.read_bytes() for p in state.iterdir())
     with live_server(jobs, state, env=env) as server:
         with httpx.Client(base_url=server.url, timeout=10) as http:
             response = http.delete("/api/job/job0/results")
@@ -176,15 +177,14 @@ def test_kill_9_after_a_purge_does_not_bring_the_purged_output_back(
         assert stored_run_ids(again.url, "job1") == ["kept"]
 
 
-def test_sigterm_writes_a_final_snapshot(jobs: Path, tmp_path: Path) -> None:
+def test_sigterm_writes_what_is_left(jobs: Path, tmp_path: Path) -> None:
     state = tmp_path / "state"
-    env = {"CRONMETRICS_SNAPSHOT__INTERVAL": "3600"}  # only the final snapshot can save it
+    env = {"CRONMETRICS_SNAPSHOT__INTERVAL": "3600"}  # only the final write can save it
     with live_server(jobs, state, env=env) as server:
         with httpx.Client(base_url=server.url, timeout=10) as http:
             submit(http, {"job_name": "job0", "status": "failure", "run_id": "last-words"})
         assert server.stop(signal.SIGTERM) == 0
-    jobs_in_snapshot = decode((state / "state.snapshot").read_bytes()).jobs
-    assert [r.run_id for r in jobs_in_snapshot["job0"][1]] == ["last-words"]
+    assert db_run_ids(state, "job0") == ["last-words"]
     with live_server(jobs, state, env=env) as again:
         assert stored_run_ids(again.url, "job0") == ["last-words"]
 

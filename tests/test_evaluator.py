@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -10,7 +11,8 @@ import pytest
 from cronmetrics.evaluator import deadline, evaluate
 from cronmetrics.jobs import schedule as cron
 from cronmetrics.jobs.model import JobDefinition
-from cronmetrics.storage.store import JobState, Result, apply_result
+from cronmetrics.storage.interface import JobState, Result, new_state
+from cronmetrics.storage.transitions import apply_result
 
 T0 = dt.datetime(2026, 1, 5, 0, 0, tzinfo=dt.UTC).timestamp()  # a Monday
 HOUR = 3600.0
@@ -22,12 +24,12 @@ def job(**fields: Any) -> JobDefinition:
 
 
 def fresh(at: float = T0) -> JobState:
-    return JobState(first_seen=at, active_since=at)
+    return new_state("backup", at)
 
 
 def report(state: JobState, status: str, at: float, **extra: Any) -> JobState:
-    apply_result(state, Result(job_id="backup", status=status, timestamp=at, received=at, **extra))
-    return state
+    result = Result(job_id="backup", status=status, timestamp=at, received=at, **extra)
+    return apply_result(state, result)[0]
 
 
 def utc(*args: int) -> float:
@@ -95,7 +97,8 @@ def test_maintenance_until_ending_for_a_never_reported_job_counts_from_its_end()
 def test_resume_from_paused_counts_silence_from_active_since() -> None:
     d = job(automatic_failure_threshold=600)
     state = report(fresh(), "success", T0)
-    state.active_since = T0 + 10 * HOUR  # resumed then, long after the last report
+    # resumed then, long after the last report
+    state = dataclasses.replace(state, active_since=T0 + 10 * HOUR)
     e = evaluate(d, state, T0 + 10 * HOUR + 599)
     assert (e.value, e.reason, e.deadline) == (1, "ok", T0 + 10 * HOUR + 600)
     assert evaluate(d, state, T0 + 10 * HOUR + 600).reason == "missed deadline"
@@ -117,24 +120,24 @@ def test_started_run_past_max_runtime_is_timeout() -> None:
 def test_finish_with_another_run_id_does_not_end_the_current_run() -> None:
     d = job(automatic_failure_threshold=10 * HOUR, max_runtime=1800)
     state = report(fresh(), "start", T0, run_id="a")
-    report(state, "success", T0 + 60, run_id="b")
+    state = report(state, "success", T0 + 60, run_id="b")
     assert state.running
     assert evaluate(d, state, T0 + 1800).reason == "timeout"
-    report(state, "success", T0 + 1900, run_id="a")
+    state = report(state, "success", T0 + 1900, run_id="a")
     assert not state.running
     assert evaluate(d, state, T0 + 1901).reason == "ok"
 
 
 def test_finish_with_matching_run_id_ends_the_run_and_computes_duration() -> None:
     state = report(fresh(), "start", T0, run_id="a")
-    report(state, "success", T0 + 42, run_id="a")
+    state = report(state, "success", T0 + 42, run_id="a")
     assert not state.running
     assert state.last_duration == 42
 
 
 def test_finish_with_run_id_ends_a_start_that_had_none() -> None:
     state = report(fresh(), "start", T0)
-    report(state, "success", T0 + 5, run_id="x")
+    state = report(state, "success", T0 + 5, run_id="x")
     assert not state.running
 
 
@@ -149,7 +152,7 @@ def test_last_result_failure_is_failed() -> None:
 def test_failed_job_that_starts_again_is_running() -> None:
     d = job(automatic_failure_threshold=HOUR)
     state = report(fresh(), "failure", T0 + 10)
-    report(state, "start", T0 + 20)
+    state = report(state, "start", T0 + 20)
     assert evaluate(d, state, T0 + 30).reason == "running"
 
 
@@ -191,7 +194,7 @@ def test_ok_running_pending() -> None:
     assert evaluate(d, fresh(), T0 + 1).reason == "pending"
     state = report(fresh(), "start", T0 + 1)
     assert evaluate(d, state, T0 + 2).reason == "running"
-    report(state, "success", T0 + 3)
+    state = report(state, "success", T0 + 3)
     e = evaluate(d, state, T0 + 4)
     assert (e.value, e.reason, e.lifecycle) == (1, "ok", "active")
 
@@ -233,7 +236,7 @@ def test_next_change_is_none_when_nothing_changes_by_itself() -> None:
 def test_late_result_does_not_move_the_deadline_back() -> None:
     d = job(automatic_failure_threshold=600)
     state = report(fresh(), "success", T0 + 500)
-    report(state, "failure", T0 + 100)  # arrived late, older than the last one
+    state = report(state, "failure", T0 + 100)  # arrived late, older than the last one
     e = evaluate(d, state, T0 + 600)
     assert (e.reason, e.deadline) == ("ok", T0 + 1100)
 

@@ -34,7 +34,8 @@ def test_deep_health_fails_when_the_state_dir_is_not_writable(
     response = make_client(GOOD, state_dir=blocker).get("/health/deep")
     assert response.status_code == 503
     body = response.get_json()
-    assert body["failing"] == ["state_dir"]
+    assert body["failing"] == ["state_dir", "store"]  # and so results live in memory only
+    assert "in memory only" in body["checks"]["store"]["detail"]
     assert str(blocker) in body["checks"]["state_dir"]["detail"]
 
 
@@ -98,7 +99,7 @@ def test_deep_health_fails_when_the_jobs_dir_is_not_a_directory(
 def test_deep_health_runs_registered_checks(make_client: Any) -> None:
     client = make_client(GOOD)
     svc = services(client.application)
-    svc.extras.setdefault("health_checks", {})["journal"] = lambda: (False, "disk full")
+    svc.health_checks["journal"] = lambda: (False, "disk full")
     response = client.get("/health/deep")
     assert response.status_code == 503
     body = response.get_json()

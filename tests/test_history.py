@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import json
 import random
 from collections import deque
 from itertools import chain
@@ -153,11 +154,25 @@ def test_limit_keeps_the_newest() -> None:
     assert [r.timestamp - T0 for r in history] == [7, 8, 9, 10]
 
 
-def test_columns_of_different_lengths_are_refused() -> None:
-    columns = History.of("backup", [result(0), result(1)]).columns()
-    columns["host"] = [None]
-    with pytest.raises(ValueError, match="differ in length"):
-        History.from_columns("backup", columns)
+def db_row(r: Result) -> tuple[Any, ...]:
+    labels = json.dumps(r.labels) if r.labels else None
+    return (r.job_id, r.status, r.timestamp, r.received, r.host, r.duration, r.exit_code,
+            r.run_id, r.output, labels)  # fmt: skip
+
+
+def test_a_history_from_database_rows_holds_the_same_results() -> None:
+    kept = [result(0), dataclasses.replace(result(1), labels={"k": "v"}, duration=None)]
+    columns = list(zip(*map(db_row, kept), strict=True))
+    assert list(History.from_rows("backup", columns, 10)) == kept
+    assert list(History.from_rows("backup", columns, 1)) == kept[1:]
+
+
+@pytest.mark.parametrize(("index", "value"), [(1, "done"), (2, "noon"), (6, "1"), (7, 5)])
+def test_a_damaged_database_row_is_refused_with_its_field(index: int, value: Any) -> None:
+    row = list(db_row(result(0)))
+    row[index] = value
+    with pytest.raises(ValueError, match="backup"):
+        History.from_rows("backup", list(zip(row, strict=True)), 10)
 
 
 def test_a_history_without_an_id_takes_its_first_results() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,8 @@ from flask.testing import FlaskClient
 from cronmetrics.cli.main import cli
 from cronmetrics.logs import rfc3339
 from cronmetrics.stats import job_stats, percentile
+from cronmetrics.storage.interface import Result
 from cronmetrics.storage.retention import parse_before, purge_expired
-from cronmetrics.storage.snapshot import decode
-from cronmetrics.storage.store import Result
 from cronmetrics.web.app import services
 from cronmetrics.web.auth import hash_token
 
@@ -266,21 +266,21 @@ def test_history_keeps_only_the_last_max_results_per_job(make_client: Any) -> No
 
 
 def test_purge_by_age_uses_the_time_it_is_given(client: FlaskClient, fake_clock: FakeClock) -> None:
-    monitor = services(client.application).monitor
+    store = services(client.application).store
     submit(client, {"job_name": "backup", "status": "success", "run_id": "old"})
     fake_clock.advance(20 * DAY)
     submit(client, {"job_name": "backup", "status": "success", "run_id": "new"})
-    assert purge_expired(monitor, 30, T0 + 30 * DAY) == 0
-    assert purge_expired(monitor, 30, T0 + 30 * DAY + 1) == 1
+    assert purge_expired(store, 30, T0 + 30 * DAY) == 0
+    assert purge_expired(store, 30, T0 + 30 * DAY + 1) == 1
     assert run_ids(client, "/api/job/backup/results") == ["new"]
-    assert purge_expired(monitor, 30, T0 + 60 * DAY) == 1
+    assert purge_expired(store, 30, T0 + 60 * DAY) == 1
     assert run_ids(client, "/api/job/backup/results") == []
 
 
 def test_restart_applies_the_age_limit(make_client: Any, fake_clock: FakeClock) -> None:
     client = make_client(JOBS)
     submit(client, {"job_name": "backup", "status": "success", "run_id": "old"})
-    services(client.application).extras["snapshotter"].write()
+    services(client.application).store.flush()
     fake_clock.advance(31 * DAY)
     again = make_client(JOBS)
     assert run_ids(again, "/api/job/backup/results") == []
@@ -332,7 +332,7 @@ def test_parse_before_accepts_dates_times_and_ages() -> None:
     assert parse_before("all", T0) == float("inf")
 
 
-def test_cli_purge_offline_edits_the_snapshot(
+def test_cli_purge_offline_edits_the_database(
     make_client: Any, fake_clock: FakeClock, tmp_path: Path
 ) -> None:
     client = make_client(JOBS)
@@ -355,17 +355,16 @@ def test_cli_purge_offline_edits_the_snapshot(
             "timestamp": iso(T0 - 10 * DAY),
         },
     )
-    services(client.application).extras["snapshotter"].write()
+    services(client.application).store.flush()
     state_dir = tmp_path / "state"
     out = CliRunner().invoke(
         cli, ["purge", "--before", "2026-01-01", "--job", "backup", "--state-dir", str(state_dir)]
     )
     assert out.exit_code == 0, out.output
     assert "removed 1 results of backup" in out.output
-    for name in ("state.snapshot", "state.snapshot.1"):  # the old generation is purged too
-        jobs = decode((state_dir / name).read_bytes()).jobs
-        assert [r.run_id for r in jobs["backup"][1]] == ["new"], name
-        assert [r.run_id for r in jobs["other"][1]] == ["keep"], name
+    with sqlite3.connect(state_dir / "state.db") as db:
+        rows = db.execute("SELECT job_id, run_id FROM results ORDER BY id").fetchall()
+    assert rows == [("backup", "new"), ("other", "keep")]
     again = make_client(JOBS)
     assert run_ids(again, "/api/job/backup/results") == ["new"]
 

@@ -121,7 +121,7 @@ def test_late_result_is_recorded_but_does_not_roll_state_back(monitor: Monitor) 
     view = monitor.view("backup")
     assert view.evaluation.reason == "ok"
     assert view.state.failures_total == 1
-    assert len(view.state.history) == 2
+    assert len(monitor.store.history("backup")) == 2
 
 
 def test_output_is_truncated_keeping_the_tail() -> None:
@@ -165,16 +165,31 @@ def test_apply_definitions_keeps_state_across_edits(monitor: Monitor) -> None:
     assert view.evaluation.reason == "failed"
 
 
-def test_removing_a_definition_drops_the_job(monitor: Monitor) -> None:
+def test_removing_a_definition_detaches_the_job_until_the_same_id_returns(
+    monitor: Monitor,
+) -> None:
     monitor.submit([res("sync", host="web1")], T0)
     monitor.take_dirty()
     diff = monitor.apply_definitions(defs(job("backup"), job("backup", "db1")), T0 + 1)
     assert diff.removed == ["sync@web1"]
     with pytest.raises(NotFound):
         monitor.view("sync@web1")
-    assert monitor.store.get("sync@web1") is None
+    assert monitor.store.state("sync@web1").detached_since == T0 + 1  # type: ignore[union-attr]
     assert "sync@web1" in monitor.take_dirty()
-    # added back later it starts from scratch
+    # put back (a git checkout, a ConfigMap swap): state and history are back
+    monitor.apply_definitions(
+        defs(job("backup"), job("backup", "db1"), job("sync", "web1")), T0 + 2
+    )
+    assert monitor.view("sync@web1").state.runs_total == 1
+    assert monitor.view("sync@web1").state.detached_since is None
+    assert len(monitor.store.history("sync@web1")) == 1
+
+
+def test_dropping_a_job_removes_its_state_at_once(monitor: Monitor) -> None:
+    monitor.submit([res("sync", host="web1")], T0)
+    monitor.apply_definitions(defs(job("backup"), job("backup", "db1")), T0 + 1)
+    monitor.drop("sync@web1")
+    assert monitor.store.state("sync@web1") is None
     monitor.apply_definitions(
         defs(job("backup"), job("backup", "db1"), job("sync", "web1")), T0 + 2
     )

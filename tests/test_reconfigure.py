@@ -115,7 +115,7 @@ def test_limits_redaction_unknown_jobs_and_retention_apply_on_reload(
     assert run.ping(OLD, b"pw hunter2 " + b"y" * 500) == 200
     history = run.svc.monitor.store.history("backup")
     assert len(history) == 2  # cut to the new max_results_per_job
-    output = history[-1].output or ""
+    output = history[0].output or ""  # newest first
     assert "hunter2" not in output and len(output.encode()) <= 100
     assert run.ping(OLD, job="ghost") == 200  # accepted as unmanaged now
 

@@ -7,6 +7,7 @@ error code *and* leave jobs.d, the state dir and the monitor exactly as they wer
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -25,8 +26,7 @@ from cronmetrics import logs as cmlog
 from cronmetrics.cli.main import cli
 from cronmetrics.config import DEFAULT_REDACT, load_config
 from cronmetrics.errors import ConfigError
-from cronmetrics.web import api
-from cronmetrics.web.app import services
+from cronmetrics.web.app import register_routes, services
 from cronmetrics.web.auth import TokenAuth, hash_token
 from cronmetrics.web.ratelimit import FailureLimiter
 
@@ -93,7 +93,7 @@ OPEN = {"/health", "/health/deep", "/api/openapi.yaml", "/client.pyz"}
 
 def _endpoints() -> list[tuple[str, str]]:
     app = Flask("probe")
-    api.register(app)
+    register_routes(app)
     out = []
     for rule in app.url_map.iter_rules():
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
@@ -590,8 +590,12 @@ def snapshot(client: FlaskClient) -> dict[str, Any]:
         }
 
     monitor = svc.monitor
+    store = svc.store
+    states = {
+        job: (dataclasses.asdict(state), store.history(job))
+        for job, state in sorted(store.states().items())
+    }
     with monitor.lock:
-        states = {job: monitor.store.get(job).to_dict() for job in sorted(monitor.store.ids())}  # type: ignore[union-attr]
         return {
             "jobs_dir": tree(config.jobs_dir),
             "state_dir": tree(config.state_dir),

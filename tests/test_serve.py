@@ -144,12 +144,12 @@ def test_start_and_shutdown_are_logged_step_by_step(server: LiveServer) -> None:
     order = [
         "shutting down: stopped accepting connections",
         "drained: in-flight requests answered",
-        "final snapshot written",
+        "final state write done",
         "stopped",
     ]
     found = [next(i for i, m in enumerate(steps) if m.startswith(step)) for step in order]
     assert found == sorted(found), steps
-    written = next(r for r in _records(server) if r["msg"] == "final snapshot written")
+    written = next(r for r in _records(server) if r["msg"] == "final state write done")
     assert written["state_dir"] == str(server.state_dir)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cronmetrics.storage.snapshot import decode
 from cronmetrics.testing import ServerProcess, running_server, wait_for
 
 
@@ -47,10 +47,9 @@ def test_running_server_serves_then_stops_cleanly(tmp_path: Path) -> None:
     with running_server(jobs, tmp_path / "state", ready=ready) as server:
         response = httpx.post(f"{server.url}/api/ping/a/success")
         assert response.json()["jobs"] == ["a"]
-    assert server.process.returncode == 0  # SIGTERM: final snapshot, clean exit
-    assert (
-        decode((tmp_path / "state" / "state.snapshot").read_bytes()).jobs["a"][0]["runs_total"] == 1
-    )
+    assert server.process.returncode == 0  # SIGTERM: final write, clean exit
+    with sqlite3.connect(tmp_path / "state" / "state.db") as db:
+        assert db.execute("SELECT runs_total FROM states WHERE job_id = 'a'").fetchone() == (1,)
 
 
 def test_a_server_that_cannot_start_fails_fast_with_its_log(tmp_path: Path) -> None:

@@ -63,7 +63,8 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Running]]:
         app = create_app(config, start_background=True)
         svc = services(app)
         started.append(svc)
-        watcher = svc.extras["watcher"]
+        watcher = svc.watcher
+        assert watcher is not None
         assert watcher.ready.wait(TIMEOUT)
         return Running(app, svc, watcher, jobs_dir)
 

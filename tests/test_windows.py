@@ -11,7 +11,7 @@ from cronmetrics.errors import ValidationError
 from cronmetrics.evaluator import evaluate
 from cronmetrics.jobs.model import JobDefinition, ResultIn, parse_job
 from cronmetrics.monitor import Monitor
-from cronmetrics.storage.store import JobState
+from cronmetrics.storage.interface import JobState, new_state
 from cronmetrics.windows import Window, coverage, covers, parse_duration, parse_matcher
 
 T0 = dt.datetime(2026, 1, 5, 0, 0, tzinfo=dt.UTC).timestamp()  # a Monday
@@ -31,7 +31,7 @@ def window(
 
 
 def fresh(at: float = T0) -> JobState:
-    return JobState(first_seen=at, active_since=at)
+    return new_state("backup", at)
 
 
 # -- matchers ------------------------------------------------------------------------------

@@ -377,7 +377,7 @@ from cronmetrics.cli.connect import light_command  # noqa: E402
 from cronmetrics.cli.diff import diff_cmd  # noqa: E402
 from cronmetrics.cli.jobctl import job_group, result_group  # noqa: E402
 from cronmetrics.cli.maintenance import maintenance_group  # noqa: E402
-from cronmetrics.storage.retention import purge_cmd  # noqa: E402
+from cronmetrics.cli.storage import backup_cmd, purge_cmd  # noqa: E402
 
 cli.add_command(job_group)
 cli.add_command(result_group)
@@ -400,6 +400,7 @@ result_group.add_command(
     )
 )
 cli.add_command(purge_cmd)
+cli.add_command(backup_cmd)
 cli.add_command(maintenance_group)
 cli.add_command(diff_cmd)
 cli.epilog = """\b

@@ -327,6 +327,14 @@ class JobsDir:
         """The most recent scan (lets a :class:`.writer.JobWriter` start from warm caches)."""
         return self._last
 
+    def seed(self, last_good: list[JobFile]) -> None:
+        """Before the first reload: last good definitions kept from an earlier run (the
+        store keeps them), so a file invalid at start still serves its job. A seed only
+        stands in for a file that is invalid now; a valid or missing file wins."""
+        with self._lock:
+            if self._last is None:
+                self._effective = {jf.display: jf for jf in last_good}
+
     def reload(self, *, full: bool = False) -> ReloadReport:
         """Rescan; unless ``full``, files whose stat is unchanged are not read again."""
         with self._lock:

@@ -1,26 +1,26 @@
 """Results, and each job's recent history of them stored column by column.
 
 A job keeps up to ``retention.max_results_per_job`` results (100 by default) and a fleet
-has thousands of jobs, so history is most of the server's memory and most of a
-snapshot's work. One :class:`Result` object per stored result cost 26 KiB per job, and
-a full snapshot had to read nine attributes of a million objects. :class:`History` keeps
-one column per field instead: times in ``array('d')`` (``NaN`` stands for "no duration";
-submitted durations are validated finite), the status as one byte, the rest in lists
-whose values are shared (one host string per job). A snapshot writes a float column
-with one ``tobytes()`` and loads it with one ``frombytes()``.
+has thousands of jobs, so history is most of the server's memory and most of what is
+loaded at start. One :class:`Result` object per stored result cost 26 KiB per job.
+:class:`History` keeps one column per field instead: times in ``array('d')`` (``NaN``
+stands for "no duration"; submitted durations are validated finite), the status as one
+byte, the rest in lists whose values are shared (one host string per job).
+:meth:`History.from_rows` builds one from the columns of ``state.db``.
 
 Readers still get :class:`Result` objects, built on demand: a history is a read-only
 :class:`~collections.abc.Sequence` of them (the history API and stats read at most
 ``max_results_per_job`` of one job at a time).
 
 :meth:`History.copy` is O(1): both copies share the column objects until either one
-changes, which copies them first (copy on write). The monitor's readers and the
-snapshotter copy under the monitor lock, then read outside it columns nobody mutates.
+changes, which copies them first (copy on write). The store's readers copy under its
+lock, then read outside it columns nobody mutates.
 """
 
 from __future__ import annotations
 
 import heapq
+import json
 import math
 import sys
 from array import array
@@ -54,7 +54,7 @@ class Result:
 #: the columns of a history: the fields of :class:`Result` but ``job_id``, in its order
 COLUMNS = tuple(f for f in Result.__dataclass_fields__ if f != "job_id")
 FLOAT_COLUMNS = frozenset({"timestamp", "received", "duration"})
-#: a status as stored (one byte) and as a letter in snapshots
+#: a status as stored in memory (one byte)
 STATUS_CODES = {"success": ord("s"), "failure": ord("f"), "start": ord("b")}
 _STATUS_NAMES = {code: name for name, code in STATUS_CODES.items()}
 NAN = float("nan")
@@ -178,15 +178,36 @@ class History(Sequence[Result]):
         self._shared = False
 
     @classmethod
-    def from_columns(cls, job_id: str, columns: dict[str, Any]) -> History:
-        """A history (no length limit yet) from columns as :meth:`columns` returns them;
-        they become the history's own. ValueError when the lengths disagree."""
-        history = cls(job_id)
-        lengths = {name: len(columns[name]) for name in COLUMNS}
-        if len(set(lengths.values())) > 1:
-            raise ValueError(f"columns of {job_id} differ in length: {lengths}")
-        for name in COLUMNS:
-            setattr(history, name, columns[name])
+    def from_rows(
+        cls, job_id: str, columns: Sequence[Sequence[Any]], maxlen: int | None
+    ) -> History:
+        """A history from database columns: ``job_id`` then :data:`COLUMNS` in order,
+        statuses as names, ``None`` durations, labels as JSON text (``None``: none).
+        ValueError for a value a history cannot hold (a damaged or hand-edited row)."""
+        history = cls(job_id, maxlen)
+        if not columns:
+            return history
+        _, status, timestamp, received, host, duration, exit_code, run_id, output, labels = columns
+        try:
+            history.status = bytearray(map(STATUS_CODES.__getitem__, status))
+        except KeyError as exc:
+            raise ValueError(f"{job_id}: unknown result status {exc}") from None
+        try:
+            history.timestamp = array("d", timestamp)
+            history.received = array("d", received)
+            history.duration = array("d", [NAN if d is None else d for d in duration])
+        except TypeError as exc:
+            raise ValueError(f"{job_id}: a time is not a number ({exc})") from None
+        history.host, history.exit_code = list(host), list(exit_code)
+        history.run_id, history.output = list(run_id), list(output)
+        history.labels = [None if t is None else json.loads(t) for t in labels]
+        for name in ("host", "run_id", "output"):
+            if any(v is not None and type(v) is not str for v in getattr(history, name)):
+                raise ValueError(f"{job_id}: {name} holds a value that is not text")
+        if any(v is not None and type(v) is not int for v in history.exit_code):
+            raise ValueError(f"{job_id}: exit_code holds a value that is not an integer")
+        if maxlen is not None and len(history) > maxlen:
+            history._drop_oldest(len(history) - maxlen)
         return history
 
     @classmethod
@@ -294,8 +315,8 @@ class History(Sequence[Result]):
 
     def copy(self) -> History:
         """An independent copy in O(1): the columns are shared until either side changes."""
-        clone = History.__new__(History)  # attribute by attribute: the snapshot's full
-        clone.job_id, clone.maxlen = self.job_id, self.maxlen  # copy does 10,000 in the lock
+        clone = History.__new__(History)  # attribute by attribute: `recent` copies
+        clone.job_id, clone.maxlen = self.job_id, self.maxlen  # 10,000 of them in the lock
         clone.status, clone.timestamp, clone.received = self.status, self.timestamp, self.received
         clone.host, clone.duration, clone.exit_code = self.host, self.duration, self.exit_code
         clone.run_id, clone.output, clone.labels = self.run_id, self.output, self.labels

@@ -1,190 +1,510 @@
-"""Result storage: each job's running state and its recent history.
+"""The embedded engine: states and histories in memory, persisted to ``state.db``.
 
-:class:`ResultStore` is the small interface the rest of the code depends on (record,
-read state and history, purge, restore from a snapshot) so a shared backend such as Redis can sit
-beside :class:`MemoryStore` for replicated deployments (DESIGN.md section 12).
-Stores are not thread-safe on their own; :class:`cronmetrics.monitor.Monitor` serializes
-access.
+It implements :class:`~cronmetrics.storage.interface.Store` (read that module's docstring
+for what every call guarantees). Reads are served from memory: one
+:class:`~cronmetrics.storage.interface.JobState` value per job and one columnar
+:class:`~cronmetrics.storage.history.History`. Writes go to
+:class:`~cronmetrics.storage.database.Database` in one of two ways:
+
+- ``durable=False`` (``snapshot.journal: false``): :meth:`EmbeddedStore.record` changes
+  memory and queues the rows; :meth:`EmbeddedStore.flush` (every ``snapshot.interval``)
+  writes the queued rows and the changed states in one transaction. A crash loses at most
+  the results since the last flush; a failed flush keeps the queue for the next one.
+- ``durable=True`` (``snapshot.journal: true``): :meth:`~EmbeddedStore.record` returns
+  once its results are committed. Concurrent calls share a commit (group commit): each
+  call queues its batch; whoever takes the writer lock first commits every queued batch
+  in one transaction and wakes the others. Memory changes only after the commit, so a
+  failed commit leaves no trace anywhere and fails every batch of the group.
+
+Two locks, never held around each other's I/O: ``_lock`` guards memory (held for
+microseconds per call), ``_writer`` serializes database transactions. No caller's lock
+(the monitor's) is ever held during either.
+
+Without a database (``database=None``: tests, tools) the engine is the same, in memory.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterable, Iterator
+import dataclasses
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from cronmetrics.storage.history import History, Result
+from cronmetrics.errors import StorageError
+from cronmetrics.storage.database import Database, Loaded, Writes
+from cronmetrics.storage.history import STATUS_CODES, History, Result, check_result, newest
+from cronmetrics.storage.interface import JobState, Recorded, RuntimeRecord, StoreHealth, new_state
+from cronmetrics.storage.transitions import apply_result
 
-__all__ = ["History", "JobState", "MemoryStore", "Result", "ResultStore"]
+__all__ = ["EmbeddedStore"]
+
+#: trim a job's rows in the database once it holds this much more than its history
+_TRIM_SLACK = 0.25
+
+
+def _is_duplicate(history: History, result: Result) -> bool:
+    """The same ``(run_id, status)`` is already retained (a client's retry)."""
+    run_id = result.run_id
+    if run_id is None or run_id not in history.run_id:
+        return False
+    code = STATUS_CODES[result.status]
+    ids, statuses = history.run_id, history.status
+    return any(ids[i] == run_id and statuses[i] == code for i in range(len(ids)))
 
 
 @dataclass(slots=True)
-class JobState:
-    """What the server knows about one job; everything the evaluator needs besides time."""
+class _Batch:
+    """One durable record() call waiting for its group's commit."""
 
-    first_seen: float
-    #: when the job last became active (resume, end of maintenance): deadlines count from here
-    active_since: float
-    last_report: float | None = None
-    last_run: float | None = None
-    last_success: float | None = None
-    last_failure: float | None = None
-    last_status: str | None = None
-    last_duration: float | None = None
-    last_exit_code: int | None = None
-    running: bool = False
-    run_started: float | None = None
-    run_id: str | None = None
-    consecutive_failures: int = 0
-    runs_total: int = 0
-    failures_total: int = 0
-    history: History = field(default_factory=History)
-
-    def copy(self) -> JobState:
-        """An independent copy; cheap, the history is copied on write."""
-        clone = copy.copy(self)
-        clone.history = self.history.copy()
-        return clone
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "history"}
-        data["history"] = [r.to_dict() for r in self.history]
-        return data
+    results: Sequence[Result]
+    now: float
+    done: bool = False
+    outcome: list[Recorded] = field(default_factory=list)
+    error: StorageError | None = None
 
 
-def apply_result(state: JobState, result: Result) -> bool:
-    """Fold ``result`` into ``state``; return whether the job's current state changed.
+class EmbeddedStore:
+    """The embedded :class:`~cronmetrics.storage.interface.Store` (module docstring)."""
 
-    A result older than the newest one already seen goes to history (and the counters, it
-    is still a run that happened) but never rolls the state back.
-    """
-    state.history.append(result)
-    finished = result.status != "start"
-    if finished:
-        state.runs_total += 1
-        if result.status == "failure":
-            state.failures_total += 1
-    if state.last_report is not None and result.timestamp < state.last_report:
-        return finished
-    state.last_report = result.timestamp
-    if not finished:
-        state.running = True
-        state.run_started = result.timestamp
-        state.run_id = result.run_id
-        return True
-    duration = result.duration
-    # A finish ends the current run unless both carry run ids and they differ.
-    same_run = result.run_id is None or state.run_id is None or result.run_id == state.run_id
-    if state.running and same_run:
-        if duration is None and state.run_started is not None:
-            duration = max(0.0, result.timestamp - state.run_started)
-        state.running = False
-        state.run_started = None
-        state.run_id = None
-    state.last_run = result.timestamp
-    state.last_status = result.status
-    state.last_duration = duration
-    state.last_exit_code = result.exit_code
-    if result.status == "success":
-        state.last_success = result.timestamp
-        state.consecutive_failures = 0
-    else:
-        state.last_failure = result.timestamp
-        state.consecutive_failures += 1
-    return True
-
-
-class ResultStore(Protocol):
-    """What the monitor needs from a result backend."""
-
-    def ensure(self, job_id: str, now: float) -> JobState: ...
-
-    def get(self, job_id: str) -> JobState | None: ...
-
-    def drop(self, job_id: str) -> None: ...
-
-    def record(self, result: Result) -> bool: ...
-
-    def history(self, job_id: str) -> list[Result]: ...
-
-    def ids(self) -> Iterable[str]: ...
-
-    def purge(self, before: float, job_id: str | None = None) -> int: ...
-
-    def restore(self, job_id: str, values: dict[str, Any], history: History, now: float) -> bool:
-        """Put back a job as a snapshot kept it; True unless the history had to be cut."""
-
-
-class MemoryStore:
-    """Everything in process memory; persisted by :mod:`cronmetrics.storage.snapshot`."""
-
-    def __init__(self, max_results_per_job: int = 100) -> None:
+    def __init__(
+        self,
+        max_results_per_job: int = 100,
+        database: Database | None = None,
+        *,
+        durable: bool = False,
+        loaded: Loaded | None = None,
+    ) -> None:
         self.max_results = max_results_per_job
+        self.database = database
+        self.durable = durable and database is not None
+        self._lock = threading.Lock()
+        self._writer = threading.Lock()
         self._states: dict[str, JobState] = {}
+        self._histories: dict[str, History] = {}
+        self._definitions: dict[str, dict[str, Any]] = {}
+        self._records: dict[tuple[str, str], RuntimeRecord] = {}
+        #: change cursor: id -> sequence number of its last change, oldest first
+        self._seq = 0
+        self._changed: dict[str, int] = {}
+        #: not yet written: results (arrival order) and the ids whose state changed
+        self._rows: list[Result] = []
+        self._dirty: set[str] = set()
+        #: rows each job has in the database (to trim it lazily to its history)
+        self._db_rows: dict[str, int] = {}
+        self._queue: list[_Batch] = []
+        #: histories cut by a smaller limit: their rows are trimmed at the next write
+        self._cut: set[str] = set()
+        self.last_error: str | None = None
+        self.last_persisted: float | None = None
+        if loaded is not None:
+            self._load(loaded)
+
+    def _load(self, loaded: Loaded) -> None:
+        self._states = dict(loaded.states)
+        self._definitions = dict(loaded.definitions)
+        for job_id, rows in loaded.results.items():
+            if job_id not in self._states:  # rows of a job whose state row is gone
+                continue
+            self._db_rows[job_id] = len(rows)
+            columns = list(zip(*rows[-self.max_results :], strict=True))
+            self._histories[job_id] = History.from_rows(job_id, columns, self.max_results)
+        for job_id in self._states:
+            self._changed[job_id] = self._seq = self._seq + 1
+        if self.database is not None:
+            for record in self.database.records(None):
+                self._records[(record.kind, record.key)] = record
+
+    # -- internal --------------------------------------------------------------------------
+
+    def _history(self, job_id: str) -> History:
+        history = self._histories.get(job_id)
+        if history is None:
+            history = self._histories[job_id] = History(job_id, self.max_results)
+        return history
+
+    def _mark(self, job_id: str) -> None:
+        """Call under ``_lock``: the job changed (cursor), its state is to be written."""
+        self._seq += 1
+        self._changed.pop(job_id, None)
+        self._changed[job_id] = self._seq
+        self._dirty.add(job_id)
+
+    def _plan(
+        self,
+        results: Sequence[Result],
+        now: float,
+        states: dict[str, JobState],
+        appended: dict[str, list[Result]],
+    ) -> list[Recorded]:
+        """What recording ``results`` does on top of memory and of ``states`` and
+        ``appended`` (the plan so far, updated in place); call under ``_lock``. Memory
+        does not change."""
+        outcome: list[Recorded] = []
+        for result in results:
+            job_id = result.job_id
+            state = states.get(job_id) or self._states.get(job_id)
+            if state is None:
+                state = new_state(job_id, now)
+            elif state.detached_since is not None:
+                state = dataclasses.replace(state, detached_since=None)
+            history = self._histories.get(job_id)
+            pending = appended.get(job_id, ())
+            if result.run_id is not None and (
+                (history is not None and _is_duplicate(history, result))
+                or any(p.run_id == result.run_id and p.status == result.status for p in pending)
+            ):
+                outcome.append(Recorded(result, state, changed=False, duplicate=True))
+                states.setdefault(job_id, state)
+                continue
+            state, changed = apply_result(state, result)
+            states[job_id] = state
+            appended.setdefault(job_id, []).append(result)
+            outcome.append(Recorded(result, state, changed))
+        # a duplicate's state is the job's state after the whole call
+        return [
+            dataclasses.replace(r, state=states[r.result.job_id]) if r.duplicate else r
+            for r in outcome
+        ]
+
+    def _apply(self, states: dict[str, JobState], appended: dict[str, list[Result]]) -> None:
+        """Call under ``_lock``: make a plan real in memory."""
+        for job_id, state in states.items():
+            if self._states.get(job_id) == state:
+                continue
+            self._states[job_id] = state
+            history = self._history(job_id)
+            for result in appended.get(job_id, ()):
+                history.append(result)
+            self._mark(job_id)
+
+    def _trims(self, rows: Iterable[Result]) -> dict[str, int]:
+        """Jobs whose rows in the database outgrew their history by the slack (and the
+        ones a smaller limit cut)."""
+        counts = self._db_rows
+        for r in rows:
+            counts[r.job_id] = counts.get(r.job_id, 0) + 1
+        limit = self.max_results + max(1, int(self.max_results * _TRIM_SLACK))
+        trims = {j: self.max_results for j in {r.job_id for r in rows} if counts[j] > limit}
+        with self._lock:
+            cut, self._cut = self._cut, set()
+        trims.update((j, self.max_results) for j in cut)
+        return trims
+
+    def _written(self, trims: Mapping[str, int], now: float | None) -> None:
+        for job_id, keep in trims.items():
+            self._db_rows[job_id] = keep
+        self.last_error = None
+        if now is not None:
+            self.last_persisted = now
+
+    def _failed(self, exc: StorageError) -> None:
+        self.last_error = exc.message
+
+    # -- results and states ----------------------------------------------------------------
+
+    def record(self, results: Sequence[Result], now: float) -> list[Recorded]:
+        for result in results:
+            try:
+                check_result(result)
+            except ValueError as exc:
+                raise StorageError(f"result for {result.job_id!r} refused: {exc}") from None
+        if not self.durable:
+            with self._lock:
+                states: dict[str, JobState] = {}
+                appended: dict[str, list[Result]] = {}
+                outcome = self._plan(results, now, states, appended)
+                self._apply(states, appended)
+                self._rows.extend(r for rs in appended.values() for r in rs)
+            return outcome
+        batch = _Batch(results, now)
+        with self._lock:
+            self._queue.append(batch)
+        with self._writer:
+            if not batch.done:
+                self._commit_group(now)
+        if batch.error is not None:
+            raise batch.error
+        return batch.outcome
+
+    def _commit_group(self, now: float) -> None:
+        """Call under ``_writer``: commit every queued batch in one transaction."""
+        assert self.database is not None
+        with self._lock:
+            group, self._queue = self._queue, []
+            states: dict[str, JobState] = {}
+            appended: dict[str, list[Result]] = {}
+            plans = [self._plan(b.results, b.now, states, appended) for b in group]
+            dirty = [self._states[j] for j in self._dirty if j in self._states and j not in states]
+        rows = [r for rs in appended.values() for r in rs]
+        trims = self._trims(rows)
+        try:
+            self.database.write(Writes(results=rows, states=[*states.values(), *dirty], trim=trims))
+        except StorageError as exc:
+            for job_id in {r.job_id for r in rows}:  # not written after all
+                self._db_rows[job_id] -= sum(1 for r in rows if r.job_id == job_id)
+            self._failed(exc)
+            for batch in group:
+                batch.error, batch.done = exc, True
+            return
+        self._written(trims, now)
+        with self._lock:
+            self._apply(states, appended)
+            self._dirty.difference_update(s.job_id for s in dirty)
+            self._dirty.difference_update(states)
+        for batch, outcome in zip(group, plans, strict=True):
+            batch.outcome, batch.done = outcome, True
+
+    def _set_state(self, job_id: str, change: dict[str, Any], now: float) -> JobState:
+        with self._lock:
+            state = self._states.get(job_id) or new_state(job_id, now)
+            updated = dataclasses.replace(state, **change) if change else state
+            if updated is not state or job_id not in self._states:
+                if updated is not state:
+                    updated = dataclasses.replace(updated, version=state.version + 1)
+                self._states[job_id] = updated
+                self._history(job_id)
+                self._mark(job_id)
+            return updated
+
+    def set_max_results(self, max_results_per_job: int) -> list[str]:
+        """A new history limit for every job (a config reload); the ids whose history
+        was cut to it (their rows in the database are trimmed at the next write)."""
+        with self._lock:
+            self.max_results = max_results_per_job
+            cut = []
+            for job_id, history in self._histories.items():
+                before = len(history)
+                history.limit(max_results_per_job)
+                if len(history) != before:
+                    cut.append(job_id)
+                    self._mark(job_id)
+                    self._cut.add(job_id)
+            return cut
+
+    def ensure(self, job_id: str, now: float) -> JobState:
+        state = self.state(job_id)
+        change = {"detached_since": None} if state and state.detached_since is not None else {}
+        return self._set_state(job_id, change, now)
+
+    def activate(self, job_id: str, now: float) -> JobState:
+        return self._set_state(job_id, {"active_since": now, "detached_since": None}, now)
+
+    def state(self, job_id: str) -> JobState | None:
+        return self._states.get(job_id)
+
+    def states(self, job_ids: Iterable[str] | None = None) -> dict[str, JobState]:
+        with self._lock:
+            if job_ids is None:
+                return dict(self._states)
+            found = self._states
+            return {j: s for j in job_ids if (s := found.get(j)) is not None}
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return list(self._states)
 
     def __len__(self) -> int:
         return len(self._states)
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._states)
+    def history(
+        self, job_id: str, limit: int | None = None, before: float | None = None
+    ) -> list[Result]:
+        with self._lock:
+            history = self._histories.get(job_id)
+            if not history or limit == 0:
+                return []
+            history = history.copy()  # O(1), copy on write: read outside the lock
+        results = newest([history], len(history))
+        if before is not None:
+            results = [r for r in results if r.timestamp < before]
+        return results if limit is None else results[:limit]
 
-    def ensure(self, job_id: str, now: float) -> JobState:
-        state = self._states.get(job_id)
-        if state is None:
-            state = JobState(first_seen=now, active_since=now)
-            state.history = History(job_id, self.max_results)
-            self._states[job_id] = state
-        return state
+    def recent(self, job_ids: Iterable[str] | None, limit: int) -> list[Result]:
+        if limit <= 0:
+            return []
+        with self._lock:
+            chosen = self._histories if job_ids is None else dict.fromkeys(job_ids)
+            histories = [h.copy() for j in chosen if (h := self._histories.get(j)) is not None]
+        return newest(histories, limit)
 
-    def get(self, job_id: str) -> JobState | None:
-        return self._states.get(job_id)
+    def changes(self, cursor: str) -> tuple[list[str], str]:
+        """Cursors are this process's sequence numbers prefixed with the engine's start
+        (pid and id), so a cursor from another engine instance means "everything"."""
+        prefix = f"{os.getpid()}.{id(self)}."
+        with self._lock:
+            new = f"{prefix}{self._seq}"
+            if not cursor.startswith(prefix):
+                return list(self._changed), new
+            since = int(cursor[len(prefix) :])
+            out = []
+            for job_id in reversed(self._changed):
+                if self._changed[job_id] <= since:
+                    break
+                out.append(job_id)
+            return out, new
 
-    def set_max_results(self, max_results_per_job: int) -> list[str]:
-        """A new history limit for every job (a config reload); the ids whose history
-        was cut to it."""
-        self.max_results = max_results_per_job
-        cut = []
-        for job_id, state in self._states.items():
-            before = len(state.history)
-            state.history.limit(max_results_per_job)
-            if len(state.history) != before:
-                cut.append(job_id)
-        return cut
+    # -- removal ---------------------------------------------------------------------------
 
-    def drop(self, job_id: str) -> None:
-        self._states.pop(job_id, None)
+    def purge(self, before: float, job_ids: Iterable[str] | None = None) -> int:
+        chosen = None if job_ids is None else list(job_ids)
+        with self._writer:
+            if self.database is not None:
+                self._flush_locked(None)  # queued rows first, so the purge covers them
+            with self._lock:
+                removed = 0
+                for job_id in self._histories if chosen is None else chosen:
+                    history = self._histories.get(job_id)
+                    if history is not None and (gone := history.purge_before(before)):
+                        removed += gone
+                        self._mark(job_id)
+                        self._db_rows[job_id] = len(history)
+            if self.database is not None:
+                self.database.purge(before, chosen)
+            return removed
 
-    def record(self, result: Result) -> bool:
-        state = self._states[result.job_id]
-        return apply_result(state, result)
+    def detach(self, job_ids: Iterable[str], now: float) -> None:
+        for job_id in job_ids:
+            state = self.state(job_id)
+            if state is not None and state.detached_since is None:
+                self._set_state(job_id, {"detached_since": now}, now)
 
-    def history(self, job_id: str) -> list[Result]:
-        state = self._states.get(job_id)
-        return list(state.history) if state else []
+    def expire_detached(self, before: float) -> list[str]:
+        with self._lock:
+            expired = [
+                j
+                for j, s in self._states.items()
+                if s.detached_since is not None and s.detached_since < before
+            ]
+        for job_id in expired:
+            self.drop(job_id)
+        return expired
 
-    def ids(self) -> Iterable[str]:
-        return list(self._states)
+    def drop(self, job_id: str) -> bool:
+        with self._writer:
+            with self._lock:
+                known = self._states.pop(job_id, None) is not None
+                self._histories.pop(job_id, None)
+                self._definitions.pop(job_id, None)
+                self._dirty.discard(job_id)
+                self._rows = [r for r in self._rows if r.job_id != job_id]
+                self._db_rows.pop(job_id, None)
+                self._seq += 1
+                self._changed.pop(job_id, None)
+                self._changed[job_id] = self._seq
+            if self.database is not None:
+                self.database.write(Writes(drop=[job_id]))
+            return known
 
-    def purge(self, before: float, job_id: str | None = None) -> int:
-        """Drop history entries older than ``before``; return how many went."""
-        removed = 0
-        targets = [job_id] if job_id is not None else list(self._states)
-        for jid in targets:
-            state = self._states.get(jid)
-            if state is not None:
-                removed += state.history.purge_before(before)
-        return removed
+    # -- last good definitions -------------------------------------------------------------
 
-    def restore(self, job_id: str, values: dict[str, Any], history: History, now: float) -> bool:
-        """Put back a job's state values and history as a snapshot kept them; return
-        False when the history was cut to a ``max_results_per_job`` smaller than the one
-        it was written with."""
-        state = self.ensure(job_id, now)
-        for name, value in values.items():
-            setattr(state, name, value)
-        kept = len(history)
-        history.job_id = job_id
-        history.limit(self.max_results)
-        state.history = history
-        return len(history) == kept
+    def put_definitions(self, definitions: Mapping[str, Mapping[str, Any]]) -> None:
+        with self._lock:
+            fresh = {j: dict(d) for j, d in definitions.items() if self._definitions.get(j) != d}
+        if not fresh:
+            return
+        if self.database is not None:
+            with self._writer:
+                self.database.put_definitions(fresh, 0.0)
+        with self._lock:
+            self._definitions.update(fresh)
+
+    def definitions(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {j: dict(d) for j, d in self._definitions.items()}
+
+    # -- runtime records -------------------------------------------------------------------
+
+    def put_record(
+        self, kind: str, key: str, value: Mapping[str, Any], now: float
+    ) -> RuntimeRecord:
+        record = RuntimeRecord(kind, key, dict(value), now)
+        if self.database is not None:
+            with self._writer:
+                self.database.put_record(record)
+        with self._lock:
+            self._records[(kind, key)] = record
+        return record
+
+    def get_record(self, kind: str, key: str) -> RuntimeRecord | None:
+        return self._records.get((kind, key))
+
+    def list_records(self, kind: str) -> list[RuntimeRecord]:
+        with self._lock:
+            return sorted((r for (k, _), r in self._records.items() if k == kind), key=_key)
+
+    def delete_record(self, kind: str, key: str) -> bool:
+        if self.database is not None:
+            with self._writer:
+                self.database.delete_record(kind, key)
+        with self._lock:
+            return self._records.pop((kind, key), None) is not None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def flush(self, now: float | None = None) -> None:
+        if self.database is None:
+            return
+        with self._writer:
+            self._flush_locked(now)
+
+    def _flush_locked(self, now: float | None) -> None:
+        assert self.database is not None
+        with self._lock:
+            rows, self._rows = self._rows, []
+            dirty, self._dirty = self._dirty, set()
+            states = [s for j in dirty if (s := self._states.get(j)) is not None]
+        if not rows and not states:
+            self._written({}, now)
+            return
+        trims = self._trims(rows)
+        try:
+            self.database.write(Writes(results=rows, states=states, trim=trims))
+        except StorageError as exc:
+            for r in rows:
+                self._db_rows[r.job_id] -= 1
+            with self._lock:  # keep everything for the next try, in order
+                self._rows[:0] = rows
+                self._dirty |= dirty
+            self._failed(exc)
+            raise
+        self._written(trims, now)
+
+    def pending(self) -> int:
+        """Results recorded but not yet written."""
+        return len(self._rows)
+
+    def health(self) -> StoreHealth:
+        db = self.database
+        if db is None:
+            return StoreHealth(True, "in memory only (no state.db)")
+        try:
+            moved = db.path.stat().st_ino != db.inode
+        except OSError:
+            moved = True
+        if moved:
+            return StoreHealth(
+                False,
+                f"{db.path} was removed or replaced while the server ran: writes go to a file "
+                "nobody will read; restart the server",
+                last_persisted=self.last_persisted,
+            )
+        if self.last_error is not None:
+            return StoreHealth(
+                False, f"last write failed: {self.last_error}", last_persisted=self.last_persisted
+            )
+        return StoreHealth(True, f"{db.path} is current", last_persisted=self.last_persisted)
+
+    def close(self) -> None:
+        if self.database is None:
+            return
+        try:
+            self.flush()
+        finally:
+            with self._writer:
+                self.database.close()
+
+
+def _key(record: RuntimeRecord) -> str:
+    return record.key

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
-from flask import Flask, Response, g, request
+from flask import Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from cronmetrics import logs as cmlog
@@ -27,16 +27,16 @@ from cronmetrics.errors import (
     ValidationError,
 )
 from cronmetrics.jobs.model import problems_from_pydantic
-from cronmetrics.web.app import Services, services
 from cronmetrics.web.auth import Identity
+from cronmetrics.web.services import Services, services
 
-__all__ = ["current", "identity", "json_body", "json_response", "register", "require"]
+__all__ = ["current", "identity", "json_body", "json_response", "require"]
 
 log = cmlog.get_logger("api")
 OPENAPI = Path(__file__).resolve().parent / "openapi.yaml"
 
 
-#: the current request's services, set by :func:`_before` and reset at teardown
+#: the current request's services, set by :func:`before_request` and reset at teardown
 _SERVICES: contextvars.ContextVar[Services | None] = contextvars.ContextVar(
     "cronmetrics_services", default=None
 )
@@ -84,10 +84,10 @@ _HTTP_CODES = {
 }
 
 
-def _http_error(exc: HTTPException) -> Response:
+def http_error(exc: HTTPException) -> Response:
     if isinstance(exc, RequestEntityTooLarge):
         limit = current().config.limits.max_body_bytes
-        return _handle(PayloadTooLarge(f"request body is larger than {limit} bytes"))
+        return handle_error(PayloadTooLarge(f"request body is larger than {limit} bytes"))
     status = exc.code or 500
     code = _HTTP_CODES.get(status, "HTTP_ERROR")
     message = exc.description or exc.name
@@ -101,7 +101,7 @@ def _http_error(exc: HTTPException) -> Response:
     return response
 
 
-def _handle(exc: CronmetricsError) -> Response:
+def handle_error(exc: CronmetricsError) -> Response:
     if getattr(g, "submission", False):
         outcome = {
             "UNAUTHORIZED": "unauthorized",
@@ -118,7 +118,7 @@ def _handle(exc: CronmetricsError) -> Response:
     return error_response(exc)
 
 
-def _unexpected(exc: Exception) -> Response:
+def unexpected_error(exc: Exception) -> Response:
     log.exception("unhandled error")
     body = {"error": {"code": "INTERNAL", "message": "internal server error", "field": None}}
     return json_response(body, 500)
@@ -224,7 +224,7 @@ def _problem(message: str, field: str | None) -> Any:
 # -- app wiring ----------------------------------------------------------------------------
 
 
-def _before() -> None:
+def before_request() -> None:
     from flask import current_app
 
     _SERVICES.set(services(current_app))
@@ -239,42 +239,16 @@ def _before() -> None:
         cmlog.bind(job=job_id, host=job_id.partition("@")[2] or None)
 
 
-def _after(response: Response) -> Response:
+def after_request(response: Response) -> Response:
     response.headers["X-Request-Id"] = g.get("request_id", "")
     return response
 
 
-def _teardown(exc: BaseException | None) -> None:
+def teardown_request(exc: BaseException | None) -> None:
     """Unbind the request's log fields so that later lines of this thread don't carry
     another request's id or token name."""
     cmlog.clear()
     _SERVICES.set(None)
-
-
-def register(app: Flask) -> None:
-    from cronmetrics.web import (
-        routes_client,
-        routes_history,
-        routes_jobs,
-        routes_maintenance,
-        routes_ping,
-        routes_results,
-        routes_system,
-    )
-
-    app.register_error_handler(CronmetricsError, _handle)
-    app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(Exception, _unexpected)
-    app.before_request(_before)
-    app.after_request(_after)
-    app.teardown_request(_teardown)
-    app.register_blueprint(routes_system.bp)
-    app.register_blueprint(routes_results.bp)
-    app.register_blueprint(routes_jobs.bp)
-    app.register_blueprint(routes_history.bp)
-    app.register_blueprint(routes_maintenance.bp)
-    app.register_blueprint(routes_client.bp)
-    app.register_blueprint(routes_ping.bp)
 
 
 def stream(chunks: Iterable[bytes]) -> Iterable[bytes]:

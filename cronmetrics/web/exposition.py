@@ -299,7 +299,7 @@ class Exposition:
         self.monitor.tick(now)
         dirty = self.monitor.take_dirty()
         if not self._initialized:
-            dirty = set(self.monitor.definitions)
+            dirty = set(self.monitor.ids())
             self._initialized = True
         if dirty or self._parts is None:
             views = self.monitor.views(dirty)

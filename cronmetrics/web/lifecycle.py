@@ -5,7 +5,7 @@
   five seconds and prints its own lines).
 - At start the master logs the address and scheme it serves (``listening``); at shutdown
   it logs that it stopped accepting, the worker that it drained its connections and wrote
-  the final snapshot, and the master that it stopped: JSON lines like every other.
+  the final state write, and the master that it stopped: JSON lines like every other.
 - SIGHUP: gunicorn's default answer is to start new workers and stop the old ones, which
   would cut in-flight requests and throw away the worker's in-memory state. Here the
   master forwards the signal to its worker, and the worker asks its

@@ -40,9 +40,10 @@ from cronmetrics.logs import configure as configure_logging
 from cronmetrics.logs import get_logger, rfc3339
 from cronmetrics.web.auth import TokenAuth
 from cronmetrics.web.health import Check
+from cronmetrics.web.redaction import make_redactor
 
 if TYPE_CHECKING:
-    from cronmetrics.web.app import Services
+    from cronmetrics.web.services import Services
 
 __all__ = ["RELOADABLE", "ConfigReloader", "ConfigSource", "ReloadOutcome", "check_auth"]
 
@@ -247,8 +248,6 @@ class ConfigReloader:
     def _apply(self, old: Config, new: Config, changed: list[str]) -> None:
         """Swap each piece in; the config itself last, so that a request that already sees
         the new limits also sees the new tokens."""
-        from cronmetrics.web.app import make_redactor
-
         svc = self.svc
         if "auth" in changed:
             auth = TokenAuth.from_config(new)
@@ -269,7 +268,7 @@ class ConfigReloader:
         if new.retention.days < old.retention.days:  # purge now, not at the next round
             from cronmetrics.storage.retention import purge_expired
 
-            purge_expired(svc.monitor, new.retention.days, svc.clock())
+            purge_expired(svc.store, new.retention.days, svc.clock())
         for applied in self._listeners:
             applied(new)
 

@@ -21,7 +21,7 @@ from flask import Blueprint, Response, request
 from cronmetrics.errors import InvalidRequest
 from cronmetrics.logs import get_logger, rfc3339
 from cronmetrics.stats import job_stats
-from cronmetrics.storage.history import Result, newest
+from cronmetrics.storage.history import Result
 from cronmetrics.storage.retention import parse_before
 from cronmetrics.web.api import current, json_response, require
 
@@ -62,8 +62,9 @@ def _limit() -> int:
 def job_results(job_id: str) -> Response:
     require("read", job_id)
     limit = _limit()
-    view = current().monitor.view(job_id)
-    results = newest([view.state.history], limit)
+    svc = current()
+    svc.monitor.view(job_id)  # 404 for a job not served
+    results = svc.store.history(job_id, limit)
     return json_response(
         {
             "job_id": job_id,
@@ -79,18 +80,14 @@ def recent_results() -> Response:
     who = require("read")
     limit = _limit()
     job_id = request.args.get("job_id") or None
-    monitor = current().monitor
+    svc = current()
     if job_id is not None:
         require("read", job_id)
-        histories = [monitor.view(job_id).state.history]
+        svc.monitor.view(job_id)
+        results = svc.store.history(job_id, limit)
     else:
-        with monitor.lock:  # copy-on-write copies: O(1) each
-            histories = [
-                state.history.copy()
-                for jid in monitor.definitions
-                if who.allows_job(jid) and (state := monitor.store.get(jid)) is not None
-            ]
-    results = newest(histories, limit)
+        served = [j for j in svc.monitor.ids() if who.allows_job(j)]
+        results = svc.store.recent(served, limit)
     return json_response(
         {"limit": limit, "count": len(results), "results": [result_json(r) for r in results]}
     )
@@ -101,15 +98,14 @@ def stats(job_id: str) -> Response:
     require("read", job_id)
     svc = current()
     view = svc.monitor.view(job_id)
-    return json_response(job_stats(job_id, view.state.history, svc.clock(), view.state))
+    history = svc.store.history(job_id)
+    return json_response(job_stats(job_id, history, svc.clock(), view.state))
 
 
 def _purged(job_id: str | None, before: float, removed: int) -> Response:
-    """Answer a manual purge once the purged results are off the disk too (a purge is how
-    an operator removes a secret a job printed): see :meth:`Snapshotter.scrub`."""
+    """Answer a manual purge (a purge is how an operator removes a secret a job printed):
+    the store has taken the purged results off the disk before it returned."""
     log.info("history purged by request", extra={"job": job_id, "removed": removed})
-    if removed:
-        current().extras["snapshotter"].scrub()
     return json_response(
         {
             "job_id": job_id,
@@ -144,7 +140,5 @@ def purge_all() -> Response:
         return _purged(job_id, before, svc.monitor.purge_history(before, job_id))
     if who.jobs is None:
         return _purged(None, before, svc.monitor.purge_history(before))
-    with svc.monitor.lock:  # re-entrant: no job can vanish between listing and purging
-        allowed = [j for j in svc.monitor.definitions if who.allows_job(j)]
-        removed = sum(svc.monitor.purge_history(before, j) for j in allowed)
-    return _purged(None, before, removed)
+    allowed = [j for j in svc.store.ids() if who.allows_job(j)]
+    return _purged(None, before, svc.monitor.purge_jobs(before, allowed))

@@ -116,9 +116,7 @@ _DOCUMENT = pydantic.TypeAdapter(dict[str, Any])
 
 def _writer() -> JobWriter:
     """The app's writer (made by create_app): it keeps a warm index of jobs.d."""
-    writer = current().extras["job_writer"]
-    assert isinstance(writer, JobWriter)
-    return writer
+    return current().writer
 
 
 def _applied(written: JobFile, status: int = 200) -> Response:
@@ -174,5 +172,7 @@ def delete_job(job_id: str) -> Response:
     check_job_id(job_id)
     require("admin", job_id)
     _writer().delete(job_id)
-    current().reload()
+    svc = current()
+    svc.reload()
+    svc.monitor.drop(job_id)  # deleted on purpose: state and history go now, not later
     return Response(status=204)

@@ -4,9 +4,9 @@ One worker process on the embedded engine because the state lives in its memory;
 Redis store (which holds the state) ``--workers N``; threads for concurrency. The
 worker is gthread's, made to give its threads only whole requests (:mod:`.worker`), so
 idle and slow clients never hold one. The
-app (and so the scheduler, watcher and snapshotter) is created in the worker after the
+app (and so the scheduler, watcher and the periodic state write) is created in the worker after the
 fork, never in the master. On SIGTERM gunicorn stops accepting, finishes requests, and
-the ``worker_exit`` hook runs the app's shutdown (final snapshot included). SIGHUP reloads
+the ``worker_exit`` hook runs the app's shutdown (final write of state.db included). SIGHUP reloads
 the config in the worker instead of replacing it (:mod:`cronmetrics.web.lifecycle`).
 """
 
@@ -19,7 +19,7 @@ from gunicorn.app.base import BaseApplication
 
 from cronmetrics.config import Config
 from cronmetrics.errors import ConfigError, Conflict
-from cronmetrics.storage.generations import claim_state_dir
+from cronmetrics.storage.statedir import claim_state_dir
 from cronmetrics.web import lifecycle
 from cronmetrics.web.reconfigure import ConfigSource, check_auth
 from cronmetrics.web.tls import CertificateReloader
@@ -154,7 +154,7 @@ def _post_worker_init(worker: Any) -> None:
 
         reloader.subscribe(body_limit)
     if isinstance(worker.cfg.ssl_context, CertificateReloader):
-        svc.extras.setdefault("health_checks", {})["tls"] = worker.cfg.ssl_context.health
+        svc.health_checks["tls"] = worker.cfg.ssl_context.health
     get_logger("server").info("worker ready", extra={"pid": worker.pid})
 
 

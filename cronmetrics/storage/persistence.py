@@ -1,0 +1,218 @@
+"""Opening the embedded engine on a state dir, and keeping ``state.db`` current.
+
+:func:`open_store` never stops the server: a database that cannot be opened or read
+(corrupt, truncated, not a database, from a newer cronmetrics) is renamed aside
+(``state.db.corrupt-<time>``) and the server starts empty, saying so in the log, in
+``cronmetrics_snapshot_restore_fallback`` and in the ``store`` check of ``/health/deep``;
+a state dir that cannot be written (read-only, missing) leaves the engine in memory, with
+readiness failing until a restart finds it writable.
+
+:class:`Persistence` runs the periodic write (``snapshot.interval``) and keeps the
+exporter's own storage metrics (names kept from the snapshot era so dashboards and the
+``CronmetricsSnapshotStale`` alert keep working):
+``cronmetrics_snapshot_last_success_timestamp_seconds`` (state known durable: written, or
+nothing left to write), ``cronmetrics_snapshot_last_write_successful``.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client import Gauge
+
+from cronmetrics.errors import StorageError
+from cronmetrics.logs import get_logger, rfc3339
+from cronmetrics.storage.database import DB_NAME, Database, Loaded, set_aside
+from cronmetrics.storage.statedir import LOCK_NAME, lock_held
+from cronmetrics.storage.store import EmbeddedStore
+
+__all__ = ["OpenReport", "Persistence", "StorageGauges", "open_store"]
+
+log = get_logger("storage")
+
+
+@dataclass(slots=True)
+class OpenReport:
+    """What opening the state dir found."""
+
+    path: Path
+    jobs: int = 0
+    results: int = 0
+    seconds: float = 0.0
+    #: the database was unusable and set aside: the server started empty
+    fallback: str | None = None
+    set_aside: Path | None = None
+    #: no database could be opened at all: in memory only
+    unavailable: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def open_store(
+    state_dir: Path, max_results_per_job: int, *, durable: bool, now: float
+) -> tuple[EmbeddedStore, OpenReport]:
+    """The embedded engine on ``state_dir/state.db``, loaded; never raises for a bad
+    file (see the module docstring)."""
+    started = time.perf_counter()
+    path = state_dir / DB_NAME
+    report = OpenReport(path)
+    database, loaded = None, None
+    try:
+        database, loaded = _open(path, durable)
+    except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
+        report.fallback = f"{path.name} is unusable ({exc})"
+        try:
+            report.set_aside = set_aside(path, now)
+            database, loaded = _open(path, durable)
+        except (OSError, sqlite3.Error) as again:
+            report.unavailable = f"cannot create a new {path.name}: {again}"
+    except OSError as exc:
+        report.unavailable = f"cannot open {path}: {exc}"
+    store = EmbeddedStore(max_results_per_job, database, durable=durable, loaded=loaded)
+    if loaded is not None:
+        report.jobs, report.results = len(loaded.states), loaded.rows
+    report.seconds = time.perf_counter() - started
+    if report.fallback:
+        log.error(
+            "state database unusable; set aside, starting with EMPTY state",
+            extra={"problem": report.fallback, "set_aside": str(report.set_aside)},
+        )
+    if report.unavailable:
+        log.error(
+            "no state database: results are kept in memory only and lost at restart",
+            extra={"problem": report.unavailable},
+        )
+    if not report.fallback and not report.unavailable:
+        log.info(
+            "state loaded" if report.jobs else "no state yet; starting empty",
+            extra={
+                "jobs": report.jobs,
+                "results": report.results,
+                "seconds": round(report.seconds, 3),
+            },
+        )
+    return store, report
+
+
+def _open(path: Path, durable: bool) -> tuple[Database, Loaded]:
+    if not path.parent.is_dir():
+        raise OSError(f"{path.parent} is not a directory")
+    if path.exists() and not os.access(path, os.R_OK):
+        raise OSError(f"{path} is not readable")
+    database = Database(path, durable=durable)
+    try:
+        loaded = database.load()
+        for job_id in loaded.results:  # damaged rows show here rather than at first read
+            if job_id not in loaded.states:
+                raise sqlite3.DatabaseError(f"results of {job_id!r} without a state row")
+    except BaseException:
+        database.conn.close()
+        raise
+    return database, loaded
+
+
+@dataclass(frozen=True, slots=True)
+class StorageGauges:
+    """The exporter's own storage metrics (see the module docstring)."""
+
+    last_success: Gauge
+    write_ok: Gauge
+    restore_fallback: Gauge
+
+
+class Persistence:
+    """The periodic write, the final one, and the ``store`` readiness check."""
+
+    def __init__(
+        self,
+        store: EmbeddedStore,
+        report: OpenReport,
+        *,
+        clock: Callable[[], float],
+        gauges: StorageGauges,
+        state_dir: Path,
+    ) -> None:
+        self.store = store
+        self.report = report
+        self.clock = clock
+        self.gauges = gauges
+        self.state_dir = state_dir
+        #: guard the lock only where one was taken (``cronmetrics serve``)
+        self._locked = (state_dir / LOCK_NAME).exists()
+        self._stopped = False
+        gauges.restore_fallback.set(1 if report.fallback or report.unavailable else 0)
+        if not report.fallback and not report.unavailable:
+            gauges.last_success.set(clock())  # what is on disk is what is in memory
+        gauges.write_ok.set(0 if report.unavailable else 1)
+
+    def tick(self) -> None:
+        """One periodic write; failures are logged and reported, never raised."""
+        if self._stopped:
+            return
+        self.write()
+
+    def write(self) -> bool:
+        now = self.clock()
+        if self.store.database is None:
+            return False
+        try:
+            self.store.flush(now)
+        except StorageError as exc:
+            self.gauges.write_ok.set(0)
+            log.error(
+                "state write failed; everything stays in memory for the next try",
+                extra={"error": exc.message, "pending": self.store.pending()},
+            )
+            return False
+        self.gauges.write_ok.set(1)
+        if self.store.health().ok:
+            self.gauges.last_success.set(now)
+        return True
+
+    def stop(self) -> None:
+        """The final write (SIGTERM), then close the database."""
+        if self._stopped:
+            return
+        self._stopped = True
+        started = time.perf_counter()
+        where = {"state_dir": str(self.state_dir), "pending": self.store.pending()}
+        try:
+            self.store.close()
+        except (StorageError, sqlite3.Error) as exc:
+            log.error(
+                "final state write failed; what was written before stays",
+                extra={**where, "error": str(exc)},
+            )
+            return
+        if self.store.database is not None:
+            log.info(
+                "final state write done",
+                extra={**where, "seconds": round(time.perf_counter() - started, 3)},
+            )
+
+    def health(self) -> tuple[bool, str, bool]:
+        """The ``store`` check of ``/health/deep``: (ok, detail, critical). Not being able
+        to persist fails readiness; having started empty after setting a damaged database
+        aside only warns (the server serves, from what it has)."""
+        report = self.report
+        if report.unavailable:
+            return False, f"in memory only: {report.unavailable}", True
+        if self._locked:
+            held, detail = lock_held(self.state_dir)
+            if not held:
+                return False, f"{detail}; restart the server", True
+        health = self.store.health()
+        if not health.ok:
+            return False, health.detail, True
+        if report.fallback and health.last_persisted is None:
+            return (
+                False,
+                (f"{report.fallback}: set aside as {report.set_aside}, started with EMPTY state"),
+                False,
+            )
+        when = health.last_persisted
+        return True, f"{health.detail}; last written {rfc3339(when) if when else 'at start'}", True
