@@ -41,7 +41,7 @@ __all__ = ["Config", "Scope", "TokenConfig", "default_state_dir", "load_config"]
 
 Scope = Literal["admin", "submit", "read", "metrics", "maintenance"]
 #: Secrets that must not leave the process; ``cronmetrics config show`` masks them.
-SECRET_FIELDS = frozenset({"sha256"})
+SECRET_FIELDS = frozenset({"sha256", "session_secret"})
 
 #: Secrets in job output, replaced by ``[REDACTED]`` before a result is stored or logged
 #: (only the ``secret`` group where there is one; docs/security.md explains each). Every
@@ -119,6 +119,16 @@ class AuthConfig(_Section):
         if dupes:
             raise ValueError(f"token names must be unique: {', '.join(dupes)}")
         return tokens
+
+
+class DashboardConfig(_Section):
+    """The web dashboard's login sessions (docs/dashboard.md)."""
+
+    #: signs the session cookie; set the same value on every replica. Unset: a random
+    #: one per process, so sessions end at a restart and do not span replicas
+    session_secret: Annotated[str, Field(min_length=32, max_length=512)] | None = None
+    #: how long a login lasts, in hours
+    session_hours: Annotated[StrictFloat, Field(gt=0, le=24 * 31)] = 12.0
 
 
 class SnapshotConfig(_Section):
@@ -353,6 +363,7 @@ class Config(BaseSettings):
     store_password_file: Path | None = None
     watch: WatchConfig = Field(default_factory=WatchConfig)
     maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
 
     @field_validator("bind")
     @classmethod

@@ -305,32 +305,3 @@ class Maintenance:
     def jobs(self, window: Window) -> list[str]:
         """The ids of the jobs ``window`` selects now."""
         return self.monitor.selected_by(window)
-
-
-class MemoryRecords:
-    """Runtime records in process memory (what the embedded engine gives until the store
-    interface persists them)."""
-
-    def __init__(self) -> None:
-        self._records: dict[tuple[str, str], Any] = {}
-        self._lock = threading.Lock()
-
-    def put_record(self, kind: str, key: str, value: Mapping[str, Any], now: float) -> Any:
-        from cronmetrics.storage.interface import RuntimeRecord
-
-        record = RuntimeRecord(kind, key, dict(value), now)
-        with self._lock:
-            self._records[(kind, key)] = record
-        return record
-
-    def get_record(self, kind: str, key: str) -> Any:
-        with self._lock:
-            return self._records.get((kind, key))
-
-    def list_records(self, kind: str) -> list[Any]:
-        with self._lock:
-            return [r for (k, key), r in sorted(self._records.items()) if k == kind]
-
-    def delete_record(self, kind: str, key: str) -> bool:
-        with self._lock:
-            return self._records.pop((kind, key), None) is not None

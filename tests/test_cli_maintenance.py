@@ -174,3 +174,47 @@ def test_job_maintenance_refuses_a_time_in_the_past(tmp_path: Path) -> None:
     code, _, err = cm("job", "maintenance", "backup@db1", "--for", "1h", "--until", "2099-01-01",
                       "--jobs-dir", str(jobs))  # fmt: skip
     assert code == 2 and "not both" in err
+
+
+def test_a_restart_sees_the_same_window(tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs.d")
+    env = {"CRONMETRICS_JOB_WRITES": "disabled"}
+    with live_server(jobs, tmp_path / "state", env=env) as first:
+        run = cronmetrics("maintenance", "add", "--match", "host=db1", "--for", "2h",
+                          "--comment", "disk swap", url=first.url)  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        wid = run.stdout.split()[1]
+        assert statuses(first.url)["backup"] == "-1"
+    with live_server(jobs, tmp_path / "state", env=env) as second:
+        assert statuses(second.url) == {"backup": "-1", "vacuum": "-1", "logrotate": "1"}
+        listed = httpx.get(f"{second.url}/api/maintenance", timeout=5).json()["windows"]
+        assert [(w["id"], w["comment"], w["covers"]) for w in listed] == [(wid, "disk swap", 2)]
+
+
+def test_offline_windows_are_seen_by_the_next_start_and_refused_while_it_runs(
+    tmp_path: Path,
+) -> None:
+    jobs = write_jobs(tmp_path / "jobs.d")
+    state = tmp_path / "state"
+    state.mkdir()
+    env = {"CRONMETRICS_JOBS_DIR": str(jobs)}
+    added = subprocess.run(
+        [sys.executable, "-m", "cronmetrics", "maintenance", "add", "--state-dir", str(state),
+         "--match", "host=db1", "--for", "2h", "--comment", "planned"],
+        capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", **env},
+        check=False,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert "covers 2 jobs now" in added.stdout
+    wid = added.stdout.split()[1]
+    with live_server(jobs, state) as live:
+        assert statuses(live.url) == {"backup": "-1", "vacuum": "-1", "logrotate": "1"}
+        refused = subprocess.run(
+            [sys.executable, "-m", "cronmetrics", "maintenance", "end", wid,
+             "--state-dir", str(state)],
+            capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"},
+            check=False,
+        )  # fmt: skip
+        assert refused.returncode == 5, refused.stderr
+        assert "through the running server" in refused.stderr
+        assert statuses(live.url)["backup"] == "-1"

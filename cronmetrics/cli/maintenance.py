@@ -1,8 +1,10 @@
 """``cronmetrics maintenance add|list|end``: runtime maintenance windows from a terminal.
 
-Online through ``/api/maintenance`` with ``--url``/``--token``; the server validates
-(:func:`cronmetrics.maintenance.build_window`) and errors about one flag's value come
-back as usage errors naming that flag.
+Online (the default) through ``/api/maintenance`` with ``--url``/``--token``; offline with
+``--state-dir`` (or ``--config``) on the state store of a *stopped* server: a running
+server holds the state dir's lock, and the command then refuses and says to use ``--url``.
+Both sides run the same validation (:func:`cronmetrics.maintenance.build_window`); errors
+about one flag's value are usage errors naming that flag.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import datetime as dt
 import functools
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -49,16 +52,44 @@ def _as_usage_errors() -> Iterator[None]:
 
 
 def _output_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    func = click.option(
-        "-o",
-        "--output",
-        "fmt",
-        type=click.Choice(FORMATS),
-        default="table",
-        show_default=True,
-        help="Output format.",
-    )(func)
+    options = [
+        click.option(
+            "--state-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help="Offline: the state dir of a stopped server (instead of --url).",
+        ),
+        click.option(
+            "--config",
+            "config_path",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="Offline: take the state dir (and jobs dir) from this config file.",
+        ),
+        click.option(
+            "-o",
+            "--output",
+            "fmt",
+            type=click.Choice(FORMATS),
+            default="table",
+            show_default=True,
+            help="Output format.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
     return client_options(func)
+
+
+def _side(settings: ClientSettings, state_dir: Path | None, config_path: Path | None) -> Any:
+    if state_dir is None and config_path is None:
+        return contextlib.nullcontext(_Online(settings))
+    if settings.explicit_url:
+        raise click.UsageError("use either --url (online) or --state-dir (offline), not both")
+    from cronmetrics.cli.maintenance_offline import offline
+    from cronmetrics.config import load_config
+
+    return offline(load_config(config_path, state_dir=state_dir))
 
 
 class _Online:
@@ -125,8 +156,9 @@ def maintenance_group() -> None:
 def _pass_side(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(**kwargs: Any) -> Any:
-        with _as_usage_errors():
-            return func(_Online(kwargs.pop("settings")), **kwargs)
+        side = _side(kwargs.pop("settings"), kwargs.pop("state_dir"), kwargs.pop("config_path"))
+        with side as chosen, _as_usage_errors():
+            return func(chosen, **kwargs)
 
     return _output_options(wrapper)
 

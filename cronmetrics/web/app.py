@@ -28,6 +28,7 @@ from cronmetrics.storage.persistence import Persistence, StorageGauges, open_sto
 from cronmetrics.storage.retention import PURGE_EVERY, purge_expired
 from cronmetrics.web import (
     api,
+    dashboard,
     routes_client,
     routes_history,
     routes_jobs,
@@ -35,6 +36,7 @@ from cronmetrics.web import (
     routes_ping,
     routes_results,
     routes_system,
+    sessions,
 )
 from cronmetrics.web.auth import TokenAuth
 from cronmetrics.web.exposition import Exposition
@@ -64,6 +66,7 @@ def register_routes(app: Flask) -> None:
     app.register_blueprint(routes_maintenance.bp)
     app.register_blueprint(routes_client.bp)
     app.register_blueprint(routes_ping.bp)
+    dashboard.init_app(app)
 
 
 def create_app(
@@ -120,13 +123,14 @@ def create_app(
             state_dir=config.state_dir,
         ),
     )
-    app = Flask("cronmetrics")
+    app = Flask("cronmetrics", static_folder=None)  # the dashboard serves its own static/
     app.config["MAX_CONTENT_LENGTH"] = config.limits.max_body_bytes
     if config.trusted_proxy_hops:  # the client address from X-Forwarded-For, hops deep
         hops = config.trusted_proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops)  # type: ignore[method-assign]
     app.extensions["cronmetrics"] = svc
     register_routes(app)
+    sessions.install(app, config)  # the dashboard's login cookie
     if (refused := svc.writer.refusal()) is not None:
         log.info("API and CLI job writes are refused here", extra={"reason": refused.message})
     svc.reload_guard = ReloadGuard(metrics, config.watch.reload_budget)

@@ -154,6 +154,14 @@ class TokenAuth:
             raise Unauthorized("unknown token")
         return found
 
+    def named(self, name: str) -> tuple[bytes, Identity] | None:
+        """The configured token called ``name``: its SHA-256 and its identity. A dashboard
+        session keeps the name and a keyed digest of that hash, never the token."""
+        for stored, identity in self._tokens:
+            if identity.name == name:
+                return stored, identity
+        return None
+
     @staticmethod
     def require(identity: Identity, scope: str, job_id: str | None = None) -> None:
         if scope not in identity.scopes:

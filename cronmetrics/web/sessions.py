@@ -1,0 +1,123 @@
+"""Dashboard logins and CSRF tokens, kept in Flask's signed session cookie.
+
+A browser logs in once with a token (``POST /login``); from then on the cookie says who it
+is. The cookie is signed (itsdangerous HMAC) with ``dashboard.session_secret`` and holds
+the token's *name*, a keyed digest of the token's configured hash, when the login happened
+and the CSRF token: never the token. Removing or rotating a token in the config ends its
+sessions at the next request, because the digest no longer matches; changing the secret
+ends all of them.
+
+The cookie is ``HttpOnly``, ``SameSite=Strict`` and ``Secure`` whenever the request came
+over TLS (or the server serves TLS itself).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Flask, current_app, request, session
+from flask.sessions import SecureCookieSessionInterface
+
+from cronmetrics.config import Config
+from cronmetrics.errors import Forbidden
+from cronmetrics.logs import get_logger
+from cronmetrics.web.auth import Identity, TokenAuth
+
+__all__ = ["SESSION_COOKIE", "check_csrf", "csrf_token", "install", "log_in", "log_out", "user"]
+
+log = get_logger("dashboard")
+SESSION_COOKIE = "cronmetrics_session"
+#: a login may claim to be this much from the future (clock skew between replicas)
+_SKEW = 300.0
+
+
+class _SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed cookie, ``Secure`` per request: TLS here or at the ingress."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(request.is_secure or app.config["SESSION_COOKIE_SECURE"])
+
+
+def install(app: Flask, config: Config) -> None:
+    """Key and shape the session cookie; a generated secret is logged (not its value)."""
+    secret = config.dashboard.session_secret
+    if secret is None:
+        secret = secrets.token_urlsafe(32)
+        if not config.no_auth:
+            log.warning(
+                "dashboard.session_secret is not set: this process signs dashboard logins "
+                "with a random key, so logins end at a restart and do not span workers "
+                "or replicas"
+            )
+    app.secret_key = secret
+    app.config.update(
+        SESSION_COOKIE_NAME=SESSION_COOKIE,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_SECURE=config.tls is not None,
+        PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=config.dashboard.session_hours),
+    )
+    app.session_interface = _SessionInterface()
+
+
+def _fingerprint(stored: bytes) -> str:
+    key = str(current_app.secret_key).encode()
+    return hmac.new(key, b"cronmetrics-login\0" + stored, hashlib.sha256).hexdigest()[:32]
+
+
+def log_in(auth: TokenAuth, who: Identity, now: float) -> None:
+    """Start a fresh session for ``who`` (a new CSRF token too: no session fixation)."""
+    found = auth.named(who.name)
+    assert found is not None  # who was just identified by this auth
+    session.clear()
+    session.permanent = True
+    session.update(tok=who.name, fp=_fingerprint(found[0]), iat=now, csrf=_new_csrf())
+
+
+def log_out() -> None:
+    session.clear()
+
+
+def user(auth: TokenAuth, now: float, lifetime: float) -> Identity | None:
+    """Who the session cookie says is logged in, or None (none, expired, token gone)."""
+    name, fingerprint, issued = session.get("tok"), session.get("fp"), session.get("iat")
+    if not (isinstance(name, str) and isinstance(fingerprint, str)):
+        return None
+    if not isinstance(issued, int | float) or not (now - lifetime < issued <= now + _SKEW):
+        return None
+    found = auth.named(name)
+    if found is None or not hmac.compare_digest(fingerprint, _fingerprint(found[0])):
+        return None
+    return found[1]
+
+
+def _new_csrf() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def csrf_token() -> str:
+    """This session's CSRF token (made on first use); every dashboard form carries it."""
+    token: Any = session.get("csrf")
+    if not isinstance(token, str):
+        token = session["csrf"] = _new_csrf()
+    return str(token)
+
+
+def check_csrf() -> None:
+    """Refuse a form POST without this session's token, or sent from another origin."""
+    sent = request.form.get("csrf", "")
+    expected = session.get("csrf")
+    origin = request.headers.get("Origin")
+    # the host only: behind a TLS-terminating ingress the scheme seen here is http
+    if origin is not None and urlsplit(origin).netloc != request.host:
+        raise Forbidden(f"form sent from another origin ({origin}); use the dashboard itself")
+    if not isinstance(expected, str) or not hmac.compare_digest(sent, expected):
+        raise Forbidden(
+            "this form is out of date or did not come from the dashboard: reload the page "
+            "and try again"
+        )
