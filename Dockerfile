@@ -29,7 +29,7 @@ RUN groupadd --system --gid 10001 cronmetrics \
 WORKDIR /usr/src/cronmetrics
 COPY pyproject.toml README.md ./
 COPY cronmetrics ./cronmetrics
-RUN pip install . \
+RUN pip install '.[redis]' \
  && cd / && rm -rf /usr/src/cronmetrics \
  && cronmetrics --version
 

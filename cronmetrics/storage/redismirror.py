@@ -251,6 +251,10 @@ class Mirror:
             del self._tombstones[job_id]
             return True
 
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from the tail thread) after the copy took in changes."""
+        self._on_change = callback
+
     def _notify(self) -> None:
         if self._on_change is not None:
             self._on_change()

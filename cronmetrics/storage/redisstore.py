@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import random
 import threading
 import time
@@ -42,7 +43,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from cronmetrics.config import mask_url_password
+from cronmetrics.config import Config, mask_url_password
 from cronmetrics.errors import StorageError, StoreUnavailable
 from cronmetrics.logs import get_logger
 from cronmetrics.storage import redis_lua
@@ -58,13 +59,13 @@ from cronmetrics.storage.interface import (
 from cronmetrics.storage.redismirror import Mirror, decode_state, encode_state
 from cronmetrics.storage.transitions import apply_result
 
-__all__ = ["RedisStore", "read_password"]
+__all__ = ["RedisStore", "open_redis_store", "read_password"]
 
 log = get_logger("store")
 T = TypeVar("T")
 
 #: recording rebases on a newer state at most this often before it gives up (503)
-MAX_ATTEMPTS = 32
+MAX_ATTEMPTS = 64
 #: writers of one process take a lock per job (striped), so compare-and-set conflicts
 #: only happen between processes
 STRIPES = 64
@@ -72,7 +73,7 @@ STRIPES = 64
 RECENT_MAX = 1000
 #: the change stream's approximate length (``XADD MAXLEN ~``): a replica further behind
 #: than this reloads every state, which it does after any reconnect anyway
-STREAM_MAXLEN = 100_000
+STREAM_MAXLEN = 10_000
 SEP = "\x1f"
 _RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(Result) if f.name != "job_id")
 
@@ -135,6 +136,8 @@ class RedisStore:
         self.mirror = Mirror(tail, prefix, on_change=on_change, on_reload=self._after_reload)
         self._pending: set[str] = set()  # ensured while Redis was down: written on reload
         self._stripes = [threading.Lock() for _ in range(STRIPES)]
+        self._op_prefix = uuid.uuid4().hex
+        self._ops = itertools.count()
         if start:
             self.mirror.start()
 
@@ -152,6 +155,11 @@ class RedisStore:
             raise StoreUnavailable(f"the Redis store {self.display} refused us: {exc}") from None
         except redis.RedisError as exc:
             raise StorageError(f"the Redis store {self.display} failed ({what}): {exc}") from None
+
+    def _op_id(self) -> str:
+        """Unique per call across processes: a random prefix per engine and a counter
+        (uuid4 per call read /dev/urandom on every submission)."""
+        return f"{self._op_prefix}{next(self._ops)}"
 
     def _key(self, name: str) -> str:
         return self.prefix + name
@@ -192,7 +200,7 @@ class RedisStore:
         """Take the current states a conflicting RECORD returned into the mirror; after a
         few conflicts in a row, wait a little (jittered) so racing replicas spread out."""
         if attempt >= 2:
-            time.sleep(random.uniform(0, 0.001 * attempt))  # noqa: S311 (not crypto)
+            time.sleep(random.uniform(0, 0.002 * min(attempt, 25)))  # noqa: S311 (not crypto)
         pairs = reply[1:]
         for job_id, raw in zip(pairs[::2], pairs[1::2], strict=True):
             if raw:
@@ -226,7 +234,7 @@ class RedisStore:
     def _cas_locked(
         self, ids: list[str], change: Callable[[JobState | None], JobState | None], fresh: bool
     ) -> dict[str, JobState]:
-        op = uuid.uuid4().hex
+        op = self._op_id()
         for attempt in range(MAX_ATTEMPTS):
             if fresh and attempt == 0:
                 current = self._fetch(ids)
@@ -260,7 +268,7 @@ class RedisStore:
             return self._record_locked(results, now)
 
     def _record_locked(self, results: Sequence[Result], now: float) -> list[Recorded]:
-        op = uuid.uuid4().hex
+        op = self._op_id()
         known_dups: set[str] = set()
         for attempt in range(MAX_ATTEMPTS):
             base: dict[str, JobState] = {}
@@ -397,7 +405,10 @@ class RedisStore:
                 return None
             return dataclasses.replace(state, detached_since=now, version=state.version + 1)
 
-        self._cas(job_ids, mark, fresh=True)
+        try:
+            self._cas(job_ids, mark, fresh=True)
+        except StoreUnavailable as exc:  # at start with Redis down: the next start redoes it
+            log.error("cannot detach jobs no longer defined", extra={"error": exc.message})
 
     def expire_detached(self, before: float) -> list[str]:
         def expired(states: Iterable[JobState | None]) -> list[str]:
@@ -429,7 +440,12 @@ class RedisStore:
             self._call("definitions", lambda: self.client.hset(self._key("defs"), mapping=mapping))
 
     def definitions(self) -> dict[str, dict[str, JSONValue]]:
-        raw = self._call("definitions", lambda: self.client.hgetall(self._key("defs")))
+        """The last good definitions; none (the files decide) while Redis is unreachable."""
+        try:
+            raw = self._call("definitions", lambda: self.client.hgetall(self._key("defs")))
+        except StoreUnavailable as exc:
+            log.error("cannot read the last good definitions", extra={"error": exc.message})
+            return {}
         return {k: orjson.loads(v) for k, v in raw.items()}
 
     # -- runtime records -----------------------------------------------------------------
@@ -517,3 +533,23 @@ class RedisStore:
                 "what it held since its last RDB save; set appendonly yes"
             )
         return out
+
+
+def open_redis_store(
+    config: Config, *, on_change: Callable[[], None] | None = None, wait: float = 5.0
+) -> RedisStore:
+    """The engine of ``config.store``, its problems logged (one line each), its mirror
+    loaded (up to ``wait`` seconds: a Redis down at start is no reason not to start; the
+    mirror loads when it comes, and /health/deep says so meanwhile)."""
+    store = RedisStore(
+        config.store,
+        password=read_password(config.store_password_file),
+        max_results_per_job=config.retention.max_results_per_job,
+        run_id_ttl=config.retention.days * 86400,
+        on_change=on_change,
+    )
+    for problem in store.problems():
+        log.error(problem)
+    if store.mirror.wait_loaded(wait):
+        log.info("redis store loaded", extra={"store": store.display, "jobs": len(store.ids())})
+    return store

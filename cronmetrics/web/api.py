@@ -23,6 +23,7 @@ from cronmetrics.errors import (
     MalformedJson,
     PayloadTooLarge,
     RateLimited,
+    StoreUnavailable,
     UnsupportedMediaType,
     ValidationError,
 )
@@ -72,6 +73,8 @@ def error_response(exc: CronmetricsError) -> Response:
         from cronmetrics.web.ratelimit import retry_after_header
 
         response.headers["Retry-After"] = retry_after_header(exc.retry_after)
+    elif isinstance(exc, StoreUnavailable):  # a Redis blip: come back in a moment
+        response.headers["Retry-After"] = "1"
     return response
 
 

@@ -9,6 +9,7 @@ created in the worker, so background threads never run in the master.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from flask import Flask
@@ -16,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from cronmetrics.config import Config
-from cronmetrics.errors import CronmetricsError
+from cronmetrics.errors import CronmetricsError, StorageError, StoreUnavailable
 from cronmetrics.jobs.repository import JobsDir
 from cronmetrics.jobs.writer import JobWriter
 from cronmetrics.logs import configure as configure_logging
@@ -24,8 +25,10 @@ from cronmetrics.logs import get_logger
 from cronmetrics.maintenance import Maintenance
 from cronmetrics.monitor import Monitor
 from cronmetrics.scheduler import Scheduler
-from cronmetrics.storage.persistence import Persistence, StorageGauges, open_store
+from cronmetrics.storage.interface import Store
+from cronmetrics.storage.persistence import OpenReport, Persistence, StorageGauges, open_store
 from cronmetrics.storage.retention import PURGE_EVERY, purge_expired
+from cronmetrics.storage.store import EmbeddedStore
 from cronmetrics.web import (
     api,
     dashboard,
@@ -89,12 +92,20 @@ def create_app(
         log.error(
             "cannot create the state dir", extra={"dir": str(config.state_dir), "error": str(exc)}
         )
-    store, opened = open_store(
-        config.state_dir,
-        config.retention.max_results_per_job,
-        durable=config.snapshot.journal,
-        now=clock(),
-    )
+    store: Store
+    embedded: tuple[EmbeddedStore, OpenReport] | None = None
+    if config.redis:  # replicas: Redis holds the state, the state dir only the lock
+        from cronmetrics.storage.redisstore import open_redis_store
+
+        store = open_redis_store(config)
+    else:
+        embedded = open_store(
+            config.state_dir,
+            config.retention.max_results_per_job,
+            durable=config.snapshot.journal,
+            now=clock(),
+        )
+        store = embedded[0]
     monitor = Monitor(
         store,
         accept_unknown=config.unknown_jobs == "accept",
@@ -115,9 +126,10 @@ def create_app(
         auth=TokenAuth.from_config(config),
         redact=redact,
         writer=JobWriter(config.jobs_dir, jobs=jobs_dir, writes=config.job_writes),
-        persistence=Persistence(
-            store,
-            opened,
+        persistence=None
+        if embedded is None
+        else Persistence(
+            *embedded,
             clock=clock,
             gauges=gauges,
             state_dir=config.state_dir,
@@ -135,7 +147,7 @@ def create_app(
         log.info("API and CLI job writes are refused here", extra={"reason": refused.message})
     svc.reload_guard = ReloadGuard(metrics, config.watch.reload_budget)
     svc.health_checks["reload_budget"] = svc.reload_guard.health
-    svc.maintenance = Maintenance(
+    maintenance = svc.maintenance = Maintenance(
         store,  # windows are runtime records: in state.db, shared by replicas on Redis
         monitor,
         clock,
@@ -144,7 +156,13 @@ def create_app(
     )
     svc.seed_definitions()  # before the first reload: a file invalid now keeps its job
     svc.reload()
-    svc.maintenance.sync()
+
+    def sync_windows() -> None:
+        # Redis down: the store logs it; the next sync catches up
+        with contextlib.suppress(StoreUnavailable):
+            maintenance.sync()
+
+    sync_windows()
     detached = monitor.adopt_stored(clock())
     if detached:
         log.info(
@@ -153,23 +171,48 @@ def create_app(
         )
 
     def purge() -> None:  # reads the config each time: retention.days reloads
-        purge_expired(store, svc.config.retention.days, clock())
+        try:
+            purge_expired(store, svc.config.retention.days, clock())
+        except StorageError as exc:  # Redis unreachable: the next scheduled purge catches up
+            log.error("cannot purge expired history", extra={"error": exc.message})
 
     purge()
+    if config.redis:
+        _follow_replicas(svc)
     if start_background:
         svc.scheduler = Scheduler(monitor, clock)
         svc.scheduler.start()
-        svc.scheduler.every(1.0, svc.maintenance.sync, "maintenance-sync")  # other replicas
+        svc.scheduler.every(1.0, sync_windows, "maintenance-sync")  # other replicas
         # keep the scraped bodies warm so a scrape renders only the last second's changes
         svc.scheduler.every(0.25, lambda: svc.exposition.prepare(clock()), "metrics-prepare")
-        assert svc.persistence is not None
-        svc.scheduler.every(config.snapshot.interval, svc.persistence.tick, "snapshot")
+        if svc.persistence is not None:
+            svc.scheduler.every(config.snapshot.interval, svc.persistence.tick, "snapshot")
+        else:  # behind the change stream's callbacks: cheap when nothing changed
+            svc.scheduler.every(1.0, lambda: monitor.sync(clock()), "store-sync")
         svc.scheduler.every(PURGE_EVERY, purge, "retention")
         if config.watch.enabled:
             _start_watcher(svc)
     if source is not None:
         _start_config_reloader(svc, app, source, start_background=start_background)
     return app
+
+
+def _follow_replicas(svc: Services) -> None:
+    """Redis: take in what other replicas record as the change stream brings it (within
+    a second), wake the deadline scheduler for it, and export the store's reachability."""
+    from cronmetrics.storage.redisstore import RedisStore
+
+    store = svc.store
+    assert isinstance(store, RedisStore)
+    monitor, clock = svc.monitor, svc.clock
+
+    def changed() -> None:
+        if monitor.sync(clock()) and svc.scheduler is not None:
+            svc.scheduler.poke()
+
+    store.mirror.subscribe(changed)
+    changed()  # what arrived between the first reload and now
+    svc.metrics.store_up.set_function(lambda: 1.0 if store.health().ok else 0.0)
 
 
 def _start_config_reloader(

@@ -45,8 +45,14 @@ def check_can_start(config: Config, *, workers: int = 1) -> None:
             raise ConfigError(
                 f"store_password_file {config.store_password_file} cannot be read: {exc}"
             ) from None
-    if config.redis:  # until the Redis engine lands: never silently keep state in memory
-        raise ConfigError("store: the Redis engine is not available in this build yet")
+    if config.redis:
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "store: redis://... needs the Redis client library: "
+                "pip install 'cronmetrics[redis]'"
+            ) from None
     check_auth(config)
     if config.tls is not None:
         for what, path in (("certificate", config.tls.cert), ("key", config.tls.key)):

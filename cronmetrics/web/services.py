@@ -162,6 +162,8 @@ class Services:
             stops.append(self.watcher.stop)
         if self.persistence is not None:
             stops.append(self.persistence.stop)
+        else:
+            stops.append(self.store.close)
         for stop in stops:
             try:
                 stop()
