@@ -75,6 +75,7 @@ def _number(value: object) -> bool:
 
 _NUMBERS = frozenset({int, float})
 _TEXT = frozenset({str, type(None)})
+_INTEGER = frozenset({int, type(None)})
 
 
 def check_result(result: Result) -> None:
@@ -129,6 +130,13 @@ def _check_thoroughly(result: Result) -> None:
         isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
     ):
         raise ValueError(f"labels {labels!r} are not a mapping of strings")
+
+
+def _shared(values: Sequence[Any]) -> list[Any]:
+    """``values`` with equal ones as one object (rows read from a database are each a
+    new string)."""
+    seen: dict[Any, Any] = {}
+    return [seen.setdefault(v, v) for v in values]
 
 
 class History(Sequence[Result]):
@@ -198,13 +206,14 @@ class History(Sequence[Result]):
             history.duration = array("d", [NAN if d is None else d for d in duration])
         except TypeError as exc:
             raise ValueError(f"{job_id}: a time is not a number ({exc})") from None
-        history.host, history.exit_code = list(host), list(exit_code)
-        history.run_id, history.output = list(run_id), list(output)
+        # equal values share one object, as appended ones do (one host string per job)
+        history.host, history.exit_code = _shared(host), list(exit_code)
+        history.run_id, history.output = list(run_id), _shared(output)
         history.labels = [None if t is None else json.loads(t) for t in labels]
-        for name in ("host", "run_id", "output"):
-            if any(v is not None and type(v) is not str for v in getattr(history, name)):
+        for name in ("host", "run_id", "output"):  # set(map(type)): C speed at start
+            if not set(map(type, getattr(history, name))) <= _TEXT:
                 raise ValueError(f"{job_id}: {name} holds a value that is not text")
-        if any(v is not None and type(v) is not int for v in history.exit_code):
+        if not set(map(type, history.exit_code)) <= _INTEGER:
             raise ValueError(f"{job_id}: exit_code holds a value that is not an integer")
         if maxlen is not None and len(history) > maxlen:
             history._drop_oldest(len(history) - maxlen)
