@@ -30,6 +30,12 @@ def promtool() -> str:
 
 
 @pytest.fixture(scope="session")
+def amtool() -> str:
+    """Alertmanager's config checker (Debian: prometheus-alertmanager)."""
+    return required_tool("amtool")
+
+
+@pytest.fixture(scope="session")
 def design_metric_names() -> frozenset[str]:
     """The metric names of DESIGN.md section 6, from tests/data/metric_names.txt."""
     lines = (TESTS_DIR / "data" / "metric_names.txt").read_text().splitlines()

@@ -299,7 +299,7 @@ def test_result_submit_records_the_result(online: tuple[str, Path]) -> None:
     run = on(
         online,
         ["result", "submit", "--job", "logrotate@web1", "--status", "failure",
-         "--duration", "27", "--exit-code", "3", "--output", "-"],
+         "--duration", "27", "--exit-code", "3", "--output-file", "-"],
         input="disk full\n",
     )  # fmt: skip
     assert run.code == 0, run.err
@@ -317,7 +317,7 @@ def test_result_submit_with_output_limit_zero_sends_empty_output(
     run = on(
         online,
         ["result", "submit", "--job", "logrotate@web1", "--status", "success",
-         "--output", str(log), "--output-limit", "0"],
+         "--output-file", str(log), "--output-limit", "0"],
     )  # fmt: skip
     assert run.code == 0, run.err
     job = json.loads(on(online, ["job", "get", "logrotate@web1", "-o", "json"]).out)
@@ -395,7 +395,7 @@ def test_result_list_shows_the_newest_results_with_their_output(
         run = on(
             online,
             ["result", "submit", "--job", "logrotate@web1", "--status", status,
-             "--exit-code", str(i), "--duration", "2.5", "--output", "-", "-q"],
+             "--exit-code", str(i), "--duration", "2.5", "--output-file", "-", "-q"],
             input=f"rotating\nstep {i} done\n",
         )  # fmt: skip
         assert run.code == 0, run.err

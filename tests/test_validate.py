@@ -243,7 +243,7 @@ def test_many_problems_in_many_files_are_all_reported_in_one_run(tmp_path: Path)
         f"{b}:1:1: file is empty",
         f"{c}:2:1: YAML: did not find expected node content (while parsing a flow node)",
     ]
-    assert "4 files, 1 jobs, 6 problems in 3 files" in result.stderr
+    assert "4 files, 1 job, 6 problems in 3 files" in result.stderr
 
 
 def test_json_format_lists_every_problem_with_its_location(tmp_path: Path) -> None:
@@ -303,7 +303,7 @@ def test_dot_files_and_dot_directories_are_ignored(tmp_path: Path) -> None:
     write(tmp_path, "notes.txt", "broken: [")
     result = run(tmp_path)
     assert result.exit_code == 0, result.output
-    assert "1 files, 1 jobs" in result.stderr
+    assert "1 file, 1 job" in result.stderr
 
 
 def test_symlinked_file_and_symlinked_directory_are_followed(tmp_path: Path) -> None:
@@ -379,7 +379,7 @@ def test_installed_console_script_reports_problems_and_exit_code(tmp_path: Path)
         f"{path}:2:1: unknown key 'automatic_failure_treshold' "
         "(did you mean 'automatic_failure_threshold'?)\n"
     )
-    assert proc.stderr == "1 files, 0 jobs, 1 problems in 1 files\n"
+    assert proc.stderr == "1 file, 0 jobs, 1 problem in 1 file\n"
 
 
 def test_server_reloads_never_fork_a_process_pool(

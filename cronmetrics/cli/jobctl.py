@@ -17,6 +17,7 @@ from cronmetrics.cli.connect import client_options, split_job_id
 from cronmetrics.cli.jobsource import LIFECYCLES, JobSource, job_source_options
 from cronmetrics.cli.output import (
     FORMATS,
+    HelpGroup,
     age,
     cell,
     emit,
@@ -101,7 +102,7 @@ def _show(job: Mapping[str, Any], fmt: str, message: str | None = None) -> None:
 # -- job commands --------------------------------------------------------------------------
 
 
-@click.group("job")
+@click.group("job", cls=HelpGroup)
 def job_group() -> None:
     """Manage job definitions: online (--url) or in a jobs dir (--jobs-dir).
 
@@ -249,7 +250,7 @@ def job_add(source: JobSource, fmt: str, name: str, host: str | None, **opts: An
 @_definition_options
 @click.option("--remove-label", "remove_labels", multiple=True, metavar="KEY")
 def job_update(source: JobSource, fmt: str, job_id: str, **opts: Any) -> None:
-    """Change a job; `none` removes an optional key (e.g. --max-runtime none)."""
+    """Change a job; `none` removes an optional key, as in --max-runtime none."""
     changes = _changes(opts, clearable=True)
     labels: dict[str, str | None] = dict(parse_labels(opts["labels"]))
     labels.update(dict.fromkeys(opts["remove_labels"]))  # None removes (merge semantics)
@@ -307,20 +308,28 @@ _lifecycle_command(
 )
 
 
+def _no_jobs_dir(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    if value is not None:
+        raise click.UsageError("job stats needs the server: use --url, not --jobs-dir")
+
+
 @job_group.command("stats")
-@job_source_options
+@client_options  # the server's history: no --jobs-dir (hidden, to say so)
+@click.option("--jobs-dir", hidden=True, expose_value=False, callback=_no_jobs_dir)
 @output_option
 @click.argument("job_id", metavar="ID")
-def job_stats(source: JobSource, fmt: str, job_id: str) -> None:
-    """Runs, success rates (24h / 7d), durations, intervals, last failure (online only)."""
-    stats = source.stats(job_id)
+def job_stats(settings: ClientSettings, fmt: str, job_id: str) -> None:
+    """Runs, success rates (24h / 7d), durations, intervals, last failure (from the server)."""
+    split_job_id(job_id)
+    with settings.client() as client:
+        stats = client.job_stats(job_id)
     emit(stats if isinstance(stats, dict) else {"stats": stats}, fmt)
 
 
 # -- result submit -------------------------------------------------------------------------
 
 
-@click.group("result")
+@click.group("result", cls=HelpGroup)
 def result_group() -> None:
     """Submit results by hand, or list the retained ones (what ran, what it printed)."""
 

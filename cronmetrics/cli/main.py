@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from cronmetrics import __version__
+from cronmetrics.cli.output import HelpGroup, plural
 from cronmetrics.config import Config, load_config
 from cronmetrics.errors import CronmetricsError, Problem
 
@@ -25,7 +26,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 PROGRESS_MIN_FILES = 200
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(cls=HelpGroup, context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="cronmetrics")
 def cli() -> None:
     """Cron-job monitoring exporter for Prometheus."""
@@ -139,8 +140,8 @@ def validate(paths: tuple[Path, ...], fmt: str, follow_external_symlinks: bool) 
         for problem in problems:
             click.echo(format_problem(problem, fmt))
         summary = (
-            f"{result.files} files, {len(result.jobs)} jobs, {len(problems)} problems"
-            f" in {len(result.invalid)} files"
+            f"{plural(result.files, 'file')}, {plural(len(result.jobs), 'job')}, "
+            f"{plural(len(problems), 'problem')} in {plural(len(result.invalid), 'file')}"
         )
         click.echo(summary, err=True)
     if problems:
@@ -152,18 +153,45 @@ def validate(paths: tuple[Path, ...], fmt: str, follow_external_symlinks: bool) 
 
 @cli.command()
 @config_options
-@click.option("--jobs-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option(
+    "--jobs-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Job definitions, watched and hot-reloaded [config jobs_dir; default ./jobs.d].",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="state.db and state.lock, one server each [config state_dir; the default: "
+    "`cronmetrics config show`].",
+)
 @click.option("--bind", default=None, help="HOST:PORT to listen on (default 0.0.0.0:9479).")
-@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), default=None)
-@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="PEM certificate (chain) for HTTPS, with --tls-key [config tls.cert; default: HTTP].",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="PEM private key of --tls-cert [config tls.key].",
+)
 @click.option("--no-auth", is_flag=True, default=None, help="Run without authentication.")
 @click.option(
     "--store",
     default=None,
     help="embedded (default) or redis://[:password@]host:port/db (rediss:// for TLS).",
 )
-@click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 256),
+    default=8,
+    show_default=True,
+    help="Request threads per worker process.",
+)
 @click.option(
     "--workers",
     type=click.IntRange(1, 64),
@@ -206,7 +234,7 @@ def serve(
 # -- config --------------------------------------------------------------------------------
 
 
-@cli.group("config")
+@cli.group("config", cls=HelpGroup)
 def config_group() -> None:
     """Inspect the configuration."""
 
@@ -237,6 +265,12 @@ def config_show(
 # -- token ---------------------------------------------------------------------------------
 
 _SCOPES = click.Choice(["admin", "submit", "read", "metrics", "maintenance"])
+#: ``token new`` prints its entry indented for a paste under ``tokens:`` as the docs show it
+PASTE_HINT = """\
+# paste this entry under tokens: in the server config (a whole file: docs/configuration.md)
+# auth:
+#   tokens:"""
+ENTRY_INDENT = "    "
 
 
 def _token_entry(
@@ -267,10 +301,11 @@ def _token_entry(
         first = exc.errors()[0]
         hint = f"--{first['loc'][0]}" if first["loc"] else "--ping-key"
         raise click.BadParameter(str(first["msg"]), param_hint=hint) from None
-    return config_line(name, token, list(dict.fromkeys(scopes)), list(jobs), ping_key=ping_key)
+    entry = config_line(name, token, list(dict.fromkeys(scopes)), list(jobs), ping_key=ping_key)
+    return ENTRY_INDENT + entry
 
 
-@cli.group("token")
+@cli.group("token", cls=HelpGroup)
 def token_group() -> None:
     """Create API tokens; the server keeps only their SHA-256 hashes (docs/security.md)."""
 
@@ -292,14 +327,14 @@ def token_new(
     line = _token_entry(token, scopes, jobs, name, ping_key=ping_key)
     click.echo("# the token, shown only now: give it to the client (CRONMETRICS_TOKEN)")
     click.echo(token)
-    click.echo("# add this line under auth.tokens in the server config:")
+    click.echo(PASTE_HINT)
     click.echo(line)
 
 
 @token_group.command("hash")
 @click.option("--scope", "scopes", type=_SCOPES, multiple=True, help="Print a config line.")
-@click.option("--job", "jobs", multiple=True, metavar="GLOB")
-@click.option("--name", default=None)
+@click.option("--job", "jobs", multiple=True, metavar="GLOB", help="Limit to job ids (repeatable).")
+@click.option("--name", default=None, help="Shown in logs (default: SCOPE-<hash prefix>).")
 def token_hash(scopes: tuple[str, ...], jobs: tuple[str, ...], name: str | None) -> None:
     """Read a token on stdin; print its SHA-256 (or, with --scope, its config line)."""
     from cronmetrics.web.auth import hash_token
@@ -339,6 +374,7 @@ def client_bundle(path: Path) -> None:
 # -- client commands: job, result, run, ingest (cronmetrics/jobctl.py, runner.py, ingest.py)
 
 from cronmetrics.cli.connect import light_command  # noqa: E402
+from cronmetrics.cli.diff import diff_cmd  # noqa: E402
 from cronmetrics.cli.jobctl import job_group, result_group  # noqa: E402
 from cronmetrics.cli.maintenance import maintenance_group  # noqa: E402
 from cronmetrics.cli.storage import backup_cmd, purge_cmd  # noqa: E402
@@ -366,6 +402,7 @@ result_group.add_command(
 cli.add_command(purge_cmd)
 cli.add_command(backup_cmd)
 cli.add_command(maintenance_group)
+cli.add_command(diff_cmd)
 cli.epilog = """\b
 Exit codes: 0 ok, 1 error (validation problems, server refused input),
 2 usage or configuration error, 3 server unavailable, 4 not found,

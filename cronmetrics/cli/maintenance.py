@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from cronmetrics.cli.connect import client_options
-from cronmetrics.cli.output import FORMATS, age, emit, parse_duration, render_table
+from cronmetrics.cli.output import FORMATS, HelpGroup, age, emit, parse_duration, render_table
 from cronmetrics.client.http import ClientSettings
 from cronmetrics.errors import ValidationError
 
@@ -139,7 +139,7 @@ def windows_table(windows: Sequence[Mapping[str, Any]]) -> str:
     return render_table(headers, rows, shrink_first=(7, 2))
 
 
-@click.group("maintenance")
+@click.group("maintenance", cls=HelpGroup)
 def maintenance_group() -> None:
     """Runtime maintenance windows: silence jobs by matcher until an end.
 

@@ -16,11 +16,13 @@ import click
 
 __all__ = [
     "FORMATS",
+    "HelpGroup",
     "age",
     "emit",
     "flatten",
     "parse_duration",
     "parse_labels",
+    "plural",
     "render_pairs",
     "render_table",
     "seconds_text",
@@ -31,6 +33,24 @@ FORMATS = ("table", "json", "yaml")
 ELLIPSIS = "…"
 MIN_COLUMN = 5
 GAP = "  "
+
+
+class HelpGroup(click.Group):
+    """A group whose command list shows each command's whole first sentence.
+
+    click cuts summaries to the width left of the names ("Show what the server..."); a
+    summary should be read, so it wraps onto the next lines instead.
+    """
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 def terminal_width() -> int:
@@ -166,6 +186,11 @@ def parse_labels(values: Sequence[str], *, what: str = "'--label'") -> dict[str,
     return out
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 file``, ``2 files``, ``0 problems``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def seconds_text(seconds: float | None) -> str:
     """A compact duration: ``45s``, ``10m``, ``1h30m``, ``2d``."""
     if seconds is None:
@@ -197,5 +222,16 @@ def age(value: Any, now: dt.datetime) -> str:
     if when is None:
         return "never" if value is None else str(value)
     delta = (when - now).total_seconds()
-    text = seconds_text(delta)
+    text = long_text(delta)
     return f"in {text}" if delta > 0 else f"{text} ago"
+
+
+def long_text(seconds: float) -> str:
+    """Like :func:`seconds_text`, with years and days past 30 days: ``45d``, ``1y 123d``."""
+    days = int(abs(seconds) // 86400)
+    if days < 30:
+        return seconds_text(seconds)
+    years, days = divmod(days, 365)
+    if not years:
+        return f"{days}d"
+    return f"{years}y {days}d" if days else f"{years}y"

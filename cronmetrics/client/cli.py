@@ -186,7 +186,11 @@ def build_parser(prog: str = "cronmetrics") -> argparse.ArgumentParser:
         "--duration", type=_bounded(float, 0, 10 * 366 * 86400, "--duration"), help="seconds"
     )
     submit.add_argument("--exit-code", type=int)
-    submit.add_argument("--output", metavar="FILE", help="log to attach (tail kept); - is stdin")
+    submit.add_argument(
+        "--output-file", metavar="FILE", help="log to attach (tail kept); - is stdin"
+    )
+    # the old spelling, kept working: -o/--output is an output format in every other command
+    submit.add_argument("--output", dest="old_output", help=argparse.SUPPRESS)
     submit.add_argument("--run-id", help="pairs a start with its finish")
     submit.add_argument("--timestamp", metavar="RFC3339", help="default: now")
     submit.add_argument("--label", action="append", default=[], metavar="K=V")
@@ -210,11 +214,22 @@ def build_parser(prog: str = "cronmetrics") -> argparse.ArgumentParser:
         "give up (exit 3) after this long unreachable (not -f)",
     )
     ingest.add_argument("-f", "--follow", action="store_true", help="keep reading (rotation ok)")
-    ingest.add_argument("--batch", type=_bounded(int, 1, 1000, "--batch"), default=500)
+    ingest.add_argument(
+        "--batch",
+        type=_bounded(int, 1, 1000, "--batch"),
+        default=500,
+        help="results per request (default 500)",
+    )
     ingest.add_argument(
         "--state", metavar="PATH", help="offset file [default: .FILE.cronmetrics-offset]"
     )
-    ingest.add_argument("--poll", type=_bounded(float, 0.05, 60, "--poll"), default=1.0)
+    ingest.add_argument(
+        "--poll",
+        type=_bounded(float, 0.05, 60, "--poll"),
+        default=1.0,
+        metavar="SECONDS",
+        help="with -f, how often to look for new lines (default 1)",
+    )
     return parser
 
 
@@ -291,15 +306,20 @@ def _submit(args: argparse.Namespace) -> int:
         "timestamp": args.timestamp,
     }
     result.update({k: v for k, v in optional.items() if v is not None})
-    if args.output is not None:
-        if args.output == "-":
+    if args.old_output is not None:
+        if args.output_file is not None:
+            raise UsageError("give --output-file only (--output is its old name)")
+        warn("--output FILE is deprecated: use --output-file FILE")
+        args.output_file = args.old_output
+    if args.output_file is not None:
+        if args.output_file == "-":
             result["output"] = read_tail(sys.stdin.buffer, args.output_limit)
         else:
             try:
-                with open(args.output, "rb") as handle:
+                with open(args.output_file, "rb") as handle:
                     result["output"] = read_tail(handle, args.output_limit)
             except OSError as exc:
-                raise UsageError(f"--output {args.output}: {exc.strerror or exc}") from None
+                raise UsageError(f"{args.output_file}: {exc.strerror or exc}") from None
     labels = _labels(args.label)
     if labels:
         result["labels"] = labels
@@ -351,6 +371,12 @@ def _ingest(args: argparse.Namespace) -> int:
         f"{file}: {stats.submitted} results submitted, {stats.rejected} lines skipped"
         f" (line {ingester.state.line}, byte {ingester.state.offset})"
     )
+    if stats.expired:
+        days = f"{stats.retention_days} days" if stats.retention_days else "retention.days"
+        warn(
+            f"{stats.expired} results are older than the server keeps history ({days}):"
+            " they count now but are purged at its next retention pass"
+        )
     return 1 if stats.rejected and not args.follow else 0
 
 

@@ -125,6 +125,9 @@ class Stats:
     submitted: int = 0
     rejected: int = 0
     rotations: int = 0
+    #: results the server said are older than its retention.days (purged soon)
+    expired: int = 0
+    retention_days: int | None = None
 
 
 class Ingester:
@@ -281,9 +284,12 @@ class Ingester:
         while True:
             try:
                 budget = self.retry_budget if not self.retry_forever else 60.0
-                self.client.request_retrying(
+                body = self.client.request_retrying(
                     "POST", "/api/job-result", json=payloads, budget=budget, cancel=self.stop
                 )
+                if isinstance(body, dict) and isinstance(body.get("older_than_retention"), int):
+                    self.stats.expired += body["older_than_retention"]
+                    self.stats.retention_days = body.get("retention_days")
                 return
             except ServerUnavailable as exc:
                 if not self.retry_forever or self.stop.is_set():

@@ -82,10 +82,23 @@ def job_result() -> Response:
         limit = svc.config.limits.max_batch
         results = json_body(_batch_adapter(limit))
         targets = _submit(results, batch=True)
-        return json_response({"accepted": len(targets), "jobs": targets})
+        return json_response(_accepted(results, targets))
     result = json_body(_ONE)
     targets = _submit([result], batch=False)
-    return json_response({"accepted": 1, "jobs": targets})
+    return json_response(_accepted([result], targets))
+
+
+def _accepted(results: list[ResultIn], targets: list[str]) -> dict[str, Any]:
+    """The answer; it says how many results are older than the history keeps (retention.days),
+    so a replay of old logs (``cronmetrics ingest``) can warn that they will be purged."""
+    svc = current()
+    body: dict[str, Any] = {"accepted": len(targets), "jobs": targets}
+    days = svc.config.retention.days
+    cutoff = svc.clock() - days * 86400
+    old = sum(1 for r in results if r.timestamp is not None and r.timestamp.timestamp() < cutoff)
+    if old:
+        body.update(older_than_retention=old, retention_days=days)
+    return body
 
 
 def _split_id(job_id: str) -> tuple[str, str | None]:
