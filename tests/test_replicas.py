@@ -273,3 +273,31 @@ def test_two_workers_on_redis_serve_one_state(redis: RedisServer, tmp_path: Path
                 assert http.post("/api/job-result", json=body).status_code == 200
         for _ in range(6):  # each scrape may reach either worker: all agree
             wait_for(lambda: metric(server, "cronjob_runs_total", "busy") == 40, "40 runs")
+
+
+def test_a_window_made_on_a_silences_the_job_on_b_and_ends_there_too(
+    pair: tuple[LiveServer, LiveServer],
+) -> None:
+    """Runtime maintenance is shared: one command against either replica silences the job
+    everywhere, and ending it early on the other replica brings it back everywhere."""
+    a, b = pair
+    made = httpx.post(
+        f"{a.url}/api/maintenance",
+        json={"matchers": ["job_name=nightly"], "duration": "2h", "comment": "disk swap"},
+        timeout=5,
+    )
+    assert made.status_code == 201, made.text
+    wid = made.json()["id"]
+    for server in (a, b):
+        wait_for(
+            lambda s=server: metric(s, "cronjob_status", "nightly") == -1,
+            "the window to silence the job on both replicas",
+        )
+    assert metric(b, "cronjob_status", "busy") == 1
+    ended = httpx.delete(f"{b.url}/api/maintenance/{wid}", timeout=5)
+    assert ended.status_code == 200, ended.text
+    for server in (a, b):
+        wait_for(
+            lambda s=server: metric(s, "cronjob_status", "nightly") == 1,
+            "the job to be back on both replicas",
+        )
