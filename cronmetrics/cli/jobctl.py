@@ -16,11 +16,11 @@ import click
 from cronmetrics.cli.connect import client_options, split_job_id
 from cronmetrics.cli.jobsource import LIFECYCLES, JobSource, job_source_options
 from cronmetrics.cli.output import (
-    FORMATS,
     HelpGroup,
     age,
     cell,
     emit,
+    output_option,
     parse_duration,
     parse_labels,
     render_table,
@@ -32,18 +32,6 @@ __all__ = ["job_group", "result_group"]
 
 #: Patch values that mean "remove this key" (``--threshold none``).
 CLEAR_WORDS = frozenset({"none", "null", "-"})
-
-
-def output_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "-o",
-        "--output",
-        "fmt",
-        type=click.Choice(FORMATS),
-        default="table",
-        show_default=True,
-        help="Output format.",
-    )(func)
 
 
 # -- rendering -----------------------------------------------------------------------------

@@ -20,7 +20,14 @@ from typing import Any
 import click
 
 from cronmetrics.cli.connect import client_options
-from cronmetrics.cli.output import FORMATS, HelpGroup, age, emit, parse_duration, render_table
+from cronmetrics.cli.output import (
+    HelpGroup,
+    age,
+    emit,
+    output_option,
+    parse_duration,
+    render_table,
+)
 from cronmetrics.client.http import ClientSettings
 from cronmetrics.errors import ValidationError
 
@@ -52,7 +59,7 @@ def _as_usage_errors() -> Iterator[None]:
 
 
 def _output_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
+    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.option(
             "--state-dir",
             type=click.Path(file_okay=False, path_type=Path),
@@ -66,15 +73,7 @@ def _output_options(func: Callable[..., Any]) -> Callable[..., Any]:
             default=None,
             help="Offline: take the state dir (and jobs dir) from this config file.",
         ),
-        click.option(
-            "-o",
-            "--output",
-            "fmt",
-            type=click.Choice(FORMATS),
-            default="table",
-            show_default=True,
-            help="Output format.",
-        ),
+        output_option,
     ]
     for option in reversed(options):
         func = option(func)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import click
@@ -20,6 +20,7 @@ __all__ = [
     "age",
     "emit",
     "flatten",
+    "output_option",
     "parse_duration",
     "parse_labels",
     "plural",
@@ -235,3 +236,17 @@ def long_text(seconds: float) -> str:
     if not years:
         return f"{days}d"
     return f"{years}y {days}d" if days else f"{years}y"
+
+
+def output_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``-o/--output table|json|yaml`` (into ``fmt``): one meaning of ``--output`` in every
+    command that prints data."""
+    return click.option(
+        "-o",
+        "--output",
+        "fmt",
+        type=click.Choice(FORMATS),
+        default="table",
+        show_default=True,
+        help="Output format.",
+    )(func)
