@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -112,6 +114,22 @@ class FakeClock:
 @pytest.fixture
 def fake_clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def package_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """``caplog`` that sees the ``cronmetrics`` logger, which does not propagate.
+
+    The app installs its own handler and turns propagation off (no line printed twice
+    under gunicorn), so the root handler ``caplog`` uses sees nothing on every pytest
+    version; this hangs it on the package logger itself.
+    """
+    package = logging.getLogger("cronmetrics")
+    package.addHandler(caplog.handler)
+    try:
+        yield caplog
+    finally:
+        package.removeHandler(caplog.handler)
 
 
 @pytest.fixture

@@ -131,14 +131,14 @@ def test_the_log_level_changes_on_reload(live: Callable[..., Live]) -> None:
 
 
 def test_an_invalid_file_keeps_the_running_config_and_says_where(
-    live: Callable[..., Live], caplog: pytest.LogCaptureFixture
+    live: Callable[..., Live], package_log: pytest.LogCaptureFixture
 ) -> None:
     run = live()
     bad = config_text(NEW, extra="limits: {max_body_bytes: 10}\nretention: {dayz: 3}\n")
-    with caplog.at_level(logging.ERROR, logger="cronmetrics"):
+    with package_log.at_level(logging.ERROR, logger="cronmetrics"):
         outcome = run.rewrite(bad)
     assert not outcome.ok and len(outcome.problems) == 2
-    lines = [r.getMessage() for r in caplog.records if "invalid config" in r.getMessage()]
+    lines = [r.getMessage() for r in package_log.records if "invalid config" in r.getMessage()]
     assert len(lines) == 2  # every problem, each with file:line
     assert any(f"{run.path}:4:" in line and "max_body_bytes" in line for line in lines)
     assert any(f"{run.path}:5:" in line and "dayz" in line for line in lines)
@@ -175,16 +175,16 @@ def test_removing_every_token_is_refused_not_an_open_server(live: Callable[..., 
 
 
 def test_keys_that_need_a_restart_are_refused_by_name_and_the_rest_applies(
-    live: Callable[..., Live], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    live: Callable[..., Live], tmp_path: Path, package_log: pytest.LogCaptureFixture
 ) -> None:
     run = live()
     extra = "bind: 127.0.0.1:1\nsnapshot: {interval: 5}\n"
-    with caplog.at_level(logging.WARNING, logger="cronmetrics"):
+    with package_log.at_level(logging.WARNING, logger="cronmetrics"):
         outcome = run.rewrite(config_text(NEW, extra=extra))
     assert outcome.ok
     assert outcome.changed == ("auth",)
     assert outcome.restart_required == ("bind", "snapshot")
-    refused = [r.getMessage() for r in caplog.records if "needs a restart" in r.getMessage()]
+    refused = [r.getMessage() for r in package_log.records if "needs a restart" in r.getMessage()]
     assert len(refused) == 2
     assert refused[0].startswith("config key 'bind' changed in")
     assert "0.0.0.0:9479" in refused[0]
