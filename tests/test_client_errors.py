@@ -176,7 +176,7 @@ CASES: dict[str, tuple[str, list[str], str, int]] = {
     "unverified": ("tls", [], "certificate not trusted", 3),
     "no-token": ("plain", ["--token", ""], "--token (or CRONMETRICS_TOKEN", 6),
     "wrong-token": ("plain", ["--token", "cm_wrong"], "unknown token: pass a valid token", 6),
-    "unknown-job": ("plain", ["--job", "logrotate@web9"], "'logrotate' is defined as", 4),
+    "unknown-job": ("plain", ["--job", "logrotate@web9"], "did you mean 'logrotate@web1'?", 4),
     "typo-job": ("plain", ["--job", "logrotat@web1"], "did you mean 'logrotate@web1'?", 4),
 }
 
