@@ -65,7 +65,7 @@ def test_without_a_running_run_or_with_another_run_id_nothing_is_kept(store: Sto
     with pytest.raises(Conflict, match="no run of 'backup' is running"):
         append(store, "never started")
     store.record([result("start", T0, run_id="r1")], T0)
-    with pytest.raises(Conflict, match="run 'r9' of 'backup' is not running.*'r1'"):
+    with pytest.raises(Conflict, match=r"run 'r9' of 'backup' is not running.*'r1'"):
         append(store, "wrong run", run_id="r9")
     assert store.run_output(JOB) is None
 
