@@ -147,7 +147,9 @@ def test_connections_are_limited_per_client_address(strict: LiveServer) -> None:
     held = [connect(strict) for _ in range(5)]
     try:
         with connect(strict) as sixth:
-            assert read_all(sixth).startswith(b"HTTP/1.1 429 ")
+            refused = read_all(sixth)
+            assert refused.startswith(b"HTTP/1.1 429 ")
+            assert b"\r\nRetry-After: 1\r\n" in refused  # clients back off, then retry
         with connect(strict, source="127.0.0.2") as other:  # another client is not limited
             other.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             assert read_all(other).startswith(b"HTTP/1.1 200 ")

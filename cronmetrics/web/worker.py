@@ -42,7 +42,8 @@ _READ = 65_536
 LINGER = 2.0
 _REFUSED_LIMIT = (
     b"HTTP/1.1 429 Too Many Requests\r\nConnection: close\r\nContent-Type: text/plain\r\n"
-    b"Content-Length: 52\r\n\r\ntoo many open connections from this address, retry\r\n"
+    b"Retry-After: 1\r\nContent-Length: 52\r\n\r\n"
+    b"too many open connections from this address, retry\r\n"
 )
 _TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 _TOO_LARGE = (
