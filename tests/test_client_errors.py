@@ -405,24 +405,23 @@ def raw_server(answer: bytes, family: int = socket.AF_INET) -> Iterator[tuple[st
         thread.join(5)
 
 
-def test_an_answer_cut_short_of_its_content_length_is_a_broken_answer() -> None:
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{}", "answer cut short: 2 of 100 bytes"),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+            "bad chunk size",
+        ),
+    ],
+    ids=["short-content-length", "bad-chunk-size"],
+)
+def test_a_broken_answer_is_one_line_not_a_short_body(answer: bytes, message: str) -> None:
     from cronmetrics.client.http import Client
 
-    short = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{}"
-    with (
-        raw_server(short) as (url, _),
-        pytest.raises(errors.ServerUnavailable, match="answer cut short: 2 of 100 bytes"),
-    ):
-        Client(url).request("GET", "/api/job")
-
-
-def test_a_bad_chunk_size_is_a_broken_answer_not_a_traceback() -> None:
-    from cronmetrics.client.http import Client
-
-    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"
     with (
         raw_server(answer) as (url, _),
-        pytest.raises(errors.ServerUnavailable, match="bad chunk size"),
+        pytest.raises(errors.ServerUnavailable, match=message),
     ):
         Client(url).request("GET", "/api/job")
 
