@@ -7,15 +7,25 @@ integrity_check``) with standard tools. The schema (version in ``PRAGMA user_ver
 
     results(id INTEGER PRIMARY KEY, job_id, status, timestamp, received, duration,
             exit_code, run_id, host, output, labels)   -- one row per result, arrival order
-    results_by_job ON results(job_id)                  -- (job_id, id): a job's newest rows
-    states(job_id PRIMARY KEY, first_seen, active_since, last_..., runs_total, ...)
+    states(job_id PRIMARY KEY, first_seen, active_since, last_..., runs_total, ...,
+           results_upto)                               -- current up to result results_upto
     definitions(job_id PRIMARY KEY, definition JSON, updated)  -- last good definitions
     records(kind, key, value JSON, updated, PRIMARY KEY (kind, key))  -- runtime records
+    history_cache(job_id PRIMARY KEY, results_upto, ids, history)  -- at clean shutdown
+
+Writes are shaped so that one interval's write touches few pages: result ids only grow
+(the store assigns them), so new rows fill the last pages of ``results``, which has no
+per-job index; a state row may be older than the results (the store writes it in a slice
+of neighbouring rows, see :class:`~cronmetrics.storage.store.EmbeddedStore`) and loading
+applies the results after its ``results_upto`` again; rows are deleted by id, the oldest
+together. :meth:`Database.load` reads the ``history_cache`` of the last clean shutdown
+(one row per job) and only the results after it; a damaged cache is read around.
 
 Every write is one transaction (:meth:`Database.write`): a failure (full disk, EIO)
 rolls all of it back, so a batch is on disk whole or not at all. ``secure_delete`` is on
 and a purge ends with a truncating WAL checkpoint: deleted output is overwritten in the
-database file and gone from the WAL before the purge answers.
+database file and gone from the WAL before the purge answers; a purge also deletes the
+cached histories of the jobs it touches.
 
 Only one thread uses a :class:`Database` at a time (the store's writer lock); the
 connection is opened with ``check_same_thread=False`` for that reason.

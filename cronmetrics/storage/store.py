@@ -8,8 +8,14 @@ for what every call guarantees). Reads are served from memory: one
 
 - ``durable=False`` (``snapshot.journal: false``): :meth:`EmbeddedStore.record` changes
   memory and queues the rows; :meth:`EmbeddedStore.flush` (every ``snapshot.interval``)
-  writes the queued rows and the changed states in one transaction. A crash loses at most
+  writes the queued rows and the states to write in one transaction. A crash loses at most
   the results since the last flush; a failed flush keeps the queue for the next one.
+
+Which states a write carries: new ones and those changed otherwise than by a result at
+once; those changed only by results a slice at a time (loading applies the results after
+a state row again, with :func:`~cronmetrics.storage.transitions.advance`). Rows beyond a
+job's history are deleted oldest first (:meth:`EmbeddedStore._trims`). :meth:`close`
+writes everything, then the history cache the next start reads.
 - ``durable=True`` (``snapshot.journal: true``): :meth:`~EmbeddedStore.record` returns
   once its results are committed. Concurrent calls share a commit (group commit): each
   call queues its batch; whoever takes the writer lock first commits every queued batch
