@@ -12,7 +12,7 @@ import dataclasses
 from cronmetrics.storage.history import Result
 from cronmetrics.storage.interface import JobState
 
-__all__ = ["advance", "apply_result", "attached"]
+__all__ = ["advance", "apply_result", "attached", "ends_run"]
 
 
 def apply_result(state: JobState, result: Result) -> tuple[JobState, bool]:
@@ -67,3 +67,13 @@ def advance(state: JobState, result: Result) -> JobState:
     if state.detached_since is not None:
         state = attached(state)
     return apply_result(state, result)[0]
+
+
+def ends_run(state: JobState, result: Result) -> bool:
+    """Whether ``result`` finishes the run ``state`` has running, as :func:`apply_result`
+    pairs them (the run's logged output then goes with it)."""
+    if result.status == "start" or not state.running:
+        return False
+    if state.last_report is not None and result.timestamp < state.last_report:
+        return False
+    return result.run_id is None or state.run_id is None or result.run_id == state.run_id
