@@ -406,15 +406,37 @@ class Monitor:
     # -- history and durability ----------------------------------------------------------
 
     def purge_history(self, before: float, job_id: str | None = None) -> int:
-        """Drop history entries stamped before ``before`` (all jobs, or one); count them.
-        Durable when it returns (the store's guarantee)."""
-        if job_id is not None and self.store.state(job_id) is None:
-            raise NotFound(f"job {job_id!r} not found")
-        removed = self.store.purge(before, None if job_id is None else [job_id])
+        """Drop history entries stamped before ``before`` (all jobs, or one, see
+        :meth:`purge_job`); count them. Durable when it returns (the store's guarantee)."""
+        if job_id is not None:
+            return self.purge_job(before, job_id)[0]
+        removed = self.store.purge(before)
         if removed:
             with self.lock:
                 self.version += 1
         return removed
+
+    def purge_job(self, before: float, job_id: str) -> tuple[int, bool]:
+        """Purge one job's history; return (results removed, whether the job was dropped).
+
+        A detached job (its file is gone; the store keeps it only so that a file that
+        blinks gets its history back) is dropped whole, state and counters included: an
+        operator who purges a job nobody defines wants it gone, and the offline
+        ``cronmetrics purge --job`` does the same."""
+        state = self.store.state(job_id)
+        if state is None:
+            raise NotFound(f"job {job_id!r} not found")
+        removed = self.store.purge(before, [job_id])
+        dropped = False
+        if state.detached_since is not None:
+            with self.lock:
+                gone = job_id not in self.definitions  # not defined again meanwhile
+            if gone and (now := self.store.state(job_id)) is not None and now.detached_since:
+                dropped = self.store.drop(job_id)
+        if removed or dropped:
+            with self.lock:
+                self.version += 1
+        return removed, dropped
 
     def purge_jobs(self, before: float, job_ids: Iterable[str]) -> int:
         """:meth:`purge_history` of several jobs at once (one durable purge)."""
@@ -446,7 +468,13 @@ class Monitor:
 
     def sync(self, now: float) -> list[str]:
         """Take in the store's changes made elsewhere (another replica); return the ids
-        re-evaluated. Cheap when nothing changed."""
+        re-evaluated. Cheap when nothing changed.
+
+        Only a store shared with other processes needs it: with Redis, ``create_app``
+        calls it on every batch of the change stream and once a second. The embedded
+        engine lives in this process (the state dir's lock keeps every other one out)
+        and every change of a served job's state goes through this monitor (retention
+        only drops jobs nobody serves), so nothing schedules a sync for it."""
         ids, cursor = self.store.changes(self._cursor)
         with self.lock:
             wanted = [j for j in ids if j in self.definitions]

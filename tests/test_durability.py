@@ -203,3 +203,39 @@ def test_cli_purge_online(jobs: Path, tmp_path: Path) -> None:
         out = runner.invoke(cli, ["purge", "--url", server.url, "--before", "1d"])
         assert out.exit_code == 0, out.output
         assert "removed 0 results" in out.output
+
+
+def test_cli_purge_online_of_a_job_whose_file_is_gone_drops_its_state_too(
+    jobs: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    env = {"CRONMETRICS_WATCH__DEBOUNCE": "0.05", "CRONMETRICS_SNAPSHOT__JOURNAL": "true"}
+    with (
+        live_server(jobs, state, env=env) as server,
+        httpx.Client(base_url=server.url, timeout=10) as http,
+    ):
+        for i in range(2):
+            submit(http, {"job_name": "job0", "status": "failure", "run_id": f"r{i}"})
+        text = (jobs / "job0.yaml").read_text()
+        (jobs / "job0.yaml").unlink()
+        wait_for(lambda: http.get("/api/job/job0").status_code == 404, "job0 to detach")
+        out = CliRunner().invoke(
+            cli, ["purge", "--url", server.url, "--before", "all", "--job", "job0"]
+        )
+        assert out.exit_code == 0, out.output
+        assert "removed 2 results of job0" in out.output
+        assert "dropped job0" in out.output
+        with sqlite3.connect(f"file:{state / 'state.db'}?mode=ro", uri=True) as db:
+            rows = db.execute("SELECT count(*) FROM states WHERE job_id = 'job0'").fetchone()
+        assert rows == (0,)
+        # the file coming back is a new job: no counters, no history
+        (jobs / "job0.yaml").write_text(text)
+        wait_for(lambda: http.get("/api/job/job0").status_code == 200, "job0 to return")
+        again = http.get("/api/job/job0").json()["state"]
+        assert (again["runs_total"], again["failures_total"]) == (0, 0)
+        assert stored_run_ids(server.url, "job0") == []
+        # a defined job keeps its state: a purge by id is only history there
+        submit(http, {"job_name": "job1", "status": "success", "run_id": "k"})
+        answer = http.delete("/api/job/job1/results")
+        assert answer.json()["dropped"] is False
+        assert http.get("/api/job/job1").json()["state"]["runs_total"] == 1

@@ -304,12 +304,18 @@ def test_delete_job_results_before_a_date(client: FlaskClient) -> None:
         "job_id": "backup",
         "before": rfc3339(T0 - 2 * DAY),
         "removed": 1,
+        "dropped": False,
     }
     response = client.delete("/api/job/backup/results?before=36h")
     assert response.get_json()["removed"] == 1
     assert run_ids(client, "/api/job/backup/results") == ["2"]
     response = client.delete("/api/job/backup/results")  # no before: everything
-    assert response.get_json() == {"job_id": "backup", "before": None, "removed": 1}
+    assert response.get_json() == {
+        "job_id": "backup",
+        "before": None,
+        "removed": 1,
+        "dropped": False,
+    }
     assert client.get("/api/job/backup").get_json()["state"]["runs_total"] == 3
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -161,6 +163,37 @@ def test_an_unknown_cursor_lists_every_job() -> None:
     store.ensure("a", T0)
     store.ensure("b", T0)
     assert sorted(store.changes("from-another-process.7")[0]) == ["a", "b"]
+
+
+def test_a_cursor_from_another_process_gets_every_id_never_too_few() -> None:
+    """What a second process sees: its cursor (even one that happens to count further
+    than ours) is not ours, so it gets every id this store knows."""
+    code = (
+        "from cronmetrics.storage.store import EmbeddedStore\n"
+        "s = EmbeddedStore()\n"
+        "for i in range(500): s.ensure(f'j{i}', 0.0)\n"
+        "print(s.changes('')[1])\n"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    store = EmbeddedStore()
+    store.ensure("a", T0)
+    store.ensure("b", T0)
+    _, ours = store.changes("")
+    assert other != ours
+    assert sorted(store.changes(other)[0]) == ["a", "b"]
+    assert store.changes(ours)[0] == []
+
+
+def test_a_foreign_cursor_lists_the_jobs_dropped_since_the_store_started() -> None:
+    store = EmbeddedStore()
+    store.ensure("a", T0)
+    store.ensure("gone", T0)
+    assert store.drop("gone")
+    ids, _ = store.changes("cursor-of-another-process")
+    assert sorted(ids) == ["a", "gone"]
+    assert store.state("gone") is None
 
 
 def test_runtime_records_round_trip_in_key_order() -> None:

@@ -78,7 +78,7 @@ def purge_cmd(
 
         config = load_config(config_path, state_dir=state_dir)
         max_results = config.retention.max_results_per_job
-        removed = purge_offline(config.state_dir, max_results, cutoff, job_id, now)
+        removed, dropped = purge_offline(config.state_dir, max_results, cutoff, job_id, now)
     else:
         with settings.client() as client:
             if job_id is not None:
@@ -86,9 +86,11 @@ def purge_cmd(
                 body = client.request("DELETE", path, params={"before": before})
             else:
                 body = client.request("DELETE", "/api/job-result", params={"before": before})
-        removed = int(body["removed"])
+        removed, dropped = int(body["removed"]), bool(body.get("dropped"))
     where = f" of {job_id}" if job_id else ""
     click.echo(f"removed {removed} results{where}")
+    if dropped:
+        click.echo(f"dropped {job_id} (its file is gone): state and counters too")
 
 
 @click.command("backup")

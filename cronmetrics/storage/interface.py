@@ -42,11 +42,18 @@ Guarantees of every engine
   :class:`JobState` values of the same job, the higher version is the newer. A caller
   that receives states from concurrent calls keeps the newest by that number.
 - **changes(cursor)** returns the ids whose state, history or existence changed after
-  ``cursor`` and a new cursor to pass next time. Cursors are opaque strings that stay
-  valid across processes and restarts of the caller (``""`` means "from the start": every
-  id). An engine that cannot answer precisely (a cursor older than what it remembers)
-  returns every id it holds: over-reporting is allowed, missing a change is not. A
-  dropped job is listed (its :meth:`Store.state` is then ``None``).
+  ``cursor`` and a new cursor to pass next time. A cursor is an opaque string, precise
+  for the engine instance that issued it (one store object in one process: the
+  embedded engine, or one replica's copy of Redis). Any other cursor (``""``, or one from
+  another process, another replica, an earlier run) is answered with every id this
+  instance knows: the ones it holds and the ones dropped since it started. Over-reporting
+  is allowed, missing a change is not; a dropped job is listed (its :meth:`Store.state`
+  is then ``None``). So a second process that passes its cursor to another process's
+  store learns *everything*, never too little, except jobs dropped before that store
+  started, which it cannot know of: a caller resuming with a foreign cursor compares
+  what it holds with :meth:`Store.ids`. Within one process a cursor is never mistaken
+  for another instance's (a random epoch per instance, not a pid or an address that
+  a restart or the allocator can reuse).
 - **Reading** (:meth:`~Store.state`, :meth:`~Store.history`, :meth:`~Store.recent`,
   :meth:`~Store.ids`) returns copies: what a caller gets never changes under it.
   ``history`` and ``recent`` are newest first (by the result's own timestamp, then by

@@ -74,10 +74,10 @@ def purge_expired(store: Store, days: int, now: float) -> int:
 
 def purge_offline(
     state_dir: Path, max_results_per_job: int, before: float, job_id: str | None, now: float
-) -> int:
+) -> tuple[int, bool]:
     """Purge ``state.db`` in ``state_dir`` of a stopped server (``--job``: that job only;
-    a job whose definition is gone is dropped whole); :class:`Conflict` when a server
-    holds the state dir."""
+    a job whose definition is gone is dropped whole); return (results removed, whether
+    the job was dropped); :class:`Conflict` when a server holds the state dir."""
     from cronmetrics.storage.persistence import open_store
     from cronmetrics.storage.statedir import claim_state_dir
 
@@ -98,14 +98,14 @@ def purge_offline(
             )
         try:
             if job_id is None:
-                return store.purge(before)
+                return store.purge(before), False
             state = store.state(job_id)
             if state is None:
                 raise StorageError(f"no job {job_id!r} in {state_dir}")
             removed = store.purge(before, [job_id])
             if state.detached_since is not None:
-                store.drop(job_id)
-            return removed
+                return removed, store.drop(job_id)
+            return removed, False
         finally:
             store.close()
     finally:

@@ -26,8 +26,8 @@ Without a database (``database=None``: tests, tools) the engine is the same, in 
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,7 +85,9 @@ class EmbeddedStore:
         self._histories: dict[str, History] = {}
         self._definitions: dict[str, dict[str, Any]] = {}
         self._records: dict[tuple[str, str], RuntimeRecord] = {}
-        #: change cursor: id -> sequence number of its last change, oldest first
+        #: change cursor: id -> sequence number of its last change, oldest first; the
+        #: epoch tells this instance's cursors from any other's
+        self._epoch = f"{uuid.uuid4().hex[:16]}."
         self._seq = 0
         self._changed: dict[str, int] = {}
         #: not yet written: results (arrival order) and the ids whose state changed
@@ -335,9 +337,12 @@ class EmbeddedStore:
         return newest(histories, limit)
 
     def changes(self, cursor: str) -> tuple[list[str], str]:
-        """Cursors are this process's sequence numbers prefixed with the engine's start
-        (pid and id), so a cursor from another engine instance means "everything"."""
-        prefix = f"{os.getpid()}.{id(self)}."
+        """Cursors are ``"<epoch>.<n>"``: ``n`` counts this instance's changes and the
+        epoch is random per instance, so a cursor of another instance (another process,
+        a restart, another store object that happens to reuse this one's memory or pid)
+        never passes for one of ours: it gets every id this instance knows, dropped ones
+        included (see the interface's "changes")."""
+        prefix = self._epoch
         with self._lock:
             new = f"{prefix}{self._seq}"
             if not cursor.startswith(prefix):

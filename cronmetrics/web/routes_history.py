@@ -9,7 +9,8 @@
 
 "Newest" means by the result's own timestamp (when the run happened), not by arrival.
 Times are RFC 3339 UTC strings. Counters and the current state are never purged, only
-history: ``cronjob_runs_total`` stays monotonic for Prometheus.
+history: ``cronjob_runs_total`` stays monotonic for Prometheus. The exception is a job
+whose file is gone (detached): purging it by id drops it whole (``"dropped": true``).
 """
 
 from __future__ import annotations
@@ -102,25 +103,31 @@ def stats(job_id: str) -> Response:
     return json_response(job_stats(job_id, history, svc.clock(), view.state))
 
 
-def _purged(job_id: str | None, before: float, removed: int) -> Response:
+def _purged(job_id: str | None, before: float, removed: int, dropped: bool = False) -> Response:
     """Answer a manual purge (a purge is how an operator removes a secret a job printed):
     the store has taken the purged results off the disk before it returned."""
-    log.info("history purged by request", extra={"job": job_id, "removed": removed})
+    log.info(
+        "history purged by request",
+        extra={"job": job_id, "removed": removed, "dropped": dropped},
+    )
     return json_response(
         {
             "job_id": job_id,
             "before": None if before == float("inf") else rfc3339(before),
             "removed": removed,
+            "dropped": dropped,
         }
     )
+
+
+def _purge_one(job_id: str, before: float) -> Response:
+    return _purged(job_id, before, *current().monitor.purge_job(before, job_id))
 
 
 @bp.delete("/api/job/<job_id>/results")
 def purge_job(job_id: str) -> Response:
     require("admin", job_id)
-    svc = current()
-    before = parse_before(request.args.get("before"), svc.clock())
-    return _purged(job_id, before, svc.monitor.purge_history(before, job_id))
+    return _purge_one(job_id, parse_before(request.args.get("before"), current().clock()))
 
 
 @bp.delete("/api/job-result")
@@ -137,7 +144,7 @@ def purge_all() -> Response:
     before = parse_before(raw, svc.clock())
     if job_id is not None:
         require("admin", job_id)
-        return _purged(job_id, before, svc.monitor.purge_history(before, job_id))
+        return _purge_one(job_id, before)
     if who.jobs is None:
         return _purged(None, before, svc.monitor.purge_history(before))
     allowed = [j for j in svc.store.ids() if who.allows_job(j)]
