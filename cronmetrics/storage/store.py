@@ -442,6 +442,8 @@ class EmbeddedStore:
         """A new history limit for every job (a config reload); the ids whose history
         was cut to it (their rows in the database are trimmed at the next write)."""
         with self._lock:
+            if max_results_per_job == self.max_results:
+                return []
             self.max_results = max_results_per_job
             cut = []
             for job_id, history in self._histories.items():
@@ -459,6 +461,9 @@ class EmbeddedStore:
         state = self.state(job_id)
         change = {"detached_since": None} if state and state.detached_since is not None else {}
         return self._set_state(job_id, change, now)
+
+    def ensure_many(self, job_ids: Sequence[str], now: float) -> dict[str, JobState]:
+        return {job_id: self.ensure(job_id, now) for job_id in job_ids}  # in memory
 
     def activate(self, job_id: str, now: float) -> JobState:
         return self._set_state(job_id, {"active_since": now, "detached_since": None}, now)
