@@ -315,3 +315,22 @@ def test_a_4xx_is_not_retried() -> None:
         with pytest.raises(ValidationError):
             Client(rec.url).request_retrying("POST", "/api/job-result", json={}, budget=10)
         assert len(rec.seen) == 1
+
+
+def test_helper_threads_leave_forwarded_signals_to_the_main_thread() -> None:
+    """A SIGHUP the kernel hands to a pump thread would never reach the command: the main
+    thread, blocked in waitpid, is the only one that runs Python's handler."""
+    import threading
+
+    from cronmetrics.client.runner import FORWARDED, _main_thread_signals
+
+    seen: list[set[int]] = []
+    thread = threading.Thread(
+        target=lambda: seen.append(signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    )
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    with _main_thread_signals(FORWARDED):
+        thread.start()
+    thread.join()
+    assert set(FORWARDED) <= seen[0]
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before  # the main thread's again

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 
 from cronmetrics.client.http import Client, WrongScheme, advice, split_job_id
@@ -180,15 +180,16 @@ def run_command(
         children.append(proc)
         for number in list(received):
             send(number)
-        if on_start is not None:
-            on_start()
         assert proc.stdout is not None and proc.stderr is not None
         pumps = [
             threading.Thread(target=_pump, args=(proc.stdout, stdout, tail), daemon=True),
             threading.Thread(target=_pump, args=(proc.stderr, stderr, tail), daemon=True),
         ]
-        for pump in pumps:
-            pump.start()
+        with _main_thread_signals(FORWARDED):
+            if on_start is not None:
+                on_start()  # starts the start report's thread
+            for pump in pumps:
+                pump.start()
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -214,6 +215,22 @@ def run_command(
     if note is None and received:
         note = f"received {_signal_name(received[0])} (forwarded)"
     return Outcome(code, clock() - started, tail.text(), note, killed_by)
+
+
+@contextlib.contextmanager
+def _main_thread_signals(signals: Sequence[int]) -> Iterator[None]:
+    """Threads started inside the block have ``signals`` blocked, so the kernel delivers
+    those to the main thread. One delivered to a helper thread only flags Python's
+    handler: the main thread, blocked in ``waitpid``, never ran it, the command never got
+    the forwarded signal, and both waited for ever (a flaky hang of the SIGHUP test)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _spawn_failure(exc: OSError) -> tuple[int, str]:

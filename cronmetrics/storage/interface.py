@@ -84,7 +84,10 @@ Guarantees of every engine
 
   Appends and takes of one job are serialized: two appends at once both land, in some
   order; an append and the finish of its run at once either lands before the take (and
-  is in the finish's output) or is refused. The output is durable when the call returns.
+  is in the finish's output) or is refused. (The Redis engine marks a run taken only
+  when it had logged something, since each mark would cost an AOF write per finish: the
+  first append of a run, racing the finish, can land after the take and stay unseen.)
+  The output is durable when the call returns.
   Callers (the monitor) redact and bound each piece before it comes here; the finish
   puts the taken text in front of its own output.
 - **health()** is cheap and never raises: ``ok`` False (with a ``detail`` a human reads
