@@ -319,3 +319,42 @@ def test_answers_are_parsed_with_content_length_or_chunked() -> None:
     for broken in (b"", b"\x15\x03\x01\x00\x02\x02\x50", b"HTTP/1.1 200 OK\r\nno end"):
         with pytest.raises(ProtocolError):
             _parse_answer(broken)
+
+
+def _oldest_pythons() -> list[str]:
+    """Python 3.9 and 3.10 interpreters on this machine (pyenv's, else on PATH; a pyenv
+    shim is not one: it refuses versions that are not selected)."""
+    import glob
+    import shutil
+
+    found = []
+    for version in ("3.9", "3.10"):
+        pattern = os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python3")
+        candidates = [*sorted(glob.glob(pattern)), shutil.which(f"python{version}")]
+        path = next((c for c in candidates if c and "/shims/" not in c), None)
+        if path:
+            found.append(path)
+    return found
+
+
+@pytest.mark.parametrize("python", _oldest_pythons() or [None])
+def test_the_bundle_runs_on_the_oldest_pythons_it_promises(
+    python: str | None, tmp_path: Path
+) -> None:
+    """Python >= 3.9: a runtime ``X | None`` (3.10 syntax) in a client module broke every
+    command there, ``run`` included (exit 1, the command never ran)."""
+    if python is None:
+        pytest.skip("no Python 3.9 or 3.10 on this machine")
+    from liveserver import free_port
+
+    target = tmp_path / "cronmetrics.pyz"
+    target.write_bytes(bundle.bundle_bytes())
+    marker = tmp_path / "ran"
+    done = subprocess.run(
+        [python, "-I", "-S", str(target), "run", "--url", f"http://127.0.0.1:{free_port()}",
+         "--job", JOB, "--report-timeout", "0.5", "--", "sh", "-c", f"touch {marker}; exit 3"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert marker.exists()
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr

@@ -18,9 +18,11 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["handling"]
+    #: for the type checker only: ``FrameType | None`` evaluated at run time is a
+    #: TypeError on Python 3.9, which the one-file client supports
+    Handler = Callable[[int, FrameType | None], None]
 
-Handler = Callable[[int, FrameType | None], None]
+__all__ = ["handling"]
 
 
 @contextlib.contextmanager
