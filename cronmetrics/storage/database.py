@@ -110,6 +110,10 @@ _UPSERT_STATE = (
 )
 _SELECT_STATES = f"SELECT {', '.join(STATE_FIELDS)} FROM states"  # noqa: S608
 _SELECT_RESULTS = f"SELECT {', '.join(_RESULT_COLUMNS)} FROM results ORDER BY id"  # noqa: S608
+_SELECT_NEWEST = (
+    f"SELECT {', '.join(_RESULT_COLUMNS)} FROM results "  # noqa: S608
+    "WHERE job_id = ? ORDER BY id DESC LIMIT ?"
+)
 
 
 def _result_row(r: Result) -> tuple[Any, ...]:
@@ -229,6 +233,13 @@ class Database:
             loaded.definitions[job_id] = json.loads(text)
         return loaded
 
+    def newest_rows(self, job_id: str, limit: int) -> list[tuple[Any, ...]]:
+        """The job's ``limit`` newest result rows, oldest first, as :meth:`load` reads
+        them (a raised history limit brings back what the database still holds)."""
+        rows = self.conn.execute(_SELECT_NEWEST, (job_id, limit)).fetchall()
+        rows.reverse()
+        return rows
+
     def integrity(self) -> str:
         """``PRAGMA quick_check``: "ok" or the first problem."""
         return str(self.conn.execute("PRAGMA quick_check(1)").fetchone()[0])
@@ -280,20 +291,33 @@ class Database:
 
     def put_definitions(self, definitions: Mapping[str, Mapping[str, Any]], now: float) -> None:
         with self.transaction() as c:
-            c.executemany(
-                "INSERT OR REPLACE INTO definitions (job_id, definition, updated) VALUES (?, ?, ?)",
-                (
-                    (job_id, json.dumps(d, ensure_ascii=False, sort_keys=True), now)
-                    for job_id, d in definitions.items()
-                ),
-            )
+            _insert_definitions(c, definitions, now)
 
     def put_record(self, record: RuntimeRecord) -> None:
         with self.transaction() as c:
-            c.execute(
-                "INSERT OR REPLACE INTO records (kind, key, value, updated) VALUES (?, ?, ?, ?)",
-                (record.kind, record.key, json.dumps(dict(record.value)), record.updated),
-            )
+            _insert_records(c, [record])
+
+    def write_everything(
+        self,
+        writes: Writes,
+        definitions: Mapping[str, Mapping[str, Any]],
+        records: Sequence[RuntimeRecord],
+    ) -> None:
+        """Fill a new database with a whole state (results in arrival order per job,
+        states, definitions, records) in one transaction: the state dir was lost while
+        serving and the server writes what it holds in memory anew."""
+        with self.transaction() as c:
+            c.executemany(_INSERT_RESULT, map(_result_row, writes.results))
+            c.executemany(_UPSERT_STATE, map(_state_row, writes.states))
+            _insert_definitions(c, definitions, 0.0)
+            _insert_records(c, records)
+
+    def probe(self) -> None:
+        """A write that changes nothing but has to reach the disk (a row added and
+        removed in one transaction): after a failed write, whether writing works again."""
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO records VALUES ('.probe', '', '{}', 0)")
+            c.execute("DELETE FROM records WHERE kind = '.probe'")
 
     def delete_record(self, kind: str, key: str) -> bool:
         with self.transaction() as c:
@@ -324,6 +348,25 @@ class Database:
                 f"cannot checkpoint {self.path}: a reader holds it (a backup or a sqlite3 "
                 "shell?); the purged rows are deleted but may remain in the WAL file"
             )
+
+
+def _insert_definitions(
+    c: sqlite3.Connection, definitions: Mapping[str, Mapping[str, Any]], now: float
+) -> None:
+    c.executemany(
+        "INSERT OR REPLACE INTO definitions (job_id, definition, updated) VALUES (?, ?, ?)",
+        (
+            (job_id, json.dumps(d, ensure_ascii=False, sort_keys=True), now)
+            for job_id, d in definitions.items()
+        ),
+    )
+
+
+def _insert_records(c: sqlite3.Connection, records: Iterable[RuntimeRecord]) -> None:
+    c.executemany(
+        "INSERT OR REPLACE INTO records (kind, key, value, updated) VALUES (?, ?, ?, ?)",
+        ((r.kind, r.key, json.dumps(dict(r.value)), r.updated) for r in records),
+    )
 
 
 def backup(source: Path, target: Path) -> int:

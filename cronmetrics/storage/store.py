@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +100,9 @@ class EmbeddedStore:
         self._cut: set[str] = set()
         self.last_error: str | None = None
         self.last_persisted: float | None = None
+        #: called under the writer lock before every database write (the state dir's
+        #: guard, :mod:`cronmetrics.storage.persistence`); StorageError refuses the write
+        self.before_write: Callable[[], None] | None = None
         if loaded is not None:
             self._load(loaded)
 
@@ -233,6 +236,15 @@ class EmbeddedStore:
     def _commit_group(self, now: float) -> None:
         """Call under ``_writer``: commit every queued batch in one transaction."""
         assert self.database is not None
+        try:
+            self._check()
+        except StorageError as exc:
+            with self._lock:
+                group, self._queue = self._queue, []
+            self._failed(exc)
+            for batch in group:
+                batch.error, batch.done = exc, True
+            return
         with self._lock:
             group, self._queue = self._queue, []
             states: dict[str, JobState] = {}
@@ -271,19 +283,43 @@ class EmbeddedStore:
             return updated
 
     def set_max_results(self, max_results_per_job: int) -> list[str]:
-        """A new history limit for every job (a config reload); the ids whose history
-        was cut to it (their rows in the database are trimmed at the next write)."""
-        with self._lock:
-            self.max_results = max_results_per_job
-            cut = []
-            for job_id, history in self._histories.items():
-                before = len(history)
-                history.limit(max_results_per_job)
-                if len(history) != before:
-                    cut.append(job_id)
-                    self._mark(job_id)
-                    self._cut.add(job_id)
-            return cut
+        """A new history limit for every job (a config reload), keeping what a fresh
+        start with it would: a smaller one cuts each history to its newest results
+        (their rows in the database are trimmed at the next write); a larger one brings
+        back the older rows the database still holds. Returns the ids whose history
+        changed."""
+        with self._writer:  # nothing is written between reading the database and memory
+            with self._lock:
+                old, self.max_results = self.max_results, max_results_per_job
+                changed = []
+                full = []  # only a full history can have left older rows behind
+                for job_id, history in self._histories.items():
+                    before = len(history)
+                    if before >= old and max_results_per_job > old:
+                        full.append(job_id)
+                    history.limit(max_results_per_job)
+                    if len(history) != before:
+                        changed.append(job_id)
+                        self._mark(job_id)
+                        self._cut.add(job_id)
+            if not full or self.database is None:
+                return changed
+            stored = {j: self.database.newest_rows(j, max_results_per_job) for j in full}
+            with self._lock:
+                pending: dict[str, list[Result]] = {}
+                for r in self._rows:  # recorded, not yet written: newer than every row
+                    pending.setdefault(r.job_id, []).append(r)
+                for job_id, rows in stored.items():
+                    if job_id not in self._histories:  # dropped meanwhile
+                        continue
+                    columns = list(zip(*rows, strict=True))
+                    history = History.from_rows(job_id, columns, max_results_per_job)
+                    history.extend(pending.get(job_id, ()))
+                    if history != self._histories[job_id]:
+                        self._histories[job_id] = history
+                        self._mark(job_id)
+                        changed.append(job_id)
+            return changed
 
     def ensure(self, job_id: str, now: float) -> JobState:
         state = self.state(job_id)
@@ -388,6 +424,8 @@ class EmbeddedStore:
 
     def drop(self, job_id: str) -> bool:
         with self._writer:
+            if self.database is not None:
+                self._check()
             with self._lock:
                 known = self._states.pop(job_id, None) is not None
                 self._histories.pop(job_id, None)
@@ -411,6 +449,7 @@ class EmbeddedStore:
             return
         if self.database is not None:
             with self._writer:
+                self._check()
                 self.database.put_definitions(fresh, 0.0)
         with self._lock:
             self._definitions.update(fresh)
@@ -427,6 +466,7 @@ class EmbeddedStore:
         record = RuntimeRecord(kind, key, dict(value), now)
         if self.database is not None:
             with self._writer:
+                self._check()
                 self.database.put_record(record)
         with self._lock:
             self._records[(kind, key)] = record
@@ -442,6 +482,7 @@ class EmbeddedStore:
     def delete_record(self, kind: str, key: str) -> bool:
         if self.database is not None:
             with self._writer:
+                self._check()
                 self.database.delete_record(kind, key)
         with self._lock:
             return self._records.pop((kind, key), None) is not None
@@ -456,11 +497,22 @@ class EmbeddedStore:
 
     def _flush_locked(self, now: float | None) -> None:
         assert self.database is not None
+        try:
+            self._check()
+        except StorageError as exc:
+            self._failed(exc)
+            raise
         with self._lock:
             rows, self._rows = self._rows, []
             dirty, self._dirty = self._dirty, set()
             states = [s for j in dirty if (s := self._states.get(j)) is not None]
         if not rows and not states:
+            if self.last_error is not None:  # nothing to write: is the disk back?
+                try:
+                    self.database.probe()
+                except StorageError as exc:
+                    self._failed(exc)
+                    raise
             self._written({}, now)
             return
         trims = self._trims(rows)
@@ -475,6 +527,49 @@ class EmbeddedStore:
             self._failed(exc)
             raise
         self._written(trims, now)
+
+    def _check(self) -> None:
+        """Call under ``_writer``, before anything of a write is taken from memory."""
+        if self.before_write is not None:
+            self.before_write()
+
+    def verify(self) -> None:
+        """Run the before-write check now (the guard's own schedule, between writes);
+        StorageError when it refuses."""
+        if self.database is None:
+            return
+        with self._writer:
+            try:
+                self._check()
+            except StorageError as exc:
+                self._failed(exc)
+                raise
+
+    def replace_database_locked(self, database: Database) -> tuple[int, int]:
+        """Call under ``_writer`` (from :attr:`before_write`): write everything in memory
+        to ``database`` (new and empty: the old file was lost while serving) in one
+        transaction, and write there from now on; return (jobs, results). On
+        StorageError nothing changes: the old database stays in use."""
+        with self._lock:
+            states = list(self._states.values())
+            histories = [h.copy() for h in self._histories.values()]
+            definitions = {j: dict(d) for j, d in self._definitions.items()}
+            records = list(self._records.values())
+            rows, dirty, cut = self._rows, self._dirty, self._cut
+            self._rows, self._dirty, self._cut = [], set(), set()
+        results = [r for history in histories for r in history]
+        try:
+            database.write_everything(Writes(results=results, states=states), definitions, records)
+        except StorageError:
+            with self._lock:  # kept for the next try, in order
+                self._rows[:0] = rows
+                self._dirty |= dirty
+                self._cut |= cut
+            raise
+        self.database = database
+        self._db_rows = {h.job_id: len(h) for h in histories}
+        self.last_error = None
+        return len(states), len(results)
 
     def pending(self) -> int:
         """Results recorded but not yet written."""
@@ -491,8 +586,8 @@ class EmbeddedStore:
         if moved:
             return StoreHealth(
                 False,
-                f"{db.path} was removed or replaced while the server ran: writes go to a file "
-                "nobody will read; restart the server",
+                f"{db.path} was removed or replaced while the server ran (a removed one is "
+                "created again from memory at the next write or check)",
                 last_persisted=self.last_persisted,
             )
         if self.last_error is not None:
