@@ -158,6 +158,11 @@ class ConnectionsConfig(_Section):
     header_timeout: Annotated[StrictFloat, Field(gt=0, le=3600)] = 10.0
     #: seconds from the end of the headers to the end of the body, and to send a response
     body_timeout: Annotated[StrictFloat, Field(gt=0, le=3600)] = 30.0
+    #: bytes of unfinished requests all connections of a worker may hold together; past
+    #: it the request that reads more is answered 503 (a lone request always may finish)
+    max_buffered_bytes: Annotated[StrictInt, Field(ge=1024 * 1024, le=16 * 1024**3)] = (
+        64 * 1024 * 1024
+    )
 
 
 class LogConfig(_Section):

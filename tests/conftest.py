@@ -99,6 +99,11 @@ def redis_server_bin() -> str:
     return required_tool("redis-server", "redis-server")
 
 
+@pytest.fixture(scope="session")
+def curl_bin() -> str:
+    return required_tool("curl", "curl")
+
+
 @pytest.fixture
 def redis(redis_server_bin: str, tmp_path: Path):  # type: ignore[no-untyped-def]
     """A real ``redis-server`` on a free loopback port with its own dir and AOF

@@ -301,11 +301,9 @@ def resp(sock: socket.socket, *words: str) -> bytes:
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[int]:
+def redis_server(tmp_path: Path, redis_server_bin: str) -> Iterator[int]:
     """A real redis-server started from deploy's redis.conf (port and dir moved to tmp)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server not installed")
+    binary = redis_server_bin
     from liveserver import free_port, wait_for
 
     port = free_port()

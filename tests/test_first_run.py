@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,10 +78,8 @@ def test_docs_curl_never_hides_error_bodies() -> None:
                 assert not hiding.search(line), f"{doc.name}: {line.strip()}"
 
 
-def test_fail_with_body_shows_the_json_error(bundled_url: str) -> None:
-    curl = shutil.which("curl")
-    if curl is None:
-        pytest.skip("curl not installed")
+def test_fail_with_body_shows_the_json_error(bundled_url: str, curl_bin: str) -> None:
+    curl = curl_bin
     done = subprocess.run(
         [
             curl,

@@ -120,6 +120,22 @@ def test_limits_redaction_unknown_jobs_and_retention_apply_on_reload(
     assert run.ping(OLD, job="ghost") == 200  # accepted as unmanaged now
 
 
+def test_maintenance_bounds_apply_on_reload(live: Callable[..., Live]) -> None:
+    run = live()
+
+    def ask(duration: str) -> Any:
+        body = {"matchers": ["job_name=backup"], "duration": duration, "comment": "swap"}
+        return run.client.post("/api/maintenance", headers=bearer(OLD), json=body)
+
+    assert ask("2h").status_code == 201
+    outcome = run.rewrite(config_text(extra="maintenance: {max_duration: 3600}\n"))
+    assert outcome.ok and outcome.changed == ("maintenance",)
+    refused = ask("2h")
+    assert refused.status_code == 400
+    assert "maintenance.max_duration" in refused.get_json()["error"]["message"]
+    assert ask("30m").status_code == 201
+
+
 def test_the_log_level_changes_on_reload(live: Callable[..., Live]) -> None:
     run = live()
     package = logging.getLogger("cronmetrics")

@@ -147,7 +147,9 @@ def test_connections_are_limited_per_client_address(strict: LiveServer) -> None:
     held = [connect(strict) for _ in range(5)]
     try:
         with connect(strict) as sixth:
-            assert read_all(sixth).startswith(b"HTTP/1.1 429 ")
+            refused = read_all(sixth)
+            assert refused.startswith(b"HTTP/1.1 429 ")
+            assert b"\r\nRetry-After: 1\r\n" in refused  # clients back off, then retry
         with connect(strict, source="127.0.0.2") as other:  # another client is not limited
             other.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             assert read_all(other).startswith(b"HTTP/1.1 200 ")
@@ -155,6 +157,31 @@ def test_connections_are_limited_per_client_address(strict: LiveServer) -> None:
         for sock in held:
             sock.close()
     assert answers(strict, "/health") == 200  # the slots came back when they closed
+
+
+def test_unfinished_bodies_together_are_bounded_and_a_lone_one_finishes(
+    jobs_dir: Path, tmp_path: Path
+) -> None:
+    env = {"CRONMETRICS_CONNECTIONS__MAX_BUFFERED_BYTES": str(1024 * 1024)}
+    head = (
+        b"POST /api/ping/cert_renew/success HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Length: 800000\r\nConnection: close\r\n\r\n"
+    )
+    with live_server(jobs_dir, tmp_path / "state", env=env) as live:
+        with connect(live) as first, connect(live) as second:
+            first.sendall(head + b"a" * 700_000)  # 0.7 MB held: under the budget alone
+            time.sleep(0.5)  # the event loop has read it (nothing to wait on but time)
+            second.sendall(head)
+            with contextlib.suppress(OSError):  # refused mid-send: a reset is fine
+                second.sendall(b"b" * 700_000)
+            refused = read_all(second)
+            assert refused.startswith(b"HTTP/1.1 503 "), refused[:200]
+            assert b"\r\nRetry-After: 1\r\n" in refused
+            first.sendall(b"a" * 100_000)  # the one that was first finishes normally
+            assert read_all(first).startswith(b"HTTP/1.1 200 ")
+        with connect(live) as alone:  # the budget came back: a lone 0.8 MB body is fine
+            alone.sendall(head + b"c" * 800_000)
+            assert read_all(alone).startswith(b"HTTP/1.1 200 ")
 
 
 def test_keep_alive_pipelining_and_expect_continue_still_work(guarded: LiveServer) -> None:

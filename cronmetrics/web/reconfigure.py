@@ -7,7 +7,8 @@ attribute assignment that requests in flight read either before or after:
 
 - ``auth`` (tokens, scopes, job globs, the failed-authentication rate limit; the limiter
   keeps its counts unless its own settings changed), ``redact``, ``retention``,
-  ``limits``, ``unknown_jobs`` and ``log`` (level and format): :data:`RELOADABLE`;
+  ``limits``, ``unknown_jobs``, ``log`` (level and format) and ``maintenance`` (the
+  bounds of the next window asked for): :data:`RELOADABLE`;
 - everything else (``bind``, ``jobs_dir``, ``state_dir``, ``tls`` on/off and its paths,
   ``snapshot``, ``watch``, ``trusted_proxy_hops``, ``job_writes``, ``no_auth``, and any key
   not listed there) needs a restart: a change is refused with one log line naming the
@@ -50,7 +51,9 @@ __all__ = ["RELOADABLE", "ConfigReloader", "ConfigSource", "ReloadOutcome", "che
 log = get_logger("config")
 
 #: top-level config keys applied at run time; every other key needs a restart
-RELOADABLE = frozenset({"auth", "redact", "retention", "limits", "unknown_jobs", "log"})
+RELOADABLE = frozenset(
+    {"auth", "redact", "retention", "limits", "unknown_jobs", "log", "maintenance"}
+)
 
 
 def check_auth(config: Config) -> None:
@@ -264,6 +267,10 @@ class ConfigReloader:
         )
         if "log" in changed:
             configure_logging(new.log.level, new.log.format)
+        if "maintenance" in changed and svc.maintenance is not None:
+            # the next window asked for, and the next expiry sweep, use the new bounds
+            svc.maintenance.max_duration = new.maintenance.max_duration
+            svc.maintenance.keep_expired = new.maintenance.keep_expired
         svc.config = new
         if new.retention.days < old.retention.days:  # purge now, not at the next round
             from cronmetrics.storage.retention import purge_expired

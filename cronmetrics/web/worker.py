@@ -9,7 +9,10 @@ finds where a request ends without parsing it), under two deadlines
 (``connections.header_timeout``, ``connections.body_timeout``); only then does a thread
 parse and serve it, from memory. Idle and slow connections cost a file descriptor and a
 buffer, never a thread. Open connections are also limited per client address
-(``connections.per_client``).
+(``connections.per_client``), and the bytes that unfinished requests hold, all
+connections together, by ``connections.max_buffered_bytes``: many clients each sending
+most of a 1 MiB body slowly cannot take the process's memory, while a lone big request
+always finishes.
 
 TLS handshakes run in the event loop too (non-blocking), with the header deadline.
 """
@@ -42,7 +45,13 @@ _READ = 65_536
 LINGER = 2.0
 _REFUSED_LIMIT = (
     b"HTTP/1.1 429 Too Many Requests\r\nConnection: close\r\nContent-Type: text/plain\r\n"
-    b"Content-Length: 52\r\n\r\ntoo many open connections from this address, retry\r\n"
+    b"Retry-After: 1\r\nContent-Length: 52\r\n\r\n"
+    b"too many open connections from this address, retry\r\n"
+)
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\n"
+    b"Retry-After: 1\r\nContent-Length: 46\r\n\r\n"
+    b"too many unfinished requests held here, retry\n"
 )
 _TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 _TOO_LARGE = (
@@ -59,11 +68,18 @@ class Limits:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     max_body_bytes: int = 1_048_576
+    max_buffered_bytes: int = 64 * 1024 * 1024
 
     @classmethod
     def from_config(cls, config: Config) -> Limits:
         c = config.connections
-        return cls(c.per_client, c.header_timeout, c.body_timeout, config.limits.max_body_bytes)
+        return cls(
+            c.per_client,
+            c.header_timeout,
+            c.body_timeout,
+            config.limits.max_body_bytes,
+            c.max_buffered_bytes,
+        )
 
 
 class Framing:
@@ -181,6 +197,7 @@ class _Conn(TConn):  # type: ignore[misc]
         self.handshaking = False
         self.ready = False  # a whole request is buffered: a thread may serve it
         self.closed = False
+        self.buffered = 0  # bytes of an unfinished request, counted in worker.buffered
 
     def close(self, graceful: bool = False) -> None:
         if self.closed:
@@ -210,6 +227,7 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         self.reading: dict[int, _Conn] = {}
         self.lingering: dict[socket.socket, float] = {}
         self.ssl_context: ssl.SSLContext | None = None
+        self.buffered = 0  # bytes all unfinished requests hold (connections.max_buffered_bytes)
 
     def init_process(self) -> None:
         if self.cfg.is_ssl:  # loaded at start: a broken certificate fails here, loudly
@@ -308,6 +326,14 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         assert framing is not None
         had_headers = framing.header_end >= 0
         verdict = framing.feed(data)
+        held = len(framing.buf)
+        self.buffered += held - conn.buffered
+        others, conn.buffered = self.buffered - held, held
+        if verdict == "more" and others and self.buffered > self.limits.max_buffered_bytes:
+            self.log.warning("refused a request from %s: %d bytes held", conn.address, held)
+            _send_quietly(conn.sock, _BUSY)
+            self._drop(conn, graceful=True)  # drain: a reset would destroy the answer
+            return True
         if verdict == "headers too large":
             _send_quietly(conn.sock, _TOO_LARGE)
             self._drop(conn)
@@ -319,6 +345,7 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         if verdict == "more":
             return False
         self.reading.pop(conn.sock.fileno(), None)
+        self._release(conn)
         if registered:
             self.poller.unregister(conn.sock)
         if conn.parser is None:
@@ -364,13 +391,20 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         conn.sock.settimeout(self.limits.body_timeout)  # a client that never reads
         return bool(super().handle_request(req, conn))
 
-    def _drop(self, conn: _Conn, *, registered: bool = False) -> None:
+    def _release(self, conn: _Conn) -> None:
+        """The request left the event loop (to a thread, or closed): its bytes no longer
+        count against ``max_buffered_bytes``."""
+        self.buffered -= conn.buffered
+        conn.buffered = 0
+
+    def _drop(self, conn: _Conn, *, registered: bool = False, graceful: bool = False) -> None:
+        self._release(conn)
         if self.reading.pop(conn.sock.fileno(), None) is not None or registered:
             with contextlib.suppress(KeyError, ValueError, OSError):
                 self.poller.unregister(conn.sock)
         if not conn.closed:
             self.nr_conns -= 1
-        conn.close()
+        conn.close(graceful=graceful)
 
     def linger(self, sock: socket.socket) -> None:
         """Close like RFC 9112 section 9.6 asks (FIN, then read what the client still
