@@ -230,15 +230,16 @@ class Monitor:
         redact: Callable[[str], str] | None,
         max_results_per_job: int,
     ) -> None:
-        """Apply a reloaded config's submission policy. A shorter history limit cuts the
-        embedded engine's histories at once (written at the next state write)."""
+        """Apply a reloaded config's submission policy, and its history limit: each
+        history is then what a restart with the new limit would keep (the store's
+        :meth:`~cronmetrics.storage.interface.Store.set_max_results`)."""
         with self.lock:
             self.accept_unknown = accept_unknown
             self.max_output_bytes = max_output_bytes
             self.redact = redact
-        store = self.store
-        if isinstance(store, EmbeddedStore) and store.max_results != max_results_per_job:
-            store.set_max_results(max_results_per_job)
+        if self.store.set_max_results(max_results_per_job):
+            with self.lock:
+                self.version += 1
 
     def resolve(self, job_name: str, host: str | None) -> str | None:
         """``name@host`` when that is defined, else the host-agnostic ``name``."""

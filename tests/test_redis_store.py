@@ -245,3 +245,25 @@ def test_problems_name_an_evicting_policy_and_a_wrong_password(redis: RedisServe
     wrong = RedisStore(redis.url.replace("//", "//:wrong@"), start=False)
     assert "refused the password" in wrong.problems()[0]
     assert "wrong" not in wrong.problems()[0]
+
+
+def test_a_reloaded_history_limit_keeps_what_a_restart_with_it_keeps(redis: RedisServer) -> None:
+    from cronmetrics.monitor import Monitor
+
+    store = RedisStore(redis.url, max_results_per_job=3)
+    try:
+        store.record([result("backup", ts=T0 + i, run_id=f"r{i}") for i in range(5)], T0)
+        assert len(store.history("backup")) == 3
+        Monitor(store).reconfigure(
+            accept_unknown=False, max_output_bytes=10_000, redact=None, max_results_per_job=5
+        )
+        store.record([result("backup", ts=T0 + i, run_id=f"r{i}") for i in range(5, 8)], T0)
+        live = store.history("backup")
+        assert [r.run_id for r in live] == ["r7", "r6", "r5", "r4", "r3"]
+        restarted = RedisStore(redis.url, max_results_per_job=5)
+        try:
+            assert restarted.history("backup") == live
+        finally:
+            restarted.close()
+    finally:
+        store.close()

@@ -96,10 +96,10 @@ def test_a_state_dir_deleted_while_serving_is_recreated_relocked_and_written_aga
         assert submit(http, {"job_name": "other", "status": "failure", "run_id": "o"}).is_success
         wait_for(lambda: run_ids_on_disk(state) == ["a0", "a1", "a2", "o"], "the first write")
         shutil.rmtree(state)  # rm -rf under the running server
-        wait_for(lambda: (state / "state.lock").exists(), "the state dir to come back")
-        assert lock_is_held(state / "state.lock")
-        # everything the server held is on disk again, and new results follow it there
+        # everything the server held is on disk again (written after the new lock was
+        # taken, so probing the lock now cannot race the server for it)
         wait_for(lambda: run_ids_on_disk(state) == ["a0", "a1", "a2", "o"], "the state anew")
+        assert lock_is_held(state / "state.lock")
         states = db_rows(state, "SELECT job_id, runs_total, failures_total FROM states")
         assert sorted(states or []) == [("backup", 3, 0), ("other", 1, 1)]
         assert submit(http, {"job_name": "backup", "status": "success", "run_id": "b"}).is_success
@@ -131,7 +131,7 @@ def test_a_deleted_lock_file_is_taken_again_and_a_second_server_refused(
         assert submit(http, {"job_name": "backup", "status": "success"}).is_success
         first = (state / "state.lock").stat().st_ino
         (state / "state.lock").unlink()
-        wait_for(lambda: (state / "state.lock").exists(), "a new state.lock")
+        wait_for(lambda: "re-created and locked again" in server.log(), "a new state.lock")
         assert (state / "state.lock").stat().st_ino != first
         assert lock_is_held(state / "state.lock")
         proc = second_server(server)

@@ -211,6 +211,12 @@ class Store(Protocol):
         """Ids changed after ``cursor`` and the cursor to pass next time."""
         ...
 
+    def set_max_results(self, max_results_per_job: int) -> list[str]:
+        """A new history limit (``retention.max_results_per_job`` reloaded): from now on
+        every history is what a restart with this limit would show; return the ids whose
+        history changed at once."""
+        ...
+
     # -- removal ---------------------------------------------------------------------------
 
     def purge(self, before: float, job_ids: Iterable[str] | None = None) -> int:

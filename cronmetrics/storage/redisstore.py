@@ -353,6 +353,12 @@ class RedisStore:
     def ids(self) -> list[str]:
         return self.mirror.ids()
 
+    def set_max_results(self, max_results_per_job: int) -> list[str]:
+        """Each job's history is trimmed to the limit when it next records, by whichever
+        replica records it, as after a restart with the new limit; nothing changes now."""
+        self.max_results = max_results_per_job
+        return []
+
     def history(
         self, job_id: str, limit: int | None = None, before: float | None = None
     ) -> list[Result]:

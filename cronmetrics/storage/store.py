@@ -288,6 +288,8 @@ class EmbeddedStore:
         (their rows in the database are trimmed at the next write); a larger one brings
         back the older rows the database still holds. Returns the ids whose history
         changed."""
+        if max_results_per_job == self.max_results:
+            return []
         with self._writer:  # nothing is written between reading the database and memory
             with self._lock:
                 old, self.max_results = self.max_results, max_results_per_job
