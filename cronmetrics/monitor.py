@@ -13,6 +13,8 @@ whose deadline actually passed, never scanning all of them.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import heapq
 import threading
 from collections import Counter
@@ -20,10 +22,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cronmetrics.errors import NotFound, Problem, ValidationError
+from cronmetrics.errors import CronmetricsError, NotFound, Problem, ValidationError
 from cronmetrics.evaluator import Evaluation, evaluate
 from cronmetrics.jobs.model import JobDefinition, Lifecycle, ResultIn
-from cronmetrics.storage.interface import JobState, Result, Store
+from cronmetrics.storage.history import tail
+from cronmetrics.storage.interface import JobState, Recorded, Result, RunOutput, Store
 from cronmetrics.storage.store import EmbeddedStore
 from cronmetrics.windows import Window, job_labels
 
@@ -263,10 +266,7 @@ class Monitor:
             output = output[-window:]
         if self.redact is not None:
             output = self.redact(output)
-        raw = output.encode("utf-8", "replace")
-        if len(raw) > limit:
-            output = raw[len(raw) - limit :].decode("utf-8", "ignore")
-        return output
+        return tail(output, limit)
 
     def submit(
         self,
@@ -322,7 +322,7 @@ class Monitor:
             )
             for job_id, item in zip(targets, results, strict=True)
         ]
-        recorded = self.store.record(records, now)  # the store's I/O: no lock held
+        recorded = self._record_with_output(records, now)  # the store's I/O: no lock held
         with self.lock:
             for outcome, item in zip(recorded, results, strict=True):
                 job_id = outcome.result.job_id
@@ -336,6 +336,57 @@ class Monitor:
                     self._reevaluate(job_id, now)
         self._notify()
         return targets
+
+    def _record_with_output(self, records: list[Result], now: float) -> list[Recorded]:
+        """Record; a finish that ends a run which logged output (``/ping/.../log``) takes
+        that output in front of its own. Recording failed: the output goes back."""
+        finishes = [r for r in records if r.status != "start"]
+        taken = self.store.take_outputs(finishes) if finishes else {}
+        if taken:
+            pending = dict(taken)
+            records = [
+                self._joined(r, output)
+                if r.status != "start" and (output := pending.pop(r.job_id, None))
+                else r
+                for r in records
+            ]
+        try:
+            return self.store.record(records, now)
+        except BaseException:
+            for output in taken.values():
+                with contextlib.suppress(CronmetricsError):
+                    self.store.restore_output(output)
+            raise
+
+    def _joined(self, result: Result, output: RunOutput) -> Result:
+        """``result`` with the run's logged output before its own (one line apart),
+        redacted again (a secret may straddle two pieces) and cut to the stored tail."""
+        text, own = output.text, result.output or ""
+        if text and own and not text.endswith("\n"):
+            text += "\n"
+        return dataclasses.replace(result, output=self._clean_output(text + own) or None)
+
+    def append_output(
+        self,
+        job_name: str,
+        host: str | None,
+        text: str,
+        *,
+        run_id: str | None,
+        now: float,
+        authorize: Callable[[str], None] | None = None,
+    ) -> RunOutput:
+        """Append to the output of the job's running run (``/ping/<key>/<id>/log``),
+        redacted and bounded like a finish's output; see :meth:`Store.append_output`."""
+        with self.lock:
+            job_id = self.resolve(job_name, host)
+            name = f"{job_name}@{host}" if host else job_name
+            if authorize is not None:
+                authorize(job_id or name)
+            if job_id is None:
+                raise NotFound(f"unknown job {name!r}", field="job_name")
+            limit, cleaned = self.max_output_bytes, self._clean_output(text) or ""
+        return self.store.append_output(job_id, cleaned, run_id=run_id, limit=limit, now=now)
 
     # -- maintenance windows -------------------------------------------------------------
 

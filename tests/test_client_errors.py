@@ -172,11 +172,16 @@ CASES: dict[str, tuple[str, list[str], str, int]] = {
     "timeout": ("slow", [], "no answer within", 3),
     "5xx": ("5xx", [], "server error (503): busy, try later", 3),
     "https-to-plain": ("plain:https", [], "use http:// instead of https:// in --url", 3),
-    "http-to-tls": ("tls:http", [], "if it serves TLS, use https:// instead of http://", 3),
+    "http-to-tls": (
+        "tls:http",
+        [],
+        "serves TLS, not plain HTTP: use https:// instead of http://",
+        3,
+    ),
     "unverified": ("tls", [], "certificate not trusted", 3),
     "no-token": ("plain", ["--token", ""], "--token (or CRONMETRICS_TOKEN", 6),
     "wrong-token": ("plain", ["--token", "cm_wrong"], "unknown token: pass a valid token", 6),
-    "unknown-job": ("plain", ["--job", "logrotate@web9"], "'logrotate' is defined as", 4),
+    "unknown-job": ("plain", ["--job", "logrotate@web9"], "did you mean 'logrotate@web1'?", 4),
     "typo-job": ("plain", ["--job", "logrotat@web1"], "did you mean 'logrotate@web1'?", 4),
 }
 
@@ -319,3 +324,45 @@ def test_a_non_json_error_page_still_maps_by_status() -> None:
         exc = error_from_response(status, None, "<html>nginx</html>", retry_after="3")
         assert type(exc) is cls
     assert isinstance(error_from_response(502, None, "Bad Gateway"), errors.ServerUnavailable)
+
+
+@pytest.mark.parametrize("target", ["plain:https", "tls:http"])
+def test_a_wrong_scheme_is_named_at_once_and_not_retried(
+    targets: dict[str, str], target: str
+) -> None:
+    """https:// to a plain server (or http:// to a TLS one) cannot get better by trying
+    again: one attempt, then the cause in one line, instead of the whole retry budget."""
+    from cronmetrics.client.http import Client, WrongScheme
+
+    waits: list[float] = []
+    client = Client(target_url(targets, target), TOKEN, sleep=waits.append)
+    with pytest.raises(WrongScheme) as caught:
+        client.request_retrying("GET", "/api/job", budget=30)
+    assert waits == []
+    expected = "use http:// instead of https://" if target == "plain:https" else "use https://"
+    assert expected in caught.value.message
+    assert "serves" in caught.value.message or "does not speak TLS" in caught.value.message
+
+
+def test_a_last_try_cut_short_by_the_budget_reports_the_try_before() -> None:
+    """The final attempt only had what was left of the budget: its "no answer within
+    0.05s" would hide what actually went wrong (the tester saw exactly that)."""
+    from cronmetrics.client import http
+
+    now = [0.0]
+    answers = [
+        errors.ServerUnavailable("server error (503): busy, try later"),
+        http._timeout(errors.ServerUnavailable("http://x: no answer within 0.1s")),
+    ]
+
+    class Scripted(http.Client):
+        def request(self, *args: object, **kwargs: object) -> object:
+            now[0] += 9.9  # the first try took most of the budget
+            raise answers.pop(0)
+
+    client = Scripted(
+        "http://127.0.0.1:9", clock=lambda: now[0], sleep=lambda s: None, rng=lambda: 0.0
+    )
+    with pytest.raises(errors.ServerUnavailable, match="busy, try later"):
+        client.request_retrying("POST", "/api/job-result", budget=10)
+    assert answers == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,7 +132,7 @@ def test_the_key_never_reaches_the_log(live: ServerProcess) -> None:
     httpx.get(f"{live.url}/ping/{KEY}/ghost_job", timeout=5)  # 404, logged as a warning
     httpx.get(f"{live.url}/ping/{KEY}/db_import", timeout=5)  # 403
     httpx.get(f"{live.url}/ping/{KEY}/a/b/c/d", timeout=5)  # no such route
-    httpx.get(f"{live.url}/ping/{KEY}/{JOB}/log", timeout=5)
+    httpx.get(f"{live.url}/ping/{KEY}/{JOB}/log", timeout=5)  # 409: no run running
     time.sleep(0.5)  # log lines are written by the server process; give them a moment
     text = live.log()
     assert "request failed" in text  # the failures were logged...
@@ -176,3 +177,102 @@ def test_log_formatters_and_the_gunicorn_filter_scrub_ping_keys() -> None:
     handler.handle(record)
     assert KEY not in stream.getvalue()
     assert "/ping/[key]/" in stream.getvalue()
+
+
+LOGGED = "home_rsync"
+
+
+def job_state(live: ServerProcess, job: str = LOGGED) -> dict[str, object]:
+    answer = httpx.get(
+        f"{live.url}/api/job/{job}", headers={"Authorization": f"Bearer {OPS}"}, timeout=5
+    )
+    return answer.json()["state"]  # type: ignore[no-any-return]
+
+
+def start_run(live: ServerProcess) -> str:
+    rid = f"rid-{time.monotonic_ns()}"
+    assert httpx.get(f"{live.url}/ping/{KEY}/{LOGGED}/start", params={"rid": rid}).text == "OK"
+    return rid
+
+
+def test_log_pings_append_to_the_running_run_and_its_finish_shows_them(
+    live: ServerProcess,
+) -> None:
+    rid = start_run(live)
+    log = f"{live.url}/ping/{KEY}/{LOGGED}/log"
+    first = httpx.post(log, content=b"copied 10 files\n", timeout=5)
+    assert (first.status_code, first.text) == (200, "OK")
+    assert first.headers["ping-body-limit"] == "5000"
+    assert httpx.post(log, params={"rid": rid}, content=b'{"n":2}', timeout=5).text == "OK"
+    assert httpx.get(log, timeout=5).text == "OK"  # a GET appends nothing, still fine
+    assert job_state(live)["run_output"] == 'copied 10 files\n{"n":2}'
+    done = httpx.post(f"{live.url}/ping/{KEY}/{LOGGED}/0", params={"rid": rid}, content=b"ok")
+    assert done.text == "OK"
+    newest = results(live, LOGGED, limit=1)[0]
+    assert newest["output"] == 'copied 10 files\n{"n":2}\nok'
+    assert job_state(live)["run_output"] is None
+
+
+def test_a_log_without_its_run_running_is_refused_and_kept_nowhere(live: ServerProcess) -> None:
+    log = f"{live.url}/ping/{KEY}/{LOGGED}/log"
+    httpx.get(f"{live.url}/ping/{KEY}/{LOGGED}", timeout=5)  # no run running now
+    idle = httpx.post(log, content=b"orphan", timeout=5)
+    assert idle.status_code == 409
+    assert idle.json()["error"]["code"] == "CONFLICT"
+    assert "no run of 'home_rsync' is running: send its start first" in idle.text
+    rid = start_run(live)
+    other = httpx.post(log, params={"rid": "not-this-one"}, content=b"x", timeout=5)
+    assert other.status_code == 409
+    assert f"the running one is '{rid}'" in other.json()["error"]["message"]
+    long_rid = httpx.post(log, params={"rid": "r" * 129}, content=b"x", timeout=5)
+    assert long_rid.status_code == 400 and long_rid.json()["error"]["field"] == "rid"
+    unknown = httpx.post(f"{live.url}/ping/{KEY}/logrotate@web2/log", content=b"x", timeout=5)
+    assert unknown.status_code == 404
+    assert "did you mean 'logrotate@web1'?" in unknown.json()["error"]["message"]
+    httpx.get(f"{live.url}/ping/{KEY}/{LOGGED}/0", params={"rid": rid}, timeout=5)
+    assert "orphan" not in str(results(live, LOGGED, limit=3))
+
+
+def test_oversized_and_hostile_log_bodies_keep_a_redacted_tail(live: ServerProcess) -> None:
+    rid = start_run(live)
+    log = f"{live.url}/ping/{KEY}/{LOGGED}/log"
+    hostile = b"\x00\xff\xfe binary \x1b[31m password=hunter2 \xc3\n"
+    assert httpx.post(log, content=hostile, timeout=5).text == "OK"
+    big = b"".join(b"line %06d\n" % i for i in range(20_000))  # 240 kB
+    assert httpx.post(log, content=big, timeout=5).text == "OK"
+    running = str(job_state(live)["run_output"])
+    assert len(running.encode()) <= 5000 and running.endswith("line 019999\n")
+    too_big = httpx.post(log, content=b"y" * 2_000_000, timeout=10)
+    assert too_big.status_code == 413  # over limits.max_body_bytes: refused whole
+    assert str(job_state(live)["run_output"]) == running
+    httpx.post(log, content=hostile, timeout=5)
+    httpx.post(f"{live.url}/ping/{KEY}/{LOGGED}/fail", params={"rid": rid}, timeout=5)
+    output = str(results(live, LOGGED, limit=1)[0]["output"])
+    assert len(output.encode()) <= 5000 and "hunter2" not in output
+    assert output.endswith("\ufffd\n") and "line 019999\n" in output
+
+
+def test_two_log_pings_at_once_lose_nothing(live: ServerProcess) -> None:
+    rid = start_run(live)
+    log = f"{live.url}/ping/{KEY}/{LOGGED}/log"
+    sent = [f"worker {w} step {i}\n" for w in range(6) for i in range(8)]
+    barrier = threading.Barrier(6)
+    failures: list[int] = []
+
+    def worker(w: int) -> None:
+        with httpx.Client(timeout=10) as client:
+            barrier.wait()
+            for i in range(8):
+                status = client.post(log, content=f"worker {w} step {i}\n".encode()).status_code
+                if status != 200:
+                    failures.append(status)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    httpx.get(f"{live.url}/ping/{KEY}/{LOGGED}/0", params={"rid": rid}, timeout=5)
+    output = str(results(live, LOGGED, limit=1)[0]["output"])
+    assert sorted(output.splitlines(keepends=True)) == sorted(sent)

@@ -34,6 +34,7 @@ __all__ = [
     "Client",
     "ClientSettings",
     "Retry",
+    "WrongScheme",
     "error_from_response",
     "split_job_id",
 ]
@@ -42,6 +43,8 @@ DEFAULT_URL = "http://127.0.0.1:9479"
 #: Per-request ceiling; callers with a deadline get less.
 REQUEST_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 3.0
+#: How long the probe for a wrong scheme (https:// to a plain server...) may take.
+PROBE_TIMEOUT = 1.0
 #: The server's id patterns (``cronmetrics.jobs.model``; a test keeps them equal).
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
 HOST_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
@@ -58,6 +61,13 @@ class UsageError(CronmetricsError):
 
     code = "USAGE"
     exit_code = 2
+
+
+class WrongScheme(ServerUnavailable):
+    """The URL says https:// to a plain HTTP server or http:// to a TLS one: trying again
+    cannot help, so it is not retried (a cron run learns it in one attempt)."""
+
+    code = "WRONG_SCHEME"
 
 
 def split_job_id(job_id: str) -> tuple[str, str | None]:
@@ -269,8 +279,11 @@ class Retry:
 
 
 def retryable(exc: CronmetricsError) -> bool:
-    """Network trouble, 5xx and 429 may pass; a 4xx will not change by sending it again."""
-    return isinstance(exc, (ServerUnavailable, err.RateLimited))
+    """Network trouble, 5xx and 429 may pass; a 4xx or a wrong scheme will not change by
+    sending it again."""
+    return isinstance(exc, (ServerUnavailable, err.RateLimited)) and not isinstance(
+        exc, WrongScheme
+    )
 
 
 # -- the client ----------------------------------------------------------------------------
@@ -482,24 +495,35 @@ class Client:
         if isinstance(exc, (socket.timeout, TimeoutError)):
             if self.scheme == "https" and getattr(exc, "during_handshake", False):
                 # a plain HTTP server waits for a request line that a TLS hello never is
-                return ServerUnavailable(
-                    f"{where}: no TLS handshake within {min(limit, CONNECT_TIMEOUT):.1f}s:"
-                    " if it serves plain HTTP, use http:// instead of https:// in --url"
+                if self._speaks(tls=False):
+                    return WrongScheme(
+                        f"{where} serves plain HTTP, not TLS: use http:// instead of"
+                        " https:// in --url"
+                    )
+                return _timeout(
+                    ServerUnavailable(
+                        f"{where}: no TLS handshake within {min(limit, CONNECT_TIMEOUT):.1f}s:"
+                        " if it serves plain HTTP, use http:// instead of https:// in --url"
+                    )
                 )
-            return ServerUnavailable(f"{self.url}: no answer within {limit:.1f}s")
+            return _timeout(ServerUnavailable(f"{self.url}: no answer within {limit:.1f}s"))
         if ssl_mod is not None and isinstance(exc, ssl_mod.SSLCertVerificationError):
             why = exc.verify_message or exc.reason or "verification failed"
             return ServerUnavailable(f"{self.url}: certificate not trusted ({why}): {CACERT_HINT}")
         if ssl_mod is not None and isinstance(exc, ssl_mod.SSLError):
             reason = str(exc.reason or exc)
             if any(r in reason for r in ("WRONG_VERSION_NUMBER", "RECORD_LAYER", "record layer")):
-                return ServerUnavailable(
+                return WrongScheme(
                     f"{where} does not speak TLS: use http:// instead of https:// in --url"
                 )
             return ServerUnavailable(f"{self.url}: TLS failed ({reason})")
         if self.scheme == "http" and isinstance(
             exc, (ProtocolError, ConnectionResetError, BrokenPipeError)
         ):
+            if self._speaks(tls=True):
+                return WrongScheme(
+                    f"{where} serves TLS, not plain HTTP: use https:// instead of http:// in --url"
+                )
             return ServerUnavailable(
                 f"{where} closed the connection without an HTTP answer: if it serves TLS,"
                 " use https:// instead of http:// in --url"
@@ -509,6 +533,23 @@ class Client:
         if isinstance(exc, OSError):
             return ServerUnavailable(f"cannot reach {where}: {exc.strerror or exc}")
         return ServerUnavailable(f"cannot reach {where}: {type(exc).__name__}: {exc}")
+
+    def _speaks(self, *, tls: bool) -> bool:
+        """Whether the server answers the other scheme (a probe, on the failure path
+        only): a TLS handshake that completes, or an answer that starts ``HTTP/``."""
+        try:
+            with socket.create_connection((self.host, self.port), timeout=PROBE_TIMEOUT) as raw:
+                if tls:
+                    context = _tls_context(None, insecure=True)
+                    with context.wrap_socket(raw, server_hostname=self.host):
+                        return True
+                raw.sendall(b"HEAD / HTTP/1.0\r\n\r\n")
+                head = b""
+                while len(head) < 5 and (chunk := raw.recv(5 - len(head))):
+                    head += chunk
+                return head == b"HTTP/"
+        except Exception:  # a probe: any failure means "no"
+            return False
 
     def request_retrying(
         self,
@@ -526,15 +567,21 @@ class Client:
         server can tell a retry from a second run. 4xx answers are not retried.
         """
         retry = Retry(budget, clock=self._clock, rng=self._rng)
+        previous: CronmetricsError | None = None
         while True:
+            left = retry.remaining()
             try:
-                return self.request(method, path, json=json, timeout=max(retry.remaining(), 0.05))
+                return self.request(method, path, json=json, timeout=max(left, 0.05))
             except CronmetricsError as exc:
                 if not retryable(exc) or (cancel is not None and cancel.is_set()):
                     raise
                 wait = retry.next_wait(exc)
                 if wait is None:
+                    if previous is not None and left < self.timeout and _timed_out(exc):
+                        # a last try cut short by the budget says less than the one before
+                        raise previous from None
                     raise
+                previous = exc
                 if on_retry is not None:
                     on_retry(exc, wait)
                 if cancel is not None:
@@ -647,6 +694,16 @@ def _dechunk(data: bytes) -> bytes:
             return b"".join(out)
         out.append(data[eol + 2 : eol + 2 + size])
         pos = eol + 2 + size + 2
+
+
+def _timeout(exc: ServerUnavailable) -> ServerUnavailable:
+    exc.timed_out = True  # type: ignore[attr-defined]
+    return exc
+
+
+def _timed_out(exc: CronmetricsError) -> bool:
+    """The request ran out of time (rather than being refused or answered badly)."""
+    return bool(getattr(exc, "timed_out", False))
 
 
 def quote_id(job_id: str) -> str:

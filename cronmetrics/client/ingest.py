@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from cronmetrics.client.http import Client, split_job_id
+from cronmetrics.client.http import Client, retryable, split_job_id
 from cronmetrics.client.tailing import Offset, head_digest, rotated
 from cronmetrics.errors import CronmetricsError, PayloadTooLarge, ServerUnavailable, ValidationError
 
@@ -292,7 +292,7 @@ class Ingester:
                     self.stats.retention_days = body.get("retention_days")
                 return
             except ServerUnavailable as exc:
-                if not self.retry_forever or self.stop.is_set():
+                if not self.retry_forever or self.stop.is_set() or not retryable(exc):
                     raise
                 self.warn(f"{exc.message}; retrying")
                 if self.stop.wait(delay):

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from itertools import chain, islice, repeat
 from typing import Any, overload
 
-__all__ = ["COLUMNS", "FLOAT_COLUMNS", "History", "Result", "check_result", "newest"]
+__all__ = ["COLUMNS", "FLOAT_COLUMNS", "History", "Result", "check_result", "newest", "tail"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +59,17 @@ STATUS_CODES = {"success": ord("s"), "failure": ord("f"), "start": ord("b")}
 _STATUS_NAMES = {code: name for name, code in STATUS_CODES.items()}
 NAN = float("nan")
 LITTLE_ENDIAN = sys.byteorder == "little"
+
+
+def tail(text: str, limit: int) -> str:
+    """The last ``limit`` bytes of ``text`` in UTF-8, cut at a character boundary: what a
+    stored output keeps of a longer one."""
+    if len(text) * 4 <= limit:  # cheap: no character takes more than 4 bytes
+        return text
+    raw = text.encode("utf-8", "replace")
+    if len(raw) <= limit:
+        return text
+    return raw[len(raw) - limit :].decode("utf-8", "ignore")
 
 
 def _duration(value: float) -> float | None:

@@ -70,6 +70,23 @@ Guarantees of every engine
   keeps serving the job.
 - **Runtime records** (``kind``, ``key``) -> JSON object: small, rare, durable when the call
   returns, listed in key order.
+- **Run output** (the append-only execution log of ``/ping/<key>/<id>/log``): text
+  appended to the output of a job's *running* run, kept with the run it belongs to (its
+  run id and start), bounded to its tail::
+
+      append_output(id, text, run_id?) ──▶ running run (the one of run_id, if given)?
+                                           no: Conflict, nothing kept
+                                           yes: its text += text, last `limit` bytes
+      take_outputs(finishes)         ──▶   for each finish that ends its job's running
+                                           run (what transitions.ends_run says): that
+                                           run's text, removed; appends to it: Conflict
+      restore_output(taken)          ──▶   put back (recording the finish failed)
+
+  Appends and takes of one job are serialized: two appends at once both land, in some
+  order; an append and the finish of its run at once either lands before the take (and
+  is in the finish's output) or is refused. The output is durable when the call returns.
+  Callers (the monitor) redact and bound each piece before it comes here; the finish
+  puts the taken text in front of its own output.
 - **health()** is cheap and never raises: ``ok`` False (with a ``detail`` a human reads
   in ``/health/deep``) while the engine cannot persist or reach its data.
 """
@@ -86,6 +103,7 @@ __all__ = [
     "JobState",
     "Recorded",
     "Result",
+    "RunOutput",
     "RuntimeRecord",
     "Store",
     "StoreHealth",
@@ -154,6 +172,19 @@ class RuntimeRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RunOutput:
+    """What a running run has logged so far (``/ping/<key>/<id>/log``), and whose it is:
+    a run is its run id (None without one) and its start, so a log never outlives its
+    run into the next one."""
+
+    job_id: str
+    run_id: str | None
+    started: float | None
+    text: str
+    updated: float
+
+
+@dataclass(frozen=True, slots=True)
 class StoreHealth:
     """Readiness of an engine, for ``/health/deep`` (name ``store``) and ``/metrics``."""
 
@@ -215,6 +246,29 @@ class Store(Protocol):
         """A new history limit (``retention.max_results_per_job`` reloaded): from now on
         every history is what a restart with this limit would show; return the ids whose
         history changed at once."""
+        ...
+
+    # -- run output (the execution log) ----------------------------------------------------
+
+    def append_output(
+        self, job_id: str, text: str, *, run_id: str | None, limit: int, now: float
+    ) -> RunOutput:
+        """Append ``text`` to the output of the job's running run (the run ``run_id``
+        when given), keeping its last ``limit`` bytes; :class:`~cronmetrics.errors.Conflict`
+        when no such run is running or its finish already took the output."""
+        ...
+
+    def run_output(self, job_id: str) -> RunOutput | None:
+        """What the job's running run has logged so far, or None."""
+        ...
+
+    def take_outputs(self, finishes: Sequence[Result]) -> dict[str, RunOutput]:
+        """For each of ``finishes`` that ends its job's running run, remove and return the
+        output that run logged (by job id); appends to that run are refused from then on."""
+        ...
+
+    def restore_output(self, output: RunOutput) -> None:
+        """Put a taken output back (recording its finish failed), if its run still runs."""
         ...
 
     # -- removal ---------------------------------------------------------------------------

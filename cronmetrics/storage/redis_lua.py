@@ -12,6 +12,9 @@ Keys (``P`` is the engine's prefix, ``cm:`` by default)::
                      when dropped); or r (a runtime record kind)
     P defs           hash  job id -> last good definition JSON
     P rec:<kind>     hash  key -> {"value": ..., "updated": ...} JSON
+    P out:<id>       hash  the running run's output (``/ping/.../log``): run (its run id,
+                     "" without), started (its start as the state JSON spells it), text,
+                     updated, closed ("1": its finish took the text, appends refused)
 
 Scripts take their keys from the prefix in ARGV, not KEYS: the engine targets one Redis
 (with replicas of its own, Sentinel), not Redis Cluster, whose slots would split a job's
@@ -20,7 +23,7 @@ keys.
 
 from __future__ import annotations
 
-__all__ = ["DROP", "PURGE", "RECORD"]
+__all__ = ["DROP", "OUTPUT", "PURGE", "RECORD", "TAKE_OUTPUT"]
 
 #: Write states (compare-and-set on each version), history entries, run-id keys and
 #: change events. ARGV: prefix, op id, ttl, max results per job, recent max, stream
@@ -144,3 +147,89 @@ end
 return ''
 
 """
+
+#: The job's running run as the output scripts identify it: its run id ("" without one),
+#: its start exactly as the state JSON spells it, and the decoded state; nil when idle.
+_RUNNING = """
+local function running(p, id)
+  local raw = redis.call('HGET', p .. 'states', id)
+  if not raw then return nil end
+  local body = raw:sub(raw:find('|', 1, true) + 1)
+  local st = cjson.decode(body)
+  if st.running ~= true then return nil end
+  local run = st.run_id
+  if type(run) ~= 'string' then run = '' end
+  return run, body:match('"run_started":([^,}]+)') or 'null', st
+end
+"""
+
+#: Append to (or, restoring, put back in front of) the running run's output, keeping its
+#: last ``limit`` bytes at a UTF-8 boundary. ARGV: prefix, job id, run id ("" any), text,
+#: limit, now, mode ("append" | "restore"), the run's start (restore). Returns {"ok", run,
+#: started, text}, {"idle"}, {"other", running run id}, {"closed"} or {"gone"} (restore:
+#: the run ended meanwhile).
+OUTPUT = (
+    _RUNNING
+    + """
+local p, id, rid, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[7]
+local run, started = running(p, id)
+if not run then return {'idle'} end
+if mode == 'restore' then
+  if rid ~= run or ARGV[8] ~= started then return {'gone'} end
+elseif rid ~= '' and rid ~= run then
+  return {'other', run}
+end
+local key = p .. 'out:' .. id
+local cur = redis.call('HMGET', key, 'run', 'started', 'text', 'closed')
+local text = ''
+if cur[1] == run and cur[2] == started then
+  if cur[4] == '1' and mode ~= 'restore' then return {'closed'} end
+  text = cur[3] or ''
+end
+if mode == 'restore' then text = ARGV[4] .. text else text = text .. ARGV[4] end
+local limit = tonumber(ARGV[5])
+if #text > limit then
+  local cut = #text - limit + 1
+  while cut <= #text do
+    local b = text:byte(cut)
+    if b < 128 or b >= 192 then break end
+    cut = cut + 1
+  end
+  text = text:sub(cut)
+end
+redis.call('HSET', key, 'run', run, 'started', started, 'text', text, 'updated', ARGV[6],
+           'closed', '0')
+return {'ok', run, started, text}
+"""
+)
+
+#: For each finish that ends its job's running run (as transitions.ends_run decides), take
+#: that run's output and close it to appends. ARGV: prefix, then per finish: job id, run
+#: id ("" none), timestamp. Returns flat (id, run, started, text, updated) per output taken.
+#: Nothing is written for a run that logged nothing (a write is an AOF fsync).
+TAKE_OUTPUT = (
+    _RUNNING
+    + """
+local p = ARGV[1]
+local out, seen = {}, {}
+for k = 2, #ARGV, 3 do
+  local id, rid, ts = ARGV[k], ARGV[k + 1], tonumber(ARGV[k + 2])
+  if not seen[id] and redis.call('EXISTS', p .. 'out:' .. id) == 1 then
+    local run, started, st = running(p, id)
+    if run and (type(st.last_report) ~= 'number' or ts >= st.last_report)
+        and (rid == '' or run == '' or rid == run) then
+      seen[id] = true
+      local key = p .. 'out:' .. id
+      local cur = redis.call('HMGET', key, 'run', 'started', 'text', 'closed', 'updated')
+      if cur[1] == run and cur[2] == started and cur[4] ~= '1' then
+        for _, v in ipairs({id, run, started, cur[3] or '', cur[5] or '0'}) do
+          out[#out + 1] = v
+        end
+        redis.call('HSET', key, 'text', '', 'closed', '1')
+      end
+    end
+  end
+end
+return out
+"""
+)

@@ -44,7 +44,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from cronmetrics.config import Config, mask_url_password
-from cronmetrics.errors import StorageError, StoreUnavailable
+from cronmetrics.errors import Conflict, StorageError, StoreUnavailable
 from cronmetrics.logs import get_logger
 from cronmetrics.storage import redis_lua
 from cronmetrics.storage.history import Result
@@ -52,6 +52,7 @@ from cronmetrics.storage.interface import (
     JobState,
     JSONValue,
     Recorded,
+    RunOutput,
     RuntimeRecord,
     StoreHealth,
     new_state,
@@ -131,7 +132,7 @@ class RedisStore:
         tail = redis.Redis.from_url(url, socket_timeout=socket_timeout + 2.0, **options)
         self._scripts = {
             name: self.client.register_script(getattr(redis_lua, name))
-            for name in ("RECORD", "PURGE", "DROP")
+            for name in ("RECORD", "PURGE", "DROP", "OUTPUT", "TAKE_OUTPUT")
         }
         self.mirror = Mirror(tail, prefix, on_change=on_change, on_reload=self._after_reload)
         self._pending: set[str] = set()  # ensured while Redis was down: written on reload
@@ -389,6 +390,61 @@ class RedisStore:
     def changes(self, cursor: str) -> tuple[list[str], str]:
         return self.mirror.changes(cursor)
 
+    # -- run output (the execution log) --------------------------------------------------
+
+    def _output(self, job_id: str, fields: Sequence[str], updated: float) -> RunOutput:
+        run, started, text = fields
+        return RunOutput(
+            job_id, run or None, None if started == "null" else float(started), text, updated
+        )
+
+    def append_output(
+        self, job_id: str, text: str, *, run_id: str | None, limit: int, now: float
+    ) -> RunOutput:
+        script = self._scripts["OUTPUT"]
+        args: list[str | int] = [self.prefix, job_id, run_id or "", text, limit, repr(now)]
+        args.append("append")
+        reply = self._call("append output", lambda: script(args=args))
+        if reply[0] == "ok":
+            return self._output(job_id, reply[1:], now)
+        if reply[0] == "other":
+            running = f" (the running one is {reply[1]!r})" if reply[1] else ""
+            raise Conflict(f"run {run_id!r} of {job_id!r} is not running{running}")
+        if reply[0] == "closed":
+            raise Conflict(f"the running run of {job_id!r} is finishing")
+        raise Conflict(f"no run of {job_id!r} is running: send its start first")
+
+    def run_output(self, job_id: str) -> RunOutput | None:
+        raw = self._call("output", lambda: self.client.hgetall(self._key(f"out:{job_id}")))
+        state = self.mirror.get(job_id)
+        if not raw or raw.get("closed") == "1" or state is None or not state.running:
+            return None
+        output = self._output(job_id, (raw["run"], raw["started"], raw["text"]), 0.0)
+        if (output.run_id, output.started) != (state.run_id, state.run_started):
+            return None
+        return dataclasses.replace(output, updated=float(raw["updated"]))
+
+    def take_outputs(self, finishes: Sequence[Result]) -> dict[str, RunOutput]:
+        if not finishes:
+            return {}
+        args: list[str] = [self.prefix]
+        for r in finishes:
+            args += [r.job_id, r.run_id or "", repr(r.timestamp)]
+        script = self._scripts["TAKE_OUTPUT"]
+        reply = self._call("take output", lambda: script(args=args))
+        taken = {}
+        for k in range(0, len(reply), 5):
+            job_id = reply[k]
+            taken[job_id] = self._output(job_id, reply[k + 1 : k + 4], float(reply[k + 4]))
+        return taken
+
+    def restore_output(self, output: RunOutput) -> None:
+        started = "null" if output.started is None else orjson.dumps(output.started).decode()
+        args: list[str | int] = [self.prefix, output.job_id, output.run_id or "", output.text]
+        args += [2**53, repr(output.updated), "restore", started]
+        script = self._scripts["OUTPUT"]
+        self._call("restore output", lambda: script(args=args))
+
     # -- removal -------------------------------------------------------------------------
 
     def purge(self, before: float, job_ids: Iterable[str] | None = None) -> int:
@@ -435,6 +491,7 @@ class RedisStore:
     def drop(self, job_id: str) -> bool:
         script = self._scripts["DROP"]
         event = self._call("drop", lambda: script(args=[self.prefix, job_id, STREAM_MAXLEN]))
+        self._call("drop", lambda: self.client.delete(self._key(f"out:{job_id}")))
         self.mirror.remove(job_id, event or None)
         return bool(event)
 

@@ -18,7 +18,9 @@ for what every call guarantees). Reads are served from memory: one
 
 Two locks, never held around each other's I/O: ``_lock`` guards memory (held for
 microseconds per call), ``_writer`` serializes database transactions. No caller's lock
-(the monitor's) is ever held during either.
+(the monitor's) is ever held during either. Running runs' output (``/ping/.../log``) is
+kept per job in memory and as ``run-output`` rows of the runtime records table, written
+when each append returns; ``_output_lock`` orders its appends and takes.
 
 Without a database (``database=None``: tests, tools) the engine is the same, in memory.
 """
@@ -32,16 +34,25 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cronmetrics.errors import StorageError
+from cronmetrics.errors import Conflict, StorageError
 from cronmetrics.storage.database import Database, Loaded, Writes
-from cronmetrics.storage.history import STATUS_CODES, History, Result, check_result, newest
-from cronmetrics.storage.interface import JobState, Recorded, RuntimeRecord, StoreHealth, new_state
-from cronmetrics.storage.transitions import apply_result
+from cronmetrics.storage.history import STATUS_CODES, History, Result, check_result, newest, tail
+from cronmetrics.storage.interface import (
+    JobState,
+    Recorded,
+    RunOutput,
+    RuntimeRecord,
+    StoreHealth,
+    new_state,
+)
+from cronmetrics.storage.transitions import apply_result, ends_run
 
 __all__ = ["EmbeddedStore"]
 
 #: trim a job's rows in the database once it holds this much more than its history
 _TRIM_SLACK = 0.25
+#: the runtime-record kind that keeps running runs' output in ``state.db``
+OUTPUT_KIND = "run-output"
 
 
 def _is_duplicate(history: History, result: Result) -> bool:
@@ -98,6 +109,12 @@ class EmbeddedStore:
         self._queue: list[_Batch] = []
         #: histories cut by a smaller limit: their rows are trimmed at the next write
         self._cut: set[str] = set()
+        #: running runs' output by job id, and the runs whose finish took it (job id ->
+        #: (run id, start)): appends to those are refused
+        self._outputs: dict[str, RunOutput] = {}
+        self._taken: dict[str, tuple[str | None, float | None]] = {}
+        #: serializes changes of run output; taken before ``_writer``, never inside it
+        self._output_lock = threading.Lock()
         self.last_error: str | None = None
         self.last_persisted: float | None = None
         #: called under the writer lock before every database write (the state dir's
@@ -119,7 +136,10 @@ class EmbeddedStore:
             self._changed[job_id] = self._seq = self._seq + 1
         if self.database is not None:
             for record in self.database.records(None):
-                self._records[(record.kind, record.key)] = record
+                if record.kind == OUTPUT_KIND:
+                    self._outputs[record.key] = _output_of(record)
+                else:
+                    self._records[(record.kind, record.key)] = record
 
     # -- internal --------------------------------------------------------------------------
 
@@ -388,6 +408,86 @@ class EmbeddedStore:
                 out.append(job_id)
             return out, new
 
+    # -- run output (the execution log) ----------------------------------------------------
+
+    def _running(self, job_id: str) -> tuple[str | None, float | None] | None:
+        """Call under ``_lock``: the job's running run (run id, start), or None."""
+        state = self._states.get(job_id)
+        if state is None or not state.running:
+            return None
+        return state.run_id, state.run_started
+
+    def _save_output(self, job_id: str, output: RunOutput | None) -> None:
+        """Call under ``_output_lock``: make the job's output (None: none) durable, then
+        keep it in memory (a failed write leaves memory as it was)."""
+        if self.database is not None:
+            with self._writer:
+                self._check()
+                if output is None:
+                    self.database.delete_record(OUTPUT_KIND, job_id)
+                else:
+                    self.database.put_record(_record_of(output))
+        with self._lock:
+            if output is None:
+                self._outputs.pop(job_id, None)
+            else:
+                self._outputs[job_id] = output
+
+    def append_output(
+        self, job_id: str, text: str, *, run_id: str | None, limit: int, now: float
+    ) -> RunOutput:
+        with self._output_lock:
+            with self._lock:
+                run = self._running(job_id)
+                if run is None:
+                    raise Conflict(f"no run of {job_id!r} is running: send its start first")
+                if run_id is not None and run[0] != run_id:
+                    running = "" if run[0] is None else f" (the running one is {run[0]!r})"
+                    raise Conflict(f"run {run_id!r} of {job_id!r} is not running{running}")
+                if self._taken.get(job_id) == run:
+                    raise Conflict(f"the running run of {job_id!r} is finishing")
+                before = self._outputs.get(job_id)
+                kept = before.text if before and (before.run_id, before.started) == run else ""
+            output = RunOutput(job_id, run[0], run[1], tail(kept + text, limit), now)
+            self._save_output(job_id, output)
+            return output
+
+    def run_output(self, job_id: str) -> RunOutput | None:
+        with self._lock:
+            output = self._outputs.get(job_id)
+            if output is None or (output.run_id, output.started) != self._running(job_id):
+                return None
+            return output
+
+    def take_outputs(self, finishes: Sequence[Result]) -> dict[str, RunOutput]:
+        taken: dict[str, RunOutput] = {}
+        with self._output_lock:
+            with self._lock:  # mark every run these end, logged or not: a later append
+                for result in finishes:  # to it is refused, never left behind it
+                    state = self._states.get(result.job_id)
+                    if result.job_id in taken or state is None or not ends_run(state, result):
+                        continue
+                    run = self._taken[result.job_id] = (state.run_id, state.run_started)
+                    output = self._outputs.get(result.job_id)
+                    if output is not None and (output.run_id, output.started) == run:
+                        taken[result.job_id] = output
+            for job_id in taken:
+                self._save_output(job_id, None)
+        return taken
+
+    def restore_output(self, output: RunOutput) -> None:
+        job_id, run = output.job_id, (output.run_id, output.started)
+        with self._output_lock:
+            with self._lock:
+                if self._running(job_id) != run:
+                    return
+                if self._taken.get(job_id) == run:
+                    del self._taken[job_id]
+                later = self._outputs.get(job_id)
+            if later is not None and (later.run_id, later.started) == run:
+                output = dataclasses.replace(output, text=output.text + later.text)
+            self._save_output(job_id, output)
+
     # -- removal ---------------------------------------------------------------------------
 
     def purge(self, before: float, job_ids: Iterable[str] | None = None) -> int:
@@ -432,6 +532,8 @@ class EmbeddedStore:
                 known = self._states.pop(job_id, None) is not None
                 self._histories.pop(job_id, None)
                 self._definitions.pop(job_id, None)
+                self._outputs.pop(job_id, None)
+                self._taken.pop(job_id, None)
                 self._dirty.discard(job_id)
                 self._rows = [r for r in self._rows if r.job_id != job_id]
                 self._db_rows.pop(job_id, None)
@@ -440,6 +542,7 @@ class EmbeddedStore:
                 self._changed[job_id] = self._seq
             if self.database is not None:
                 self.database.write(Writes(drop=[job_id]))
+                self.database.delete_record(OUTPUT_KIND, job_id)
             return known
 
     # -- last good definitions -------------------------------------------------------------
@@ -556,7 +659,7 @@ class EmbeddedStore:
             states = list(self._states.values())
             histories = [h.copy() for h in self._histories.values()]
             definitions = {j: dict(d) for j, d in self._definitions.items()}
-            records = list(self._records.values())
+            records = [*self._records.values(), *map(_record_of, self._outputs.values())]
             rows, dirty, cut = self._rows, self._dirty, self._cut
             self._rows, self._dirty, self._cut = [], set(), set()
         results = [r for history in histories for r in history]
@@ -610,3 +713,15 @@ class EmbeddedStore:
 
 def _key(record: RuntimeRecord) -> str:
     return record.key
+
+
+def _record_of(output: RunOutput) -> RuntimeRecord:
+    value = {"run_id": output.run_id, "started": output.started, "text": output.text}
+    return RuntimeRecord(OUTPUT_KIND, output.job_id, value, output.updated)
+
+
+def _output_of(record: RuntimeRecord) -> RunOutput:
+    v = record.value
+    return RunOutput(
+        record.key, v.get("run_id"), v.get("started"), v.get("text", ""), record.updated
+    )

@@ -12,7 +12,7 @@ import dataclasses
 from cronmetrics.storage.history import Result
 from cronmetrics.storage.interface import JobState
 
-__all__ = ["apply_result"]
+__all__ = ["apply_result", "ends_run"]
 
 
 def apply_result(state: JobState, result: Result) -> tuple[JobState, bool]:
@@ -54,3 +54,13 @@ def apply_result(state: JobState, result: Result) -> tuple[JobState, bool]:
             last_failure=result.timestamp, consecutive_failures=state.consecutive_failures + 1
         )
     return dataclasses.replace(state, **changes), True  # type: ignore[arg-type]
+
+
+def ends_run(state: JobState, result: Result) -> bool:
+    """Whether ``result`` finishes the run ``state`` has running, as :func:`apply_result`
+    pairs them (the run's logged output then goes with it)."""
+    if result.status == "start" or not state.running:
+        return False
+    if state.last_report is not None and result.timestamp < state.last_report:
+        return False
+    return result.run_id is None or state.run_id is None or result.run_id == state.run_id

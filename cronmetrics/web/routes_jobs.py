@@ -106,7 +106,11 @@ def get_job(job_id: str) -> Response:
     require("read", job_id)
     svc = current()
     svc.monitor.tick(svc.clock())  # show the state at now, not at the last scheduler tick
-    return json_response(job_json(svc.monitor.view(job_id)))
+    view = svc.monitor.view(job_id)
+    body = job_json(view)
+    logged = svc.monitor.store.run_output(job_id) if view.state.running else None
+    body["state"]["run_output"] = logged.text if logged is not None else None
+    return json_response(body)
 
 
 # -- writes (issue #4) ---------------------------------------------------------------------

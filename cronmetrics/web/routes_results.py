@@ -49,7 +49,7 @@ def _submit(results: list[ResultIn], *, batch: bool) -> list[str]:
         if exc.field != "job_name" or len({(r.job_name, r.host) for r in results}) != 1:
             raise  # a batch for several jobs: the message names the item already
         raise NotFound(
-            exc.message + _suggest(results[0], list(svc.monitor.definitions), who),
+            exc.message + suggest(results[0].job_name, results[0].host, who),
             field="job_name",
         ) from None
     svc.metrics.submissions.labels("accepted").inc(len(results))
@@ -58,14 +58,17 @@ def _submit(results: list[ResultIn], *, batch: bool) -> list[str]:
     return targets
 
 
-def _suggest(result: ResultIn, defined: list[str], who: Identity) -> str:
+def suggest(job_name: str, host: str | None, who: Identity) -> str:
     """ "; did you mean ...?" for an unknown job: the ids defined for its name, else the
     closest ids, among those the token may report to (it learns nothing else)."""
+    defined = list(current().monitor.definitions)
     allowed = [job_id for job_id in defined if who.allows_job(job_id)]
-    wanted = make_job_id(result.job_name, result.host)
-    same_name = sorted(j for j in allowed if j.partition("@")[0] == result.job_name)
+    wanted = make_job_id(job_name, host)
+    same_name = sorted(j for j in allowed if j.partition("@")[0] == job_name)
     if same_name:
-        return f"; {result.job_name!r} is defined as {', '.join(map(repr, same_name))}"
+        hosts = "that host" if len(same_name) == 1 else "those hosts"
+        ids = " or ".join(map(repr, same_name))
+        return f"; did you mean {ids}? ({job_name!r} is defined for {hosts} only)"
     close = difflib.get_close_matches(wanted, allowed, n=3, cutoff=0.6)
     if close:
         return f"; did you mean {' or '.join(map(repr, close))}?"
@@ -101,7 +104,7 @@ def _accepted(results: list[ResultIn], targets: list[str]) -> dict[str, Any]:
     return body
 
 
-def _split_id(job_id: str) -> tuple[str, str | None]:
+def split_id(job_id: str) -> tuple[str, str | None]:
     try:
         return split_job_id(job_id)
     except ValueError as exc:
@@ -111,7 +114,7 @@ def _split_id(job_id: str) -> tuple[str, str | None]:
 def ping_result(job_id: str, action: str) -> ResultIn:
     """The result a ping stands for: the action, ``?run_id=`` (or Healthchecks' ``?rid=``),
     ``?duration=``, and the body as output whatever its Content-Type."""
-    name, host = _split_id(job_id)
+    name, host = split_id(job_id)
     exit_code: int | None = None
     if action == "start":
         status = ResultStatus.START

@@ -1,0 +1,205 @@
+"""A running run's output (the execution log of ``/ping/<key>/<id>/log``) in both engines:
+appended while the run runs, taken by its finish, bounded to its tail, durable."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redisserver import RedisServer
+
+from cronmetrics.errors import Conflict
+from cronmetrics.monitor import Monitor
+from cronmetrics.storage.interface import Result, Store
+from cronmetrics.storage.persistence import open_store
+from cronmetrics.storage.redisstore import RedisStore
+from cronmetrics.storage.store import EmbeddedStore
+
+T0 = 1_767_571_200.0
+JOB = "backup"
+
+
+def result(status: str, at: float, **extra: object) -> Result:
+    return Result(JOB, status, at, at, **extra)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "embedded":
+        embedded, _ = open_store(tmp_path, 100, durable=True, now=T0)
+        yield embedded
+        embedded.close()
+        return
+    server: RedisServer = request.getfixturevalue("redis")
+    engine = RedisStore(server.url)
+    assert engine.mirror.wait_loaded(10)
+    yield engine
+    engine.close()
+
+
+def append(store: Store, text: str, run_id: str | None = None, limit: int = 1000) -> str:
+    return store.append_output(JOB, text, run_id=run_id, limit=limit, now=T0 + 1).text
+
+
+def test_appends_go_to_the_running_run_and_its_finish_takes_them(store: Store) -> None:
+    store.record([result("start", T0, run_id="r1")], T0)
+    assert append(store, "step 1\n") == "step 1\n"
+    assert append(store, "step 2\n", run_id="r1") == "step 1\nstep 2\n"
+    seen = store.run_output(JOB)
+    assert seen is not None and (seen.run_id, seen.started) == ("r1", T0)
+    assert seen.text == "step 1\nstep 2\n"
+    finish = result("success", T0 + 5, run_id="r1")
+    taken = store.take_outputs([finish])
+    assert taken[JOB].text == "step 1\nstep 2\n"
+    with pytest.raises(Conflict, match="finishing"):
+        append(store, "too late")  # the finish took it: refused, not left behind
+    store.record([finish], T0 + 5)
+    assert store.run_output(JOB) is None
+    with pytest.raises(Conflict, match="no run of 'backup' is running"):
+        append(store, "after the run")
+
+
+def test_without_a_running_run_or_with_another_run_id_nothing_is_kept(store: Store) -> None:
+    with pytest.raises(Conflict, match="no run of 'backup' is running"):
+        append(store, "never started")
+    store.record([result("start", T0, run_id="r1")], T0)
+    with pytest.raises(Conflict, match=r"run 'r9' of 'backup' is not running.*'r1'"):
+        append(store, "wrong run", run_id="r9")
+    assert store.run_output(JOB) is None
+
+
+def test_a_new_run_starts_with_an_empty_output(store: Store) -> None:
+    store.record([result("start", T0, run_id="r1")], T0)
+    append(store, "of run 1")
+    store.record([result("start", T0 + 60, run_id="r2")], T0 + 60)  # r1 never finished
+    assert store.run_output(JOB) is None
+    assert append(store, "of run 2") == "of run 2"
+    assert store.take_outputs([result("success", T0 + 70)])[JOB].text == "of run 2"
+
+
+def test_a_finish_of_another_run_or_an_old_result_takes_nothing(store: Store) -> None:
+    store.record([result("start", T0 + 10, run_id="r1")], T0 + 10)
+    append(store, "kept")
+    assert store.take_outputs([result("success", T0 + 20, run_id="other")]) == {}
+    assert store.take_outputs([result("failure", T0 + 5)]) == {}  # older than the start
+    assert append(store, "!") == "kept!"
+
+
+def test_the_output_keeps_its_last_bytes_at_a_character_boundary(store: Store) -> None:
+    store.record([result("start", T0)], T0)
+    append(store, "x" * 50, limit=64)
+    text = append(store, "é" * 20, limit=64)  # 40 bytes
+    assert text.encode() == b"x" * 24 + "é".encode() * 20
+    text = append(store, "€", limit=64)  # 3 bytes: the cut lands inside no character
+    assert len(text.encode()) <= 64 and text.endswith("é€")
+
+
+def test_a_restored_output_comes_back_in_front(store: Store) -> None:
+    store.record([result("start", T0, run_id="r1")], T0)
+    append(store, "first\n")
+    taken = store.take_outputs([result("success", T0 + 1, run_id="r1")])[JOB]
+    store.restore_output(taken)  # recording the finish failed
+    assert append(store, "second\n") == "first\nsecond\n"
+
+
+def test_two_appends_at_once_lose_nothing(store: Store) -> None:
+    store.record([result("start", T0)], T0)
+    lines = [f"thread {t} line {i}\n" for t in range(4) for i in range(25)]
+    barrier = threading.Barrier(4)
+
+    def writer(t: int) -> None:
+        barrier.wait()
+        for i in range(25):
+            append(store, f"thread {t} line {i}\n", limit=100_000)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    output = store.run_output(JOB)
+    assert output is not None
+    assert sorted(output.text.splitlines(keepends=True)) == sorted(lines)
+
+
+def test_the_embedded_output_survives_a_restart(tmp_path: Path) -> None:
+    first, _ = open_store(tmp_path, 100, durable=False, now=T0)
+    first.record([result("start", T0, run_id="r1")], T0)
+    first.append_output(JOB, "before the restart\n", run_id=None, limit=100, now=T0)
+    first.close()
+    again, _ = open_store(tmp_path, 100, durable=False, now=T0)
+    output = again.run_output(JOB)
+    assert output is not None and output.text == "before the restart\n"
+    assert again.list_records("run-output") == []  # not mixed with runtime records
+    assert again.drop(JOB)
+    again.close()
+    third, _ = open_store(tmp_path, 100, durable=False, now=T0)
+    assert third.run_output(JOB) is None and third.take_outputs([result("success", T0)]) == {}
+    third.close()
+
+
+def test_the_monitor_puts_the_log_in_front_of_the_finish_redacted_and_bounded() -> None:
+    from cronmetrics.jobs.model import JobDefinition, ResultIn
+    from cronmetrics.web.redaction import make_redactor
+
+    store = EmbeddedStore()
+    monitor = Monitor(store, max_output_bytes=80, redact=make_redactor([r"(?i)password=\S+"]))
+    monitor.apply_definitions(
+        {JOB: JobDefinition(job_name=JOB, automatic_failure_threshold=60)}, T0
+    )
+    monitor.submit([ResultIn(job_name=JOB, status="start")], T0)
+    monitor.append_output(JOB, None, "password=hunter2 ok\n", run_id=None, now=T0 + 1)
+    monitor.append_output(JOB, None, "y" * 70, run_id=None, now=T0 + 2)
+    assert "hunter2" not in (store.run_output(JOB) or pytest.fail()).text
+    monitor.submit([ResultIn(job_name=JOB, status="success", output="done")], T0 + 3)
+    (last, _) = store.history(JOB, limit=2)
+    assert last.output is not None and last.output.endswith("y" * 70 + "\ndone")
+    assert len(last.output.encode()) <= 80 and "hunter2" not in last.output
+
+
+def test_a_log_sent_to_one_replica_goes_with_the_finish_sent_to_the_other(
+    redis: RedisServer,
+) -> None:
+    from liveserver import wait_for
+
+    a, b = RedisStore(redis.url), RedisStore(redis.url)
+    try:
+        for engine in (a, b):
+            assert engine.mirror.wait_loaded(10)
+        a.record([result("start", T0, run_id="r1")], T0)
+        append(a, "from replica A\n")  # reads the state in Redis, not A's mirror
+        wait_for(lambda: b.state(JOB), "B to mirror the start", timeout=5)
+        assert (b.run_output(JOB) or pytest.fail()).text == "from replica A\n"
+        assert append(b, "from replica B\n", run_id="r1").endswith("B\n")
+        taken = b.take_outputs([result("success", T0 + 9, run_id="r1")])
+        assert taken[JOB].text == "from replica A\nfrom replica B\n"
+        with pytest.raises(Conflict, match="finishing"):
+            append(a, "late")
+    finally:
+        a.close()
+        b.close()
+
+
+def test_the_embedded_output_survives_state_db_deleted_while_serving(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry, Gauge
+
+    from cronmetrics.storage.persistence import Persistence, StorageGauges
+
+    store, report = open_store(tmp_path, 100, durable=False, now=T0)
+    registry = CollectorRegistry()
+    gauges = StorageGauges(*(Gauge(f"g{i}", "g", registry=registry) for i in range(3)))
+    persistence = Persistence(store, report, clock=lambda: T0, gauges=gauges, state_dir=tmp_path)
+    store.record([result("start", T0, run_id="r1")], T0)
+    store.append_output(JOB, "while it ran\n", run_id=None, limit=100, now=T0)
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"state.db{suffix}").unlink(missing_ok=True)
+    persistence.guard()  # what the server's scheduler does every second
+    assert (tmp_path / "state.db").is_file()
+    persistence.stop()
+    again, _ = open_store(tmp_path, 100, durable=False, now=T0)
+    output = again.run_output(JOB)
+    assert output is not None and output.text == "while it ran\n"
+    assert again.state(JOB) is not None and again.state(JOB).running  # type: ignore[union-attr]
+    again.close()
