@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
+from cronmetrics.web.app import services
 from cronmetrics.web.auth import hash_token
+from cronmetrics.web.sessions import LOGOUT_KIND
 
 ADMIN, VIEWER, SUBMITTER, LIMITED = (
     "cm_admin_token_for_tests_000000000000",
@@ -411,6 +413,36 @@ def test_logout_ends_the_session(secured: FlaskClient) -> None:
     response = secured.get("/logout")
     assert response.status_code == 302 and response.headers["Location"] == "/login"
     assert secured.get("/").status_code == 302
+
+
+def test_a_copy_of_the_cookie_is_refused_after_logout_and_other_sessions_go_on(
+    secured: FlaskClient, fake_clock: Any
+) -> None:
+    _login(secured, VIEWER)
+    copied = secured.get_cookie("cronmetrics_session")
+    assert copied is not None
+    other = secured.application.test_client()  # another browser, same token
+    _login(other, VIEWER)
+    secured.get("/logout")
+    secured.set_cookie("cronmetrics_session", copied.value)  # the copy a HAR file kept
+    assert secured.get("/").status_code == 302
+    assert other.get("/").status_code == 200  # one logout does not end every session
+    (record,) = services(secured.application).store.list_records(LOGOUT_KIND)
+    assert re.fullmatch(r"[0-9a-f]{32}", record.key)  # a keyed digest, not the session id
+    assert record.value == {"until": fake_clock() + 12 * 3600}  # kept while it could be used
+
+
+def test_logout_records_are_dropped_once_their_sessions_would_have_expired(
+    secured: FlaskClient, fake_clock: Any
+) -> None:
+    store = services(secured.application).store
+    _login(secured, VIEWER)
+    secured.get("/logout")
+    fake_clock.advance(13 * 3600)  # past the 12 h lifetime: that record protects nothing
+    _login(secured, VIEWER)
+    secured.get("/logout")
+    (record,) = store.list_records(LOGOUT_KIND)
+    assert record.value == {"until": fake_clock() + 12 * 3600}
 
 
 def test_a_session_expires(secured: FlaskClient, fake_clock: Any) -> None:

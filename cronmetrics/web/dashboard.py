@@ -118,7 +118,7 @@ def viewer() -> Identity:
     if svc.auth.disabled or request.headers.get("Authorization"):
         return identity()
     lifetime = svc.config.dashboard.session_hours * 3600
-    who = sessions.user(svc.auth, svc.clock(), lifetime)
+    who = sessions.user(svc.auth, svc.clock(), lifetime, svc.store)
     if who is None:
         raise _LoginNeeded
     cmlog.bind(token=who.name)
@@ -510,5 +510,6 @@ def login() -> BaseResponse | tuple[str, int] | str:
 @bp.route("/logout", methods=["GET", "POST"])
 def logout() -> BaseResponse:
     """End the session. A GET is safe: SameSite=Strict keeps other sites from sending it."""
-    sessions.log_out()
+    svc = current()
+    sessions.log_out(svc.store, svc.clock(), svc.config.dashboard.session_hours * 3600)
     return redirect(url_for("dashboard.login"))

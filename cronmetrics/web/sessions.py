@@ -2,10 +2,18 @@
 
 A browser logs in once with a token (``POST /login``); from then on the cookie says who it
 is. The cookie is signed (itsdangerous HMAC) with ``dashboard.session_secret`` and holds
-the token's *name*, a keyed digest of the token's configured hash, when the login happened
-and the CSRF token: never the token. Removing or rotating a token in the config ends its
-sessions at the next request, because the digest no longer matches; changing the secret
-ends all of them.
+the token's *name*, a keyed digest of the token's configured hash, when the login happened,
+a random session id and the CSRF token: never the token. Removing or rotating a token in
+the config ends its sessions at the next request, because the digest no longer matches;
+changing the secret ends all of them.
+
+A cookie is its own proof, so clearing it in the browser alone would leave a copy of it
+(a shared machine, a proxy log, a HAR file sent with a bug report) valid until it
+expires. Logging out therefore also writes the session id, as a keyed digest, to the
+store's runtime records (kind :data:`LOGOUT_KIND`, kept until the session would have
+expired): every replica refuses that cookie from then on. A store that cannot be read
+does not lock operators out of the dashboard during an outage: the check is skipped, and
+logged.
 
 The cookie is ``HttpOnly``, ``SameSite=Strict`` and ``Secure`` whenever the request came
 over TLS (or the server serves TLS itself).
@@ -24,16 +32,28 @@ from flask import Flask, current_app, request, session
 from flask.sessions import SecureCookieSessionInterface
 
 from cronmetrics.config import Config
-from cronmetrics.errors import Forbidden
+from cronmetrics.errors import Forbidden, StorageError
 from cronmetrics.logs import get_logger
+from cronmetrics.storage.interface import Store
 from cronmetrics.web.auth import Identity, TokenAuth
 
-__all__ = ["SESSION_COOKIE", "check_csrf", "csrf_token", "install", "log_in", "log_out", "user"]
+__all__ = [
+    "LOGOUT_KIND",
+    "SESSION_COOKIE",
+    "check_csrf",
+    "csrf_token",
+    "install",
+    "log_in",
+    "log_out",
+    "user",
+]
 
 log = get_logger("dashboard")
 SESSION_COOKIE = "cronmetrics_session"
 #: a login may claim to be this much from the future (clock skew between replicas)
 _SKEW = 300.0
+#: runtime records of ended sessions: key = keyed digest of the session id
+LOGOUT_KIND = "dashboard_logout"
 
 
 class _SessionInterface(SecureCookieSessionInterface):
@@ -65,9 +85,17 @@ def install(app: Flask, config: Config) -> None:
     app.session_interface = _SessionInterface()
 
 
-def _fingerprint(stored: bytes) -> str:
+def _keyed(purpose: bytes, data: bytes) -> str:
     key = str(current_app.secret_key).encode()
-    return hmac.new(key, b"cronmetrics-login\0" + stored, hashlib.sha256).hexdigest()[:32]
+    return hmac.new(key, purpose + b"\0" + data, hashlib.sha256).hexdigest()[:32]
+
+
+def _fingerprint(stored: bytes) -> str:
+    return _keyed(b"cronmetrics-login", stored)
+
+
+def _logout_key(sid: str) -> str:
+    return _keyed(b"cronmetrics-logout", sid.encode())
 
 
 def log_in(auth: TokenAuth, who: Identity, now: float) -> None:
@@ -76,23 +104,55 @@ def log_in(auth: TokenAuth, who: Identity, now: float) -> None:
     assert found is not None  # who was just identified by this auth
     session.clear()
     session.permanent = True
-    session.update(tok=who.name, fp=_fingerprint(found[0]), iat=now, csrf=_new_csrf())
+    session.update(
+        tok=who.name,
+        fp=_fingerprint(found[0]),
+        iat=now,
+        sid=secrets.token_urlsafe(16),
+        csrf=_new_csrf(),
+    )
 
 
-def log_out() -> None:
+def log_out(records: Store, now: float, lifetime: float) -> None:
+    """Clear the cookie and refuse every copy of it until it would have expired."""
+    sid, issued = session.get("sid"), session.get("iat")
     session.clear()
+    if not isinstance(sid, str) or not isinstance(issued, int | float):
+        return
+    try:
+        for old in records.list_records(LOGOUT_KIND):  # the expired ones are no use
+            until = old.value.get("until")
+            if not isinstance(until, int | float) or until <= now:
+                records.delete_record(LOGOUT_KIND, old.key)
+        records.put_record(LOGOUT_KIND, _logout_key(sid), {"until": issued + lifetime}, now)
+    except StorageError as exc:
+        log.warning(
+            "dashboard logout: the cookie is cleared here, but copies of it stay valid "
+            "until it expires: the store did not take the logout",
+            extra={"error": exc.message},
+        )
 
 
-def user(auth: TokenAuth, now: float, lifetime: float) -> Identity | None:
-    """Who the session cookie says is logged in, or None (none, expired, token gone)."""
+def user(auth: TokenAuth, now: float, lifetime: float, records: Store) -> Identity | None:
+    """Who the session cookie says is logged in, or None (none, expired, token gone,
+    logged out)."""
     name, fingerprint, issued = session.get("tok"), session.get("fp"), session.get("iat")
-    if not (isinstance(name, str) and isinstance(fingerprint, str)):
+    sid = session.get("sid")
+    if not (isinstance(name, str) and isinstance(fingerprint, str) and isinstance(sid, str)):
         return None
     if not isinstance(issued, int | float) or not (now - lifetime < issued <= now + _SKEW):
         return None
     found = auth.named(name)
     if found is None or not hmac.compare_digest(fingerprint, _fingerprint(found[0])):
         return None
+    try:
+        if records.get_record(LOGOUT_KIND, _logout_key(sid)) is not None:
+            return None
+    except StorageError as exc:
+        log.warning(
+            "dashboard session: the store cannot say whether it was logged out; let in",
+            extra={"error": exc.message},
+        )
     return found[1]
 
 
