@@ -4,7 +4,9 @@ Everything runs on this machine at once: redis-server (AOF, ``appendfsync always
 servers and the load generators share the same cores, so the figures are conservative.
 
 1. Single submissions (wrk, keep-alive, 16 connections): one embedded process vs one
-   ``serve --workers 2 --store redis://...``, 1,000 jobs; the ratio of the two.
+   ``serve --workers 2 --store redis://...``, 1,000 jobs, each engine with both of its
+   durability settings (embedded: the default 10 s snapshots and ``snapshot.journal``;
+   Redis: ``appendfsync everysec`` and ``always``); the ratios of like with like.
 2. Propagation: results POSTed to replica A at a paced 500/s for ``--duration`` seconds
    (each with a fresh duration as its mark), while a poller scrapes replica B's
    ``/metrics`` back to back; per result, the time from A's 200 to the first scrape of B
@@ -15,6 +17,7 @@ servers and the load generators share the same cores, so the figures are conserv
    ``/health/deep`` says the 10,000 jobs are loaded and the store is up.
 
     python3 benchmarks/bench_replicas.py [--duration 10] [--jobs 10000]
+        [--only submissions|propagation|metrics]
 """
 
 from __future__ import annotations
@@ -39,15 +42,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from common import (
     jobs_tree,
+    loadavg,
     machine,
     median_ms,
     post_json,
     report_all,
     result_body,
-    run_wrk,
     serve,
     timed_get,
     verdict,
+    wrk_submissions,
 )
 from redisserver import RedisServer  # the tests' redis-server runner
 
@@ -72,22 +76,43 @@ def flush(redis: RedisServer) -> None:
     redis_py.Redis.from_url(redis.url).flushall()
 
 
-def submissions(count: int, duration: float) -> tuple[float, float]:
-    """(embedded req/s, Redis 2 workers req/s)."""
-    with jobs_tree(count) as (jobs_dir, jobs):
+#: the single-submission runs: (name, durability, serve flags, env, Redis appendfsync)
+SUBMISSION_RUNS = (
+    ("embedded", "default (written every 10 s)", False, {}, None),
+    ("embedded", "snapshot.journal: true (commit before 2xx)", False, {"journal": "true"}, None),
+    ("Redis, 2 workers", "appendfsync everysec", True, {}, "everysec"),
+    ("Redis, 2 workers", "appendfsync always", True, {}, "always"),
+)
+
+
+def submissions(count: int, duration: float) -> list[tuple[str, str, float, float]]:
+    """(engine, durability, req/s, server CPU ms per request) for each of SUBMISSION_RUNS,
+    in one run: embedded (one process) and 2 workers on Redis, each with its two
+    durability settings."""
+    import redis as redis_py
+
+    out = []
+    with jobs_tree(count) as (jobs_dir, jobs), redis_running() as redis:
         rng = random.Random(3)
         bodies = [json.dumps(result_body(rng.choice(jobs), rng)) for _ in range(2000)]
-        rates = []
-        with redis_running() as redis:
-            for args in ([], ["--store", redis.url, "--workers", "2"]):
-                with serve(jobs_dir, count, extra_args=args) as server:
-                    report_all(server.port, jobs)
-                    run_wrk(server.url, "/api/job-result", bodies, duration=2)  # warm-up
-                    result = run_wrk(server.url, "/api/job-result", bodies, duration=duration)
-                    if result.status_errors or result.socket_errors:
-                        raise RuntimeError(f"errors:\n{result.raw}\n{server.log()[-2000:]}")
-                    rates.append(result.rate)
-        return rates[0], rates[1]
+        client = redis_py.Redis.from_url(redis.url)
+        for name, durability, on_redis, env, fsync in SUBMISSION_RUNS:
+            args = ["--store", redis.url, "--workers", "2"] if on_redis else []
+            if fsync is not None:
+                client.config_set("appendfsync", fsync)
+            environ = {"CRONMETRICS_SNAPSHOT__JOURNAL": env["journal"]} if env else None
+            with serve(jobs_dir, count, extra_args=args, env=environ) as server:
+                report_all(server.port, jobs)
+                result, cpu = wrk_submissions(server, bodies, duration)
+                ms = cpu / max(1, result.requests) * 1000
+                out.append((name, durability, result.rate, ms))
+                print(
+                    f"  {name:17} {durability:43} {result.rate:7.0f} req/s  "
+                    f"server CPU {ms:5.2f} ms/request  (load {loadavg()})",
+                    flush=True,
+                )
+        client.close()
+    return out
 
 
 def propagation(count: int, duration: float, rate: float) -> list[float]:
@@ -171,34 +196,67 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10, help="seconds per load run")
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs for /metrics and start")
     parser.add_argument("--rate", type=float, default=500, help="results/s for propagation")
+    parser.add_argument(
+        "--only",
+        choices=("submissions", "propagation", "metrics"),
+        action="append",
+        help="run only these parts (repeatable); default: all",
+    )
     args = parser.parse_args()
+    parts = set(args.only or ("submissions", "propagation", "metrics"))
     print(f"machine: {machine()}")
+    if "submissions" in parts:
+        submission_rates(args.duration)
+    if "propagation" in parts:
+        propagation_delays(args.duration, args.rate)
+    if "metrics" in parts:
+        replica_metrics(args.jobs)
+    print(f"load average at the end: {loadavg()}")
+    return 0
 
-    embedded, redis2 = submissions(1000, args.duration)
-    ratio = redis2 / embedded
-    print(f"single submissions, 1,000 jobs: embedded 1 process {embedded:7.0f} req/s")
-    print(f"                                Redis, 2 workers   {redis2:7.0f} req/s")
-    print(f"  ratio {ratio:4.2f}x ({verdict(ratio >= 1.3)}: aim >= 1.3x)")
 
-    delays = sorted(propagation(1000, args.duration, args.rate))
+def submission_rates(duration: float) -> None:
+    print("single submissions, 1,000 jobs (wrk, 16 connections):")
+    runs = submissions(1000, duration)
+    rate = {(name, durability): r for name, durability, r, _ in runs}
+    pairs = (
+        ("the previous pairing", "default (written every 10 s)", "appendfsync always"),
+        (
+            "both lose nothing acknowledged",
+            "snapshot.journal: true (commit before 2xx)",
+            "appendfsync always",
+        ),
+        ("both may lose the last seconds", "default (written every 10 s)", "appendfsync everysec"),
+    )
+    for what, embedded, redis in pairs:
+        ratio = rate[("Redis, 2 workers", redis)] / rate[("embedded", embedded)]
+        print(
+            f"  ratio {ratio:4.2f}x Redis ({redis}) / embedded ({embedded.split(' (')[0]}): "
+            f"{what} ({verdict(ratio >= 1.3)}: aim >= 1.3x)"
+        )
+
+
+def propagation_delays(duration: float, rate: float) -> None:
+    delays = sorted(propagation(1000, duration, rate))
     p99 = delays[min(len(delays) - 1, int(0.99 * len(delays)))]
     print(
-        f"propagation A->B at {args.rate:.0f} results/s, {len(delays)} results: "
+        f"propagation A->B at {rate:.0f} results/s, {len(delays)} results: "
         f"p50 {median_ms(delays):6.1f} ms  p99 {p99 * 1000:6.1f} ms  "
         f"max {delays[-1] * 1000:6.1f} ms ({verdict(p99 <= 1.0)}: p99 <= 1 s)"
     )
 
-    emb, rep, emb_ready, ready = metrics_scrapes(args.jobs)
+
+def replica_metrics(jobs: int) -> None:
+    emb, rep, emb_ready, ready = metrics_scrapes(jobs)
     print(
-        f"/metrics, {args.jobs} jobs: embedded {emb * 1000:6.1f} ms, replica {rep * 1000:6.1f} ms"
+        f"/metrics, {jobs} jobs: embedded {emb * 1000:6.1f} ms, replica {rep * 1000:6.1f} ms"
         f" = {rep / emb:4.2f}x ({verdict(rep / emb <= 1.5)}: <= 1.5x)"
     )
     print(
-        f"new replica, {args.jobs} jobs in Redis: ready in {ready:4.1f} s "
+        f"new replica, {jobs} jobs in Redis: ready in {ready:4.1f} s "
         f"({verdict(ready <= 10)}: <= 10 s); the embedded engine's start in the same run "
         f"{emb_ready:4.1f} s"
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,35 +1,54 @@
 """The embedded engine on state.db: load, periodic write, latency during writes, journal.
 
-    python benchmarks/bench_storage.py [--jobs 10000] [--results 100]
+    python benchmarks/bench_storage.py [--jobs 10000] [--results 100] [--compare REV]
 
-Builds a state.db of ``jobs`` x ``results`` in a temporary dir, then measures:
+Builds a state.db of ``jobs`` x ``results`` in a temporary dir through the store's own
+calls (``record``, ``flush``, ``close``: the same on every version), then measures:
 
-- load at start (open_store: read every state and result into memory);
+- load at start (``open_store``: every state and result into memory), after a clean
+  shutdown and, where the version keeps a history cache, without it (after a crash);
 - memory per job of the loaded engine (tracemalloc);
-- one periodic write of 10 s of results at 500 results/s (5,000 results spread over
-  the jobs, their states): seconds, and bytes written by the process (``wchar`` of
-  /proc/self/io: the WAL and any checkpoint included);
+- periodic writes of 10 s of results at 500 results/s (5,000 results spread over the
+  jobs, and their states), ``--intervals`` of them in a row, so that histories that are
+  full drop rows: seconds, and bytes written by the process (``wchar`` of
+  /proc/self/io: the WAL, checkpoints and the database file included);
 - the worst record() latency of a submitting thread while such writes run;
-- submissions/s with ``snapshot.journal`` on (every record committed, group commit)
-  and off, 8 threads recording single results.
+- submissions/s with ``snapshot.journal`` on (every record committed before its 2xx,
+  group commit) and off: in process (8 threads recording single results) and over HTTP
+  (a real ``cronmetrics serve``, wrk with 16 keep-alive connections, one process).
+
+``--compare REV`` runs the same measurements on the code of git revision ``REV`` (a
+temporary worktree, imported through PYTHONPATH) in the same session, then on this
+tree, and prints both side by side.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
+import shutil
+import sqlite3
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from cronmetrics.storage.database import Database, Writes
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cronmetrics
 from cronmetrics.storage.history import Result
-from cronmetrics.storage.interface import new_state
 from cronmetrics.storage.persistence import open_store
 
 T0 = 1_767_571_200.0
+PER_INTERVAL = 5000
 
 
 def wchar() -> int:
@@ -39,83 +58,112 @@ def wchar() -> int:
     return 0
 
 
-def result(job: int, i: int, at: float) -> Result:
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def job_id(job: int) -> str:
+    return f"job{job:05d}@host{job % 50}"
+
+
+def result(job: int, i: int, at: float, *, run_ids: bool = True) -> Result:
     return Result(
-        f"job{job:05d}@host{job % 50}",
+        job_id(job),
         "success" if i % 10 else "failure",
         at,
         at,
         host=f"host{job % 50}",
         duration=1.5 + i % 7,
         exit_code=0 if i % 10 else 1,
-        run_id=f"run-{job}-{i}",
+        run_id=f"run-{job}-{i}" if run_ids else None,
         output="done" if i % 10 else "error: disk quota exceeded",
     )
 
 
-def build(state_dir: Path, jobs: int, results: int) -> None:
-    db = Database(state_dir / "state.db", durable=False)
-    for start in range(0, jobs, 1000):
-        chunk = range(start, min(jobs, start + 1000))
-        rows = [result(j, i, T0 + i * 60) for i in range(results) for j in chunk]
-        states = [new_state(f"job{j:05d}@host{j % 50}", T0) for j in chunk]
-        db.write(Writes(results=rows, states=states))
-    db.close()
+def build(state_dir: Path, jobs: int, results: int, *, run_ids: bool = True) -> None:
+    store, _ = open_store(state_dir, results, durable=False, now=T0)
+    for i in range(results):
+        at = T0 + i * 60
+        for start in range(0, jobs, 1000):
+            chunk = range(start, min(jobs, start + 1000))
+            store.record([result(j, i, at, run_ids=run_ids) for j in chunk], at)
+        if i % 10 == 9:
+            store.flush(at)
+    store.close()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--jobs", type=int, default=10_000)
-    parser.add_argument("--results", type=int, default=100)
-    args = parser.parse_args()
+def load(state_dir: Path, results: int) -> tuple[float, Any]:
+    started = time.perf_counter()
+    store, report = open_store(state_dir, results, durable=False, now=T0)
+    seconds = time.perf_counter() - started
+    return seconds, (store, report)
+
+
+def measure(jobs: int, results: int, intervals: int, http_seconds: float) -> dict[str, Any]:
+    figures: dict[str, Any] = {"code": str(Path(cronmetrics.__file__).resolve().parent.parent)}
     with tempfile.TemporaryDirectory() as tmp:
-        state = Path(tmp)
-        build(state, args.jobs, args.results)
-        print(f"state.db: {(state / 'state.db').stat().st_size / 1e6:.1f} MB")
+        state = Path(tmp) / "state"
+        state.mkdir()
+        build(state, jobs, results)
+        figures["db_mb"] = (state / "state.db").stat().st_size / 1e6
         loads = []
         for _ in range(3):
-            started = time.perf_counter()
-            store, report = open_store(state, args.results, durable=False, now=T0)
-            loads.append(time.perf_counter() - started)
-            assert report.results == args.jobs * args.results, report
-            store.database.conn.close()  # type: ignore[union-attr]
-        print(
-            f"load at start: {min(loads):.2f} s (best of 3; {statistics.median(loads):.2f} median)"
-        )
-        tracemalloc.start()
-        store, _ = open_store(state, args.results, durable=False, now=T0)
-        current, _ = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        print(f"memory: {current / args.jobs / 1024:.1f} KiB per job (tracemalloc, loaded)")
+            seconds, (store, report) = load(state, results)
+            loads.append(seconds)
+            assert report.results == jobs * results, report
+            store.database.conn.close()  # no final write: the file stays as it was
+        figures["load_s"], figures["load_median_s"] = min(loads), statistics.median(loads)
+        crashed = Path(tmp) / "crashed"
+        shutil.copytree(state, crashed)
+        with contextlib.closing(sqlite3.connect(crashed / "state.db")) as db:
+            tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master")}
+            if "history_cache" in tables:
+                db.execute("DELETE FROM history_cache")
+                db.commit()
+                seconds, (store, report) = load(crashed, results)
+                assert report.results == jobs * results, report
+                store.database.conn.close()
+                figures["load_uncached_s"] = seconds
+        shutil.rmtree(crashed)
+
+        figures["memory_kib"] = memory(state, jobs, results)
+        bare = Path(tmp) / "no-run-ids"
+        bare.mkdir()
+        build(bare, 2000, results, run_ids=False)  # the data of the 0.1 figure (7.8 KiB)
+        figures["memory_no_run_ids_kib"] = memory(bare, 2000, results)
+        shutil.rmtree(bare)
+        store, _ = open_store(state, results, durable=False, now=T0)
 
         def interval(n: int) -> None:
             at = T0 + 10_000 + n * 10
             batch = [
-                result((n * 5000 + k) % args.jobs, 1000 + n * 5000 + k, at) for k in range(5000)
+                result((n * PER_INTERVAL + k) % jobs, 1000 + n * PER_INTERVAL + k, at)
+                for k in range(PER_INTERVAL)
             ]
-            for k in range(0, 5000, 50):
+            for k in range(0, PER_INTERVAL, 50):
                 store.record(batch[k : k + 50], at)
 
         seconds, written = [], []
-        for n in range(5):
+        for n in range(intervals):
             interval(n)
             before, started = wchar(), time.perf_counter()
             store.flush(T0)
             seconds.append(time.perf_counter() - started)
             written.append(wchar() - before)
-        ms, mb = statistics.median(seconds) * 1e3, statistics.median(written) / 1e6
-        print(
-            f"one write of 5,000 results and their states: {ms:.0f} ms median, "
-            f"{max(seconds) * 1e3:.0f} ms worst; {mb:.2f} MB written median, "
-            f"{max(written) / 1e6:.2f} MB worst"
-        )
+        figures["write_ms"] = statistics.median(seconds) * 1e3
+        figures["write_worst_ms"] = max(seconds) * 1e3
+        figures["write_mb"] = statistics.median(written) / 1e6
+        figures["write_worst_mb"] = max(written) / 1e6
+        figures["write_mean_mb"] = statistics.mean(written) / 1e6
+        figures["db_after_mb"] = (state / "state.db").stat().st_size / 1e6
+
         worst = [0.0]
         stop = threading.Event()
 
         def submitter() -> None:
             k = 0
             while not stop.is_set():
-                r = result(k % args.jobs, 900_000 + k, T0 + 20_000 + k)
+                r = result(k % jobs, 900_000 + k, T0 + 20_000 + k)
                 started = time.perf_counter()
                 store.record([r], T0)
                 worst[0] = max(worst[0], time.perf_counter() - started)
@@ -124,16 +172,33 @@ def main() -> None:
 
         thread = threading.Thread(target=submitter)
         thread.start()
-        for n in range(5, 10):
+        for n in range(intervals, intervals + 5):
             interval(n)
             store.flush(T0)
         stop.set()
         thread.join()
-        print(f"worst record() latency during writes: {worst[0] * 1e3:.1f} ms")
+        figures["worst_record_ms"] = worst[0] * 1e3
+        before, started = wchar(), time.perf_counter()
         store.close()
+        figures["close_s"] = time.perf_counter() - started
+        figures["close_mb"] = (wchar() - before) / 1e6
 
     for durable in (False, True):
-        print(f"journal {'on ' if durable else 'off'}: {throughput(durable):,.0f} records/s")
+        figures[f"inprocess_{'on' if durable else 'off'}"] = throughput(durable)
+    if http_seconds > 0:
+        figures.update(http_journal(http_seconds))
+    figures["load"] = loadavg()
+    return figures
+
+
+def memory(state_dir: Path, jobs: int, results: int) -> float:
+    """KiB per job of a loaded engine (tracemalloc: everything loading allocated)."""
+    tracemalloc.start()
+    store, _ = open_store(state_dir, results, durable=False, now=T0)
+    current, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    store.database.conn.close()  # type: ignore[union-attr]
+    return current / jobs / 1024
 
 
 def throughput(durable: bool, threads: int = 8, seconds: float = 3.0) -> float:
@@ -159,6 +224,132 @@ def throughput(durable: bool, threads: int = 8, seconds: float = 3.0) -> float:
         rate = count[0] / (time.perf_counter() - started)
         store.close()
         return rate
+
+
+@contextlib.contextmanager
+def http_server(jobs_dir: Path, journal: bool) -> Iterator[Any]:
+    """``cronmetrics serve --no-auth`` of the code under test (the tree ``cronmetrics``
+    was imported from), with the journal on or off."""
+    from common import loaded
+
+    from cronmetrics.testing import start_server, wait_for
+
+    tmp = Path(tempfile.mkdtemp(prefix="cm-bench-storage-"))
+    env = {
+        "CRONMETRICS_LOG__LEVEL": "warning",
+        "CRONMETRICS_SNAPSHOT__JOURNAL": "true" if journal else "false",
+        "PYTHONPATH": figures_root(),
+    }
+    server = start_server(
+        jobs_dir, tmp / "state", args=["--no-auth"], env=env, log_path=tmp / "server.log"
+    )
+    try:
+        wait_for(lambda: loaded(server, 1000), "jobs loaded", timeout=300, interval=0.05,
+                 process=server.process, log=server.log)  # fmt: skip
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def figures_root() -> str:
+    return str(Path(cronmetrics.__file__).resolve().parent.parent)
+
+
+def http_journal(seconds: float) -> dict[str, float]:
+    """Submissions/s over HTTP, journal off and on, twice each, alternating."""
+    import random
+
+    from common import jobs_tree, report_all, result_body, run_wrk
+
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    with jobs_tree(1000) as (jobs_dir, jobs):
+        rng = random.Random(3)
+        bodies = [json.dumps(result_body(rng.choice(jobs), rng)) for _ in range(2000)]
+        for journal in (False, True, False, True):
+            with http_server(jobs_dir, journal) as server:
+                report_all(server.port, jobs)
+                run_wrk(server.url, "/api/job-result", bodies, duration=2)  # warm-up
+                run = run_wrk(server.url, "/api/job-result", bodies, duration=seconds)
+                if run.status_errors or run.socket_errors:
+                    raise RuntimeError(f"errors:\n{run.raw}\n{server.log()[-2000:]}")
+                rates["on" if journal else "off"].append(run.rate)
+    return {f"http_{k}": statistics.mean(v) for k, v in rates.items()}
+
+
+ROWS = [
+    ("load at start (clean shutdown before)", "load_s", "{:.2f} s"),
+    ("load at start without a history cache (after a crash)", "load_uncached_s", "{:.2f} s"),
+    ("memory per job (tracemalloc, loaded)", "memory_kib", "{:.1f} KiB"),
+    ("  without run ids (2,000 jobs)", "memory_no_run_ids_kib", "{:.1f} KiB"),
+    ("one write of 5,000 results + states: median", "write_ms", "{:.0f} ms"),
+    ("  worst", "write_worst_ms", "{:.0f} ms"),
+    ("  bytes written, median", "write_mb", "{:.2f} MB"),
+    ("  bytes written, worst", "write_worst_mb", "{:.2f} MB"),
+    ("  bytes written, mean", "write_mean_mb", "{:.2f} MB"),
+    ("worst record() latency during writes", "worst_record_ms", "{:.1f} ms"),
+    ("final write at shutdown", "close_s", "{:.2f} s"),
+    ("  bytes written", "close_mb", "{:.1f} MB"),
+    ("state.db after the build / after the writes", "db_mb", "{:.1f} MB"),
+    ("", "db_after_mb", "{:.1f} MB"),
+    ("journal off, in process, 8 threads (records/s)", "inprocess_off", "{:,.0f}"),
+    ("journal on, in process, 8 threads (records/s)", "inprocess_on", "{:,.0f}"),
+    ("journal off, HTTP, 16 connections (req/s)", "http_off", "{:,.0f}"),
+    ("journal on, HTTP, 16 connections (req/s)", "http_on", "{:,.0f}"),
+    ("load average after", "load", "{}"),
+]
+
+
+def show(columns: list[tuple[str, dict[str, Any]]]) -> None:
+    print(" | ".join(["figure", *(name for name, _ in columns)]))
+    for label, key, fmt in ROWS:
+        cells = [fmt.format(f[key]) if key in f else "-" for _, f in columns]
+        print(" | ".join([label or "  after the writes", *cells]))
+    for name, f in columns:
+        if "http_on" in f:
+            print(f"{name}: journal on / off over HTTP = {f['http_on'] / f['http_off']:.0%}")
+        print(f"{name}: journal on / off in process = {f['inprocess_on'] / f['inprocess_off']:.0%}")
+
+
+def compare(rev: str, argv: list[str]) -> None:
+    repo = Path(__file__).resolve().parent.parent
+    old = Path(tempfile.mkdtemp(prefix="cm-bench-old-"))
+    subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(old), rev],
+                   check=True, capture_output=True)  # fmt: skip
+    try:
+        columns = []
+        for name, root in ((rev, old), ("this tree", repo)):
+            env = {**os.environ, "PYTHONPATH": str(root)}
+            out = subprocess.run([sys.executable, __file__, *argv, "--json"], env=env,
+                                 check=True, capture_output=True, text=True).stdout  # fmt: skip
+            figures = json.loads(out.splitlines()[-1])
+            assert figures["code"] == str(root.resolve()), figures["code"]
+            columns.append((name, figures))
+        show(columns)
+    finally:
+        subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(old)],
+                       check=False)  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--results", type=int, default=100)
+    parser.add_argument("--intervals", type=int, default=30)
+    parser.add_argument("--http-seconds", type=float, default=8.0, help="0: skip HTTP")
+    parser.add_argument("--compare", metavar="REV", help="also measure git revision REV")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.compare:
+        argv = [a for a in sys.argv[1:] if a not in ("--compare", args.compare)]
+        compare(args.compare, argv)
+        return
+    print(f"load average before: {loadavg()}", file=sys.stderr)
+    figures = measure(args.jobs, args.results, args.intervals, args.http_seconds)
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        show([("figure", figures)])
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from common import (
     serve,
     settle,
     verdict,
+    wrk_submissions,
 )
 
 from cronmetrics.testing import stop_process
@@ -134,13 +135,7 @@ def run_cronmetrics(count: int, duration: float) -> tuple[float, float, float, f
     with jobs_tree(count) as (jobs_dir, jobs), serve(jobs_dir, count, timeout=600) as server:
         report_all(server.port, jobs)
         settle(server)
-        bodies = bodies_for(jobs)
-        run_wrk(server.url, "/api/job-result", bodies, duration=2)  # warm-up
-        cpu0 = process_tree_cpu(server.process.pid)
-        result = run_wrk(server.url, "/api/job-result", bodies, duration=duration)
-        cpu = process_tree_cpu(server.process.pid) - cpu0
-        if result.status_errors or result.socket_errors:
-            raise RuntimeError(f"cronmetrics errors:\n{result.raw}\n{server.log()[-2000:]}")
+        result, cpu = wrk_submissions(server, bodies_for(jobs), duration)
         return result.rate, result.requests / cpu, server.ready_after, result.latency_p50_ms
 
 

@@ -341,6 +341,20 @@ def run_wrk(
         )
 
 
+def wrk_submissions(
+    server: ServerProcess, bodies: Sequence[str], duration: float
+) -> tuple[WrkResult, float]:
+    """A 2 s warm-up, then ``duration`` seconds of single submissions: (the run, the
+    server's CPU seconds during it); errors of any kind end the benchmark."""
+    run_wrk(server.url, "/api/job-result", bodies, duration=2)
+    cpu0 = process_tree_cpu(server.process.pid)
+    result = run_wrk(server.url, "/api/job-result", bodies, duration=duration)
+    cpu = process_tree_cpu(server.process.pid) - cpu0
+    if result.status_errors or result.socket_errors:
+        raise RuntimeError(f"cronmetrics errors:\n{result.raw}\n{server.log()[-2000:]}")
+    return result, cpu
+
+
 def run_wrk_script(
     url: str,
     script: Path,

@@ -182,10 +182,10 @@ class Monitor:
         # the store, without the lock
         if diff.removed:
             self.store.detach(diff.removed, now)
-        states = {
-            job_id: self.store.activate(job_id, now) if resumed else self.store.ensure(job_id, now)
-            for job_id, _, resumed in todo
-        }
+        states = self.store.ensure_many([job_id for job_id, _, resumed in todo if not resumed], now)
+        for job_id, _, resumed in todo:
+            if resumed:
+                states[job_id] = self.store.activate(job_id, now)
         with self.lock:
             for job_id in diff.removed:
                 self._forget(job_id)
@@ -233,16 +233,13 @@ class Monitor:
         redact: Callable[[str], str] | None,
         max_results_per_job: int,
     ) -> None:
-        """Apply a reloaded config's submission policy, and its history limit: each
-        history is then what a restart with the new limit would keep (the store's
-        :meth:`~cronmetrics.storage.interface.Store.set_max_results`)."""
+        """Apply a reloaded config's submission policy. A shorter history limit cuts every
+        job's history at once."""
         with self.lock:
             self.accept_unknown = accept_unknown
             self.max_output_bytes = max_output_bytes
             self.redact = redact
-        if self.store.set_max_results(max_results_per_job):
-            with self.lock:
-                self.version += 1
+        self.store.set_max_results(max_results_per_job)
 
     def resolve(self, job_name: str, host: str | None) -> str | None:
         """``name@host`` when that is defined, else the host-agnostic ``name``."""
@@ -537,6 +534,9 @@ class Monitor:
         with self.lock:
             self._cursor = cursor
             for job_id, state in states.items():
+                held = self._states.get(job_id)
+                if held is not None and held.version >= state.version:
+                    continue  # this process's own write, evaluated when it was made
                 if job_id in self.definitions and self._keep(state):
                     self._reevaluate(job_id, now)
                     changed.append(job_id)

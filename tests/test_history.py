@@ -6,6 +6,7 @@ import dataclasses
 import heapq
 import json
 import random
+import zlib
 from collections import deque
 from itertools import chain
 from typing import Any
@@ -173,6 +174,51 @@ def test_a_damaged_database_row_is_refused_with_its_field(index: int, value: Any
     row[index] = value
     with pytest.raises(ValueError, match="backup"):
         History.from_rows("backup", list(zip(row, strict=True)), 10)
+
+
+def test_a_packed_history_comes_back_as_it_was() -> None:
+    """Constant columns, few distinct values, many distinct ones (more than the codes),
+    labels, no duration, no host: all come back equal, and cut to a limit."""
+    kept = [
+        result(
+            i,
+            "failure" if i % 3 else "start",
+            host=None if i % 5 == 0 else "db1",
+            duration=None if i % 4 == 0 else i / 3,
+            exit_code=None if i % 6 == 0 else i % 3,
+            run_id=None if i % 7 == 0 else f"r{i}",
+            output=f"line {i}" if i % 2 else "same",
+            labels={"k": str(i % 2)} if i % 3 == 0 else {},
+        )
+        for i in range(150)
+    ]
+    history = History.of("backup", kept, maxlen=200)
+    history.purge_before(T0 + 5)  # dead entries before the head are not packed
+    packed = history.pack()
+    assert list(History.unpack("backup", packed, 200)) == kept[5:]
+    assert list(History.unpack("backup", packed, 10)) == kept[-10:]
+    assert list(History.unpack("backup", History("backup").pack(), 10)) == []
+    same = History.of("backup", [result(i, output="ok") for i in range(3)])
+    assert list(History.unpack("backup", same.pack(), 10)) == list(same)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda b: b[:40],
+        lambda b: b[:4] + b"x" + b[5:],
+        lambda b: b[:-3],
+        lambda b: b.replace(b'"c":"', rb'"c":"\u0001', 1),
+        lambda b: b.replace(b'["r0"', b"[7", 1),
+    ],
+)
+def test_damaged_packed_bytes_are_refused(damage: Any) -> None:
+    history = History.of("backup", [result(i, run_id=f"r{i}", output=str(i % 2)) for i in range(5)])
+    packed = zlib.decompress(history.pack())
+    with pytest.raises(ValueError, match="backup"):
+        History.unpack("backup", zlib.compress(damage(packed)), 10)
+    with pytest.raises(ValueError, match="backup"):
+        History.unpack("backup", damage(packed), 10)
 
 
 def test_a_history_without_an_id_takes_its_first_results() -> None:

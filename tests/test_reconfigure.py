@@ -260,3 +260,19 @@ def test_the_whole_config_file_of_the_docs_loads(tmp_path: Path) -> None:
     config = ConfigSource(path).load()
     assert [t.name for t in config.auth.tokens] == ["ops", "backups", "grafana"]
     assert config.tls is not None
+
+
+def test_a_smaller_history_limit_applies_on_reload_with_the_redis_engine(
+    live: Callable[..., Live], redis: Any
+) -> None:
+    store = f"store: {redis.url}\n"
+    run = live(config_text(extra=store + "retention: {max_results_per_job: 5}\n"))
+    for _ in range(4):
+        assert run.ping(OLD) == 200
+    assert len(run.svc.store.history("backup")) == 4
+    outcome = run.rewrite(config_text(extra=store + "retention: {max_results_per_job: 2}\n"))
+    assert outcome.changed == ("retention",)
+    assert len(run.svc.store.history("backup")) == 2  # cut in Redis at once
+    assert run.ping(OLD) == 200
+    assert len(run.svc.store.history("backup")) == 2  # and at each result after
+    run.svc.shutdown()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis as redis_py
@@ -247,23 +249,81 @@ def test_problems_name_an_evicting_policy_and_a_wrong_password(redis: RedisServe
     assert "wrong" not in wrong.problems()[0]
 
 
-def test_a_reloaded_history_limit_keeps_what_a_restart_with_it_keeps(redis: RedisServer) -> None:
-    from cronmetrics.monitor import Monitor
+def test_the_tail_skips_what_this_process_wrote_and_takes_the_rest() -> None:
+    """Stream entries of the mirror's own writes are not decoded again nor announced;
+    another replica's are, the newest entry of a job winning within a batch."""
+    from cronmetrics.storage.interface import new_state
+    from cronmetrics.storage.redismirror import Mirror, encode_state
 
-    store = RedisStore(redis.url, max_results_per_job=3)
+    calls: list[int] = []
+    mirror = Mirror(None, "cm:", on_change=lambda: calls.append(1))
+    own = dataclasses.replace(new_state("own", T0), version=3)
+    mirror.put([own])
+    mirror._apply([("1-0", {"j": "own", "s": encode_state(own)})])
+    assert calls == []  # our own write, already held
+    other = [dataclasses.replace(new_state("b", T0), version=v, runs_total=v) for v in (1, 2)]
+    mirror._apply([("2-0", {"j": "b", "s": encode_state(s)}) for s in other])
+    assert calls == [1]
+    assert mirror.get("b") == other[1] and mirror.get("own") == own
+
+
+def test_a_replica_does_not_reevaluate_its_own_results_from_the_stream(
+    redis: RedisServer, make_client: Any, fake_clock: Any
+) -> None:
+    client = make_client(
+        {"a.yaml": "job_name: a\nautomatic_failure_threshold: 60\n"}, store=redis.url
+    )
+    svc = client.application.extensions["cronmetrics"]
+    svc.store.mirror.subscribe(lambda: None)  # the test calls sync, not the tail
+    assert (
+        client.post("/api/job-result", json={"job_name": "a", "status": "success"}).status_code
+        == 200
+    )
+    state = svc.store.state("a")
+    assert state is not None and state.runs_total == 1
+    assert svc.monitor.sync(fake_clock()) == []  # evaluated when it was recorded
+    other = RedisStore(redis.url)
     try:
-        store.record([result("backup", ts=T0 + i, run_id=f"r{i}") for i in range(5)], T0)
-        assert len(store.history("backup")) == 3
-        Monitor(store).reconfigure(
-            accept_unknown=False, max_output_bytes=10_000, redact=None, max_results_per_job=5
-        )
-        store.record([result("backup", ts=T0 + i, run_id=f"r{i}") for i in range(5, 8)], T0)
-        live = store.history("backup")
-        assert [r.run_id for r in live] == ["r7", "r6", "r5", "r4", "r3"]
-        restarted = RedisStore(redis.url, max_results_per_job=5)
-        try:
-            assert restarted.history("backup") == live
-        finally:
-            restarted.close()
+        other.record([result("a", ts=fake_clock())], fake_clock())
+        wait_for(lambda: svc.monitor.sync(fake_clock()) == ["a"], "A to take in B's result")
+    finally:
+        other.close()
+    svc.shutdown()
+
+
+def test_a_smaller_history_limit_cuts_every_history_now_and_on_the_next_result(
+    replicas: tuple[RedisStore, RedisStore],
+) -> None:
+    a, b = replicas
+    for job in ("x", "y"):
+        a.record([result(job, ts=T0 + i, exit_code=i) for i in range(5)], T0 + 5)
+    a.record([result("z", ts=T0)], T0)
+    wait_for(lambda: {"x", "y", "z"} <= set(b.ids()), "B to mirror the jobs")
+    assert b.set_max_results(5) == []  # unchanged: nothing to do
+    assert sorted(b.set_max_results(2)) == ["x", "y"]
+    assert [r.exit_code for r in a.history("x")] == [4, 3]  # on every replica at once
+    assert len(a.history("z")) == 1
+    b.record([result("y", ts=T0 + 9, exit_code=9)], T0 + 9)
+    assert [r.exit_code for r in b.history("y")] == [9, 4]
+    assert b.set_max_results(10) == []
+    b.record([result("y", ts=T0 + 10, exit_code=10)], T0 + 10)
+    assert [r.exit_code for r in b.history("y")] == [10, 9, 4]
+
+
+def test_a_first_start_writes_new_job_states_in_batches(redis: RedisServer) -> None:
+    store = RedisStore(redis.url)
+    try:
+        assert store.mirror.wait_loaded(10)
+        client = redis_py.Redis.from_url(redis.url)
+        store.ensure("first", T0)  # loads the script
+        client.config_resetstat()
+        ids = [f"job{i}" for i in range(1200)]
+        states = store.ensure_many(ids, T0)
+        assert set(states) == set(ids) and all(s.first_seen == T0 for s in states.values())
+        calls = client.info("commandstats")["cmdstat_evalsha"]["calls"]
+        assert calls == 3  # 500 jobs a call
+        assert client.hlen("cm:states") == 1201
+        assert store.ensure_many(ids, T0 + 5) == states  # held already: no call
+        assert client.info("commandstats")["cmdstat_evalsha"]["calls"] == calls
     finally:
         store.close()

@@ -286,7 +286,7 @@ def test_a_backup_while_results_stream_in_is_a_valid_database(jobs: Path, tmp_pa
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
             (count,) = db.execute("SELECT count(*) FROM results").fetchone()
             assert count > 0
-            assert db.execute("PRAGMA user_version").fetchone() == (1,)
+            assert db.execute("PRAGMA user_version").fetchone() == (database_mod.SCHEMA_VERSION,)
 
 
 @pytest.mark.slow

@@ -207,54 +207,47 @@ def test_runtime_records_round_trip_in_key_order() -> None:
     assert store.list_records("other") == []
 
 
-def _stored_history(state_dir: Any, limit: int) -> list[Result]:
-    from cronmetrics.storage.persistence import open_store
-
-    fresh, report = open_store(state_dir, limit, durable=False, now=T0)
-    try:
-        assert report.fallback is None and report.unavailable is None
-        return fresh.history("backup")
-    finally:
-        fresh.close()
-
-
 @pytest.mark.parametrize("durable", [False, True])
-def test_a_changed_history_limit_keeps_what_a_fresh_start_with_it_keeps(
+def test_a_changed_history_limit_keeps_what_a_restart_with_it_keeps(
     tmp_path: Any, durable: bool
 ) -> None:
     from cronmetrics.monitor import Monitor
     from cronmetrics.storage.persistence import open_store
 
-    store, _ = open_store(tmp_path, 10, durable=durable, now=T0)
-    monitor = Monitor(store)
+    def start(limit: int) -> EmbeddedStore:
+        store, report = open_store(tmp_path, limit, durable=durable, now=T0)
+        assert report.fallback is None and report.unavailable is None
+        return store
 
-    def limit(n: int) -> None:
-        monitor.reconfigure(
-            accept_unknown=False, max_output_bytes=10_000, redact=None, max_results_per_job=n
+    def reload(store: EmbeddedStore, limit: int) -> None:
+        Monitor(store).reconfigure(
+            accept_unknown=False, max_output_bytes=10_000, redact=None, max_results_per_job=limit
         )
 
-    def add(first: int, count: int) -> None:
-        store.record(
-            [result("success", T0 + i, run_id=f"r{i}") for i in range(first, first + count)],
-            T0,
-        )
+    def add(store: EmbeddedStore, first: int, count: int) -> None:
+        results = [result("success", T0 + i, run_id=f"r{i}") for i in range(first, first + count)]
+        store.record(results, T0)
 
-    add(0, 12)  # 10 kept in memory; the database keeps its rows a little longer
+    def restart(store: EmbeddedStore, limit: int) -> tuple[EmbeddedStore, list[str]]:
+        live = store.history("backup")
+        store.close()
+        again = start(limit)
+        assert again.history("backup") == live
+        return again, [r.run_id or "" for r in live]
+
+    store = start(10)
+    add(store, 0, 12)
     store.flush()
-    add(12, 3)  # recorded, not yet written (without the journal)
-    limit(20)
-    live = store.history("backup")
-    store.flush()
-    assert live == _stored_history(tmp_path, 20)
-    assert [r.run_id for r in live][:3] == ["r14", "r13", "r12"]
-    # without the journal the 12 written rows were all still there; with it, the commit
-    # of the last 3 trimmed the database to the history (its slack was exceeded)
-    assert len(live) == (10 if durable else 15)
-    limit(4)
-    live = store.history("backup")
-    assert [r.run_id for r in live] == ["r14", "r13", "r12", "r11"]
-    store.flush()
-    assert live == _stored_history(tmp_path, 4)
-    limit(20)  # the rows cut away at the last write stay gone
-    assert store.history("backup") == live == _stored_history(tmp_path, 20)
+    add(store, 12, 3)  # without the journal: recorded, not yet written
+    reload(store, 20)  # longer: the history grows to it from here
+    add(store, 15, 5)
+    store, kept = restart(store, 20)
+    assert kept == [f"r{i}" for i in range(19, 4, -1)]
+    reload(store, 4)  # shorter: cut at once
+    assert [r.run_id for r in store.history("backup")] == ["r19", "r18", "r17", "r16"]
+    store, kept = restart(store, 4)
+    reload(store, 20)
+    add(store, 20, 2)
+    store, kept = restart(store, 20)
+    assert kept == ["r21", "r20", "r19", "r18", "r17", "r16"]
     store.close()

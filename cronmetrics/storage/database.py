@@ -7,15 +7,25 @@ integrity_check``) with standard tools. The schema (version in ``PRAGMA user_ver
 
     results(id INTEGER PRIMARY KEY, job_id, status, timestamp, received, duration,
             exit_code, run_id, host, output, labels)   -- one row per result, arrival order
-    results_by_job ON results(job_id)                  -- (job_id, id): a job's newest rows
-    states(job_id PRIMARY KEY, first_seen, active_since, last_..., runs_total, ...)
+    states(job_id PRIMARY KEY, first_seen, active_since, last_..., runs_total, ...,
+           results_upto)                               -- current up to result results_upto
     definitions(job_id PRIMARY KEY, definition JSON, updated)  -- last good definitions
     records(kind, key, value JSON, updated, PRIMARY KEY (kind, key))  -- runtime records
+    history_cache(job_id PRIMARY KEY, results_upto, ids, history)  -- at clean shutdown
+
+Writes are shaped so that one interval's write touches few pages: result ids only grow
+(the store assigns them), so new rows fill the last pages of ``results``, which has no
+per-job index; a state row may be older than the results (the store writes it in a slice
+of neighbouring rows, see :class:`~cronmetrics.storage.store.EmbeddedStore`) and loading
+applies the results after its ``results_upto`` again; rows are deleted by id, the oldest
+together. :meth:`Database.load` reads the ``history_cache`` of the last clean shutdown
+(one row per job) and only the results after it; a damaged cache is read around.
 
 Every write is one transaction (:meth:`Database.write`): a failure (full disk, EIO)
 rolls all of it back, so a batch is on disk whole or not at all. ``secure_delete`` is on
 and a purge ends with a truncating WAL checkpoint: deleted output is overwritten in the
-database file and gone from the WAL before the purge answers.
+database file and gone from the WAL before the purge answers; a purge also deletes the
+cached histories of the jobs it touches.
 
 Only one thread uses a :class:`Database` at a time (the store's writer lock); the
 connection is opened with ``check_same_thread=False`` for that reason.
@@ -29,19 +39,22 @@ import json
 import os
 import sqlite3
 import time
+import zlib
+from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate, chain
 from pathlib import Path
 from typing import Any
 
 from cronmetrics.errors import StorageError
-from cronmetrics.storage.history import COLUMNS, Result
+from cronmetrics.storage.history import COLUMNS, LITTLE_ENDIAN, History, Result
 from cronmetrics.storage.interface import JobState, RuntimeRecord
 
 __all__ = ["DB_NAME", "SCHEMA_VERSION", "Database", "Loaded", "backup"]
 
 DB_NAME = "state.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATE_FIELDS = tuple(f.name for f in dataclasses.fields(JobState))
 _STATE_VALUES = tuple(f for f in STATE_FIELDS if f != "job_id")
 
@@ -95,30 +108,47 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             PRIMARY KEY (kind, key)
         ) WITHOUT ROWID""",
     ),
+    # 2: interval writes append only. The per-job index touched a random page per result
+    # (28 MB per write of 5,000 results); state rows are written lazily and say up to
+    # which result they are current; each job's history is cached at a clean shutdown.
+    2: (
+        "DROP INDEX results_by_job",
+        "ALTER TABLE states ADD COLUMN results_upto INTEGER NOT NULL DEFAULT 0",
+        "UPDATE states SET results_upto = (SELECT coalesce(max(id), 0) FROM results)",
+        """CREATE TABLE history_cache (
+            job_id TEXT PRIMARY KEY,
+            results_upto INTEGER NOT NULL,
+            ids BLOB NOT NULL,
+            history BLOB NOT NULL
+        )""",
+    ),
 }
 assert max(MIGRATIONS) == SCHEMA_VERSION
 
 _RESULT_COLUMNS = ("job_id", *COLUMNS)
 # column names are constants of this module, never input: S608 does not apply
 _INSERT_RESULT = (
-    f"INSERT INTO results ({', '.join(_RESULT_COLUMNS)}) "  # noqa: S608
-    f"VALUES ({', '.join('?' * len(_RESULT_COLUMNS))})"
+    f"INSERT INTO results (id, {', '.join(_RESULT_COLUMNS)}) "  # noqa: S608
+    f"VALUES ({', '.join('?' * (1 + len(_RESULT_COLUMNS)))})"
 )
 _UPSERT_STATE = (
-    f"INSERT OR REPLACE INTO states ({', '.join(STATE_FIELDS)}) "  # noqa: S608
-    f"VALUES ({', '.join('?' * len(STATE_FIELDS))})"
+    f"INSERT OR REPLACE INTO states ({', '.join(STATE_FIELDS)}, results_upto) "  # noqa: S608
+    f"VALUES ({', '.join('?' * (1 + len(STATE_FIELDS)))})"
 )
-_SELECT_STATES = f"SELECT {', '.join(STATE_FIELDS)} FROM states"  # noqa: S608
-_SELECT_RESULTS = f"SELECT {', '.join(_RESULT_COLUMNS)} FROM results ORDER BY id"  # noqa: S608
-_SELECT_NEWEST = (
-    f"SELECT {', '.join(_RESULT_COLUMNS)} FROM results "  # noqa: S608
-    "WHERE job_id = ? ORDER BY id DESC LIMIT ?"
+_SELECT_STATES = f"SELECT {', '.join(STATE_FIELDS)}, results_upto FROM states"  # noqa: S608
+_SELECT_TAIL = f"SELECT id, {', '.join(_RESULT_COLUMNS)} FROM results WHERE id > ? ORDER BY id"  # noqa: S608
+_DROP = (
+    "DELETE FROM results WHERE job_id IN (SELECT value FROM json_each(?))",
+    "DELETE FROM states WHERE job_id IN (SELECT value FROM json_each(?))",
+    "DELETE FROM definitions WHERE job_id IN (SELECT value FROM json_each(?))",
+    "DELETE FROM history_cache WHERE job_id IN (SELECT value FROM json_each(?))",
 )
 
 
-def _result_row(r: Result) -> tuple[Any, ...]:
+def _result_row(row_id: int, r: Result) -> tuple[Any, ...]:
     labels = json.dumps(r.labels, ensure_ascii=False, sort_keys=True) if r.labels else None
     return (
+        row_id,
         r.job_id,
         r.status,
         r.timestamp,
@@ -132,31 +162,67 @@ def _result_row(r: Result) -> tuple[Any, ...]:
     )
 
 
-def _state_row(s: JobState) -> tuple[Any, ...]:
-    return tuple(getattr(s, name) for name in STATE_FIELDS)
+def _state_row(s: JobState, upto: int) -> tuple[Any, ...]:
+    return (*(getattr(s, name) for name in STATE_FIELDS), upto)
+
+
+def _ids_blob(ids: array[int]) -> bytes:
+    """Row ids (ascending) as compressed little-endian differences: a few bytes each."""
+    deltas = array("q", (b - a for a, b in zip(chain((0,), ids), ids, strict=False)))
+    if not LITTLE_ENDIAN:
+        deltas.byteswap()
+    return zlib.compress(deltas.tobytes(), 1)
+
+
+def _ids_from(blob: bytes) -> array[int]:
+    deltas = array("q")
+    try:
+        deltas.frombytes(zlib.decompress(blob))
+    except (zlib.error, ValueError) as exc:
+        raise ValueError(f"cached row ids are damaged ({exc})") from None
+    if not LITTLE_ENDIAN:
+        deltas.byteswap()
+    return array("q", accumulate(deltas))
 
 
 @dataclass(slots=True)
 class Loaded:
-    """What a database held at open: states, each job's results (arrival order, as
-    columns of :class:`~cronmetrics.storage.history.History`), definitions."""
+    """What a database held at open.
+
+    ``states`` are current: a state row says up to which result it is (``results_upto``)
+    and the results after it are applied on load (``tail``, a row id before each result
+    row). ``histories`` come from the cache of the last clean shutdown, ``tail`` adds the
+    results after it; ``ids`` are the row ids of each job's results in the database."""
 
     states: dict[str, JobState] = field(default_factory=dict)
-    results: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
+    #: job id -> the last result id its state row includes
+    state_upto: dict[str, int] = field(default_factory=dict)
+    #: job id -> (the last result id its cached history includes, row ids, history)
+    cached: dict[str, tuple[int, array[int], History]] = field(default_factory=dict)
+    #: the results after the oldest of those points, in arrival order, per job
+    tail: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
     definitions: dict[str, dict[str, Any]] = field(default_factory=dict)
-    rows: int = 0
+    #: the highest result id in the database (0: none)
+    last_id: int = 0
+    #: why the history cache was not used (None: it was, or there was none)
+    cache_problem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Writes:
     """One transaction's worth of changes."""
 
-    results: Sequence[Result] = ()
+    #: new results and their row ids (ascending, above every id in the database)
+    results: Sequence[tuple[int, Result]] = ()
+    #: states, each current up to result id ``upto``
     states: Sequence[JobState] = ()
-    #: jobs to delete whole (states, results, definitions)
+    upto: int = 0
+    #: jobs to delete whole (states, results, definitions, cache)
     drop: Sequence[str] = ()
-    #: job id -> how many of its newest rows to keep (older ones deleted)
-    trim: Mapping[str, int] = field(default_factory=dict)
+    #: result rows to delete (histories trimmed to their limit)
+    delete: Sequence[int] = ()
+    #: forget every cached history (the history limit changed)
+    forget_cache: bool = False
 
 
 class Database:
@@ -212,33 +278,48 @@ class Database:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def load(self) -> Loaded:
+    def load(self, max_results: int) -> Loaded:
         """Everything, for the memory of the embedded engine (sqlite3.DatabaseError for
-        a damaged file: a bad page shows up while reading it)."""
+        a damaged file: a bad page shows up while reading it). A damaged history cache is
+        only a slower start: the histories are read from the results instead."""
         c = self.conn
         loaded = Loaded()
+        running = STATE_FIELDS.index("running")
         for row in c.execute(_SELECT_STATES):
-            state = JobState(*row)
-            loaded.states[state.job_id] = dataclasses.replace(state, running=bool(state.running))
-        per_job = loaded.results
-        cursor = c.execute(_SELECT_RESULTS)
+            values = list(row[:-1])
+            values[running] = bool(values[running])
+            state = JobState(*values)
+            loaded.states[state.job_id] = state
+            loaded.state_upto[state.job_id] = row[-1]
+        loaded.last_id = c.execute("SELECT coalesce(max(id), 0) FROM results").fetchone()[0]
+        try:
+            for job_id, upto, ids, packed in c.execute(
+                "SELECT job_id, results_upto, ids, history FROM history_cache"
+            ):
+                if job_id in loaded.states and upto <= loaded.last_id:
+                    history = History.unpack(job_id, packed, max_results)
+                    loaded.cached[job_id] = (upto, _ids_from(ids), history)
+        except (ValueError, TypeError) as exc:
+            loaded.cached, loaded.cache_problem = {}, str(exc)
+        cached = loaded.cached
+        start = min(
+            (
+                min(upto, cached[j][0] if j in cached else 0)
+                for j, upto in loaded.state_upto.items()
+            ),
+            default=0,
+        )
+        tail = loaded.tail
+        cursor = c.execute(_SELECT_TAIL, (start,))
         while rows := cursor.fetchmany(65_536):
-            loaded.rows += len(rows)
             for row in rows:
-                job = per_job.get(row[0])
+                job = tail.get(row[1])
                 if job is None:
-                    per_job[row[0]] = job = []
+                    tail[row[1]] = job = []
                 job.append(row)
         for job_id, text in c.execute("SELECT job_id, definition FROM definitions"):
             loaded.definitions[job_id] = json.loads(text)
         return loaded
-
-    def newest_rows(self, job_id: str, limit: int) -> list[tuple[Any, ...]]:
-        """The job's ``limit`` newest result rows, oldest first, as :meth:`load` reads
-        them (a raised history limit brings back what the database still holds)."""
-        rows = self.conn.execute(_SELECT_NEWEST, (job_id, limit)).fetchall()
-        rows.reverse()
-        return rows
 
     def integrity(self) -> str:
         """``PRAGMA quick_check``: "ok" or the first problem."""
@@ -272,30 +353,60 @@ class Database:
             raise StorageError(f"cannot write {self.path}: {exc}") from None
 
     def write(self, writes: Writes) -> None:
-        """Apply ``writes`` in one transaction."""
+        """Apply ``writes`` in one transaction: results are appended (their ids only
+        grow, so they fill the last pages of the table), trimmed rows deleted by id."""
         with self.transaction() as c:
-            for job_id in writes.drop:
-                c.execute("DELETE FROM results WHERE job_id = ?", (job_id,))
-                c.execute("DELETE FROM states WHERE job_id = ?", (job_id,))
-                c.execute("DELETE FROM definitions WHERE job_id = ?", (job_id,))
+            if writes.drop:
+                dropped = (json.dumps(list(writes.drop)),)
+                for statement in _DROP:
+                    c.execute(statement, dropped)
+            if writes.forget_cache:
+                c.execute("DELETE FROM history_cache")
             if writes.results:
-                c.executemany(_INSERT_RESULT, map(_result_row, writes.results))
+                c.executemany(_INSERT_RESULT, (_result_row(i, r) for i, r in writes.results))
             if writes.states:
-                c.executemany(_UPSERT_STATE, map(_state_row, writes.states))
-            for job_id, keep in writes.trim.items():
-                c.execute(
-                    "DELETE FROM results WHERE job_id = ?1 AND id <= (SELECT id FROM results "
-                    "WHERE job_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-                    (job_id, keep),
+                upto = writes.upto
+                c.executemany(_UPSERT_STATE, (_state_row(s, upto) for s in writes.states))
+            if writes.delete:
+                c.execute(  # one statement for every id: a JSON array
+                    "DELETE FROM results WHERE id IN (SELECT value FROM json_each(?))",
+                    (json.dumps(writes.delete),),
                 )
+
+    def checkpoint_passive(self) -> None:
+        """Copy the WAL into the database now, without waiting for readers: each write's
+        pages reach the database file once, and the WAL restarts from its beginning
+        instead of growing to the auto-checkpoint size."""
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def put_cache(self, histories: Iterable[tuple[History, array[int]]], upto: int) -> None:
+        """Replace the history cache by ``histories`` (each with its rows' ids), all
+        current up to result id ``upto``: the next start reads one row per job."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM history_cache")
+            c.executemany(
+                "INSERT INTO history_cache (job_id, results_upto, ids, history) "
+                "VALUES (?, ?, ?, ?)",
+                ((h.job_id, upto, _ids_blob(ids), h.pack()) for h, ids in histories),
+            )
 
     def put_definitions(self, definitions: Mapping[str, Mapping[str, Any]], now: float) -> None:
         with self.transaction() as c:
-            _insert_definitions(c, definitions, now)
+            c.executemany(
+                "INSERT OR REPLACE INTO definitions (job_id, definition, updated) VALUES (?, ?, ?)",
+                (
+                    (job_id, json.dumps(d, ensure_ascii=False, sort_keys=True), now)
+                    for job_id, d in definitions.items()
+                ),
+            )
 
     def put_record(self, record: RuntimeRecord) -> None:
         with self.transaction() as c:
-            _insert_records(c, [record])
+            c.execute(
+                "INSERT OR REPLACE INTO records (kind, key, value, updated) VALUES (?, ?, ?, ?)",
+                (record.kind, record.key, json.dumps(dict(record.value)), record.updated),
+            )
 
     def write_everything(
         self,
@@ -303,14 +414,23 @@ class Database:
         definitions: Mapping[str, Mapping[str, Any]],
         records: Sequence[RuntimeRecord],
     ) -> None:
-        """Fill a new database with a whole state (results in arrival order per job,
-        states, definitions, records) in one transaction: the state dir was lost while
-        serving and the server writes what it holds in memory anew."""
+        """Fill a new database with a whole state (numbered results, states current up
+        to ``writes.upto``, definitions, records) in one transaction: the state dir was
+        lost while serving and the server writes what it holds in memory anew."""
         with self.transaction() as c:
-            c.executemany(_INSERT_RESULT, map(_result_row, writes.results))
-            c.executemany(_UPSERT_STATE, map(_state_row, writes.states))
-            _insert_definitions(c, definitions, 0.0)
-            _insert_records(c, records)
+            c.executemany(_INSERT_RESULT, (_result_row(i, r) for i, r in writes.results))
+            c.executemany(_UPSERT_STATE, (_state_row(s, writes.upto) for s in writes.states))
+            c.executemany(
+                "INSERT OR REPLACE INTO definitions (job_id, definition, updated) VALUES (?, ?, ?)",
+                (
+                    (job_id, json.dumps(d, ensure_ascii=False, sort_keys=True), 0.0)
+                    for job_id, d in definitions.items()
+                ),
+            )
+            c.executemany(
+                "INSERT OR REPLACE INTO records (kind, key, value, updated) VALUES (?, ?, ?, ?)",
+                ((r.kind, r.key, json.dumps(dict(r.value)), r.updated) for r in records),
+            )
 
     def probe(self) -> None:
         """A write that changes nothing but has to reach the disk (a row added and
@@ -324,17 +444,29 @@ class Database:
             gone = c.execute("DELETE FROM records WHERE kind = ? AND key = ?", (kind, key))
             return gone.rowcount > 0
 
-    def purge(self, before: float, job_ids: Iterable[str] | None) -> None:
-        """Delete results stamped before ``before``, then take them out of the WAL too."""
+    def purge(self, before: float, job_ids: Iterable[str] | None) -> list[tuple[str, int]]:
+        """Delete results stamped before ``before`` and the cached histories of the jobs
+        that lost some, then take them out of the WAL too. Return the (job id, row id) of
+        every deleted row."""
         with self.transaction() as c:
             if job_ids is None:
-                c.execute("DELETE FROM results WHERE timestamp < ?", (before,))
+                gone = c.execute(
+                    "DELETE FROM results WHERE timestamp < ? RETURNING job_id, id", (before,)
+                ).fetchall()
             else:
-                c.executemany(
-                    "DELETE FROM results WHERE job_id = ? AND timestamp < ?",
-                    ((job_id, before) for job_id in job_ids),
+                gone = c.execute(
+                    "DELETE FROM results WHERE timestamp < ? AND job_id IN "
+                    "(SELECT value FROM json_each(?)) "
+                    "RETURNING job_id, id",
+                    (before, json.dumps(list(job_ids))),
+                ).fetchall()
+            if gone:
+                c.execute(
+                    "DELETE FROM history_cache WHERE job_id IN (SELECT value FROM json_each(?))",
+                    (json.dumps(sorted({job_id for job_id, _ in gone})),),
                 )
         self.checkpoint()
+        return gone
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database and truncate it to zero bytes; StorageError if
@@ -348,25 +480,6 @@ class Database:
                 f"cannot checkpoint {self.path}: a reader holds it (a backup or a sqlite3 "
                 "shell?); the purged rows are deleted but may remain in the WAL file"
             )
-
-
-def _insert_definitions(
-    c: sqlite3.Connection, definitions: Mapping[str, Mapping[str, Any]], now: float
-) -> None:
-    c.executemany(
-        "INSERT OR REPLACE INTO definitions (job_id, definition, updated) VALUES (?, ?, ?)",
-        (
-            (job_id, json.dumps(d, ensure_ascii=False, sort_keys=True), now)
-            for job_id, d in definitions.items()
-        ),
-    )
-
-
-def _insert_records(c: sqlite3.Connection, records: Iterable[RuntimeRecord]) -> None:
-    c.executemany(
-        "INSERT OR REPLACE INTO records (kind, key, value, updated) VALUES (?, ?, ?, ?)",
-        ((r.kind, r.key, json.dumps(dict(r.value)), r.updated) for r in records),
-    )
 
 
 def backup(source: Path, target: Path) -> int:

@@ -23,6 +23,7 @@ import heapq
 import json
 import math
 import sys
+import zlib
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -87,6 +88,9 @@ def _number(value: object) -> bool:
 _NUMBERS = frozenset({int, float})
 _TEXT = frozenset({str, type(None)})
 _INTEGER = frozenset({int, type(None)})
+_LABELS = frozenset({dict, type(None)})
+#: the columns a packed history holds as JSON
+_TEXT_COLUMNS = ("host", "exit_code", "run_id", "output", "labels")
 
 
 def check_result(result: Result) -> None:
@@ -148,6 +152,52 @@ def _shared(values: Sequence[Any]) -> list[Any]:
     new string)."""
     seen: dict[Any, Any] = {}
     return [seen.setdefault(v, v) for v in values]
+
+
+#: codes are the characters from "#" to "[": printable, and neither '"' nor '\\'
+_CODE_BASE, _MAX_CODES = 0x23, 0x5C - 0x23
+_UNSHIFT = bytes((i - _CODE_BASE) % 256 for i in range(256))  # code character -> index
+
+
+def _code(column: Sequence[Any]) -> Any:
+    """A column of few distinct values as ``{"v": values, "c": one code each}`` (the
+    codes as the characters of a string; ``"c": null``: every entry is the one value),
+    or the column itself when its values are many."""
+    distinct = list(dict.fromkeys(column))
+    if len(distinct) == 1:
+        return {"v": distinct, "c": None}
+    if len(distinct) > _MAX_CODES:
+        return list(column)
+    index = {v: chr(_CODE_BASE + i) for i, v in enumerate(distinct)}
+    return {"v": distinct, "c": "".join(map(index.__getitem__, column))}
+
+
+def _decode(coded: Any, n: int, kinds: frozenset[Any], what: str) -> list[Any]:
+    """The column :func:`_code` made, checked to hold only values of ``kinds`` (each
+    distinct value once); equal entries are one object. ValueError naming ``what``."""
+    values = coded if type(coded) is list else coded["v"]
+    if not set(map(type, values)) <= kinds:
+        raise ValueError(f"{what} holds a value of the wrong type")
+    if type(coded) is list:
+        return coded
+    if coded["c"] is None:
+        return values * n if len(values) == 1 else []
+    codes = coded["c"].encode("ascii").translate(_UNSHIFT)
+    if codes and max(codes) >= len(values):
+        raise ValueError(f"a code of {what} is out of range")
+    return list(map(values.__getitem__, codes))
+
+
+def _labels_from(texts: list[str | None]) -> list[dict[str, str] | None]:
+    """Label sets from their JSON texts (``None``: none), checked."""
+    if texts == [None] * len(texts):
+        return [None] * len(texts)
+    labels = [None if t is None else json.loads(t) for t in texts]
+    if not set(map(type, labels)) <= _LABELS or not all(
+        type(k) is str and type(v) is str for d in labels if d for k, v in d.items()
+    ):
+        raise ValueError("labels hold a value that is not text")
+    return labels
 
 
 class History(Sequence[Result]):
@@ -221,14 +271,108 @@ class History(Sequence[Result]):
         history.host, history.exit_code = _shared(host), list(exit_code)
         history.run_id, history.output = list(run_id), _shared(output)
         history.labels = [None if t is None else json.loads(t) for t in labels]
-        for name in ("host", "run_id", "output"):  # set(map(type)): C speed at start
-            if not set(map(type, getattr(history, name))) <= _TEXT:
-                raise ValueError(f"{job_id}: {name} holds a value that is not text")
-        if not set(map(type, history.exit_code)) <= _INTEGER:
-            raise ValueError(f"{job_id}: exit_code holds a value that is not an integer")
+        history._check_columns()
         if maxlen is not None and len(history) > maxlen:
             history._drop_oldest(len(history) - maxlen)
         return history
+
+    def pack(self) -> bytes:
+        """The history as bytes, for the database's history cache: a count, the status
+        bytes, the three time columns as little-endian doubles, then the other columns
+        as one JSON array, those with few distinct values (host, exit code, output,
+        labels) as the values and one code each; compressed (zlib). Reading it back
+        makes no object per result but the run ids."""
+        floats = [self._live(name) for name in ("timestamp", "received", "duration")]
+        if not LITTLE_ENDIAN:
+            floats = [array("d", f) for f in floats]
+            for f in floats:
+                f.byteswap()
+        labels = [
+            None if d is None else json.dumps(d, sort_keys=True) for d in self._live("labels")
+        ]
+        text = json.dumps(
+            [
+                _code(self._live("host")),
+                _code(self._live("exit_code")),
+                self._live("run_id"),
+                _code(self._live("output")),
+                _code(labels),
+            ],
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        packed = b"".join(
+            (
+                len(self).to_bytes(4, "little"),
+                bytes(self._live("status")),
+                *(f.tobytes() for f in floats),
+                text.encode(),
+            )
+        )
+        return zlib.compress(packed, 1)  # a sixth of the bytes to write at shutdown
+
+    @classmethod
+    def unpack(cls, job_id: str, data: bytes, maxlen: int | None) -> History:
+        """The history :meth:`pack` made; ValueError for bytes it did not make."""
+        try:
+            data = zlib.decompress(data)
+        except zlib.error as exc:
+            raise ValueError(f"{job_id}: cached history is damaged ({exc})") from None
+        n = int.from_bytes(data[:4], "little")
+        end = 4 + 25 * n
+        if len(data) < end:
+            raise ValueError(f"{job_id}: cached history is cut short")
+        history = cls(job_id, maxlen)
+        history.status = bytearray(data[4 : 4 + n])
+        if not set(history.status) <= _STATUS_NAMES.keys():
+            raise ValueError(f"{job_id}: cached history holds an unknown status")
+        floats = []
+        for k in range(3):
+            column = array("d")
+            column.frombytes(data[4 + n + 8 * n * k : 4 + n + 8 * n * (k + 1)])
+            if not LITTLE_ENDIAN:
+                column.byteswap()
+            floats.append(column)
+        history.timestamp, history.received, history.duration = floats
+        for column in floats[:2]:  # a sum is finite only if every term is
+            if (total := sum(column)) - total != 0 and not all(map(math.isfinite, column)):
+                raise ValueError(f"{job_id}: cached history holds a time that is not finite")
+        try:
+            host, exit_code, run_id, output, labels = json.loads(data[end:])
+            history.host = _decode(host, n, _TEXT, "host")
+            history.exit_code = _decode(exit_code, n, _INTEGER, "exit_code")
+            history.run_id = _decode(run_id, n, _TEXT, "run_id")
+            history.output = _decode(output, n, _TEXT, "output")
+            if type(labels) is dict:
+                labels["v"] = _labels_from(_decode(labels["v"], len(labels["v"]), _TEXT, "labels"))
+            else:
+                labels = _labels_from(_decode(labels, n, _TEXT, "labels"))
+            history.labels = _decode(labels, n, _LABELS, "labels")
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            raise ValueError(f"{job_id}: cached history is damaged ({exc})") from None
+        if len({len(getattr(history, name)) for name in COLUMNS}) != 1:
+            raise ValueError(f"{job_id}: cached history has columns of different lengths")
+        if maxlen is not None and len(history) > maxlen:
+            history._drop_oldest(len(history) - maxlen)
+        return history
+
+    def _check_columns(self) -> None:
+        for name in ("host", "run_id", "output"):  # set(map(type)): C speed at start
+            if not set(map(type, getattr(self, name))) <= _TEXT:
+                raise ValueError(f"{self.job_id}: {name} holds a value that is not text")
+        if not set(map(type, self.exit_code)) <= _INTEGER:
+            raise ValueError(f"{self.job_id}: exit_code holds a value that is not an integer")
+
+    def join(self, newer: History) -> None:
+        """Append the results of ``newer`` (the same job's later arrivals) after these,
+        dropping the oldest beyond ``maxlen``."""
+        if not newer:
+            return
+        self._own()
+        for name in COLUMNS:
+            getattr(self, name).extend(newer._live(name))
+        if self.maxlen is not None and len(self) > self.maxlen:
+            self._drop_oldest(len(self) - self.maxlen)
 
     @classmethod
     def of(cls, job_id: str, results: Iterable[Result], maxlen: int | None = None) -> History:

@@ -210,6 +210,11 @@ class Store(Protocol):
         """The job's state, created at ``now`` if new; attaches a detached job again."""
         ...
 
+    def ensure_many(self, job_ids: Sequence[str], now: float) -> dict[str, JobState]:
+        """:meth:`ensure` for many jobs at once (a start with thousands of new jobs): a
+        few round trips, not one per job."""
+        ...
+
     def activate(self, job_id: str, now: float) -> JobState:
         """Restart the job's deadlines at ``now`` (``active_since``: it became active)."""
         ...
@@ -240,12 +245,6 @@ class Store(Protocol):
 
     def changes(self, cursor: str) -> tuple[list[str], str]:
         """Ids changed after ``cursor`` and the cursor to pass next time."""
-        ...
-
-    def set_max_results(self, max_results_per_job: int) -> list[str]:
-        """A new history limit (``retention.max_results_per_job`` reloaded): from now on
-        every history is what a restart with this limit would show; return the ids whose
-        history changed at once."""
         ...
 
     # -- run output (the execution log) ----------------------------------------------------
@@ -321,6 +320,11 @@ class Store(Protocol):
         ...
 
     # -- lifecycle -------------------------------------------------------------------------
+
+    def set_max_results(self, max_results_per_job: int) -> list[str]:
+        """A new history limit (a config reload), applied at once: a smaller one cuts every
+        job's history now; return the ids whose history was cut. Unchanged: nothing."""
+        ...
 
     def flush(self) -> None:
         """Make everything recorded so far durable (the periodic write); StorageError

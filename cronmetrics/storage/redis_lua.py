@@ -84,7 +84,7 @@ for _, job in ipairs(jobs) do
 end
 if touched_recent then redis.call('ZREMRANGEBYRANK', p .. 'recent', 0, -(recentmax + 1)) end
 for _, key in ipairs(rids) do redis.call('SET', key, '1', 'EX', ttl) end
-redis.call('SET', op, '1', 'EX', 600)
+redis.call('SET', op, '1', 'EX', 60)
 return {'ok'}
 """
 

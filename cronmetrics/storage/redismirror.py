@@ -47,6 +47,10 @@ def encode_state(state: JobState) -> str:
     return f"{state.version}|{body}"
 
 
+def _version(raw: str) -> int:
+    return int(raw[: raw.index("|")])
+
+
 def decode_state(job_id: str, raw: str) -> JobState:
     version, _, body = raw.partition("|")
     return JobState(job_id=job_id, version=int(version), **orjson.loads(body))
@@ -63,6 +67,7 @@ class Mirror:
         on_change: Callable[[], None] | None = None,
         on_reload: Callable[[], None] | None = None,
         block_ms: int = 1000,
+        gather: float = 0.02,
     ) -> None:
         self._client = client
         self._prefix = prefix
@@ -70,6 +75,7 @@ class Mirror:
         self._on_change = on_change
         self._on_reload = on_reload
         self._block_ms = block_ms
+        self._gather = gather
         self._lock = threading.Lock()
         self._states: dict[str, JobState] = {}
         self._log: dict[str, int] = {}  # id -> counter of its last change, oldest first
@@ -209,6 +215,10 @@ class Mirror:
                 backoff = 0.1
                 if reply:
                     self._apply(reply[0][1])
+                    # under load, let the next changes gather: one read (and one wake-up
+                    # of this thread, which competes with the request threads for the
+                    # GIL) per ``gather`` seconds, not one per result
+                    self._stop.wait(self._gather)
             except redis.RedisError as exc:
                 self._set_down(exc)
                 need_load = True
@@ -220,8 +230,8 @@ class Mirror:
                 self._stop.wait(1.0)
 
     def _apply(self, entries: list[tuple[str, dict[str, str]]]) -> None:
-        states = []
-        records = False
+        latest: dict[str, str] = {}  # job id -> its newest encoded state in the batch
+        records = dropped = False
         for entry_id, data in entries:
             self._last_id = entry_id
             job_id = data.get("j")
@@ -232,13 +242,22 @@ class Mirror:
                 continue  # from before the job was dropped here
             raw = data.get("s", "")
             if raw:
-                states.append(decode_state(job_id, raw))
+                latest[job_id] = raw
             else:
+                latest.pop(job_id, None)
                 self.remove(job_id)
+                dropped = True
         if records:
             self.records_version += 1
-        self.put(states)
-        self._notify()
+        with self._lock:  # what this process wrote itself is here already: not decoded
+            states = self._states
+            fresh = [
+                (job_id, raw)
+                for job_id, raw in latest.items()
+                if (held := states.get(job_id)) is None or _version(raw) > held.version
+            ]
+        if self.put(decode_state(job_id, raw) for job_id, raw in fresh) or records or dropped:
+            self._notify()
 
     def _after_drop(self, job_id: str, entry_id: str) -> bool:
         """False for an entry older than the job's drop on this replica."""

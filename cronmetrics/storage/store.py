@@ -8,8 +8,14 @@ for what every call guarantees). Reads are served from memory: one
 
 - ``durable=False`` (``snapshot.journal: false``): :meth:`EmbeddedStore.record` changes
   memory and queues the rows; :meth:`EmbeddedStore.flush` (every ``snapshot.interval``)
-  writes the queued rows and the changed states in one transaction. A crash loses at most
+  writes the queued rows and the states to write in one transaction. A crash loses at most
   the results since the last flush; a failed flush keeps the queue for the next one.
+
+Which states a write carries: new ones and those changed otherwise than by a result at
+once; those changed only by results a slice at a time (loading applies the results after
+a state row again, with :func:`~cronmetrics.storage.transitions.advance`). Rows beyond a
+job's history are deleted oldest first (:meth:`EmbeddedStore._trims`). :meth:`close`
+writes everything, then the history cache the next start reads.
 - ``durable=True`` (``snapshot.journal: true``): :meth:`~EmbeddedStore.record` returns
   once its results are committed. Concurrent calls share a commit (group commit): each
   call queues its batch; whoever takes the writer lock first commits every queued batch
@@ -28,8 +34,10 @@ Without a database (``database=None``: tests, tools) the engine is the same, in 
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import uuid
+from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,14 +53,34 @@ from cronmetrics.storage.interface import (
     StoreHealth,
     new_state,
 )
-from cronmetrics.storage.transitions import apply_result, ends_run
+from cronmetrics.storage.transitions import advance, apply_result, attached, ends_run
 
 __all__ = ["EmbeddedStore"]
 
-#: trim a job's rows in the database once it holds this much more than its history
-_TRIM_SLACK = 0.25
+#: rows beyond their job's history that may wait for deletion (more: deleted faster)
+_GARBAGE_BACKLOG = 20_000
+#: stale states are written in this many slices, one per write, unless they are few
+_STATE_SLICES = 12
+_STALE_AT_ONCE = 256
 #: the runtime-record kind that keeps running runs' output in ``state.db``
 OUTPUT_KIND = "run-output"
+
+
+def _row_result(row: tuple[Any, ...]) -> Result:
+    """A result from a row of ``Loaded.tail`` (its id first)."""
+    _, job_id, status, ts, received, host, duration, exit_code, run_id, output, labels = row
+    return Result(
+        job_id,
+        status,
+        ts,
+        received,
+        host,
+        duration,
+        exit_code,
+        run_id,
+        output,
+        json.loads(labels) if labels else {},
+    )
 
 
 def _is_duplicate(history: History, result: Result) -> bool:
@@ -101,14 +129,27 @@ class EmbeddedStore:
         self._epoch = f"{uuid.uuid4().hex[:16]}."
         self._seq = 0
         self._changed: dict[str, int] = {}
-        #: not yet written: results (arrival order) and the ids whose state changed
+        #: not yet written: results (arrival order); the ids whose state must be written
+        #: at the next write (created, or changed otherwise than by a result)
         self._rows: list[Result] = []
         self._dirty: set[str] = set()
-        #: rows each job has in the database (to trim it lazily to its history)
-        self._db_rows: dict[str, int] = {}
+        #: ids whose state changed by results only: written a slice per write, since
+        #: the results after a state row are applied again when the database is loaded
+        self._stale: set[str] = set()
+        self._order: list[str] = []
+        self._slice = 0
+        #: each job's row ids in the database, oldest first, at most ``max_results``;
+        #: the rows beyond them, in id order, still to delete (see :meth:`_trims`)
+        self._ids: dict[str, array[int]] = {}
+        self._garbage: list[int] = []
+        self._unsorted: list[int] = []
+        #: rows committed by the journal since the last periodic write
+        self._journaled = 0
+        self._next_id = 1
         self._queue: list[_Batch] = []
         #: histories cut by a smaller limit: their rows are trimmed at the next write
         self._cut: set[str] = set()
+        self._forget_cache = False
         #: running runs' output by job id, and the runs whose finish took it (job id ->
         #: (run id, start)): appends to those are refused
         self._outputs: dict[str, RunOutput] = {}
@@ -124,14 +165,45 @@ class EmbeddedStore:
             self._load(loaded)
 
     def _load(self, loaded: Loaded) -> None:
+        """Memory from what the database held: cached histories plus the results after
+        them; state rows plus the results after them (applied as :meth:`record` did)."""
         self._states = dict(loaded.states)
         self._definitions = dict(loaded.definitions)
-        for job_id, rows in loaded.results.items():
-            if job_id not in self._states:  # rows of a job whose state row is gone
-                continue
-            self._db_rows[job_id] = len(rows)
-            columns = list(zip(*rows[-self.max_results :], strict=True))
-            self._histories[job_id] = History.from_rows(job_id, columns, self.max_results)
+        self._next_id = loaded.last_id + 1
+        limit = self.max_results
+        for job_id, state in loaded.states.items():
+            rows = loaded.tail.get(job_id, ())
+            cached = loaded.cached.get(job_id)
+            if cached is None:
+                since, ids, history = 0, array("q"), None
+            else:
+                since, ids, history = cached
+            newer = [row for row in rows if row[0] > since]
+            if newer:
+                ids.extend(row[0] for row in newer)
+                columns = list(zip(*(row[1:] for row in newer[-limit:]), strict=True))
+                fresh = History.from_rows(job_id, columns, limit)
+                if history is None:
+                    history = fresh
+                else:
+                    history.join(fresh)
+            if history is not None:
+                self._histories[job_id] = history
+            if len(ids) > limit:
+                self._garbage.extend(ids[: len(ids) - limit])
+                del ids[: len(ids) - limit]
+            self._ids[job_id] = ids
+            upto = loaded.state_upto[job_id]
+            folded = state
+            for row in rows:
+                if row[0] > upto:
+                    folded = advance(folded, _row_result(row))
+            if folded is not state:
+                self._states[job_id] = folded
+                self._stale.add(job_id)
+        self._garbage.sort()
+        if loaded.cache_problem:  # rewritten at the next clean shutdown
+            self._forget_cache = True
         for job_id in self._states:
             self._changed[job_id] = self._seq = self._seq + 1
         if self.database is not None:
@@ -149,12 +221,19 @@ class EmbeddedStore:
             history = self._histories[job_id] = History(job_id, self.max_results)
         return history
 
-    def _mark(self, job_id: str) -> None:
-        """Call under ``_lock``: the job changed (cursor), its state is to be written."""
+    def _mark(self, job_id: str, *, by_results: bool = False, write: bool = True) -> None:
+        """Call under ``_lock``: the job changed (cursor); its state is to be written at
+        the next write (``by_results``: in its slice; ``write`` False: not at all)."""
         self._seq += 1
         self._changed.pop(job_id, None)
         self._changed[job_id] = self._seq
-        self._dirty.add(job_id)
+        if not write:
+            return
+        if by_results and job_id not in self._dirty:
+            self._stale.add(job_id)
+        else:
+            self._dirty.add(job_id)
+            self._stale.discard(job_id)
 
     def _plan(
         self,
@@ -173,7 +252,7 @@ class EmbeddedStore:
             if state is None:
                 state = new_state(job_id, now)
             elif state.detached_since is not None:
-                state = dataclasses.replace(state, detached_since=None)
+                state = attached(state)
             history = self._histories.get(job_id)
             pending = appended.get(job_id, ())
             if result.run_id is not None and (
@@ -183,7 +262,7 @@ class EmbeddedStore:
                 outcome.append(Recorded(result, state, changed=False, duplicate=True))
                 states.setdefault(job_id, state)
                 continue
-            state, changed = apply_result(state, result)
+            state, changed = apply_result(state, result)  # what `advance` does on load
             states[job_id] = state
             appended.setdefault(job_id, []).append(result)
             outcome.append(Recorded(result, state, changed))
@@ -198,28 +277,88 @@ class EmbeddedStore:
         for job_id, state in states.items():
             if self._states.get(job_id) == state:
                 continue
+            new = job_id not in self._states
             self._states[job_id] = state
             history = self._history(job_id)
-            for result in appended.get(job_id, ()):
+            rows = appended.get(job_id, ())
+            for result in rows:
                 history.append(result)
-            self._mark(job_id)
+            # applying the results again on load gives this state back: no need to
+            # write it now, unless it is new or changed otherwise (a duplicate attaching)
+            self._mark(job_id, by_results=bool(rows) and not new)
 
-    def _trims(self, rows: Iterable[Result]) -> dict[str, int]:
-        """Jobs whose rows in the database outgrew their history by the slack (and the
-        ones a smaller limit cut)."""
-        counts = self._db_rows
-        for r in rows:
-            counts[r.job_id] = counts.get(r.job_id, 0) + 1
-        limit = self.max_results + max(1, int(self.max_results * _TRIM_SLACK))
-        trims = {j: self.max_results for j in {r.job_id for r in rows} if counts[j] > limit}
-        with self._lock:
-            cut, self._cut = self._cut, set()
-        trims.update((j, self.max_results) for j in cut)
-        return trims
+    def _pick_stale(self, everything: bool) -> set[str]:
+        """Call under ``_lock``: the stale states to write now. A write takes one slice
+        of the ids in sorted order (neighbours in the ``states`` table, so a few pages);
+        the slices go round, so a state row is at most ``_STATE_SLICES`` writes behind."""
+        if everything or len(self._stale) <= _STALE_AT_ONCE:
+            picked, self._stale = self._stale, set()
+            return picked
+        order = self._order
+        size = -(-len(order) // _STATE_SLICES)
+        k = self._slice % _STATE_SLICES
+        self._slice += 1
+        stale = self._stale
+        picked = {j for j in order[k * size : (k + 1) * size] if j in stale}
+        stale -= picked
+        return picked
 
-    def _written(self, trims: Mapping[str, int], now: float | None) -> None:
-        for job_id, keep in trims.items():
-            self._db_rows[job_id] = keep
+    def _sort_ids(self) -> None:
+        """Outside ``_lock`` (10,000 ids take milliseconds to sort): the order of the
+        slices, refreshed when jobs came or went."""
+        if len(self._order) != len(self._states):
+            self._order = sorted(self._states)
+
+    def _trims(
+        self, numbered: Sequence[tuple[int, Result]], cut: Iterable[str], *, deletes: int | None
+    ) -> tuple[list[int], dict[str, array[int]], list[int] | None, list[int]]:
+        """Call under ``_writer``: what writing ``numbered`` does to the row ids: the rows
+        to delete with it, the new row ids of the jobs that change, the garbage left
+        (None: unchanged) and the garbage it adds that is not sorted in yet.
+
+        A row beyond its job's newest ``max_results`` is garbage. Deleting each job's
+        oldest row as it goes touches one random page per job; deleting the *oldest*
+        garbage of all jobs (the lowest ids: rows that were written together) touches
+        few pages. So a periodic write deletes ``deletes`` of those (as many as were
+        appended since the last one; -1: all of them, the final write) and a journal
+        commit (``deletes`` None) none: its garbage waits for the periodic write."""
+        grown: dict[str, array[int]] = {}
+        for row_id, result in numbered:
+            ids = grown.get(result.job_id)
+            if ids is None:
+                ids = grown[result.job_id] = array("q", self._ids.get(result.job_id, ()))
+            ids.append(row_id)
+        for job_id in cut:
+            if job_id not in grown and job_id in self._ids:
+                grown[job_id] = array("q", self._ids[job_id])
+        limit = self.max_results
+        fresh: list[int] = []
+        for ids in grown.values():
+            if len(ids) > limit:
+                extra = len(ids) - limit
+                fresh.extend(ids[:extra])
+                del ids[:extra]
+        if deletes is None:
+            return [], grown, None, fresh
+        garbage = self._garbage
+        if fresh or self._unsorted:
+            garbage = sorted(garbage + self._unsorted + fresh)  # sorted runs: C speed
+        count = len(garbage) if deletes < 0 else max(deletes, len(garbage) - _GARBAGE_BACKLOG)
+        return garbage[:count], grown, garbage[count:], []
+
+    def _written(
+        self,
+        ids: Mapping[str, array[int]],
+        garbage: list[int] | None,
+        fresh: list[int],
+        last_id: int,
+        now: float | None,
+    ) -> None:
+        self._ids.update(ids)
+        if garbage is not None:
+            self._garbage, self._unsorted, self._journaled = garbage, [], 0
+        self._unsorted.extend(fresh)
+        self._next_id = last_id + 1
         self.last_error = None
         if now is not None:
             self.last_persisted = now
@@ -254,7 +393,8 @@ class EmbeddedStore:
         return batch.outcome
 
     def _commit_group(self, now: float) -> None:
-        """Call under ``_writer``: commit every queued batch in one transaction."""
+        """Call under ``_writer``: commit every queued batch in one transaction (the new
+        rows, and the states that loading could not rebuild from them)."""
         assert self.database is not None
         try:
             self._check()
@@ -265,28 +405,36 @@ class EmbeddedStore:
             for batch in group:
                 batch.error, batch.done = exc, True
             return
+        self._sort_ids()
         with self._lock:
             group, self._queue = self._queue, []
             states: dict[str, JobState] = {}
             appended: dict[str, list[Result]] = {}
             plans = [self._plan(b.results, b.now, states, appended) for b in group]
+            must = {j for j in states if j not in self._states or j in self._dirty}
             dirty = [self._states[j] for j in self._dirty if j in self._states and j not in states]
+            cut, self._cut = self._cut, set()
         rows = [r for rs in appended.values() for r in rs]
-        trims = self._trims(rows)
+        numbered = list(enumerate(rows, self._next_id))
+        last_id = self._next_id + len(rows) - 1
+        _, ids, _, fresh = self._trims(numbered, cut, deletes=None)
+        written = [*(states[j] for j in must), *dirty]
         try:
-            self.database.write(Writes(results=rows, states=[*states.values(), *dirty], trim=trims))
+            self.database.write(Writes(results=numbered, states=written, upto=last_id))
         except StorageError as exc:
-            for job_id in {r.job_id for r in rows}:  # not written after all
-                self._db_rows[job_id] -= sum(1 for r in rows if r.job_id == job_id)
+            with self._lock:
+                self._cut |= cut
             self._failed(exc)
             for batch in group:
                 batch.error, batch.done = exc, True
             return
-        self._written(trims, now)
+        self._written(ids, None, fresh, last_id, now)
+        self._journaled += len(numbered)
         with self._lock:
             self._apply(states, appended)
-            self._dirty.difference_update(s.job_id for s in dirty)
-            self._dirty.difference_update(states)
+            for state in written:
+                self._dirty.discard(state.job_id)
+                self._stale.discard(state.job_id)
         for batch, outcome in zip(group, plans, strict=True):
             batch.outcome, batch.done = outcome, True
 
@@ -303,50 +451,31 @@ class EmbeddedStore:
             return updated
 
     def set_max_results(self, max_results_per_job: int) -> list[str]:
-        """A new history limit for every job (a config reload), keeping what a fresh
-        start with it would: a smaller one cuts each history to its newest results
-        (their rows in the database are trimmed at the next write); a larger one brings
-        back the older rows the database still holds. Returns the ids whose history
-        changed."""
-        if max_results_per_job == self.max_results:
-            return []
-        with self._writer:  # nothing is written between reading the database and memory
-            with self._lock:
-                old, self.max_results = self.max_results, max_results_per_job
-                changed = []
-                full = []  # only a full history can have left older rows behind
-                for job_id, history in self._histories.items():
-                    before = len(history)
-                    if before >= old and max_results_per_job > old:
-                        full.append(job_id)
-                    history.limit(max_results_per_job)
-                    if len(history) != before:
-                        changed.append(job_id)
-                        self._mark(job_id)
-                        self._cut.add(job_id)
-            if not full or self.database is None:
-                return changed
-            stored = {j: self.database.newest_rows(j, max_results_per_job) for j in full}
-            with self._lock:
-                pending: dict[str, list[Result]] = {}
-                for r in self._rows:  # recorded, not yet written: newer than every row
-                    pending.setdefault(r.job_id, []).append(r)
-                for job_id, rows in stored.items():
-                    if job_id not in self._histories:  # dropped meanwhile
-                        continue
-                    columns = list(zip(*rows, strict=True))
-                    history = History.from_rows(job_id, columns, max_results_per_job)
-                    history.extend(pending.get(job_id, ()))
-                    if history != self._histories[job_id]:
-                        self._histories[job_id] = history
-                        self._mark(job_id)
-                        changed.append(job_id)
-            return changed
+        """A new history limit for every job (a config reload); the ids whose history
+        was cut to it (their rows in the database are trimmed at the next write)."""
+        with self._lock:
+            if max_results_per_job == self.max_results:
+                return []
+            self.max_results = max_results_per_job
+            cut = []
+            for job_id, history in self._histories.items():
+                before = len(history)
+                history.limit(max_results_per_job)
+                if len(history) != before:
+                    cut.append(job_id)
+                    self._mark(job_id, write=False)
+                    self._cut.add(job_id)
+            if cut:
+                self._forget_cache = True  # cached histories hold more than the new limit
+            return cut
 
     def ensure(self, job_id: str, now: float) -> JobState:
         state = self.state(job_id)
         change = {"detached_since": None} if state and state.detached_since is not None else {}
         return self._set_state(job_id, change, now)
+
+    def ensure_many(self, job_ids: Sequence[str], now: float) -> dict[str, JobState]:
+        return {job_id: self.ensure(job_id, now) for job_id in job_ids}  # in memory
 
     def activate(self, job_id: str, now: float) -> JobState:
         return self._set_state(job_id, {"active_since": now, "detached_since": None}, now)
@@ -494,17 +623,23 @@ class EmbeddedStore:
         chosen = None if job_ids is None else list(job_ids)
         with self._writer:
             if self.database is not None:
-                self._flush_locked(None)  # queued rows first, so the purge covers them
+                # queued rows first, so the purge covers them; every state row current,
+                # so that none needs a deleted row on load
+                self._flush_locked(None, everything=True)
             with self._lock:
                 removed = 0
                 for job_id in self._histories if chosen is None else chosen:
                     history = self._histories.get(job_id)
                     if history is not None and (gone := history.purge_before(before)):
                         removed += gone
-                        self._mark(job_id)
-                        self._db_rows[job_id] = len(history)
+                        self._mark(job_id, write=False)
             if self.database is not None:
-                self.database.purge(before, chosen)
+                deleted: dict[str, set[int]] = {}
+                for job_id, row_id in self.database.purge(before, chosen):
+                    deleted.setdefault(job_id, set()).add(row_id)
+                for job_id, row_ids in deleted.items():
+                    kept = self._ids.get(job_id, ())
+                    self._ids[job_id] = array("q", (i for i in kept if i not in row_ids))
             return removed
 
     def detach(self, job_ids: Iterable[str], now: float) -> None:
@@ -535,8 +670,9 @@ class EmbeddedStore:
                 self._outputs.pop(job_id, None)
                 self._taken.pop(job_id, None)
                 self._dirty.discard(job_id)
+                self._stale.discard(job_id)
                 self._rows = [r for r in self._rows if r.job_id != job_id]
-                self._db_rows.pop(job_id, None)
+                self._ids.pop(job_id, None)
                 self._seq += 1
                 self._changed.pop(job_id, None)
                 self._changed[job_id] = self._seq
@@ -600,38 +736,73 @@ class EmbeddedStore:
         with self._writer:
             self._flush_locked(now)
 
-    def _flush_locked(self, now: float | None) -> None:
+    def _flush_locked(
+        self, now: float | None, *, everything: bool = False, cache: bool = False
+    ) -> None:
+        """Call under ``_writer``: write the queued rows, the states that must be, a slice
+        of the stale ones (``everything``: all of them), then checkpoint the WAL.
+        ``cache``: also the history cache, from the same moment (the final write)."""
         assert self.database is not None
         try:
             self._check()
         except StorageError as exc:
             self._failed(exc)
             raise
+        self._sort_ids()
         with self._lock:
             rows, self._rows = self._rows, []
             dirty, self._dirty = self._dirty, set()
-            states = [s for j in dirty if (s := self._states.get(j)) is not None]
-        if not rows and not states:
+            picked = self._pick_stale(everything)
+            states = [s for j in dirty | picked if (s := self._states.get(j)) is not None]
+            cut, self._cut = self._cut, set()
+            forget, self._forget_cache = self._forget_cache, False
+            histories = (
+                [
+                    (j, h.copy() if (h := self._histories.get(j)) else History(j))
+                    for j in self._states
+                ]
+                if cache
+                else []
+            )
+        numbered = list(enumerate(rows, self._next_id))
+        last_id = self._next_id + len(rows) - 1
+        idle = not (rows or states or cut or forget or cache or self._unsorted)
+        if idle:
             if self.last_error is not None:  # nothing to write: is the disk back?
                 try:
                     self.database.probe()
                 except StorageError as exc:
                     self._failed(exc)
                     raise
-            self._written({}, now)
+            self._written({}, None, [], last_id, now)
             return
-        trims = self._trims(rows)
+        deletes = -1 if cache else len(numbered) + self._journaled
+        delete, ids, garbage, _ = self._trims(numbered, cut, deletes=deletes)
         try:
-            self.database.write(Writes(results=rows, states=states, trim=trims))
+            self.database.write(
+                Writes(
+                    results=numbered,
+                    states=states,
+                    upto=last_id,
+                    delete=delete,
+                    forget_cache=forget,
+                )
+            )
         except StorageError as exc:
-            for r in rows:
-                self._db_rows[r.job_id] -= 1
             with self._lock:  # keep everything for the next try, in order
                 self._rows[:0] = rows
                 self._dirty |= dirty
+                self._stale |= picked
+                self._cut |= cut
+                self._forget_cache |= forget
             self._failed(exc)
             raise
-        self._written(trims, now)
+        self._written(ids, garbage, [], last_id, now)
+        if cache:
+            empty = array("q")
+            self.database.put_cache(((h, self._ids.get(j, empty)) for j, h in histories), last_id)
+        else:
+            self.database.checkpoint_passive()
 
     def _check(self) -> None:
         """Call under ``_writer``, before anything of a write is taken from memory."""
@@ -657,24 +828,40 @@ class EmbeddedStore:
         StorageError nothing changes: the old database stays in use."""
         with self._lock:
             states = list(self._states.values())
-            histories = [h.copy() for h in self._histories.values()]
+            histories = [(j, h.copy()) for j, h in self._histories.items()]
             definitions = {j: dict(d) for j, d in self._definitions.items()}
             records = [*self._records.values(), *map(_record_of, self._outputs.values())]
-            rows, dirty, cut = self._rows, self._dirty, self._cut
-            self._rows, self._dirty, self._cut = [], set(), set()
-        results = [r for history in histories for r in history]
+            taken = self._rows, self._dirty, self._stale, self._cut
+            self._rows, self._dirty, self._stale, self._cut = [], set(), set(), set()
+        numbered: list[tuple[int, Result]] = []
+        ids: dict[str, array[int]] = {}
+        for job_id, history in histories:  # every state is current up to all of them
+            ids[job_id] = array("q", range(len(numbered) + 1, len(numbered) + len(history) + 1))
+            numbered.extend(enumerate(history, len(numbered) + 1))
+        last_id = len(numbered)
         try:
-            database.write_everything(Writes(results=results, states=states), definitions, records)
+            database.write_everything(
+                Writes(results=numbered, states=states, upto=last_id), definitions, records
+            )
         except StorageError:
             with self._lock:  # kept for the next try, in order
+                rows, dirty, stale, cut = taken
                 self._rows[:0] = rows
                 self._dirty |= dirty
+                self._stale |= stale
                 self._cut |= cut
             raise
         self.database = database
-        self._db_rows = {h.job_id: len(h) for h in histories}
+        self._ids, self._garbage, self._unsorted, self._journaled = ids, [], [], 0
+        self._next_id = last_id + 1
+        self._forget_cache = False
         self.last_error = None
-        return len(states), len(results)
+        return len(states), last_id
+
+    def results_held(self) -> int:
+        """Results in memory, every job's history together."""
+        with self._lock:
+            return sum(map(len, self._histories.values()))
 
     def pending(self) -> int:
         """Results recorded but not yet written."""
@@ -691,8 +878,8 @@ class EmbeddedStore:
         if moved:
             return StoreHealth(
                 False,
-                f"{db.path} was removed or replaced while the server ran (a removed one is "
-                "created again from memory at the next write or check)",
+                f"{db.path} was removed or replaced while the server ran: writes go to a file "
+                "nobody will read; restart the server",
                 last_persisted=self.last_persisted,
             )
         if self.last_error is not None:
@@ -704,10 +891,10 @@ class EmbeddedStore:
     def close(self) -> None:
         if self.database is None:
             return
-        try:
-            self.flush()
-        finally:
-            with self._writer:
+        with self._writer:
+            try:
+                self._flush_locked(None, everything=True, cache=True)
+            finally:
                 self.database.close()
 
 

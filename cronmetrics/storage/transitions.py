@@ -12,7 +12,7 @@ import dataclasses
 from cronmetrics.storage.history import Result
 from cronmetrics.storage.interface import JobState
 
-__all__ = ["apply_result", "ends_run"]
+__all__ = ["advance", "apply_result", "attached", "ends_run"]
 
 
 def apply_result(state: JobState, result: Result) -> tuple[JobState, bool]:
@@ -54,6 +54,19 @@ def apply_result(state: JobState, result: Result) -> tuple[JobState, bool]:
             last_failure=result.timestamp, consecutive_failures=state.consecutive_failures + 1
         )
     return dataclasses.replace(state, **changes), True  # type: ignore[arg-type]
+
+
+def attached(state: JobState) -> JobState:
+    """A detached job that reports is attached again (its definition may follow)."""
+    return dataclasses.replace(state, detached_since=None)
+
+
+def advance(state: JobState, result: Result) -> JobState:
+    """The state after a recorded (not duplicate) ``result``: what recording it did, so
+    that applying stored results to an older state row gives the state back."""
+    if state.detached_since is not None:
+        state = attached(state)
+    return apply_result(state, result)[0]
 
 
 def ends_run(state: JobState, result: Result) -> bool:

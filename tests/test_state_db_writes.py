@@ -1,0 +1,213 @@
+"""How state.db is written so that an interval write stays small: results appended,
+state rows written a slice at a time (the results after a state row are applied again on
+load), rows beyond a history deleted oldest first, histories cached at a clean shutdown.
+Each test checks that what a restart (clean or after a crash) gives back is what the
+store held."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from cronmetrics.storage import database as database_mod
+from cronmetrics.storage.history import Result
+from cronmetrics.storage.interface import JobState
+from cronmetrics.storage.persistence import open_store
+from cronmetrics.storage.store import EmbeddedStore
+
+T0 = 1_767_571_200.0
+
+
+def result(job: int, i: int, status: str = "success", **extra: object) -> Result:
+    at = T0 + i * 60
+    fields: dict[str, object] = {
+        "host": f"h{job % 3}",
+        "duration": 1.0 + i % 5,
+        "exit_code": 0 if status == "success" else 1,
+        "run_id": f"r{job}-{i}",
+        "output": f"out {i % 4}",
+        **extra,
+    }
+    return Result(f"job{job:04d}", status, at, at, **fields)  # type: ignore[arg-type]
+
+
+def fill(store: EmbeddedStore, jobs: int, per_job: int, *, start: int = 0) -> None:
+    for i in range(start, start + per_job):
+        status = "failure" if i % 7 == 3 else "success"
+        store.record([result(j, i, status) for j in range(jobs)], T0 + i * 60)
+
+
+def crash(store: EmbeddedStore) -> None:
+    """What kill -9 leaves: the database as the last write left it, no final write."""
+    assert store.database is not None
+    store.database.conn.close()
+
+
+def snapshot(store: EmbeddedStore) -> tuple[dict[str, object], dict[str, list[Result]]]:
+    states = store.states()
+    return dict(states), {j: store.history(j) for j in sorted(states)}
+
+
+def reopen(state_dir: Path, limit: int) -> EmbeddedStore:
+    store, report = open_store(state_dir, limit, durable=False, now=T0)
+    assert report.fallback is None and report.unavailable is None, report
+    return store
+
+
+def db_rows(state_dir: Path, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(state_dir / "state.db") as db:
+        return db.execute(sql).fetchall()
+
+
+def test_state_rows_behind_their_results_are_brought_up_to_date_on_load(tmp_path: Path) -> None:
+    """600 jobs changed by results: one write stores only a slice of their state rows,
+    yet a crash right after it loses nothing (counters, last run, failures in a row)."""
+    store, _ = open_store(tmp_path, 20, durable=False, now=T0)
+    fill(store, 600, 3)
+    store.flush(T0)
+    fill(store, 600, 2, start=3)
+    store.flush(T0)
+    behind = db_rows(tmp_path, "SELECT count(*) FROM states WHERE runs_total < 5")[0][0]
+    assert behind > 300  # most state rows were not written: the test proves the replay
+    before = snapshot(store)
+    crash(store)
+    again = reopen(tmp_path, 20)
+    assert snapshot(again) == before
+
+
+def test_detached_jobs_that_report_again_and_retries_survive_a_crash(tmp_path: Path) -> None:
+    store, _ = open_store(tmp_path, 20, durable=False, now=T0)
+    fill(store, 600, 2)
+    detached = [f"job{j:04d}" for j in range(0, 600, 7)]
+    store.detach(detached, T0 + 500)
+    store.flush(T0)
+    for _ in range(2):  # the second time, retries: duplicates, counted once
+        store.record([result(j, 10) for j in range(600)], T0 + 900)
+    store.flush(T0)
+    behind = db_rows(tmp_path, "SELECT count(*) FROM states WHERE detached_since IS NOT NULL")
+    assert behind[0][0] > 10  # attached again by results whose state rows wait
+    before = snapshot(store)
+    assert all(store.state(j).detached_since is None for j in detached)  # type: ignore[union-attr]
+    crash(store)
+    assert snapshot(reopen(tmp_path, 20)) == before
+
+
+def test_a_clean_shutdown_caches_the_histories_for_the_next_start(tmp_path: Path) -> None:
+    store, _ = open_store(tmp_path, 10, durable=False, now=T0)
+    fill(store, 300, 14)
+    store.record([result(1, 99, labels={"team": "db"}, duration=None, output=None)], T0)
+    before = snapshot(store)
+    store.close()
+    assert db_rows(tmp_path, "SELECT count(*) FROM history_cache")[0][0] == 300
+    again, report = open_store(tmp_path, 10, durable=False, now=T0)
+    assert report.cached == 300
+    assert snapshot(again) == before
+    # after a crash of the next run, the cache (older now) plus the results since
+    fill(again, 300, 3, start=20)
+    again.flush(T0)
+    later = snapshot(again)
+    crash(again)
+    assert snapshot(reopen(tmp_path, 10)) == later
+
+
+def test_a_damaged_history_cache_only_slows_the_start(
+    tmp_path: Path, package_log: pytest.LogCaptureFixture
+) -> None:
+    store, _ = open_store(tmp_path, 10, durable=False, now=T0)
+    fill(store, 50, 12)
+    before = snapshot(store)
+    store.close()
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        db.execute("UPDATE history_cache SET history = x'0500000073' WHERE job_id = 'job0003'")
+    again, report = open_store(tmp_path, 10, durable=False, now=T0)
+    assert report.fallback is None and report.cached == 0
+    assert snapshot(again) == before
+    assert "history cache unusable" in package_log.text
+
+
+def test_rows_beyond_a_history_are_deleted_oldest_first_and_all_at_shutdown(
+    tmp_path: Path,
+) -> None:
+    store, _ = open_store(tmp_path, 5, durable=False, now=T0)
+    for n in range(10):
+        fill(store, 40, 3, start=n * 3)
+        store.flush(T0)
+        count = db_rows(tmp_path, "SELECT count(*) FROM results")[0][0]
+        assert count <= 40 * 5 + 40 * 3  # at most one write's worth beyond the histories
+    kept = {j: [r.run_id for r in store.history(j)] for j in store.ids()}
+    store.close()
+    rows = db_rows(tmp_path, "SELECT job_id, run_id FROM results ORDER BY id")
+    assert len(rows) == 40 * 5
+    for job_id, run_ids in kept.items():
+        assert [r for j, r in rows if j == job_id] == run_ids[::-1]
+
+
+def test_a_smaller_history_limit_trims_the_database_and_the_cache(tmp_path: Path) -> None:
+    store, _ = open_store(tmp_path, 10, durable=False, now=T0)
+    fill(store, 20, 10)
+    store.close()
+    smaller = reopen(tmp_path, 10)
+    smaller.set_max_results(4)
+    smaller.close()
+    rows = db_rows(tmp_path, "SELECT job_id, count(*) FROM results GROUP BY job_id")
+    assert {n for _, n in rows} == {4}
+    again = reopen(tmp_path, 10)
+    assert {len(again.history(j)) for j in again.ids()} == {4}
+
+
+def test_a_purge_with_state_rows_behind_then_a_crash_keeps_the_counters(
+    tmp_path: Path,
+) -> None:
+    store, _ = open_store(tmp_path, 50, durable=False, now=T0)
+    fill(store, 400, 6)
+    store.flush(T0)
+    assert store.purge(T0 + 3 * 60) == 400 * 3
+    before = snapshot(store)
+    crash(store)
+    again = reopen(tmp_path, 50)
+    assert snapshot(again) == before
+    assert {again.state(j).runs_total for j in again.ids()} == {6}  # type: ignore[union-attr]
+
+
+def test_a_journaled_store_writes_only_new_states_with_each_commit(tmp_path: Path) -> None:
+    store, _ = open_store(tmp_path, 20, durable=True, now=T0)
+    fill(store, 30, 1)
+    fill(store, 30, 4, start=1)
+    assert db_rows(tmp_path, "SELECT max(runs_total) FROM states")[0][0] == 1
+    before = snapshot(store)
+    crash(store)
+    assert snapshot(reopen(tmp_path, 20)) == before
+
+
+def test_a_version_1_database_is_migrated_without_counting_twice(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:
+        for statement in database_mod.MIGRATIONS[1]:
+            db.execute(statement)
+        db.execute("PRAGMA user_version=1")
+        db.execute(
+            "INSERT INTO results (job_id, status, timestamp, received, run_id) "
+            "VALUES ('backup', 'success', ?, ?, 'a'), ('backup', 'failure', ?, ?, 'b')",
+            (T0, T0, T0 + 60, T0 + 60),
+        )
+        written = JobState(
+            "backup", T0, T0, last_report=T0 + 60, last_run=T0 + 60, last_success=T0,
+            last_failure=T0 + 60, last_status="failure", consecutive_failures=1,
+            runs_total=2, failures_total=1, version=2,
+        )  # fmt: skip
+        fields = ", ".join(database_mod.STATE_FIELDS)
+        marks = ", ".join("?" * len(database_mod.STATE_FIELDS))
+        db.execute(f"INSERT INTO states ({fields}) VALUES ({marks})", dataclasses.astuple(written))
+    store = reopen(tmp_path, 10)
+    assert db_rows(tmp_path, "PRAGMA user_version")[0][0] == database_mod.SCHEMA_VERSION
+    state = store.state("backup")
+    assert state is not None
+    assert (state.runs_total, state.failures_total, state.version) == (2, 1, 2)
+    assert [r.run_id for r in store.history("backup")] == ["b", "a"]
+    store.record([result(0, 5, run_id="c")], T0)
+    expected = dataclasses.replace(store.state("backup"))  # type: ignore[type-var]
+    crash(store)
+    assert reopen(tmp_path, 10).state("backup") == expected
