@@ -5,13 +5,17 @@
   server and against a closed port (the worst case: retries until --report-timeout).
 * ``cronmetrics ingest``: results per second for a JSONL backlog.
 * ``--overhead`` (issue 12): in one run, interleaved, what ``cronmetrics run --job J --
-  true`` (the console script), the zipapp under ``python3 -I -S`` and the two ``curl``
-  calls it replaces (``/api/ping/J/start``, then ``/api/ping/J/0``) cost in wall time beyond
-  ``true`` itself, and the wrapper's peak RSS (``wait4``'s ``ru_maxrss``). Targets: overhead
-  <= 3x the two curls, peak RSS <= 25 MB.
+  true`` costs in wall time beyond ``true`` itself, against the two ``curl`` calls it
+  replaces (``/api/ping/J/start``, then ``/api/ping/J/0``), and the wrapper's peak RSS
+  (``wait4``'s ``ru_maxrss``). Targets: overhead <= 3x the two curls, peak RSS <= 25 MB.
+  Three ways to run it: the console script of this checkout's editable install (what a
+  developer has: its ``site`` loads setuptools' editable finder), the console script of a
+  wheel installed in a fresh venv (what ``pip install cronmetrics`` gives a cron host), and
+  the zipapp under ``python3 -I -S``. ``--baseline DIR`` adds the same for another checkout
+  (``git worktree add /tmp/before <commit>``): before and after in one run.
 
 Usage: ``python3 benchmarks/bench_client.py [--runs 5] [--lines 20000]``
-       ``python3 benchmarks/bench_client.py --overhead [--runs 21]``
+       ``python3 benchmarks/bench_client.py --overhead [--runs 21] [--baseline DIR]``
 """
 
 from __future__ import annotations
@@ -82,7 +86,39 @@ def peak_rss(cmd: list[str]) -> int:
         return int(out.read().split()[-1])
 
 
-def overhead(runs: int) -> None:
+def installed(tree: Path, where: Path) -> Path:
+    """The ``cronmetrics`` console script of ``tree`` built as a wheel and installed in a
+    fresh venv at ``where`` (no dependencies: the cron host commands need none)."""
+    wheels = where / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+         "-w", str(wheels), str(tree)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    venv = where / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+    (wheel,) = wheels.glob("cronmetrics-*.whl")
+    subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return venv / "bin" / "cronmetrics"
+
+
+def zipapp_of(tree: Path, target: Path) -> Path:
+    """The one-file client of ``tree``, built by that tree's own code."""
+    build = (
+        f"import sys; sys.path.insert(0, {str(tree)!r}); from cronmetrics.client import bundle;"
+        " sys.stdout.buffer.write(bundle.bundle_bytes())"
+    )
+    data = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", build], check=True, capture_output=True
+    )
+    target.write_bytes(data.stdout)
+    return target
+
+
+def overhead(runs: int, baseline: Path | None) -> None:
     curl = shutil.which("curl")
     if curl is None or not Path("/usr/bin/time").exists():
         raise SystemExit("curl and /usr/bin/time are needed for the comparison")
@@ -91,39 +127,32 @@ def overhead(runs: int) -> None:
         [sys.executable, "-m", "compileall", "-q", str(REPO / "cronmetrics")], check=True
     )
     console = Path(sys.executable).with_name("cronmetrics")
+    python3 = shutil.which("python3") or sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         shutil.copytree(REPO / "jobs.d", root / "jobs.d")
-        pyz = root / "cronmetrics.pyz"
-        subprocess.run([*CM, "client-bundle", str(pyz)], check=True, capture_output=True)
+        trees = {"": REPO, "before: ": baseline} if baseline is not None else {"": REPO}
+        scripts = {label: installed(tree, root / f"i{i}") for i, (label, tree) in
+                   enumerate(trees.items())}  # fmt: skip
+        pyzs = {label: zipapp_of(tree, root / f"c{i}.pyz") for i, (label, tree) in
+                enumerate(trees.items())}  # fmt: skip
         with live_server(root / "jobs.d", root / "state") as live:
             job = "home_rsync"
             ping = f"{live.url}/api/ping/{job}"
+            wrapped = ["run", "--url", live.url, "--job", job, "--", "true"]
             cases: dict[str, list[list[str]]] = {
                 "true": [[shutil.which("true") or "/bin/true"]],
                 "two curls": [
                     [curl, "-fsS", "-m", "10", "-o", "/dev/null", "-X", "POST", f"{ping}/start"],
                     [curl, "-fsS", "-m", "10", "-o", "/dev/null", "-X", "POST", f"{ping}/0"],
                 ],
-                "cronmetrics run": [
-                    [str(console), "run", "--url", live.url, "--job", job, "--", "true"]
-                ],
-                "zipapp (-I -S)": [
-                    [
-                        shutil.which("python3") or sys.executable,
-                        "-I",
-                        "-S",
-                        str(pyz),
-                        "run",
-                        "--url",
-                        live.url,
-                        "--job",
-                        job,
-                        "--",
-                        "true",
-                    ]
-                ],
+                "run (editable)": [[str(console), *wrapped]],
             }
+            for label in trees:
+                cases[f"{label}run (wheel)"] = [[str(scripts[label]), *wrapped]]
+                cases[f"{label}zipapp (-I -S)"] = [
+                    [python3, "-I", "-S", str(pyzs[label]), *wrapped]
+                ]
             times: dict[str, list[float]] = {name: [] for name in cases}
             peaks: dict[str, int] = dict.fromkeys(cases, 0)
             for cmds in cases.values():  # warm-up: page cache, server code paths
@@ -137,12 +166,13 @@ def overhead(runs: int) -> None:
     med = {name: statistics.median(values) for name, values in times.items()}
     base = med["true"]
     curls = med["two curls"] - base
-    print(f"{runs} interleaved runs each, medians; overhead = wall - wall(true)")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"{runs} interleaved runs each, medians; overhead = wall - wall(true); load {load}")
     for name in cases:
         extra = med[name] - base
         ratio = f"{extra / curls:.2f}x the two curls" if name not in ("true", "two curls") else ""
         print(
-            f"{name:>16}: wall {med[name] * 1000:7.1f} ms, overhead {extra * 1000:7.1f} ms,"
+            f"{name:>24}: wall {med[name] * 1000:7.1f} ms, overhead {extra * 1000:7.1f} ms,"
             f" peak RSS {peaks[name] / 1024:5.1f} MB  {ratio}"
         )
 
@@ -152,9 +182,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--lines", type=int, default=20_000)
     parser.add_argument("--overhead", action="store_true", help="issue 12: run vs two curls")
+    parser.add_argument("--baseline", type=Path, help="--overhead: also measure this checkout")
     args = parser.parse_args()
     if args.overhead:
-        overhead(args.runs)
+        overhead(args.runs, args.baseline)
         return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

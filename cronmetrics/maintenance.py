@@ -151,7 +151,7 @@ def build_window(
         raise ValidationError(
             [
                 Problem(
-                    f"{field}: a window may last at most {_days(max_duration)} "
+                    f"{field}: a window may last at most {_span(max_duration)} "
                     "(maintenance.max_duration)",
                     field=field,
                 )
@@ -168,8 +168,13 @@ def build_window(
     )
 
 
-def _days(seconds: int) -> str:
-    return f"{seconds / 86400:g} days" if seconds % 3600 == 0 else f"{seconds} seconds"
+def _span(seconds: int) -> str:
+    """``30 days``, ``1 hour``, ``90 minutes``: the largest unit that says it exactly."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'' if count == 1 else 's'}"
+    return f"{seconds} seconds"
 
 
 def window_json(window: Window, now: float, jobs: Sequence[str] | None = None) -> dict[str, Any]:

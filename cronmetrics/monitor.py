@@ -374,7 +374,13 @@ class Monitor:
         authorize: Callable[[str], None] | None = None,
     ) -> RunOutput:
         """Append to the output of the job's running run (``/ping/<key>/<id>/log``),
-        redacted and bounded like a finish's output; see :meth:`Store.append_output`."""
+        redacted and bounded like a finish's output; see :meth:`Store.append_output`.
+
+        The store keeps the redaction margin beyond the stored tail: a secret split over
+        two appends ("...DB_PASSWORD=" then "hunter2 ...") matches only once they are
+        joined, and a cut at exactly the stored limit could fall inside it, leaving
+        "SSWORD=hunter2" that no pattern matches any more. The finish and
+        :meth:`run_output` redact the joined text, then cut it."""
         with self.lock:
             job_id = self.resolve(job_name, host)
             name = f"{job_name}@{host}" if host else job_name
@@ -382,8 +388,14 @@ class Monitor:
                 authorize(job_id or name)
             if job_id is None:
                 raise NotFound(f"unknown job {name!r}", field="job_name")
-            limit, cleaned = self.max_output_bytes, self._clean_output(text) or ""
+            limit, cleaned = self.max_output_bytes + REDACT_MARGIN, self._clean_output(text) or ""
         return self.store.append_output(job_id, cleaned, run_id=run_id, limit=limit, now=now)
+
+    def run_output(self, job_id: str) -> str | None:
+        """What the job's running run has logged so far, as its finish would store it:
+        redacted as a whole (a secret may straddle two appends) and cut to the tail."""
+        logged = self.store.run_output(job_id)
+        return None if logged is None else self._clean_output(logged.text)
 
     # -- maintenance windows -------------------------------------------------------------
 

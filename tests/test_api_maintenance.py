@@ -166,7 +166,10 @@ def test_bad_windows_are_400_naming_the_field(
 
 def test_the_maximum_duration_is_configurable(make_client: Any) -> None:
     client = make_client(JOBS, maintenance={"max_duration": 3600})
-    assert create(client, duration="2h").status_code == 400
+    refused = create(client, duration="2h")
+    assert refused.status_code == 400
+    message = refused.get_json()["error"]["message"]
+    assert "may last at most 1 hour (maintenance.max_duration)" in message
     assert create(client, duration="1h").status_code == 201
 
 

@@ -147,6 +147,53 @@ def test_client_bundle_command_writes_an_executable(tmp_path: Path) -> None:
     assert version.stdout.strip().startswith("cronmetrics ")
 
 
+def test_the_bundle_carries_bytecode_that_zipimport_uses_and_any_process_rebuilds(
+    tmp_path: Path,
+) -> None:
+    """Each module goes with its pyc: this interpreter loads that instead of compiling the
+    source at every start, and another process (another hash seed, other modules loaded)
+    writes the very same bytes."""
+    names = zipfile.ZipFile(io.BytesIO(bundle.bundle_bytes())).namelist()
+    assert {f"cronmetrics/{m[:-3]}.pyc" for m in bundle.MODULES} <= set(names)
+    target = tmp_path / "cronmetrics.pyz"
+    target.write_bytes(bundle.bundle_bytes())
+    probe = (
+        f"import sys; sys.path.insert(0, {str(target)!r});"
+        "import cronmetrics.client.cli as m, cronmetrics.errors as e; print(m.__file__, e.__file__)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert [p.rsplit("/", 1)[1] for p in out.stdout.split()] == ["cli.pyc", "errors.pyc"]
+    build = (
+        "import sys; from cronmetrics.client import bundle;"
+        " sys.stdout.buffer.write(bundle.bundle_bytes())"
+    )
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        again = subprocess.run([sys.executable, "-c", build], capture_output=True, env=env)
+        assert again.stdout == bundle.bundle_bytes()
+
+
+def test_a_foreign_pyc_falls_back_to_the_source(tmp_path: Path) -> None:
+    """Another Python version finds a magic number not its own and compiles the source."""
+    archive = tmp_path / "foreign.pyz"
+    with (
+        zipfile.ZipFile(io.BytesIO(bundle.bundle_bytes())) as src,
+        zipfile.ZipFile(archive, "w") as dst,
+    ):
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith(".pyc"):
+                data = b"\x00\x00\r\n" + data[4:]  # no Python's magic number
+            dst.writestr(info, data)
+    out = subprocess.run(
+        [sys.executable, "-I", "-S", str(archive), "--version"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("cronmetrics ")
+
+
 # -- against a real server ---------------------------------------------------------------
 
 

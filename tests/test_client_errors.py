@@ -7,12 +7,15 @@ would), against a real server or a real closed port.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -366,3 +369,119 @@ def test_a_last_try_cut_short_by_the_budget_reports_the_try_before() -> None:
     with pytest.raises(errors.ServerUnavailable, match="busy, try later"):
         client.request_retrying("POST", "/api/job-result", budget=10)
     assert answers == []
+
+
+# -- the hand-written HTTP/1.1 exchange, at its edges --------------------------------------
+
+
+@contextlib.contextmanager
+def raw_server(answer: bytes, family: int = socket.AF_INET) -> Iterator[tuple[str, list[bytes]]]:
+    """One loopback listener that reads a request head, sends ``answer`` and closes; the
+    heads it read go to the list."""
+    heads: list[bytes] = []
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(10)
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
+                    data += chunk
+                heads.append(data)
+                conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    host = "[::1]" if family == socket.AF_INET6 else "127.0.0.1"
+    try:
+        yield f"http://{host}:{port}", heads
+    finally:
+        listener.close()
+        thread.join(5)
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{}", "answer cut short: 2 of 100 bytes"),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+            "bad chunk size",
+        ),
+    ],
+    ids=["short-content-length", "bad-chunk-size"],
+)
+def test_a_broken_answer_is_one_line_not_a_short_body(answer: bytes, message: str) -> None:
+    from cronmetrics.client.http import Client
+
+    with (
+        raw_server(answer) as (url, _),
+        pytest.raises(errors.ServerUnavailable, match=message),
+    ):
+        Client(url).request("GET", "/api/job")
+
+
+def test_a_redirect_is_not_followed_and_says_where_it_points() -> None:
+    from cronmetrics.client.http import Client
+
+    answer = b"HTTP/1.1 308 Permanent Redirect\r\nLocation: https://cm.example/\r\n\r\n"
+    with (
+        raw_server(answer) as (url, heads),
+        pytest.raises(errors.InvalidRequest, match=r"redirects \(308\) to https://cm"),
+    ):
+        Client(url).request("POST", "/api/job-result", json={"x": 1})
+    assert len(heads) == 1  # one request: nothing followed it
+
+
+def test_an_ipv6_literal_url_sends_a_bracketed_host_header() -> None:
+    from cronmetrics.client.http import Client
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}"
+    with raw_server(ok, socket.AF_INET6) as (url, heads):
+        assert Client(url).request("GET", "/api/job") == {}
+    assert f"Host: {url.removeprefix('http://')}\r\n".encode() in heads[0]
+
+
+def test_the_request_head_and_body_leave_in_one_send_with_nodelay_moot() -> None:
+    """Head and body in one segment: Nagle's algorithm has nothing to hold back."""
+    from cronmetrics.client.http import Client
+
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    with raw_server(ok) as (url, heads):
+        Client(url, "cm_x").request("POST", "/api/job-result", json={"job_name": "a"})
+    head, _, body = heads[0].partition(b"\r\n\r\n")
+    assert body == b'{"job_name":"a"}'  # it arrived with the head, in the same read
+    assert b"Content-Length: 16" in head and b"Connection: close" in head
+
+
+def test_http_proxy_variables_are_honoured_with_their_credentials() -> None:
+    from recorder import recorder
+
+    from cronmetrics.client.http import Client
+
+    with recorder() as proxy:
+        port = proxy.url.rsplit(":", 1)[1]
+        env = {"HTTP_PROXY": f"http://ops:p%40ss@127.0.0.1:{port}", "NO_PROXY": "other.example"}
+        client = Client("http://cm.example:9479", "cm_token", environ=env)
+        client.submit({"job_name": "backup", "status": "success"})
+        bypass = Client("http://other.example:9479", environ=env)
+    (seen,) = proxy.seen
+    assert seen.path == "http://cm.example:9479/api/job-result"  # absolute form: a proxy
+    assert seen.headers["Proxy-Authorization"] == "Basic b3BzOnBAc3M="  # ops:p@ss
+    assert seen.headers["Authorization"] == "Bearer cm_token"
+    assert bypass._proxy is None
+
+
+def test_a_token_that_cannot_be_a_header_is_a_usage_error() -> None:
+    from cronmetrics.client.http import Client, UsageError
+
+    for bad in ("cm_x\r\nX-Injected: 1", "cm_é", "cm x"):
+        with pytest.raises(UsageError, match="a token never does"):
+            Client("http://127.0.0.1:9", bad)

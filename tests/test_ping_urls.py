@@ -252,6 +252,23 @@ def test_oversized_and_hostile_log_bodies_keep_a_redacted_tail(live: ServerProce
     assert output.endswith("\ufffd\n") and "line 019999\n" in output
 
 
+def test_a_secret_split_over_two_log_pings_is_never_shown_nor_stored(
+    live: ServerProcess,
+) -> None:
+    # each piece alone matches no pattern; together they do, and the stored tail's cut
+    # (5000 bytes) falls inside 'password' once the second piece arrives
+    rid = start_run(live)
+    log = f"{live.url}/ping/{KEY}/{LOGGED}/log"
+    assert httpx.post(log, content=b"x" * 4985 + b" password=", timeout=5).text == "OK"
+    assert httpx.post(log, content=b"hunter2 " + b"y" * 4985, timeout=5).text == "OK"
+    running = str(job_state(live)["run_output"])
+    assert "hunter2" not in running and len(running.encode()) <= 5000
+    assert running.endswith("y" * 4985)
+    httpx.get(f"{live.url}/ping/{KEY}/{LOGGED}/0", params={"rid": rid}, timeout=5)
+    output = str(results(live, LOGGED, limit=1)[0]["output"])
+    assert "hunter2" not in output and len(output.encode()) <= 5000
+
+
 def test_two_log_pings_at_once_lose_nothing(live: ServerProcess) -> None:
     rid = start_run(live)
     log = f"{live.url}/ping/{KEY}/{LOGGED}/log"

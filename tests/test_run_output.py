@@ -159,6 +159,30 @@ def test_the_monitor_puts_the_log_in_front_of_the_finish_redacted_and_bounded() 
     assert len(last.output.encode()) <= 80 and "hunter2" not in last.output
 
 
+def test_a_secret_split_over_two_appends_stays_hidden_where_the_tail_cuts_it() -> None:
+    from cronmetrics.config import DEFAULT_REDACT
+    from cronmetrics.jobs.model import JobDefinition, ResultIn
+    from cronmetrics.web.redaction import make_redactor
+
+    store = EmbeddedStore()
+    monitor = Monitor(store, max_output_bytes=80, redact=make_redactor(DEFAULT_REDACT))
+    monitor.apply_definitions(
+        {JOB: JobDefinition(job_name=JOB, automatic_failure_threshold=60)}, T0
+    )
+    monitor.submit([ResultIn(job_name=JOB, status="start")], T0)
+    # neither piece matches alone; joined, the last 80 bytes start inside 'DB_PASSWORD'
+    monitor.append_output(JOB, None, "x" * 60 + " DB_PASSWORD=", run_id=None, now=T0 + 1)
+    monitor.append_output(JOB, None, "hunter2 " + "y" * 70, run_id=None, now=T0 + 2)
+    shown = monitor.run_output(JOB)
+    assert shown is not None and shown.endswith("y" * 70)
+    assert "hunter2" not in shown and len(shown.encode()) <= 80
+    monitor.submit([ResultIn(job_name=JOB, status="success")], T0 + 3)
+    (last, _) = store.history(JOB, limit=2)
+    assert last.output is not None and last.output.endswith("y" * 70)
+    assert "hunter2" not in last.output and len(last.output.encode()) <= 80
+    assert monitor.run_output(JOB) is None
+
+
 def test_a_log_sent_to_one_replica_goes_with_the_finish_sent_to_the_other(
     redis: RedisServer,
 ) -> None:

@@ -6,7 +6,6 @@ commands just raise :class:`~cronmetrics.errors.CronmetricsError`.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -89,7 +88,7 @@ def format_problem(problem: Problem, fmt: str) -> str:
             props.append(f"col={problem.column}")
         return f"::error {','.join(props)}::{_github_escape(problem.message)}"
     path = None if problem.path is None else _text_escape(problem.path)
-    return str(dataclasses.replace(problem, path=path, message=_text_escape(problem.message)))
+    return str(problem.replace(path=path, message=_text_escape(problem.message)))
 
 
 @cli.command()

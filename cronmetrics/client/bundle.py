@@ -6,17 +6,27 @@ one exception hierarchy, standard library only) and the cron host modules of
 ``cronmetrics/client/``; it runs with nothing but Python >= 3.9's standard library. It is
 deterministic: the same sources give the same bytes (fixed timestamps and modes, sorted
 entries), so a fleet can pin its checksum.
+
+Beside each module it holds that module compiled (``name.pyc``, the name ``zipimport``
+looks for; an unchecked hash-based pyc, so no timestamp enters it) by the Python that
+builds the bundle: a zip cannot cache bytecode, and compiling the client at every start
+cost a cron run about 30 ms. A host whose Python is another version finds a foreign
+magic number, and ``zipimport`` compiles the source instead, as before. So the bytes
+depend on the builder's Python version too: replicas on the same version serve the same
+file.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import io
+import marshal
 import zipfile
 from pathlib import Path
 
-__all__ = ["MODULES", "bundle_bytes", "bundle_digest"]
+__all__ = ["MODULES", "bundle_bytes", "bundle_digest", "compiled"]
 
 PACKAGE = Path(__file__).resolve().parent.parent
 #: What a cron host needs, relative to the ``cronmetrics`` package directory.
@@ -48,9 +58,24 @@ sys.exit(main(prog="cronmetrics.pyz"))
 '''
 
 
+def compiled(name: str, source: bytes) -> bytes:
+    """``source`` as an unchecked hash-based pyc of this interpreter (PEP 552): magic,
+    flags 0b01, the source's hash, the marshalled code; no timestamp and no reference
+    counts in it, so the same source gives the same bytes in any process."""
+    code = compile(source, name, "exec", dont_inherit=True, optimize=0)
+    flags = (0b01).to_bytes(4, "little")
+    digest = importlib.util.source_hash(source)
+    # marshal version 2 has no back-references: version 3+ marks an object shared only
+    # when its reference count says so, which differs from one process to the next
+    return importlib.util.MAGIC_NUMBER + flags + digest + marshal.dumps(code, 2)
+
+
 def _entries() -> list[tuple[str, bytes]]:
     files = [("__main__.py", MAIN.encode("utf-8"))]
-    files += [(f"cronmetrics/{name}", (PACKAGE / name).read_bytes()) for name in MODULES]
+    for name in MODULES:
+        source = (PACKAGE / name).read_bytes()
+        files.append((f"cronmetrics/{name}", source))
+        files.append((f"cronmetrics/{name[:-3]}.pyc", compiled(f"cronmetrics/{name}", source)))
     return sorted(files)
 
 

@@ -108,8 +108,7 @@ def get_job(job_id: str) -> Response:
     svc.monitor.tick(svc.clock())  # show the state at now, not at the last scheduler tick
     view = svc.monitor.view(job_id)
     body = job_json(view)
-    logged = svc.monitor.store.run_output(job_id) if view.state.running else None
-    body["state"]["run_output"] = logged.text if logged is not None else None
+    body["state"]["run_output"] = svc.monitor.run_output(job_id) if view.state.running else None
     return json_response(body)
 
 

@@ -11,9 +11,12 @@ A cookie is its own proof, so clearing it in the browser alone would leave a cop
 (a shared machine, a proxy log, a HAR file sent with a bug report) valid until it
 expires. Logging out therefore also writes the session id, as a keyed digest, to the
 store's runtime records (kind :data:`LOGOUT_KIND`, kept until the session would have
-expired): every replica refuses that cookie from then on. A store that cannot be read
-does not lock operators out of the dashboard during an outage: the check is skipped, and
-logged.
+expired): every replica refuses that cookie from then on. Logging in and out costs a
+token holder nothing, so a token keeps at most :data:`MAX_LOGOUTS_PER_TOKEN` of those
+records: one more folds them into a single mark, "this token's logins from before T are
+over" (its other browsers log in again), so the records stay bounded however often a
+script logs in and out. A store that cannot be read does not lock operators out of the
+dashboard during an outage: the check is skipped, and logged.
 
 The cookie is ``HttpOnly``, ``SameSite=Strict`` and ``Secure`` whenever the request came
 over TLS (or the server serves TLS itself).
@@ -34,7 +37,7 @@ from flask.sessions import SecureCookieSessionInterface
 from cronmetrics.config import Config
 from cronmetrics.errors import Forbidden, StorageError
 from cronmetrics.logs import get_logger
-from cronmetrics.storage.interface import Store
+from cronmetrics.storage.interface import RuntimeRecord, Store
 from cronmetrics.web.auth import Identity, TokenAuth
 
 __all__ = [
@@ -52,8 +55,11 @@ log = get_logger("dashboard")
 SESSION_COOKIE = "cronmetrics_session"
 #: a login may claim to be this much from the future (clock skew between replicas)
 _SKEW = 300.0
-#: runtime records of ended sessions: key = keyed digest of the session id
+#: runtime records of ended sessions: key = keyed digest of the session id (or, for the
+#: mark that ends a token's older logins at once, of the token's name)
 LOGOUT_KIND = "dashboard_logout"
+#: ended sessions remembered one by one per token; past it they fold into one mark
+MAX_LOGOUTS_PER_TOKEN = 100
 
 
 class _SessionInterface(SecureCookieSessionInterface):
@@ -98,6 +104,10 @@ def _logout_key(sid: str) -> str:
     return _keyed(b"cronmetrics-logout", sid.encode())
 
 
+def _token_key(name: str) -> str:
+    return _keyed(b"cronmetrics-logout-token", name.encode())
+
+
 def log_in(auth: TokenAuth, who: Identity, now: float) -> None:
     """Start a fresh session for ``who`` (a new CSRF token too: no session fixation)."""
     found = auth.named(who.name)
@@ -115,22 +125,59 @@ def log_in(auth: TokenAuth, who: Identity, now: float) -> None:
 
 def log_out(records: Store, now: float, lifetime: float) -> None:
     """Clear the cookie and refuse every copy of it until it would have expired."""
-    sid, issued = session.get("sid"), session.get("iat")
+    sid, issued, name = session.get("sid"), session.get("iat"), session.get("tok")
     session.clear()
-    if not isinstance(sid, str) or not isinstance(issued, int | float):
+    if not (isinstance(sid, str) and isinstance(name, str) and isinstance(issued, int | float)):
         return
+    token = _token_key(name)
     try:
+        mine = []
         for old in records.list_records(LOGOUT_KIND):  # the expired ones are no use
             until = old.value.get("until")
             if not isinstance(until, int | float) or until <= now:
                 records.delete_record(LOGOUT_KIND, old.key)
-        records.put_record(LOGOUT_KIND, _logout_key(sid), {"until": issued + lifetime}, now)
+            elif old.value.get("tok") == token and old.key != token:
+                mine.append(old)
+        ended = {"until": issued + lifetime, "tok": token, "iat": issued}
+        records.put_record(LOGOUT_KIND, _logout_key(sid), ended, now)
+        if len(mine) >= MAX_LOGOUTS_PER_TOKEN:
+            _fold(records, token, mine, lifetime, now)
     except StorageError as exc:
         log.warning(
             "dashboard logout: the cookie is cleared here, but copies of it stay valid "
             "until it expires: the store did not take the logout",
             extra={"error": exc.message},
         )
+
+
+def _fold(
+    records: Store, token: str, ended: list[RuntimeRecord], lifetime: float, now: float
+) -> None:
+    """Replace a token's ended sessions by one mark that ends all its logins up to the
+    latest of them (written first: a failure in between refuses more, never less)."""
+    issued = [r.value.get("iat") for r in ended]
+    before = max(i for i in issued if isinstance(i, int | float))
+    mark = records.get_record(LOGOUT_KIND, token)
+    if mark is not None and isinstance(mark.value.get("before"), int | float):
+        before = max(before, mark.value["before"])
+    records.put_record(
+        LOGOUT_KIND, token, {"until": before + lifetime, "tok": token, "before": before}, now
+    )
+    for record in ended:
+        records.delete_record(LOGOUT_KIND, record.key)
+    log.warning(
+        "dashboard logout: this token ended more sessions than are remembered one by one; "
+        "its logins from before the oldest of them end too",
+        extra={"limit": MAX_LOGOUTS_PER_TOKEN},
+    )
+
+
+def _logged_out(records: Store, sid: str, name: str, issued: float) -> bool:
+    if records.get_record(LOGOUT_KIND, _logout_key(sid)) is not None:
+        return True
+    mark = records.get_record(LOGOUT_KIND, _token_key(name))
+    before = None if mark is None else mark.value.get("before")
+    return isinstance(before, int | float) and issued <= before
 
 
 def user(auth: TokenAuth, now: float, lifetime: float, records: Store) -> Identity | None:
@@ -146,7 +193,7 @@ def user(auth: TokenAuth, now: float, lifetime: float, records: Store) -> Identi
     if found is None or not hmac.compare_digest(fingerprint, _fingerprint(found[0])):
         return None
     try:
-        if records.get_record(LOGOUT_KIND, _logout_key(sid)) is not None:
+        if _logged_out(records, sid, name, issued):
             return None
     except StorageError as exc:
         log.warning(
