@@ -211,3 +211,19 @@ def test_a_version_1_database_is_migrated_without_counting_twice(tmp_path: Path)
     expected = dataclasses.replace(store.state("backup"))  # type: ignore[type-var]
     crash(store)
     assert reopen(tmp_path, 10).state("backup") == expected
+
+
+def test_a_purge_leaves_nothing_of_rows_deleted_before_it(tmp_path: Path) -> None:
+    """Deleting rows does not write zeros over the pages it frees (that would double an
+    interval's bytes), so a dropped job's rows stay on free pages; a purge overwrites
+    every free page: afterwards the dropped job's secret is in no file of the state dir."""
+    store, _ = open_store(tmp_path, 100, durable=False, now=T0)
+    secret = "pw=hunter2-" + "x" * 500
+    store.record([result(1, i, output=secret) for i in range(40)], T0)
+    store.record([result(2, i) for i in range(3)], T0)
+    store.flush(T0)
+    store.drop("job0001")
+    assert any(b"hunter2" in p.read_bytes() for p in tmp_path.iterdir())
+    store.purge(T0 + 60, ["job0002"])
+    leftovers = [p.name for p in tmp_path.iterdir() if b"hunter2" in p.read_bytes()]
+    assert leftovers == []

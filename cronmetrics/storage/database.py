@@ -22,10 +22,12 @@ together. :meth:`Database.load` reads the ``history_cache`` of the last clean sh
 (one row per job) and only the results after it; a damaged cache is read around.
 
 Every write is one transaction (:meth:`Database.write`): a failure (full disk, EIO)
-rolls all of it back, so a batch is on disk whole or not at all. ``secure_delete`` is on
-and a purge ends with a truncating WAL checkpoint: deleted output is overwritten in the
-database file and gone from the WAL before the purge answers; a purge also deletes the
-cached histories of the jobs it touches.
+rolls all of it back, so a batch is on disk whole or not at all. ``secure_delete`` is
+``FAST`` (deleted rows are zeroed in their pages; pages that become free keep their
+bytes until reused); a purge runs with it ``ON``, overwrites every free page and ends
+with a truncating WAL checkpoint: purged output, and whatever older deletes left on free
+pages, is overwritten in the database file and gone from the WAL before the purge
+answers; a purge also deletes the cached histories of the jobs it touches.
 
 Only one thread uses a :class:`Database` at a time (the store's writer lock); the
 connection is opened with ``check_same_thread=False`` for that reason.
@@ -124,6 +126,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
 }
 assert max(MIGRATIONS) == SCHEMA_VERSION
+
+#: ``FAST`` zeroes deleted rows within the pages a write touches anyway, but does not
+#: write zeros over a page that becomes free (half the bytes of an interval's write, whose
+#: deleted rows are the oldest: whole pages); a purge turns it ``ON`` and overwrites the
+#: free pages (:meth:`Database.purge`)
+_SECURE_DELETE = "FAST"
 
 _RESULT_COLUMNS = ("job_id", *COLUMNS)
 # column names are constants of this module, never input: S608 does not apply
@@ -251,7 +259,7 @@ class Database:
         if mode != "wal":
             raise sqlite3.DatabaseError(f"cannot switch {self.path.name} to WAL (got {mode})")
         c.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-        c.execute("PRAGMA secure_delete=ON")
+        c.execute(f"PRAGMA secure_delete={_SECURE_DELETE}")
         c.execute("PRAGMA foreign_keys=OFF")
         version = c.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
@@ -446,8 +454,18 @@ class Database:
 
     def purge(self, before: float, job_ids: Iterable[str] | None) -> list[tuple[str, int]]:
         """Delete results stamped before ``before`` and the cached histories of the jobs
-        that lost some, then take them out of the WAL too. Return the (job id, row id) of
-        every deleted row."""
+        that lost some, with ``secure_delete=ON``; overwrite every free page (what rows
+        deleted earlier left there); then take it all out of the WAL too. Return the
+        (job id, row id) of every deleted row."""
+        self.conn.execute("PRAGMA secure_delete=ON")
+        try:
+            gone = self._purge(before, job_ids)
+        finally:
+            self.conn.execute(f"PRAGMA secure_delete={_SECURE_DELETE}")
+        self.checkpoint()
+        return gone
+
+    def _purge(self, before: float, job_ids: Iterable[str] | None) -> list[tuple[str, int]]:
         with self.transaction() as c:
             if job_ids is None:
                 gone = c.execute(
@@ -465,7 +483,13 @@ class Database:
                     "DELETE FROM history_cache WHERE job_id IN (SELECT value FROM json_each(?))",
                     (json.dumps(sorted({job_id for job_id, _ in gone})),),
                 )
-        self.checkpoint()
+            if free := c.execute("PRAGMA freelist_count").fetchone()[0]:
+                # a zero blob as long as the free pages takes them all as its overflow
+                # pages and writes zeros over them; dropped, they are free (and zero) again
+                size = c.execute("PRAGMA page_size").fetchone()[0]
+                c.execute("CREATE TABLE purge_scrub (zeros BLOB)")
+                c.execute("INSERT INTO purge_scrub VALUES (zeroblob(?))", (free * size,))
+                c.execute("DROP TABLE purge_scrub")
         return gone
 
     def checkpoint(self) -> None:

@@ -60,10 +60,14 @@ __all__ = ["EmbeddedStore"]
 #: rows beyond their job's history that may wait for deletion (more: deleted faster)
 _GARBAGE_BACKLOG = 20_000
 #: stale states are written in this many slices, one per write, unless they are few
-_STATE_SLICES = 12
+_STATE_SLICES = 24
 _STALE_AT_ONCE = 256
 #: the runtime-record kind that keeps running runs' output in ``state.db``
 OUTPUT_KIND = "run-output"
+
+
+#: job id -> (the row ids it gets, how many of its oldest it loses)
+_IdPlan = dict[str, tuple[list[int], int]]
 
 
 def _row_result(row: tuple[Any, ...]) -> Result:
@@ -311,10 +315,11 @@ class EmbeddedStore:
 
     def _trims(
         self, numbered: Sequence[tuple[int, Result]], cut: Iterable[str], *, deletes: int | None
-    ) -> tuple[list[int], dict[str, array[int]], list[int] | None, list[int]]:
+    ) -> tuple[list[int], _IdPlan, list[int] | None, list[int]]:
         """Call under ``_writer``: what writing ``numbered`` does to the row ids: the rows
-        to delete with it, the new row ids of the jobs that change, the garbage left
-        (None: unchanged) and the garbage it adds that is not sorted in yet.
+        to delete with it, the ids each job gets and how many of its oldest it loses
+        (applied by :meth:`_written` once written), the garbage left (None: unchanged)
+        and the garbage it adds that is not sorted in yet.
 
         A row beyond its job's newest ``max_results`` is garbage. Deleting each job's
         oldest row as it goes touches one random page per job; deleting the *oldest*
@@ -322,39 +327,50 @@ class EmbeddedStore:
         few pages. So a periodic write deletes ``deletes`` of those (as many as were
         appended since the last one; -1: all of them, the final write) and a journal
         commit (``deletes`` None) none: its garbage waits for the periodic write."""
-        grown: dict[str, array[int]] = {}
+        added: dict[str, list[int]] = {}
         for row_id, result in numbered:
-            ids = grown.get(result.job_id)
-            if ids is None:
-                ids = grown[result.job_id] = array("q", self._ids.get(result.job_id, ()))
-            ids.append(row_id)
+            new = added.get(result.job_id)
+            if new is None:
+                added[result.job_id] = [row_id]
+            else:
+                new.append(row_id)
         for job_id in cut:
-            if job_id not in grown and job_id in self._ids:
-                grown[job_id] = array("q", self._ids[job_id])
+            added.setdefault(job_id, [])
         limit = self.max_results
         fresh: list[int] = []
-        for ids in grown.values():
-            if len(ids) > limit:
-                extra = len(ids) - limit
-                fresh.extend(ids[:extra])
-                del ids[:extra]
+        plan: _IdPlan = {}
+        empty: array[int] = array("q")
+        for job_id, new in added.items():
+            old = self._ids.get(job_id, empty)
+            extra = len(old) + len(new) - limit
+            if extra > 0:
+                fresh.extend(old[:extra])
+                if extra > len(old):
+                    fresh.extend(new[: extra - len(old)])
+            plan[job_id] = (new, max(extra, 0))
         if deletes is None:
-            return [], grown, None, fresh
+            return [], plan, None, fresh
         garbage = self._garbage
         if fresh or self._unsorted:
             garbage = sorted(garbage + self._unsorted + fresh)  # sorted runs: C speed
         count = len(garbage) if deletes < 0 else max(deletes, len(garbage) - _GARBAGE_BACKLOG)
-        return garbage[:count], grown, garbage[count:], []
+        return garbage[:count], plan, garbage[count:], []
 
     def _written(
         self,
-        ids: Mapping[str, array[int]],
+        plan: _IdPlan,
         garbage: list[int] | None,
         fresh: list[int],
         last_id: int,
         now: float | None,
     ) -> None:
-        self._ids.update(ids)
+        for job_id, (new, extra) in plan.items():
+            ids = self._ids.get(job_id)
+            if ids is None:
+                ids = self._ids[job_id] = array("q")
+            ids.extend(new)
+            if extra:
+                del ids[:extra]
         if garbage is not None:
             self._garbage, self._unsorted, self._journaled = garbage, [], 0
         self._unsorted.extend(fresh)
