@@ -233,6 +233,20 @@ def test_a_log_without_its_run_running_is_refused_and_kept_nowhere(live: ServerP
     assert "orphan" not in str(results(live, LOGGED, limit=3))
 
 
+def test_a_log_for_an_over_long_job_name_gets_the_rule_of_every_ping(
+    live: ServerProcess,
+) -> None:
+    name = "x" * 3000
+    answers = [
+        httpx.post(f"{live.url}/ping/{KEY}/{name}{action}", content=b"x", timeout=5)
+        for action in ("/start", "/log")
+    ]
+    for answer in answers:  # not a 404 that echoes the 3000 characters back
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"]["field"] == "job_name"
+        assert "at most 128 characters" in answer.json()["error"]["message"]
+
+
 def test_oversized_and_hostile_log_bodies_keep_a_redacted_tail(live: ServerProcess) -> None:
     rid = start_run(live)
     log = f"{live.url}/ping/{KEY}/{LOGGED}/log"

@@ -20,7 +20,13 @@ from cronmetrics import logs as cmlog
 from cronmetrics.errors import Forbidden, NotFound, Problem, ValidationError
 from cronmetrics.web.api import current, raw_body
 from cronmetrics.web.auth import Identity
-from cronmetrics.web.routes_results import ping_result, split_id, submit_one, suggest
+from cronmetrics.web.routes_results import (
+    ping_result,
+    split_id,
+    submit_one,
+    suggest,
+    validated_result,
+)
 
 __all__ = ["bp"]
 
@@ -70,6 +76,7 @@ def _log(key: str, job_id: str) -> Response:
     g.submission = True
     svc, who = current(), _key_identity(key)
     name, host = split_id(job_id)
+    validated_result({"job_name": name, "host": host, "status": "start"})  # its id rules
     run_id = request.args.get("run_id") or request.args.get("rid")
     if run_id is not None and not 1 <= len(run_id) <= 128:
         raise ValidationError([Problem("rid must be 1 to 128 characters", field="rid")])

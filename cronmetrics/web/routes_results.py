@@ -147,6 +147,11 @@ def ping_result(job_id: str, action: str) -> ResultIn:
     output = raw_body()
     if output:
         fields["output"] = output.decode("utf-8", "replace")
+    return validated_result(fields)
+
+
+def validated_result(fields: dict[str, Any]) -> ResultIn:
+    """``fields`` as a result, or the 400 naming what breaks its rules (a ping's id too)."""
     try:
         return ResultIn.model_validate(fields)
     except pydantic.ValidationError as exc:
