@@ -179,10 +179,12 @@ class EmbeddedStore:
                 since, ids, history = 0, array("q"), None
             else:
                 since, ids, history = cached
-            newer = [row for row in rows if row[0] > since]
+            newer = rows if not rows or rows[0][0] > since else [r for r in rows if r[0] > since]
             if newer:
-                ids.extend(row[0] for row in newer)
-                columns = list(zip(*(row[1:] for row in newer[-limit:]), strict=True))
+                row_ids, *columns = zip(*newer, strict=True)  # ids, then the result columns
+                ids.extend(row_ids)
+                if len(newer) > limit:
+                    columns = [column[-limit:] for column in columns]
                 fresh = History.from_rows(job_id, columns, limit)
                 if history is None:
                     history = fresh
@@ -196,9 +198,10 @@ class EmbeddedStore:
             self._ids[job_id] = ids
             upto = loaded.state_upto[job_id]
             folded = state
-            for row in rows:
-                if row[0] > upto:
-                    folded = advance(folded, _row_result(row))
+            if rows and rows[-1][0] > upto:
+                for row in rows:
+                    if row[0] > upto:
+                        folded = advance(folded, _row_result(row))
             if folded is not state:
                 self._states[job_id] = folded
                 self._stale.add(job_id)
