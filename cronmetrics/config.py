@@ -13,8 +13,10 @@ import os
 import re
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote
 
 import pydantic
 from pydantic import (
@@ -241,14 +243,80 @@ _STORE_RE = re.compile(
 )
 
 
+_HOST = r"(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+)(?::\d{1,5})?"
+_SENTINEL_RE = re.compile(
+    r"^redis\+sentinel://(?:(?P<user>[^:@/]*)(?::(?P<password>[^@/]*))?@)?"
+    rf"(?P<hosts>{_HOST}(?:,{_HOST})*)/(?P<service>[A-Za-z0-9_.-]+)"
+    r"(?:/(?P<db>\d{1,2})?)?(?:\?(?P<query>.*))?$"
+)
+#: what a ``redis+sentinel://`` URL may say after ``?``
+SENTINEL_URL_OPTIONS = frozenset({"socket_timeout", "socket_connect_timeout"})
+
+
+@dataclass(frozen=True)
+class SentinelURL:
+    """The parts of ``redis+sentinel://[:password@]host:port[,host:port...]/service/db``."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int
+    password: str | None
+    username: str | None
+    options: dict[str, float]
+
+
+def parse_sentinel_url(value: str) -> SentinelURL | None:
+    """The parts of a Sentinel URL (port 26379 when left out), None for any other URL."""
+    match = _SENTINEL_RE.fullmatch(value)
+    if match is None:
+        return None
+    sentinels = []
+    for item in match.group("hosts").split(","):
+        host, colon, port = item.rpartition(":") if not item.endswith("]") else (item, "", "")
+        if not colon or host.endswith(":"):  # no port, or a bare IPv6 address
+            host, port = item, "26379"
+        if not 1 <= int(port) <= 65535:
+            raise ValueError(f"port {port} is out of range")
+        sentinels.append((host.strip("[]"), int(port)))
+    options = {}
+    for pair in filter(None, (match.group("query") or "").split("&")):
+        name, _, raw = pair.partition("=")
+        if name not in SENTINEL_URL_OPTIONS:
+            known = ", ".join(sorted(SENTINEL_URL_OPTIONS))
+            raise ValueError(f"unknown store URL option {name!r} (known: {known})")
+        try:
+            options[name] = float(raw)
+        except ValueError:
+            raise ValueError(f"{name} must be a number of seconds, not {raw!r}") from None
+    db = int(match.group("db") or 0)
+    if db > 15:
+        raise ValueError("the Redis database number must be 0-15")
+    return SentinelURL(
+        tuple(sentinels),
+        match.group("service"),
+        db,
+        unquote(match.group("password")) if match.group("password") is not None else None,
+        unquote(match.group("user")) if match.group("user") else None,
+        options,
+    )
+
+
 def check_store_url(value: str) -> str:
-    """``embedded`` or a ``redis://`` / ``rediss://`` URL whose parts we understand."""
+    """``embedded``, or a ``redis://`` / ``rediss://`` / ``redis+sentinel://`` URL whose
+    parts we understand."""
     if value == "embedded":
+        return value
+    if value.startswith("redis+sentinel:"):
+        if parse_sentinel_url(value) is None:
+            raise ValueError(
+                "must be redis+sentinel://[:password@]host:port[,host:port...]/service/db"
+            )
         return value
     match = _STORE_RE.fullmatch(value)
     if match is None:
         raise ValueError(
-            "must be 'embedded' or redis://[:password@]host:port/db (rediss:// for TLS)"
+            "must be 'embedded' or redis://[:password@]host:port/db (rediss:// for TLS; "
+            "redis+sentinel://[:password@]host:port[,host:port...]/service/db for Sentinel)"
         )
     if match.group("port") and not 1 <= int(match.group("port")) <= 65535:
         raise ValueError(f"port {match.group('port')} is out of range")
@@ -267,7 +335,7 @@ def check_store_url(value: str) -> str:
 
 def mask_url_password(url: str) -> str:
     """The URL with its password (if any) replaced by ``***``, for logs and config show."""
-    return re.sub(r"^(rediss?://[^:@/]*:)[^@/]*@", r"\1***@", url)
+    return re.sub(r"^((?:rediss?|redis\+sentinel)://[^:@/]*:)[^@/]*@", r"\1***@", url)
 
 
 _file_data: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("_file_data")
@@ -361,7 +429,8 @@ class Config(BaseSettings):
     job_writes: Literal["auto", "enabled", "disabled"] = "auto"
     log: LogConfig = Field(default_factory=LogConfig)
     #: where job states and histories live: ``embedded`` (memory + state_dir/state.db, one
-    #: server) or ``redis://[:password@]host:port/db`` (``rediss://`` for TLS) shared by
+    #: server) or ``redis://[:password@]host:port/db`` (``rediss://`` for TLS,
+    #: ``redis+sentinel://host:port[,host:port...]/service/db`` behind Sentinel) shared by
     #: replicas
     store: str = "embedded"
     #: a file whose first line is the Redis password (a mounted secret), instead of one in

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cronmetrics.cli.main import main
-from cronmetrics.config import load_config, mask_url_password
+from cronmetrics.config import SentinelURL, load_config, mask_url_password, parse_sentinel_url
 from cronmetrics.errors import ConfigError
 
 
@@ -46,6 +46,10 @@ def test_flag_wins_over_environment_which_wins_over_the_file(
         ("redis://redis:6379/16", "database number must be 0-15"),
         ("redis://redis:6379/0?ssl_ca_certs=/ca.pem", "needs a rediss://"),
         ("redis://redis:6379/0?max_conections=3", "unknown store URL option 'max_conections'"),
+        ("redis+sentinel://s1:26379/", "must be redis+sentinel://"),
+        ("redis+sentinel://s1:26379,s2:99999/cm/0", "port 99999 is out of range"),
+        ("redis+sentinel://s1/cm/0?ssl_ca_certs=/ca.pem", "unknown store URL option"),
+        ("redis+sentinel://s1/cm/0?socket_timeout=soon", "socket_timeout must be a number"),
     ],
 )
 def test_a_bad_store_url_is_refused_with_a_line_naming_it(
@@ -114,3 +118,18 @@ def test_an_unreadable_password_file_is_refused_at_start(
     err = capsys.readouterr().err
     assert f"store_password_file {missing} cannot be read" in err
     assert "Traceback" not in err
+
+
+def test_a_sentinel_url_names_the_sentinels_the_service_and_the_database() -> None:
+    url = "redis+sentinel://:s3cret@10.0.0.1,10.0.0.2:26380,[::1]:5000/cronmetrics/3"
+    assert load_config(store=url + "?socket_timeout=2").redis
+    assert parse_sentinel_url(url + "?socket_timeout=2") == SentinelURL(
+        (("10.0.0.1", 26379), ("10.0.0.2", 26380), ("::1", 5000)),
+        "cronmetrics",
+        3,
+        "s3cret",
+        None,
+        {"socket_timeout": 2.0},
+    )
+    assert mask_url_password(url) == url.replace("s3cret", "***")
+    assert parse_sentinel_url("redis://host:6379/0") is None

@@ -182,7 +182,8 @@ def validate(paths: tuple[Path, ...], fmt: str, follow_external_symlinks: bool) 
 @click.option(
     "--store",
     default=None,
-    help="embedded (default) or redis://[:password@]host:port/db (rediss:// for TLS).",
+    help="embedded (default) or redis://[:password@]host:port/db (rediss:// for TLS; "
+    "redis+sentinel://host:port[,host:port...]/service/db behind Sentinel).",
 )
 @click.option(
     "--threads",

@@ -67,7 +67,6 @@ class Mirror:
         on_change: Callable[[], None] | None = None,
         on_reload: Callable[[], None] | None = None,
         block_ms: int = 1000,
-        gather: float = 0.02,
     ) -> None:
         self._client = client
         self._prefix = prefix
@@ -75,7 +74,6 @@ class Mirror:
         self._on_change = on_change
         self._on_reload = on_reload
         self._block_ms = block_ms
-        self._gather = gather
         self._lock = threading.Lock()
         self._states: dict[str, JobState] = {}
         self._log: dict[str, int] = {}  # id -> counter of its last change, oldest first
@@ -215,10 +213,6 @@ class Mirror:
                 backoff = 0.1
                 if reply:
                     self._apply(reply[0][1])
-                    # under load, let the next changes gather: one read (and one wake-up
-                    # of this thread, which competes with the request threads for the
-                    # GIL) per ``gather`` seconds, not one per result
-                    self._stop.wait(self._gather)
             except redis.RedisError as exc:
                 self._set_down(exc)
                 need_load = True

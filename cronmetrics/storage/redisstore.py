@@ -46,7 +46,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from cronmetrics.config import Config, mask_url_password
+from cronmetrics.config import Config, mask_url_password, parse_sentinel_url
 from cronmetrics.errors import Conflict, StorageError, StoreUnavailable
 from cronmetrics.logs import get_logger
 from cronmetrics.storage import redis_lua
@@ -91,6 +91,30 @@ def read_password(path: Path | None) -> str | None:
     return path.read_text(encoding="utf-8").splitlines()[0].strip() if path.stat().st_size else ""
 
 
+def _connect(url: str, *, socket_timeout: float, **options: Any) -> Any:
+    """A client of the Redis at ``url``; with ``redis+sentinel://``, of the master the
+    sentinels name now: after a failover its connections fail (or the demoted master
+    answers READONLY), and the next connection asks the sentinels again."""
+    spec = parse_sentinel_url(url)
+    if spec is None:
+        return redis.Redis.from_url(url, socket_timeout=socket_timeout, **options)
+    from redis.sentinel import Sentinel
+
+    # options in the URL win, as redis-py's from_url does with a redis:// URL
+    timeouts = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": options["socket_connect_timeout"],
+        **spec.options,
+    }
+    sentinel = Sentinel(list(spec.sentinels), sentinel_kwargs=dict(timeouts))  # type: ignore[no-untyped-call]
+    kwargs = {**options, **timeouts, "db": spec.db}
+    if spec.password is not None and "password" not in options:
+        kwargs["password"] = spec.password
+    if spec.username is not None:
+        kwargs["username"] = spec.username
+    return sentinel.master_for(spec.service, **kwargs)  # type: ignore[no-untyped-call]
+
+
 def _encode_result(result: Result, version: int) -> str:
     body = orjson.dumps({name: getattr(result, name) for name in _RESULT_FIELDS}).decode()
     return f"{version:012d}|{body}"
@@ -132,9 +156,9 @@ class RedisStore:
         if password is not None:
             options["password"] = password
         # Any: redis-py's reply types are unions of every possible reply shape
-        self.client: Any = redis.Redis.from_url(url, socket_timeout=socket_timeout, **options)
+        self.client: Any = _connect(url, socket_timeout=socket_timeout, **options)
         # the tail blocks up to 1 s in XREAD: its reply timeout must be longer
-        tail = redis.Redis.from_url(url, socket_timeout=socket_timeout + 2.0, **options)
+        tail = _connect(url, socket_timeout=socket_timeout + 2.0, **options)
         self._scripts = {
             name: self.client.register_script(getattr(redis_lua, name))
             for name in ("RECORD", "PURGE", "DROP", "OUTPUT", "TAKE_OUTPUT")

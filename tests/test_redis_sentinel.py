@@ -1,0 +1,112 @@
+"""Redis behind Sentinel: a real master, a real replica and a real sentinel (Debian's
+redis-server in ``--sentinel`` mode); ``kill -9`` of the master, the sentinel promotes the
+replica, and a real ``cronmetrics serve`` on ``redis+sentinel://`` writes to the promoted
+one without a restart."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis as redis_py
+from liveserver import LiveServer, live_server, wait_for
+from redisserver import RedisServer
+
+pytestmark = pytest.mark.slow
+
+SERVICE = "cm"
+
+
+@dataclass
+class SentinelServer(RedisServer):
+    """``redis-server sentinel.conf --sentinel`` watching one master as ``SERVICE``."""
+
+    master_port: int = 0
+
+    def command(self) -> list[str]:
+        conf = self.dir / "sentinel.conf"
+        if not conf.exists():  # the sentinel rewrites it with what it learns
+            conf.write_text(
+                f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
+                f"logfile {self.log_path}\n"
+                f"sentinel monitor {SERVICE} 127.0.0.1 {self.master_port} 1\n"
+                f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+                f"sentinel failover-timeout {SERVICE} 10000\n"
+            )
+        return [self.binary, str(conf), "--sentinel"]
+
+
+@pytest.fixture
+def cluster(
+    redis_server_bin: str, tmp_path: Path
+) -> Iterator[tuple[RedisServer, RedisServer, SentinelServer]]:
+    master = RedisServer(redis_server_bin, tmp_path / "master").start()
+    replica = RedisServer(
+        redis_server_bin,
+        tmp_path / "replica",
+        extra=("--replicaof", "127.0.0.1", str(master.port)),
+    ).start()
+    sentinel = SentinelServer(redis_server_bin, tmp_path / "sentinel", master_port=master.port)
+    sentinel.start()
+    try:
+        ask = redis_py.Redis(port=sentinel.port, decode_responses=True)
+        on_replica = redis_py.Redis(port=replica.port, decode_responses=True)
+        wait_for(
+            lambda: (
+                bool(ask.sentinel_slaves(SERVICE))
+                and on_replica.info("replication")["master_link_status"] == "up"
+            ),
+            "the sentinel to know the replica, in sync",
+            timeout=30,
+        )
+        yield master, replica, sentinel
+    finally:
+        for server in (sentinel, replica, master):
+            server.stop()
+
+
+def submit(server: LiveServer, job: str) -> int:
+    try:
+        body = {"job_name": job, "status": "success"}
+        return httpx.post(f"{server.url}/api/job-result", json=body, timeout=10).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def runs(server: LiveServer, job: str) -> int:
+    response = httpx.get(f"{server.url}/api/job/{job}", timeout=5)
+    return int(response.json()["state"]["runs_total"])
+
+
+def test_a_sentinel_failover_moves_the_writes_to_the_promoted_replica(
+    cluster: tuple[RedisServer, RedisServer, SentinelServer], tmp_path: Path
+) -> None:
+    master, replica, sentinel = cluster
+    jobs = tmp_path / "jobs.d"
+    jobs.mkdir()
+    (jobs / "backup.yaml").write_text("job_name: backup\nautomatic_failure_threshold: 3600\n")
+    url = f"redis+sentinel://127.0.0.1:{sentinel.port}/{SERVICE}/0"
+    args = ("--no-auth", "--store", url)
+    with live_server(jobs, tmp_path / "state", args=args) as server:
+        wait_for(
+            lambda: httpx.get(f"{server.url}/health/deep", timeout=5).status_code == 200,
+            "the replica to be ready",
+        )
+        for _ in range(10):
+            assert submit(server, "backup") == 200
+        # replication is asynchronous: what reached the replica survives a failover
+        on_master = redis_py.Redis(port=master.port)
+        assert on_master.wait(1, 5000) == 1
+        master.kill()
+        began = time.monotonic()
+        wait_for(lambda: submit(server, "backup") == 200, "a write after the failover", timeout=60)
+        failover = time.monotonic() - began
+        role = redis_py.Redis(port=replica.port).execute_command("ROLE")[0]
+        assert role in (b"master", "master")  # the promoted replica holds the writes
+        wait_for(lambda: runs(server, "backup") == 11, "every acknowledged run", timeout=10)
+        assert failover < 60
+        assert "Traceback" not in server.log()
