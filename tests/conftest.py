@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -50,6 +50,22 @@ def jobs_dir(tmp_path: Path) -> Path:
     target = tmp_path / "jobs.d"
     shutil.copytree(REPO_ROOT / "jobs.d", target)
     return target
+
+
+@pytest.fixture
+def threshold_jobs(tmp_path: Path) -> Callable[..., Path]:
+    """Make ``tmp_path/jobs.d`` with one job per name (host-agnostic, 3600 s threshold)."""
+
+    def make(*names: str) -> Path:
+        root = tmp_path / "jobs.d"
+        root.mkdir()
+        for name in names:
+            (root / f"{name}.yaml").write_text(
+                f"job_name: {name}\nautomatic_failure_threshold: 3600\n"
+            )
+        return root
+
+    return make
 
 
 @pytest.fixture(scope="module")

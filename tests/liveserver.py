@@ -7,6 +7,8 @@ adds readiness by ``GET /health`` over http or https.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import httpx
 
 from cronmetrics.testing import ServerProcess, free_port, running_server, wait_for
 
-__all__ = ["LiveServer", "free_port", "live_server", "wait_for"]
+__all__ = ["LiveServer", "free_port", "kill_9", "live_server", "wait_for", "worker_pid"]
 
 LiveServer = ServerProcess
 
@@ -39,3 +41,20 @@ def live_server(
         jobs_dir, state_dir, ready=healthy, args=args, env=env, scheme=scheme
     ) as server:
         yield server
+
+
+def worker_pid(server: ServerProcess) -> int:
+    """The pid of the server's one gunicorn worker (where the state lives)."""
+    pid = server.process.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    assert len(children) == 1, children
+    return int(children[0])
+
+
+def kill_9(server: ServerProcess) -> None:
+    """``kill -9`` of the worker: it dies without running a line of cleanup. The master
+    is frozen first so that it cannot spawn a replacement, then killed too."""
+    worker = worker_pid(server)
+    os.kill(server.process.pid, signal.SIGSTOP)
+    os.kill(worker, signal.SIGKILL)
+    server.stop(signal.SIGKILL)

@@ -8,17 +8,17 @@ which is the SIGTERM path, tested separately.
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from click.testing import CliRunner
-from liveserver import LiveServer, live_server, wait_for
+from liveserver import kill_9, live_server, wait_for
 
 from cronmetrics.cli.main import cli
 
@@ -28,26 +28,8 @@ JOBS = [f"job{i}" for i in range(4)]
 
 
 @pytest.fixture
-def jobs(tmp_path: Path) -> Path:
-    root = tmp_path / "jobs.d"
-    root.mkdir()
-    for name in JOBS:
-        (root / f"{name}.yaml").write_text(f"job_name: {name}\nautomatic_failure_threshold: 3600\n")
-    return root
-
-
-def worker_pid(server: LiveServer) -> int:
-    pid = server.process.pid
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    assert len(children) == 1, children
-    return int(children[0])
-
-
-def kill_9(server: LiveServer) -> None:
-    worker = worker_pid(server)
-    os.kill(server.process.pid, signal.SIGSTOP)  # no replacement worker, no graceful exit
-    os.kill(worker, signal.SIGKILL)
-    server.stop(signal.SIGKILL)
+def jobs(threshold_jobs: Callable[..., Path]) -> Path:
+    return threshold_jobs(*JOBS)
 
 
 def stored_run_ids(url: str, job: str) -> list[str]:

@@ -184,6 +184,37 @@ def test_unfinished_bodies_together_are_bounded_and_a_lone_one_finishes(
             assert read_all(alone).startswith(b"HTTP/1.1 200 ")
 
 
+def test_a_full_budget_refuses_the_biggest_request_not_a_small_one(
+    jobs_dir: Path, tmp_path: Path
+) -> None:
+    budget = 1024 * 1024
+    env = {"CRONMETRICS_CONNECTIONS__MAX_BUFFERED_BYTES": str(budget)}
+    head = (
+        b"POST /api/ping/cert_renew/success HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Length: 1000000\r\nConnection: close\r\n\r\n"
+    )
+    small = b"POST /api/ping/cert_renew/success HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"
+    filled = budget - 700_000 - 2 * len(head) - 20  # the budget is full but for 20 bytes
+    with (
+        live_server(jobs_dir, tmp_path / "state", env=env) as live,
+        connect(live) as big,
+        connect(live) as filler,
+        connect(live) as legit,
+    ):
+        big.sendall(head + b"a" * 700_000)
+        time.sleep(0.5)  # the event loop has read it (nothing to wait on but time)
+        filler.sendall(head + b"b" * filled)
+        time.sleep(0.5)
+        legit.sendall(small)  # its headers first, its body after: more than 20 bytes
+        time.sleep(0.5)
+        legit.sendall(b"hello")
+        assert read_all(legit).startswith(b"HTTP/1.1 200 "), "the small one passes"
+        refused = read_all(big)
+        assert refused.startswith(b"HTTP/1.1 503 "), refused[:200]
+        filler.sendall(b"b" * (1_000_000 - filled))
+        assert read_all(filler).startswith(b"HTTP/1.1 200 ")
+
+
 def test_keep_alive_pipelining_and_expect_continue_still_work(guarded: LiveServer) -> None:
     with connect(guarded) as sock:
         two = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * 2

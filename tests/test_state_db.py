@@ -287,3 +287,51 @@ def test_a_backup_while_results_stream_in_is_a_valid_database(jobs: Path, tmp_pa
             (count,) = db.execute("SELECT count(*) FROM results").fetchone()
             assert count > 0
             assert db.execute("PRAGMA user_version").fetchone() == (database_mod.SCHEMA_VERSION,)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_damaged_database_on_a_real_start_is_set_aside_and_said_everywhere(
+    jobs: Path, tmp_path: Path, damage: str
+) -> None:
+    state = tmp_path / "state"
+    with (
+        live_server(jobs, state) as server,
+        httpx.Client(base_url=server.url, timeout=10) as http,
+    ):
+        for i in range(300):  # enough pages that a third of the file is a torn one
+            body = {
+                "job_name": "backup",
+                "status": "success",
+                "run_id": f"r{i}",
+                "output": "x" * 200,
+            }
+            assert http.post("/api/job-result", json=body).status_code == 200
+        assert server.stop() == 0  # the final write; the WAL checkpointed into state.db
+    db = state / "state.db"
+    data = db.read_bytes()
+    assert len(data) > 8192
+    damaged = b"\x00garbage" * 4096 if damage == "garbage" else data[: len(data) // 3]
+    db.write_bytes(damaged)
+    with (
+        live_server(jobs, state) as server,
+        httpx.Client(base_url=server.url, timeout=10) as http,
+    ):
+        assert http.get("/api/job/backup/results").json()["results"] == []
+        assert "cronmetrics_snapshot_restore_fallback 1.0" in http.get("/metrics").text
+        deep = http.get("/health/deep")
+        assert deep.status_code == 200  # serving, from what it has: a warning
+        body = deep.json()
+        assert body["status"] == "degraded" and body["warnings"] == ["store"]
+        assert "EMPTY" in body["checks"]["store"]["detail"]
+        assert "state.db.corrupt-" in body["checks"]["store"]["detail"]
+        log = server.log()
+        assert "state database unusable; set aside, starting with EMPTY state" in log
+        aside = sorted(p.name for p in state.iterdir() if ".corrupt-" in p.name)
+        assert aside and aside[0].startswith("state.db.corrupt-")
+        assert (state / aside[0]).read_bytes() == damaged  # kept for a post-mortem
+        body = {"job_name": "backup", "status": "success", "run_id": "fresh"}
+        assert http.post("/api/job-result", json=body).status_code == 200
+    with live_server(jobs, state) as server:  # the new database is a good one
+        results = httpx.get(f"{server.url}/api/job/backup/results", timeout=10).json()["results"]
+        assert [r["run_id"] for r in results] == ["fresh"]

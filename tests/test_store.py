@@ -205,3 +205,49 @@ def test_runtime_records_round_trip_in_key_order() -> None:
     assert store.delete_record("window", "b")
     assert not store.delete_record("window", "b")
     assert store.list_records("other") == []
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_a_changed_history_limit_keeps_what_a_restart_with_it_keeps(
+    tmp_path: Any, durable: bool
+) -> None:
+    from cronmetrics.monitor import Monitor
+    from cronmetrics.storage.persistence import open_store
+
+    def start(limit: int) -> EmbeddedStore:
+        store, report = open_store(tmp_path, limit, durable=durable, now=T0)
+        assert report.fallback is None and report.unavailable is None
+        return store
+
+    def reload(store: EmbeddedStore, limit: int) -> None:
+        Monitor(store).reconfigure(
+            accept_unknown=False, max_output_bytes=10_000, redact=None, max_results_per_job=limit
+        )
+
+    def add(store: EmbeddedStore, first: int, count: int) -> None:
+        results = [result("success", T0 + i, run_id=f"r{i}") for i in range(first, first + count)]
+        store.record(results, T0)
+
+    def restart(store: EmbeddedStore, limit: int) -> tuple[EmbeddedStore, list[str]]:
+        live = store.history("backup")
+        store.close()
+        again = start(limit)
+        assert again.history("backup") == live
+        return again, [r.run_id or "" for r in live]
+
+    store = start(10)
+    add(store, 0, 12)
+    store.flush()
+    add(store, 12, 3)  # without the journal: recorded, not yet written
+    reload(store, 20)  # longer: the history grows to it from here
+    add(store, 15, 5)
+    store, kept = restart(store, 20)
+    assert kept == [f"r{i}" for i in range(19, 4, -1)]
+    reload(store, 4)  # shorter: cut at once
+    assert [r.run_id for r in store.history("backup")] == ["r19", "r18", "r17", "r16"]
+    store, kept = restart(store, 4)
+    reload(store, 20)
+    add(store, 20, 2)
+    store, kept = restart(store, 20)
+    assert kept == ["r21", "r20", "r19", "r18", "r17", "r16"]
+    store.close()

@@ -225,7 +225,7 @@ def serve(
     check_can_start(config, workers=workers)
     claimed = claim(config)  # held until the process exits
     try:
-        Server(config, threads=threads, workers=workers, source=source).run()
+        Server(config, threads=threads, workers=workers, source=source, state_lock=claimed).run()
     finally:
         if claimed is not None:
             os.close(claimed)

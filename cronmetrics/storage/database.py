@@ -416,6 +416,37 @@ class Database:
                 (record.kind, record.key, json.dumps(dict(record.value)), record.updated),
             )
 
+    def write_everything(
+        self,
+        writes: Writes,
+        definitions: Mapping[str, Mapping[str, Any]],
+        records: Sequence[RuntimeRecord],
+    ) -> None:
+        """Fill a new database with a whole state (numbered results, states current up
+        to ``writes.upto``, definitions, records) in one transaction: the state dir was
+        lost while serving and the server writes what it holds in memory anew."""
+        with self.transaction() as c:
+            c.executemany(_INSERT_RESULT, (_result_row(i, r) for i, r in writes.results))
+            c.executemany(_UPSERT_STATE, (_state_row(s, writes.upto) for s in writes.states))
+            c.executemany(
+                "INSERT OR REPLACE INTO definitions (job_id, definition, updated) VALUES (?, ?, ?)",
+                (
+                    (job_id, json.dumps(d, ensure_ascii=False, sort_keys=True), 0.0)
+                    for job_id, d in definitions.items()
+                ),
+            )
+            c.executemany(
+                "INSERT OR REPLACE INTO records (kind, key, value, updated) VALUES (?, ?, ?, ?)",
+                ((r.kind, r.key, json.dumps(dict(r.value)), r.updated) for r in records),
+            )
+
+    def probe(self) -> None:
+        """A write that changes nothing but has to reach the disk (a row added and
+        removed in one transaction): after a failed write, whether writing works again."""
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO records VALUES ('.probe', '', '{}', 0)")
+            c.execute("DELETE FROM records WHERE kind = '.probe'")
+
     def delete_record(self, kind: str, key: str) -> bool:
         with self.transaction() as c:
             gone = c.execute("DELETE FROM records WHERE kind = ? AND key = ?", (kind, key))

@@ -7,6 +7,18 @@
 a state dir that cannot be written (read-only, missing) leaves the engine in memory, with
 readiness failing until a restart finds it writable.
 
+While serving, :class:`Persistence` guards the state dir before every write and once a
+second (:meth:`Persistence.guard`): a state dir deleted (``rm -rf``) or a ``state.lock``
+deleted or replaced is re-created and locked again, and a deleted ``state.db`` is made
+anew from what the server holds in memory (every state, the retained history, the last
+good definitions, the runtime records), in one transaction, logged as a warning. If
+another process holds the new lock (a second server started meanwhile), the state dir
+is lost to it: this server writes nothing there any more, fails readiness naming the
+state dir and the holder, and reports ``cronmetrics_snapshot_last_write_successful 0``
+until it is stopped. A ``state.db`` *replaced* by another file under a running server
+(a restore done without stopping it) is not overwritten: writes fail and readiness says
+to restart the server.
+
 :class:`Persistence` runs the periodic write (``snapshot.interval``) and keeps the
 exporter's own storage metrics (names kept from the snapshot era so dashboards and the
 ``CronmetricsSnapshotStale`` alert keep working):
@@ -30,7 +42,7 @@ from prometheus_client import Gauge
 from cronmetrics.errors import StorageError
 from cronmetrics.logs import get_logger, rfc3339
 from cronmetrics.storage.database import DB_NAME, Database, Loaded, set_aside
-from cronmetrics.storage.statedir import LOCK_NAME, lock_held
+from cronmetrics.storage.statedir import StateDirLock
 from cronmetrics.storage.store import EmbeddedStore
 
 __all__ = ["OpenReport", "Persistence", "StorageGauges", "open_store"]
@@ -163,25 +175,92 @@ class Persistence:
         clock: Callable[[], float],
         gauges: StorageGauges,
         state_dir: Path,
+        lock: StateDirLock | None = None,
     ) -> None:
         self.store = store
         self.report = report
         self.clock = clock
         self.gauges = gauges
         self.state_dir = state_dir
-        #: guard the lock only where one was taken (``cronmetrics serve``)
-        self._locked = (state_dir / LOCK_NAME).exists()
+        #: the state dir's lock where one was taken (``cronmetrics serve``)
+        self.lock = lock
+        self._replaced: str | None = None
         self._stopped = False
+        if store.database is not None:
+            store.before_write = self._before_write
         gauges.restore_fallback.set(1 if report.fallback or report.unavailable else 0)
         if not report.fallback and not report.unavailable:
             gauges.last_success.set(clock())  # what is on disk is what is in memory
-        gauges.write_ok.set(0 if report.unavailable else 1)
+        # the last write of any kind (periodic, journaled commit, purge), read at scrape
+        gauges.write_ok.set_function(lambda: 0.0 if self.failing() else 1.0)
+
+    def failing(self) -> bool:
+        """Whether the state is not being persisted right now."""
+        lost = self.lock is not None and self.lock.lost is not None
+        return bool(self.report.unavailable or lost or self._replaced or self.store.last_error)
 
     def tick(self) -> None:
         """One periodic write; failures are logged and reported, never raised."""
         if self._stopped:
             return
         self.write()
+
+    def guard(self) -> None:
+        """Between writes (once a second): notice a lost state dir, lock or database
+        and repair what can be repaired (see the module docstring); never raises."""
+        if self._stopped:
+            return
+        with contextlib.suppress(StorageError):  # logged and kept where it was found
+            self.store.verify()
+
+    def _before_write(self) -> None:
+        """Called by the store under its writer lock before every write."""
+        database = self.store.database
+        assert database is not None
+        if self.lock is not None and not self.lock.ours():
+            self.lock.reclaim()  # StorageError: lost, or cannot re-create it (yet)
+        path = database.path
+        try:
+            same = path.stat().st_ino == database.inode
+        except OSError:
+            same = False
+        if same:
+            return
+        if path.exists():
+            if self._replaced is None:
+                self._replaced = (
+                    f"{path} was replaced by another file while the server ran; it is not "
+                    "overwritten and nothing is written any more: restart the server to "
+                    "load it (or stop it before restoring a backup)"
+                )
+                log.error("state database replaced while serving", extra={"path": str(path)})
+            raise StorageError(self._replaced)
+        self._recreate(database)
+
+    def _recreate(self, lost: Database) -> None:
+        """``state.db`` is gone: a new one, filled with everything in memory."""
+        path = lost.path
+        lost.close()  # first: closing deletes the WAL by its name, the new one's too
+        for suffix in ("-wal", "-shm"):  # the lost database's, if they were left
+            with contextlib.suppress(FileNotFoundError):
+                path.with_name(path.name + suffix).unlink()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            database = Database(path, durable=self.store.durable)
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageError(f"{path} is gone and cannot be created again: {exc}") from None
+        try:
+            jobs, results = self.store.replace_database_locked(database)
+        except StorageError:
+            database.conn.close()
+            for suffix in ("", "-wal", "-shm"):  # so that the next try starts afresh
+                with contextlib.suppress(FileNotFoundError):
+                    path.with_name(path.name + suffix).unlink()
+            raise
+        log.warning(
+            "state.db was deleted while serving; created again from the state in memory",
+            extra={"path": str(path), "jobs": jobs, "results": results},
+        )
 
     def write(self) -> bool:
         now = self.clock()
@@ -190,13 +269,11 @@ class Persistence:
         try:
             self.store.flush(now)
         except StorageError as exc:
-            self.gauges.write_ok.set(0)
             log.error(
                 "state write failed; everything stays in memory for the next try",
                 extra={"error": exc.message, "pending": self.store.pending()},
             )
             return False
-        self.gauges.write_ok.set(1)
         if self.store.health().ok:
             self.gauges.last_success.set(now)
         return True
@@ -229,10 +306,12 @@ class Persistence:
         report = self.report
         if report.unavailable:
             return False, f"in memory only: {report.unavailable}", True
-        if self._locked:
-            held, detail = lock_held(self.state_dir)
+        if self.lock is not None:
+            held, detail = self.lock.status()
             if not held:
-                return False, f"{detail}; restart the server", True
+                return False, detail, True
+        if self._replaced is not None:
+            return False, self._replaced, True
         health = self.store.health()
         if not health.ok:
             return False, health.detail, True

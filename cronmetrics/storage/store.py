@@ -38,7 +38,7 @@ import json
 import threading
 import uuid
 from array import array
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,6 +162,9 @@ class EmbeddedStore:
         self._output_lock = threading.Lock()
         self.last_error: str | None = None
         self.last_persisted: float | None = None
+        #: called under the writer lock before every database write (the state dir's
+        #: guard, :mod:`cronmetrics.storage.persistence`); StorageError refuses the write
+        self.before_write: Callable[[], None] | None = None
         if loaded is not None:
             self._load(loaded)
 
@@ -412,6 +415,15 @@ class EmbeddedStore:
         """Call under ``_writer``: commit every queued batch in one transaction (the new
         rows, and the states that loading could not rebuild from them)."""
         assert self.database is not None
+        try:
+            self._check()
+        except StorageError as exc:
+            with self._lock:
+                group, self._queue = self._queue, []
+            self._failed(exc)
+            for batch in group:
+                batch.error, batch.done = exc, True
+            return
         self._sort_ids()
         with self._lock:
             group, self._queue = self._queue, []
@@ -558,6 +570,7 @@ class EmbeddedStore:
         keep it in memory (a failed write leaves memory as it was)."""
         if self.database is not None:
             with self._writer:
+                self._check()
                 if output is None:
                     self.database.delete_record(OUTPUT_KIND, job_id)
                 else:
@@ -667,6 +680,8 @@ class EmbeddedStore:
 
     def drop(self, job_id: str) -> bool:
         with self._writer:
+            if self.database is not None:
+                self._check()
             with self._lock:
                 known = self._states.pop(job_id, None) is not None
                 self._histories.pop(job_id, None)
@@ -694,6 +709,7 @@ class EmbeddedStore:
             return
         if self.database is not None:
             with self._writer:
+                self._check()
                 self.database.put_definitions(fresh, 0.0)
         with self._lock:
             self._definitions.update(fresh)
@@ -710,6 +726,7 @@ class EmbeddedStore:
         record = RuntimeRecord(kind, key, dict(value), now)
         if self.database is not None:
             with self._writer:
+                self._check()
                 self.database.put_record(record)
         with self._lock:
             self._records[(kind, key)] = record
@@ -725,6 +742,7 @@ class EmbeddedStore:
     def delete_record(self, kind: str, key: str) -> bool:
         if self.database is not None:
             with self._writer:
+                self._check()
                 self.database.delete_record(kind, key)
         with self._lock:
             return self._records.pop((kind, key), None) is not None
@@ -744,6 +762,11 @@ class EmbeddedStore:
         of the stale ones (``everything``: all of them), then checkpoint the WAL.
         ``cache``: also the history cache, from the same moment (the final write)."""
         assert self.database is not None
+        try:
+            self._check()
+        except StorageError as exc:
+            self._failed(exc)
+            raise
         self._sort_ids()
         with self._lock:
             rows, self._rows = self._rows, []
@@ -764,6 +787,12 @@ class EmbeddedStore:
         last_id = self._next_id + len(rows) - 1
         idle = not (rows or states or cut or forget or cache or self._unsorted)
         if idle:
+            if self.last_error is not None:  # nothing to write: is the disk back?
+                try:
+                    self.database.probe()
+                except StorageError as exc:
+                    self._failed(exc)
+                    raise
             self._written({}, None, [], last_id, now)
             return
         deletes = -1 if cache else len(numbered) + self._journaled
@@ -793,6 +822,60 @@ class EmbeddedStore:
             self.database.put_cache(((h, self._ids.get(j, empty)) for j, h in histories), last_id)
         else:
             self.database.checkpoint_passive()
+
+    def _check(self) -> None:
+        """Call under ``_writer``, before anything of a write is taken from memory."""
+        if self.before_write is not None:
+            self.before_write()
+
+    def verify(self) -> None:
+        """Run the before-write check now (the guard's own schedule, between writes);
+        StorageError when it refuses."""
+        if self.database is None:
+            return
+        with self._writer:
+            try:
+                self._check()
+            except StorageError as exc:
+                self._failed(exc)
+                raise
+
+    def replace_database_locked(self, database: Database) -> tuple[int, int]:
+        """Call under ``_writer`` (from :attr:`before_write`): write everything in memory
+        to ``database`` (new and empty: the old file was lost while serving) in one
+        transaction, and write there from now on; return (jobs, results). On
+        StorageError nothing changes: the old database stays in use."""
+        with self._lock:
+            states = list(self._states.values())
+            histories = [(j, h.copy()) for j, h in self._histories.items()]
+            definitions = {j: dict(d) for j, d in self._definitions.items()}
+            records = [*self._records.values(), *map(_record_of, self._outputs.values())]
+            taken = self._rows, self._dirty, self._stale, self._cut
+            self._rows, self._dirty, self._stale, self._cut = [], set(), set(), set()
+        numbered: list[tuple[int, Result]] = []
+        ids: dict[str, array[int]] = {}
+        for job_id, history in histories:  # every state is current up to all of them
+            ids[job_id] = array("q", range(len(numbered) + 1, len(numbered) + len(history) + 1))
+            numbered.extend(enumerate(history, len(numbered) + 1))
+        last_id = len(numbered)
+        try:
+            database.write_everything(
+                Writes(results=numbered, states=states, upto=last_id), definitions, records
+            )
+        except StorageError:
+            with self._lock:  # kept for the next try, in order
+                rows, dirty, stale, cut = taken
+                self._rows[:0] = rows
+                self._dirty |= dirty
+                self._stale |= stale
+                self._cut |= cut
+            raise
+        self.database = database
+        self._ids, self._garbage, self._unsorted, self._journaled = ids, [], [], 0
+        self._next_id = last_id + 1
+        self._forget_cache = False
+        self.last_error = None
+        return len(states), last_id
 
     def results_held(self) -> int:
         """Results in memory, every job's history together."""

@@ -28,6 +28,7 @@ from cronmetrics.scheduler import Scheduler
 from cronmetrics.storage.interface import Store
 from cronmetrics.storage.persistence import OpenReport, Persistence, StorageGauges, open_store
 from cronmetrics.storage.retention import PURGE_EVERY, purge_expired
+from cronmetrics.storage.statedir import StateDirLock
 from cronmetrics.storage.store import EmbeddedStore
 from cronmetrics.web import (
     api,
@@ -78,11 +79,14 @@ def create_app(
     clock: Clock = time.time,
     start_background: bool = True,
     source: ConfigSource | None = None,
+    state_lock: int | None = None,
 ) -> Flask:
     """Build the app. ``start_background=False`` leaves time to the caller (tests).
 
     With ``source`` (where ``config`` was read from), SIGHUP and changes of the config
-    file apply what can change at run time (:mod:`cronmetrics.web.reconfigure`).
+    file apply what can change at run time (:mod:`cronmetrics.web.reconfigure`). With
+    ``state_lock`` (the descriptor of the server's claim on the state dir), a lost state
+    dir or lock is noticed and taken again (:mod:`cronmetrics.storage.persistence`).
     """
     configure_logging(config.log.level, config.log.format)
     redact = make_redactor(config.redact)
@@ -133,6 +137,7 @@ def create_app(
             clock=clock,
             gauges=gauges,
             state_dir=config.state_dir,
+            lock=None if state_lock is None else StateDirLock(config.state_dir, state_lock),
         ),
     )
     app = Flask("cronmetrics", static_folder=None)  # the dashboard serves its own static/
@@ -187,6 +192,7 @@ def create_app(
         svc.scheduler.every(0.25, lambda: svc.exposition.prepare(clock()), "metrics-prepare")
         if svc.persistence is not None:
             svc.scheduler.every(config.snapshot.interval, svc.persistence.tick, "snapshot")
+            svc.scheduler.every(1.0, svc.persistence.guard, "state-dir-guard")
         else:  # behind the change stream's callbacks: cheap when nothing changed
             svc.scheduler.every(1.0, lambda: monitor.sync(clock()), "store-sync")
         svc.scheduler.every(PURGE_EVERY, purge, "retention")

@@ -107,11 +107,14 @@ class Server(BaseApplication):  # type: ignore[misc]
         threads: int = 8,
         workers: int = 1,
         source: ConfigSource | None = None,
+        state_lock: int | None = None,
     ) -> None:
         self.cm_config = config
         self.threads = threads
         self.workers = workers
         self.source = source
+        #: the master's claim on the state dir (:func:`claim`), inherited by the worker
+        self.state_lock = state_lock
         super().__init__()
 
     def load_config(self) -> None:
@@ -149,7 +152,8 @@ class Server(BaseApplication):  # type: ignore[misc]
     def load(self) -> Any:
         from cronmetrics.web.app import create_app
 
-        return create_app(self.cm_config, source=self.source)
+        lock = self.state_lock if not self.cm_config.redis else None
+        return create_app(self.cm_config, source=self.source, state_lock=lock)
 
     def run(self) -> None:
         """gunicorn's ``run`` with cronmetrics' master (:class:`lifecycle.Arbiter`)."""

@@ -11,8 +11,8 @@ parse and serve it, from memory. Idle and slow connections cost a file descripto
 buffer, never a thread. Open connections are also limited per client address
 (``connections.per_client``), and the bytes that unfinished requests hold, all
 connections together, by ``connections.max_buffered_bytes``: many clients each sending
-most of a 1 MiB body slowly cannot take the process's memory, while a lone big request
-always finishes.
+most of a 1 MiB body slowly cannot take the process's memory, nor keep small requests
+out, while a lone big request always finishes.
 
 TLS handshakes run in the event loop too (non-blocking), with the header deadline.
 """
@@ -328,11 +328,8 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         verdict = framing.feed(data)
         held = len(framing.buf)
         self.buffered += held - conn.buffered
-        others, conn.buffered = self.buffered - held, held
-        if verdict == "more" and others and self.buffered > self.limits.max_buffered_bytes:
-            self.log.warning("refused a request from %s: %d bytes held", conn.address, held)
-            _send_quietly(conn.sock, _BUSY)
-            self._drop(conn, graceful=True)  # drain: a reset would destroy the answer
+        conn.buffered = held
+        if verdict == "more" and self._over_budget(conn):
             return True
         if verdict == "headers too large":
             _send_quietly(conn.sock, _TOO_LARGE)
@@ -390,6 +387,28 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
             req.must_close = True  # say so in the response: the client must not reuse it
         conn.sock.settimeout(self.limits.body_timeout)  # a client that never reads
         return bool(super().handle_request(req, conn))
+
+    def _over_budget(self, conn: _Conn) -> bool:
+        """Past ``max_buffered_bytes``: refuse ``conn``, the request whose read passed it,
+        unless it is small (under one read): then the request holding the most is refused
+        instead, so whoever fills the budget cannot keep small requests out (a ping whose
+        headers arrive before its body). Never the last one: a lone request always
+        finishes. ``True`` if ``conn`` itself was refused."""
+        while self.buffered > self.limits.max_buffered_bytes:
+            holders = [c for c in self.reading.values() if c.buffered]
+            if len(holders) < 2:
+                return False
+            victim = conn
+            if conn.buffered < _READ:
+                victim = max(holders, key=lambda c: c.buffered)
+            self.log.warning(
+                "refused a request from %s: %d bytes held", victim.address, victim.buffered
+            )
+            _send_quietly(victim.sock, _BUSY)
+            self._drop(victim, graceful=True)  # drain: a reset would destroy the answer
+            if victim is conn:
+                return True
+        return False
 
     def _release(self, conn: _Conn) -> None:
         """The request left the event loop (to a thread, or closed): its bytes no longer
