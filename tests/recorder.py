@@ -73,7 +73,8 @@ def recorder(*answers: Answer) -> Iterator[Recorder]:
             )
             if answer.delay:
                 time.sleep(answer.delay)
-            data = json.dumps(answer.body).encode()
+            raw = isinstance(answer.body, bytes)  # another web app's page, say
+            data = answer.body if raw else json.dumps(answer.body).encode()
             try:
                 self.send_response(answer.status)
                 self.send_header("Content-Type", "application/json")

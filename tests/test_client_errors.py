@@ -347,6 +347,68 @@ def test_a_wrong_scheme_is_named_at_once_and_not_retried(
     assert "serves" in caught.value.message or "does not speak TLS" in caught.value.message
 
 
+def test_an_untrusted_certificate_is_named_at_once_and_not_retried(
+    targets: dict[str, str],
+) -> None:
+    """A certificate this host does not trust stays untrusted for the whole budget: one
+    attempt (the tester saw `run` wait 9 s and `ingest` 30 s for the same line)."""
+    from cronmetrics.client.http import CertificateRejected, Client
+
+    waits: list[float] = []
+    client = Client(targets["tls"], TOKEN, sleep=waits.append)
+    with pytest.raises(CertificateRejected) as caught:
+        client.request_retrying("GET", "/api/job", budget=30)
+    assert waits == []
+    assert "certificate not trusted" in caught.value.message
+    assert "--cacert" in caught.value.message
+
+
+def test_a_certificate_for_other_names_says_to_fix_the_url_not_the_ca() -> None:
+    """The CA is trusted (it was passed): telling the user to pass it again is no help."""
+    import ssl
+
+    from cronmetrics.client.http import CertificateRejected, Client
+
+    client = Client("https://cm.internal:9479", TOKEN)
+    for code, why in [
+        (62, "Hostname mismatch, certificate is not valid for 'cm.internal'."),
+        (64, "IP address mismatch, certificate is not valid for '10.0.0.5'."),
+    ]:
+        exc = ssl.SSLCertVerificationError(1, why)
+        exc.verify_code, exc.verify_message = code, why
+        found = client._network_error(exc, 5.0)
+        assert isinstance(found, CertificateRejected)
+        assert "does not name 'cm.internal'" in found.message
+        assert "in --url" in found.message and "--cacert" not in found.message
+
+
+def test_a_success_that_is_not_json_is_not_taken_for_a_recorded_report(tmp_path: Path) -> None:
+    """--url pointing at another web app answering 200 with a page must not look like a
+    recorded result: `result submit` fails with a line naming --url, and is not retried."""
+    from recorder import Answer, recorder
+
+    page = Answer(200, b"<html><body>Welcome to nginx!</body></html>")
+    with recorder(page, page, page) as other_app:
+        done = client(
+            [
+                "result",
+                "submit",
+                "--url",
+                other_app.url,
+                "--token",
+                TOKEN,
+                "--job",
+                JOB,
+                "--status",
+                "success",
+            ]
+        )
+        assert len(other_app.seen) == 1  # one attempt
+    assert done.code == 3
+    assert "answered 200 but not in JSON" in done.err and "--url" in done.err
+    assert "Traceback" not in done.err
+
+
 def test_a_last_try_cut_short_by_the_budget_reports_the_try_before() -> None:
     """The final attempt only had what was left of the budget: its "no answer within
     0.05s" would hide what actually went wrong (the tester saw exactly that)."""

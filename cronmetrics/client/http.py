@@ -44,7 +44,10 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_URL",
     "Client",
+    "CertificateRejected",
     "ClientSettings",
+    "Hopeless",
+    "NotCronmetrics",
     "Retry",
     "WrongScheme",
     "error_from_response",
@@ -64,6 +67,8 @@ _NAME_RE = re.compile(NAME_PATTERN)
 _HOST_RE = re.compile(HOST_PATTERN)
 
 TOKEN_HINT = "pass a valid token with --token (or CRONMETRICS_TOKEN, --token-file)"  # noqa: S105
+#: OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH
+_NAME_MISMATCH = (62, 64)
 CACERT_HINT = "pass the CA that signed it with --cacert FILE (or CRONMETRICS_CACERT)"
 URL_HINT = "check --url (or CRONMETRICS_URL)"
 
@@ -75,11 +80,28 @@ class UsageError(CronmetricsError):
     exit_code = 2
 
 
-class WrongScheme(ServerUnavailable):
-    """The URL says https:// to a plain HTTP server or http:// to a TLS one: trying again
-    cannot help, so it is not retried (a cron run learns it in one attempt)."""
+class Hopeless(ServerUnavailable):
+    """The server is there, but this client as configured can never talk to it: trying
+    again cannot help, so it is not retried (a cron run learns it in one attempt)."""
+
+
+class WrongScheme(Hopeless):
+    """The URL says https:// to a plain HTTP server or http:// to a TLS one."""
 
     code = "WRONG_SCHEME"
+
+
+class NotCronmetrics(Hopeless):
+    """A success that is not a cronmetrics answer: the URL points at another web app, so
+    the report was not recorded, and sending it again there will not record it."""
+
+    code = "NOT_CRONMETRICS"
+
+
+class CertificateRejected(Hopeless):
+    """The server's certificate is not trusted, or does not name the host of the URL."""
+
+    code = "CERTIFICATE_REJECTED"
 
 
 def split_job_id(job_id: str) -> tuple[str, str | None]:
@@ -300,9 +322,7 @@ class Retry:
 def retryable(exc: CronmetricsError) -> bool:
     """Network trouble, 5xx and 429 may pass; a 4xx or a wrong scheme will not change by
     sending it again."""
-    return isinstance(exc, (ServerUnavailable, err.RateLimited)) and not isinstance(
-        exc, WrongScheme
-    )
+    return isinstance(exc, (ServerUnavailable, err.RateLimited)) and not isinstance(exc, Hopeless)
 
 
 # -- the client ----------------------------------------------------------------------------
@@ -511,10 +531,15 @@ class Client:
         except Exception as exc:  # every network failure, whatever raised it
             raise self._network_error(exc, limit) from None
         try:
-            decoded = jsonlib.loads(data) if data else None
+            decoded, json_ok = (jsonlib.loads(data) if data else None), True
         except ValueError:
-            decoded = None
+            decoded, json_ok = None, False
         if 200 <= status < 300:
+            if not json_ok:  # every answer of the API is JSON: this is another web app
+                raise NotCronmetrics(
+                    f"{self.url} answered {status} but not in JSON, as cronmetrics always"
+                    f" does: nothing was recorded there; {URL_HINT}"
+                )
             return decoded
         if 300 <= status < 400:
             # not followed: a POST would lose its body or be sent twice somewhere else
@@ -558,7 +583,14 @@ class Client:
             return _timeout(ServerUnavailable(f"{self.url}: no answer within {limit:.1f}s"))
         if ssl_mod is not None and isinstance(exc, ssl_mod.SSLCertVerificationError):
             why = exc.verify_message or exc.reason or "verification failed"
-            return ServerUnavailable(f"{self.url}: certificate not trusted ({why}): {CACERT_HINT}")
+            if exc.verify_code in _NAME_MISMATCH:  # trusted, but for other names
+                return CertificateRejected(
+                    f"{self.url}: the certificate does not name {self.host!r} ({why}): put a"
+                    " host name or address it was issued for in --url"
+                )
+            return CertificateRejected(
+                f"{self.url}: certificate not trusted ({why}): {CACERT_HINT}"
+            )
         if ssl_mod is not None and isinstance(exc, ssl_mod.SSLError):
             reason = str(exc.reason or exc)
             if any(r in reason for r in ("WRONG_VERSION_NUMBER", "RECORD_LAYER", "record layer")):

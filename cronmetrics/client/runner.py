@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 
-from cronmetrics.client.http import Client, WrongScheme, advice, split_job_id
+from cronmetrics.client.http import Client, Hopeless, advice, split_job_id
 from cronmetrics.client.signals import handling
 from cronmetrics.errors import CronmetricsError, ServerUnavailable
 
@@ -287,8 +287,8 @@ class Reporter:
         self.clock = clock
         self._start_thread: threading.Thread | None = None
         self._cancel = threading.Event()
-        #: the URL's scheme is wrong (https:// to a plain server...): nothing will get through
-        self._wrong_scheme: WrongScheme | None = None
+        #: a wrong scheme or a rejected certificate: nothing will get through
+        self._hopeless: Hopeless | None = None
 
     def _payload(self, status: str, **fields: Any) -> dict[str, Any]:
         body: dict[str, Any] = {"job_name": self.name, "status": status, "run_id": self.run_id}
@@ -319,16 +319,16 @@ class Reporter:
         client = self.client()
         if client is None:
             return False
-        if self._wrong_scheme is not None:  # the start learnt it: no second wait
-            self.warn(f"could not report {what} of {self.job_id}: {advice(self._wrong_scheme)}")
+        if self._hopeless is not None:  # the start learnt it: no second wait
+            self.warn(f"could not report {what} of {self.job_id}: {advice(self._hopeless)}")
             return False
         try:
             client.request_retrying(
                 "POST", "/api/job-result", json=payload, budget=budget, cancel=self._cancel
             )
         except ServerUnavailable as exc:
-            if isinstance(exc, WrongScheme):
-                self._wrong_scheme = exc
+            if isinstance(exc, Hopeless):
+                self._hopeless = exc
             self.warn(f"could not report {what} of {self.job_id}: {advice(exc)}")
             return False
         except CronmetricsError as exc:
