@@ -43,8 +43,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_URL",
-    "Client",
     "CertificateRejected",
+    "Client",
     "ClientSettings",
     "Hopeless",
     "NotCronmetrics",
