@@ -201,7 +201,8 @@ def _run_parser(commands: Any) -> None:
         description=(
             "Run CMD and report its start, exit code, duration and output tail. Exits with"
             " CMD's own code; an unreachable or refusing server costs at most"
-            " --report-timeout seconds (both reports, every retry) and one warning line."
+            " --report-timeout seconds (both reports, every retry) and a warning line per report"
+            " it could not make (start, result)."
             "\n\ncrontab:  30 2 * * *  cronmetrics run --job backup@db1 -- /usr/local/bin/backup.sh"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,

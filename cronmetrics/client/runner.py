@@ -386,7 +386,8 @@ def run(
     """``cronmetrics run``: run ``command``, report it, return the command's exit code.
 
     Nothing the server does (or fails to do) changes that code: every reporting problem
-    is one warning line on stderr.
+    is a warning line on stderr, one per report that could not be made (the start, the
+    result), never a traceback.
     """
     run_id = os.urandom(16).hex()  # what uuid4().hex is, without importing uuid
     reporter = Reporter(connect, job_id, run_id, budget=report_timeout, warn=warn)
