@@ -334,3 +334,59 @@ def test_helper_threads_leave_forwarded_signals_to_the_main_thread() -> None:
     thread.join()
     assert set(FORWARDED) <= seen[0]
     assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before  # the main thread's again
+
+
+HANDLER_FLAGGED_ON_ANOTHER_THREAD = """
+import signal, sys, threading, time
+from cronmetrics.client.runner import run_command
+
+ready = threading.Event()
+
+class Sink:
+    def write(self, data):
+        if b"ready" in data:
+            ready.set()
+    def flush(self):
+        pass
+
+def trip():
+    # thread-directed: the C handler runs here, while this thread holds the GIL, and
+    # only flags Python's handler; the main thread is already waiting for the command
+    ready.wait(20)
+    time.sleep(0.3)  # lets the main thread get into its wait (passes without it too)
+    signal.pthread_kill(threading.get_ident(), signal.SIGHUP)
+
+threading.Thread(target=trip, daemon=True).start()
+script = 'trap "echo got HUP; exit 42" HUP; echo ready; while :; do sleep 0.05; done'
+outcome = run_command(["sh", "-c", script], stdout=Sink())
+print(outcome.exit_code, outcome.note)
+"""
+
+
+def test_a_signal_flagged_while_the_main_thread_waits_is_still_forwarded() -> None:
+    """The main thread waits on a pipe that every handled signal writes to: a signal whose
+    C handler ran on another thread, or just before the wait began, wakes it and is
+    forwarded (a plain ``waitpid`` slept through it and the run hung for ever)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", HANDLER_FLAGGED_ON_ANOTHER_THREAD],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=30,
+    )
+    assert proc.stdout.split() == ["42", "received", "SIGHUP", "(forwarded)"], proc.stderr
+
+
+def test_the_command_s_exit_ends_the_wait_not_its_backstop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The wait wakes on ``SIGCHLD``: with a backstop of an hour, a quick command still
+    returns (without that wake-up this test would run into pytest's timeout)."""
+    import cronmetrics.client.runner as runner
+
+    monkeypatch.setattr(runner, "WAIT_BACKSTOP", 3600.0)
+    started = time.monotonic()
+    outcome = run_command(["sh", "-c", "sleep 0.2"])
+    assert outcome.exit_code == 0
+    assert time.monotonic() - started < 60

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 
 from cronmetrics.client.http import Client, Hopeless, advice, split_job_id
-from cronmetrics.client.signals import handling
+from cronmetrics.client.signals import drain, handling, wakeup
 from cronmetrics.errors import CronmetricsError, ServerUnavailable
 
 #: typing costs a cron run ~3 ms to import: its names are for the type checker only
@@ -37,6 +38,10 @@ READ_SIZE = 65536
 #: may hold them open forever).
 DRAIN_TIMEOUT = 2.0
 START_BUDGET = 3.0
+#: The longest the wait for the command sleeps without looking at it (a signal or the
+#: command's exit wakes it before that).
+WAIT_BACKSTOP = 1.0
+_CHILD_EXITED = (signal.SIGCHLD,) if hasattr(signal, "SIGCHLD") else ()
 #: Default total time spent reporting one run (both reports, every retry); ``--report-timeout``.
 REPORT_BUDGET = 10.0
 
@@ -165,7 +170,7 @@ def run_command(
     # Installed before the child starts: a SIGTERM during start-up must not kill us and
     # orphan the command; it is delivered once the child exists.
     note: str | None = None
-    with handling(FORWARDED, forward):
+    with wakeup(also=_CHILD_EXITED) as wake, handling(FORWARDED, forward):
         try:
             proc = subprocess.Popen(
                 list(argv),
@@ -191,16 +196,16 @@ def run_command(
             for pump in pumps:
                 pump.start()
         try:
-            proc.wait(timeout)
+            _wait(proc, timeout, wake)
         except subprocess.TimeoutExpired:
             note = f"timed out after {timeout:g}s; sent SIGTERM"
             send(signal.SIGTERM)
             try:
-                proc.wait(kill_after)
+                _wait(proc, kill_after, wake)
             except subprocess.TimeoutExpired:
                 note = f"timed out after {timeout:g}s; killed (SIGKILL after {kill_after:g}s)"
                 send(signal.SIGKILL)
-                proc.wait()
+                _wait(proc, None, wake)
         if own_group and note is not None:
             send(signal.SIGKILL)  # leftovers of a timed-out command
     deadline = clock() + DRAIN_TIMEOUT
@@ -215,6 +220,27 @@ def run_command(
     if note is None and received:
         note = f"received {_signal_name(received[0])} (forwarded)"
     return Outcome(code, clock() - started, tail.text(), note, killed_by)
+
+
+def _wait(proc: subprocess.Popen[bytes], timeout: float | None, wake: int | None) -> None:
+    """``proc.wait(timeout)`` that runs a forwarded signal's handler as it arrives.
+
+    ``wake`` (see :func:`~cronmetrics.client.signals.wakeup`) is readable after any handled
+    signal, the child's ``SIGCHLD`` included, so no signal is slept through and the exit
+    is seen at once. The select timeout is a backstop only.
+    """
+    if wake is None:
+        proc.wait(timeout)
+        return
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while proc.poll() is None:
+        left = (
+            WAIT_BACKSTOP if deadline is None else min(WAIT_BACKSTOP, deadline - time.monotonic())
+        )
+        if left <= 0:
+            raise subprocess.TimeoutExpired(proc.args, timeout or 0.0)
+        select.select([wake], [], [], left)
+        drain(wake)
 
 
 @contextlib.contextmanager

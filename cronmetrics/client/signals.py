@@ -3,11 +3,19 @@
 Handlers are installed only on the main thread (Python allows nothing else; a command
 called from a test's worker thread runs without them) and always restored on the way out,
 so a command invoked in-process leaves the caller's handlers as it found them.
+
+A Python handler runs on the main thread between bytecodes. A signal that lands while
+the main thread has let go of the GIL but is not yet inside its blocking call (another
+thread holds the GIL) only flags the handler, and the call then blocks with the handler
+unrun: ``run`` waiting in ``waitpid`` never forwarded the signal and waited for ever.
+:func:`wakeup` closes that gap: every handled signal also writes a byte to a pipe, so a
+main thread that waits by ``select`` on its read end wakes up whenever one arrived.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -22,7 +30,7 @@ if TYPE_CHECKING:
     #: TypeError on Python 3.9, which the one-file client supports
     Handler = Callable[[int, FrameType | None], None]
 
-__all__ = ["handling"]
+__all__ = ["drain", "handling", "wakeup"]
 
 
 @contextlib.contextmanager
@@ -37,3 +45,45 @@ def handling(signals: Iterable[int], handler: Handler, *, enabled: bool = True) 
     finally:
         for number, old in previous.items():
             signal.signal(number, old)
+
+
+@contextlib.contextmanager
+def wakeup(also: Iterable[int] = ()) -> Iterator[int | None]:
+    """Yield a file descriptor that becomes readable when a handled signal arrives.
+
+    ``also`` are signals that get a do-nothing handler for the block only so that they
+    wake the waiter too (``SIGCHLD``: the child exited). Yields None where there is no
+    such pipe to wait on (a thread other than the main one, a platform without it): the
+    caller then waits the plain way.
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "pthread_sigmask"
+    ):
+        yield None
+        return
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    os.set_blocking(write_end, False)  # the C handler must never block on a full pipe
+    previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    previous: dict[int, Any] = {}
+    try:
+        for sig in also:
+            previous[int(sig)] = signal.signal(sig, _ignore)
+        yield read_end
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+        signal.set_wakeup_fd(previous_fd)
+        os.close(read_end)
+        os.close(write_end)
+
+
+def drain(fd: int) -> None:
+    """Empty the wakeup pipe (what a signal wrote is only a nudge)."""
+    with contextlib.suppress(OSError):
+        while os.read(fd, 512):
+            pass
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """A handler that only makes the signal write to the wakeup pipe."""

@@ -167,7 +167,7 @@ def _fold(
         records.delete_record(LOGOUT_KIND, record.key)
     log.warning(
         "dashboard logout: this token ended more sessions than are remembered one by one; "
-        "its logins from before the oldest of them end too",
+        "its logins up to the newest of them end too",
         extra={"limit": MAX_LOGOUTS_PER_TOKEN},
     )
 
