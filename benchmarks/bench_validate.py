@@ -1,4 +1,4 @@
-"""Time ``cronmetrics validate`` on 10,000 generated job files (DESIGN.md section 8).
+"""Time ``cronmetrics validate`` on 10,000 generated job files.
 
 Generates realistic job files (threshold and schedule kinds, labels, team subfolders) in a
 temporary directory, runs the real console script as a subprocess (median of several runs),

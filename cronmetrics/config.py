@@ -395,7 +395,7 @@ class _EnvSource(EnvSettingsSource):
 
 
 class Config(BaseSettings):
-    """The effective server configuration (DESIGN.md section 9)."""
+    """The effective server configuration (docs/configuration.md)."""
 
     model_config = SettingsConfigDict(
         env_prefix="CRONMETRICS_",

@@ -1,4 +1,4 @@
-"""Job status as a pure function of (definition, state, now) — DESIGN.md section 5.
+"""Job status as a pure function of (definition, state, now).
 
 No clock, no I/O: every rule is testable by passing ``now``. The result also says when
 it can next change on its own (a deadline, a timeout, the end of a maintenance window),

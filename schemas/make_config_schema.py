@@ -26,7 +26,7 @@ def build() -> dict[str, Any]:
         **schema,
         "title": "cronmetrics configuration",
         "description": (
-            "The --config file (docs/configuration in DESIGN.md section 9); every key can "
+            "The --config file (docs/configuration.md); every key can "
             "also be set as CRONMETRICS_<KEY> (nested: CRONMETRICS_LOG__LEVEL)."
         ),
     }

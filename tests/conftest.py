@@ -39,7 +39,7 @@ def amtool() -> str:
 
 @pytest.fixture(scope="session")
 def design_metric_names() -> frozenset[str]:
-    """The metric names of DESIGN.md section 6, from tests/data/metric_names.txt."""
+    """The exported metric names (docs/prometheus.md), from tests/data/metric_names.txt."""
     lines = (TESTS_DIR / "data" / "metric_names.txt").read_text().splitlines()
     return frozenset(s for line in lines if (s := line.strip()) and not s.startswith("#"))
 

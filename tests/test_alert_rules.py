@@ -1,4 +1,4 @@
-"""docs/alerts.yaml: valid for Prometheus, unit tested with promtool, true to DESIGN.md §6."""
+"""docs/alerts.yaml: valid for Prometheus, unit tested with promtool, true to the metric names."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Submissions and every row of DESIGN.md section 5 through HTTP (Flask test client)."""
+"""Submissions and every status rule through HTTP (Flask test client)."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def error(response: Any) -> dict[str, Any]:
     return result
 
 
-# -- DESIGN.md section 5, row by row ---------------------------------------------------
+# -- the status rules, one by one ------------------------------------------------------
 
 
 def test_retired_job_is_not_exported(client: FlaskClient) -> None:

@@ -1,4 +1,4 @@
-"""docs/grafana-dashboard.json: valid, importable, and only uses metrics from DESIGN.md §6."""
+"""docs/grafana-dashboard.json: valid, importable, and only uses metrics the server exports."""
 
 from __future__ import annotations
 

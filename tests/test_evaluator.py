@@ -1,4 +1,4 @@
-"""The status evaluator (DESIGN.md section 5): a pure function of (definition, state, now)."""
+"""The status evaluator: a pure function of (definition, state, now)."""
 
 from __future__ import annotations
 

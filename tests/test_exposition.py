@@ -1,4 +1,4 @@
-"""``/metrics`` rendering: format, escaping, caching, gzip (DESIGN.md section 6)."""
+"""``/metrics`` rendering: format, escaping, caching, gzip ."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ T0 = 1_767_571_200.0  # 2026-01-05T00:00:00Z
 
 
 def rich_monitor() -> Monitor:
-    """Every status and reason of DESIGN.md section 5, evaluated at ``T0 + 200``."""
+    """Every status and reason, evaluated at ``T0 + 200``."""
     m = Monitor(accept_unknown=True)
     loaded = load_directory(RICH)
     assert not loaded.invalid

@@ -1,6 +1,6 @@
 """Issue #5: scoped tokens, secure defaults, hostile input, redaction, rate limiting.
 
-Every endpoint of the Flask url_map is checked against the scope DESIGN.md section 7 gives
+Every endpoint of the Flask url_map is checked against the scope docs/security.md gives
 it; every hostile request in :data:`HOSTILE` must be answered with the right status and
 error code *and* leave jobs.d, the state dir and the monitor exactly as they were.
 """
@@ -107,7 +107,7 @@ ENDPOINTS = _endpoints()
 
 
 def required_scope(method: str, rule: str) -> str | None:
-    """DESIGN.md section 7's scope column."""
+    """The scope each endpoint needs, as docs/api.md and docs/security.md give it."""
     if rule in OPEN or rule.startswith("/static/"):
         return None
     if rule == "/metrics":

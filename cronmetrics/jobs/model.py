@@ -276,7 +276,7 @@ class JobDefinition(BaseModel):
 
 
 class ResultIn(BaseModel):
-    """One submitted result (DESIGN.md section 4)."""
+    """One submitted result: the body of ``POST /api/job-result`` (docs/api.md)."""
 
     model_config = ConfigDict(extra="forbid")
 

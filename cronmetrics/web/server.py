@@ -54,7 +54,7 @@ def connection_capacity() -> int:
 
 
 def check_can_start(config: Config, *, workers: int = 1) -> None:
-    """Refuse to run an open server by accident (DESIGN.md section 7), or N workers on
+    """Refuse to run an open server by accident (docs/security.md), or N workers on
     an engine whose state lives in one process's memory, or one that cannot listen where
     it was told to."""
     if workers > 1 and not config.redis:
