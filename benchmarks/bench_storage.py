@@ -75,7 +75,7 @@ def result(job: int, i: int, at: float, *, run_ids: bool = True) -> Result:
         host=f"host{job % 50}",
         duration=1.5 + i % 7,
         exit_code=0 if i % 10 else 1,
-        run_id=f"run-{job}-{i}" if run_ids else None,
+        run_id=f"{job:016x}{i:016x}" if run_ids else None,  # the form `cronmetrics run` sends
         output="done" if i % 10 else "error: disk quota exceeded",
     )
 

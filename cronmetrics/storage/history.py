@@ -5,7 +5,8 @@ has thousands of jobs, so history is most of the server's memory and most of wha
 loaded at start. One :class:`Result` object per stored result cost 26 KiB per job.
 :class:`History` keeps one column per field instead: times in ``array('d')`` (``NaN``
 stands for "no duration"; submitted durations are validated finite), the status as one
-byte, the rest in lists whose values are shared (one host string per job).
+byte, run ids as 16 bytes each and the rest coded: each value once, one byte per
+result (:mod:`cronmetrics.storage.columns`).
 :meth:`History.from_rows` builds one from the columns of ``state.db``.
 
 Readers still get :class:`Result` objects, built on demand: a history is a read-only
@@ -29,6 +30,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import chain, islice, repeat
 from typing import Any, overload
+
+from cronmetrics.storage.columns import Coded, RunIds
 
 __all__ = ["COLUMNS", "FLOAT_COLUMNS", "History", "Result", "check_result", "newest", "tail"]
 
@@ -147,22 +150,22 @@ def _check_thoroughly(result: Result) -> None:
         raise ValueError(f"labels {labels!r} are not a mapping of strings")
 
 
-def _shared(values: Sequence[Any]) -> list[Any]:
-    """``values`` with equal ones as one object (rows read from a database are each a
-    new string)."""
-    seen: dict[Any, Any] = {}
-    return [seen.setdefault(v, v) for v in values]
-
-
 #: codes are the characters from "#" to "[": printable, and neither '"' nor '\\'
 _CODE_BASE, _MAX_CODES = 0x23, 0x5C - 0x23
 _UNSHIFT = bytes((i - _CODE_BASE) % 256 for i in range(256))  # code character -> index
+_SHIFT = bytes((i + _CODE_BASE) % 256 for i in range(256))  # index -> code character
 
 
 def _code(column: Sequence[Any]) -> Any:
     """A column of few distinct values as ``{"v": values, "c": one code each}`` (the
     codes as the characters of a string; ``"c": null``: every entry is the one value),
     or the column itself when its values are many."""
+    coded = column.codes() if isinstance(column, Coded) else None
+    if coded is not None:  # coded in memory already: no loop over the entries
+        distinct, codes = coded
+        if len(distinct) <= 1:
+            return {"v": distinct, "c": None}
+        return {"v": distinct, "c": codes.translate(_SHIFT).decode("ascii")}
     distinct = list(dict.fromkeys(column))
     if len(distinct) == 1:
         return {"v": distinct, "c": None}
@@ -172,24 +175,33 @@ def _code(column: Sequence[Any]) -> Any:
     return {"v": distinct, "c": "".join(map(index.__getitem__, column))}
 
 
-def _decode(coded: Any, n: int, kinds: frozenset[Any], what: str) -> list[Any]:
+def _decode(coded: Any, n: int, kinds: frozenset[Any], what: str) -> Coded:
     """The column :func:`_code` made, checked to hold only values of ``kinds`` (each
-    distinct value once); equal entries are one object. ValueError naming ``what``."""
+    distinct value once). ValueError naming ``what``."""
     values = coded if type(coded) is list else coded["v"]
     if not set(map(type, values)) <= kinds:
         raise ValueError(f"{what} holds a value of the wrong type")
     if type(coded) is list:
-        return coded
+        return Coded(coded)
     if coded["c"] is None:
-        return values * n if len(values) == 1 else []
-    codes = coded["c"].encode("ascii").translate(_UNSHIFT)
-    if codes and max(codes) >= len(values):
-        raise ValueError(f"a code of {what} is out of range")
-    return list(map(values.__getitem__, codes))
+        return Coded.from_codes(values, bytes(n)) if len(values) == 1 else Coded()
+    try:
+        return Coded.from_codes(values, coded["c"].encode("ascii").translate(_UNSHIFT))
+    except ValueError:
+        raise ValueError(f"a code of {what} is out of range") from None
 
 
-def _labels_from(texts: list[str | None]) -> list[dict[str, str] | None]:
+def _label_text(labels: dict[str, str] | None) -> str | None:
+    return None if labels is None else json.dumps(labels, sort_keys=True)
+
+
+def _parsed(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _labels_from(column: Iterable[str | None]) -> list[dict[str, str] | None]:
     """Label sets from their JSON texts (``None``: none), checked."""
+    texts = list(column)
     if texts == [None] * len(texts):
         return [None] * len(texts)
     labels = [None if t is None else json.loads(t) for t in texts]
@@ -227,12 +239,12 @@ class History(Sequence[Result]):
     status: bytearray
     timestamp: array[float]
     received: array[float]
-    host: list[str | None]
+    host: Coded
     duration: array[float]
-    exit_code: list[int | None]
-    run_id: list[str | None]
-    output: list[str | None]
-    labels: list[dict[str, str] | None]
+    exit_code: Coded
+    run_id: RunIds
+    output: Coded
+    labels: Coded
 
     def __init__(self, job_id: str = "", maxlen: int | None = None) -> None:
         self.job_id = job_id
@@ -242,7 +254,8 @@ class History(Sequence[Result]):
     def _reset(self) -> None:
         self.status = bytearray()
         self.timestamp, self.received, self.duration = array("d"), array("d"), array("d")
-        self.host, self.exit_code, self.run_id, self.output, self.labels = [], [], [], [], []
+        self.host, self.exit_code, self.output, self.labels = Coded(), Coded(), Coded(), Coded()
+        self.run_id = RunIds()
         self._head = 0
         self._shared = False
 
@@ -267,11 +280,19 @@ class History(Sequence[Result]):
             history.duration = array("d", [NAN if d is None else d for d in duration])
         except TypeError as exc:
             raise ValueError(f"{job_id}: a time is not a number ({exc})") from None
-        # equal values share one object, as appended ones do (one host string per job)
-        history.host, history.exit_code = _shared(host), list(exit_code)
-        history.run_id, history.output = list(run_id), _shared(output)
-        history.labels = [None if t is None else json.loads(t) for t in labels]
-        history._check_columns()
+        # checked before coding: coding takes equal values for one (1 and 1.0)
+        for name, column, kinds in (
+            ("host", host, _TEXT),
+            ("run_id", run_id, _TEXT),
+            ("output", output, _TEXT),
+            ("exit_code", exit_code, _INTEGER),
+        ):
+            if not set(map(type, column)) <= kinds:  # set(map(type)): C speed at start
+                what = "an integer" if kinds is _INTEGER else "text"
+                raise ValueError(f"{job_id}: {name} holds a value that is not {what}")
+        history.host, history.exit_code = Coded(list(host)), Coded(list(exit_code))
+        history.run_id, history.output = RunIds(list(run_id)), Coded(list(output))
+        history.labels = Coded(list(labels)).mapped(_parsed)
         if maxlen is not None and len(history) > maxlen:
             history._drop_oldest(len(history) - maxlen)
         return history
@@ -287,14 +308,12 @@ class History(Sequence[Result]):
             floats = [array("d", f) for f in floats]
             for f in floats:
                 f.byteswap()
-        labels = [
-            None if d is None else json.dumps(d, sort_keys=True) for d in self._live("labels")
-        ]
+        labels = self._live("labels").mapped(_label_text)
         text = json.dumps(
             [
                 _code(self._live("host")),
                 _code(self._live("exit_code")),
-                self._live("run_id"),
+                list(self._live("run_id")),
                 _code(self._live("output")),
                 _code(labels),
             ],
@@ -341,7 +360,9 @@ class History(Sequence[Result]):
             host, exit_code, run_id, output, labels = json.loads(data[end:])
             history.host = _decode(host, n, _TEXT, "host")
             history.exit_code = _decode(exit_code, n, _INTEGER, "exit_code")
-            history.run_id = _decode(run_id, n, _TEXT, "run_id")
+            if type(run_id) is not list or not set(map(type, run_id)) <= _TEXT:
+                raise ValueError("run_id holds a value of the wrong type")
+            history.run_id = RunIds(run_id)
             history.output = _decode(output, n, _TEXT, "output")
             if type(labels) is dict:
                 labels["v"] = _labels_from(_decode(labels["v"], len(labels["v"]), _TEXT, "labels"))
@@ -355,13 +376,6 @@ class History(Sequence[Result]):
         if maxlen is not None and len(history) > maxlen:
             history._drop_oldest(len(history) - maxlen)
         return history
-
-    def _check_columns(self) -> None:
-        for name in ("host", "run_id", "output"):  # set(map(type)): C speed at start
-            if not set(map(type, getattr(self, name))) <= _TEXT:
-                raise ValueError(f"{self.job_id}: {name} holds a value that is not text")
-        if not set(map(type, self.exit_code)) <= _INTEGER:
-            raise ValueError(f"{self.job_id}: exit_code holds a value that is not an integer")
 
     def join(self, newer: History) -> None:
         """Append the results of ``newer`` (the same job's later arrivals) after these,
@@ -559,8 +573,10 @@ class History(Sequence[Result]):
                 setattr(self, name, array("d", picked))
             elif name == "status":
                 self.status = bytearray(picked)
+            elif name == "run_id":
+                self.run_id = RunIds(picked)
             else:
-                setattr(self, name, picked)
+                setattr(self, name, Coded(picked))
         return removed
 
 

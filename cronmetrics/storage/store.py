@@ -89,12 +89,10 @@ def _row_result(row: tuple[Any, ...]) -> Result:
 
 def _is_duplicate(history: History, result: Result) -> bool:
     """The same ``(run_id, status)`` is already retained (a client's retry)."""
-    run_id = result.run_id
-    if run_id is None or run_id not in history.run_id:
+    if result.run_id is None:
         return False
-    code = STATUS_CODES[result.status]
-    ids, statuses = history.run_id, history.status
-    return any(ids[i] == run_id and statuses[i] == code for i in range(len(ids)))
+    code, statuses = STATUS_CODES[result.status], history.status
+    return any(statuses[i] == code for i in history.run_id.indices(result.run_id))
 
 
 @dataclass(slots=True)
