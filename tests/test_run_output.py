@@ -4,7 +4,7 @@ appended while the run runs, taken by its finish, bounded to its tail, durable."
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -227,3 +227,94 @@ def test_the_embedded_output_survives_state_db_deleted_while_serving(tmp_path: P
     assert output is not None and output.text == "while it ran\n"
     assert again.state(JOB) is not None and again.state(JOB).running  # type: ignore[union-attr]
     again.close()
+
+
+def test_a_finish_is_recorded_in_one_step_only_when_its_run_logged_nothing(
+    store: Store,
+) -> None:
+    """``record_unlogged`` refuses (None, nothing recorded) a finish whose run has open
+    output, which must be taken first; any engine may refuse every finish."""
+    store.record([result("start", T0, run_id="r1")], T0)
+    append(store, "step 1\n")
+    finish = result("success", T0 + 5, run_id="r1")
+    assert store.record_unlogged([finish], T0 + 5) is None
+    state = store.state(JOB)
+    assert state is not None and state.running  # nothing was recorded
+    assert store.take_outputs([finish])[JOB].text == "step 1\n"
+    recorded = store.record_unlogged([finish], T0 + 5)
+    if recorded is None:  # the embedded engine: take first, then record
+        recorded = store.record([finish], T0 + 5)
+    assert [r.state.running for r in recorded] == [False]
+
+
+def test_on_redis_a_finish_without_a_log_is_one_script_call(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The RECORD call checks for open output itself: no TAKE_OUTPUT round trip (each
+    one waits for an AOF fsync under ``appendfsync always``) unless the run logged."""
+    engine = RedisStore(redis.url)
+    assert engine.mirror.wait_loaded(10)
+    monitor = Monitor(store=engine)
+    calls: list[str] = []
+    real = engine._call
+
+    def counted(what: str, fn: Callable[[], object]) -> object:
+        calls.append(what)
+        return real(what, fn)
+
+    monkeypatch.setattr(engine, "_call", counted)
+    try:
+        engine.record([result("start", T0, run_id="r1")], T0)
+        calls.clear()
+        monitor._record_with_output([result("success", T0 + 5, run_id="r1")], T0 + 5)
+        assert calls == ["record"]
+        engine.record([result("start", T0 + 60, run_id="r2")], T0 + 60)
+        engine.append_output(JOB, "logged\n", run_id="r2", limit=1000, now=T0 + 61)
+        calls.clear()
+        recorded = monitor._record_with_output([result("success", T0 + 65, run_id="r2")], T0 + 65)
+        assert calls == ["record", "take output", "record"]  # refused, taken, recorded
+        assert recorded[0].result.output == "logged\n"
+    finally:
+        engine.close()
+
+
+def test_on_redis_every_log_answered_ok_is_in_the_finish_that_ends_its_run(
+    redis: RedisServer,
+) -> None:
+    """Appends race the finish: each one is either refused or in the stored output
+    (the check and the record are one script call, so none can land in between)."""
+    engine = RedisStore(redis.url)
+    assert engine.mirror.wait_loaded(10)
+    monitor = Monitor(store=engine)
+    try:
+        for run in range(20):
+            at = T0 + 100 * run
+            rid = f"r{run}"
+            engine.record([result("start", at, run_id=rid)], at)
+            accepted: list[str] = []
+            started = threading.Event()
+
+            def log(
+                rid: str = rid,
+                at: float = at,
+                accepted: list[str] = accepted,
+                started: threading.Event = started,
+            ) -> None:
+                for i in range(300):  # the stored output keeps all of them (<10 kB)
+                    try:
+                        engine.append_output(JOB, f"<{i}>", run_id=rid, limit=1_000_000, now=at + 1)
+                    except Conflict:
+                        return
+                    accepted.append(f"<{i}>")
+                    started.set()
+
+            thread = threading.Thread(target=log)
+            thread.start()
+            started.wait(10)
+            finish = result("success", at + 5, run_id=rid)
+            (recorded,) = monitor._record_with_output([finish], at + 5)
+            thread.join(10)
+            assert recorded.result.output is not None
+            assert recorded.result.output == "".join(accepted)
+    finally:
+        engine.close()

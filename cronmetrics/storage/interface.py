@@ -209,6 +209,14 @@ class Store(Protocol):
         """Record ``results`` all-or-nothing, in order; one :class:`Recorded` each."""
         ...
 
+    def record_unlogged(self, results: Sequence[Result], now: float) -> list[Recorded] | None:
+        """:meth:`record`, unless a finish among ``results`` ends a run whose logged
+        output (:meth:`append_output`) is not taken yet: then None, and nothing recorded
+        (the caller takes the outputs and records). Checked and recorded in one step,
+        so a finish costs one round trip when its run logged nothing (the usual case).
+        An engine whose take is cheap may always answer None."""
+        ...
+
     def ensure(self, job_id: str, now: float) -> JobState:
         """The job's state, created at ``now`` if new; attaches a detached job again."""
         ...

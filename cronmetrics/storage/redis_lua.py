@@ -25,13 +25,33 @@ from __future__ import annotations
 
 __all__ = ["DROP", "OUTPUT", "PURGE", "RECORD", "TAKE_OUTPUT"]
 
+#: The job's running run as the output scripts identify it: its run id ("" without one),
+#: its start exactly as the state JSON spells it, and the decoded state; nil when idle.
+_RUNNING = """
+local function running(p, id)
+  local raw = redis.call('HGET', p .. 'states', id)
+  if not raw then return nil end
+  local body = raw:sub(raw:find('|', 1, true) + 1)
+  local st = cjson.decode(body)
+  if st.running ~= true then return nil end
+  local run = st.run_id
+  if type(run) ~= 'string' then run = '' end
+  return run, body:match('"run_started":([^,}]+)') or 'null', st
+end
+"""
+
 #: Write states (compare-and-set on each version), history entries, run-id keys and
 #: change events. ARGV: prefix, op id, ttl, max results per job, recent max, stream
 #: maxlen, job count, then per job (id, expected version or -1 for absent, new version,
-#: encoded state, entry count, then score, member pairs), then the run-id key suffixes.
-#: Returns {"ok"}, {"applied"} (this op id ran before), {"dup", keys...} or
-#: {"conflict", id, state JSON or "", ...}.
-RECORD = """
+#: encoded state, entry count, then score, member pairs), then the count of finishes to
+#: check and per finish (job id, run id or "", timestamp), then the run-id key suffixes.
+#: Returns {"ok"}, {"applied"} (this op id ran before), {"dup", keys...},
+#: {"conflict", id, state JSON or "", ...} or {"logged", job ids...}: a checked finish
+#: ends a run whose output (``OUTPUT``) is open, which TAKE_OUTPUT would take; nothing
+#: is written then.
+RECORD = (
+    _RUNNING
+    + """
 local p = ARGV[1]
 local op = p .. 'op:' .. ARGV[2]
 if redis.call('EXISTS', op) == 1 then return {'applied'} end
@@ -48,6 +68,10 @@ for _ = 1, njobs do
   jobs[#jobs + 1] = job
   i = i + 5 + 2 * job.n
 end
+local fins = {}
+local nfins = tonumber(ARGV[i])
+for k = i + 1, i + 3 * nfins do fins[#fins + 1] = ARGV[k] end
+i = i + 1 + 3 * nfins
 local rids = {}
 for k = i, #ARGV do rids[#rids + 1] = p .. 'rid:' .. ARGV[k] end
 local dups = {}
@@ -66,6 +90,20 @@ for _, job in ipairs(jobs) do
   end
 end
 if #conflicts > 0 then table.insert(conflicts, 1, 'conflict'); return conflicts end
+local logged = {}
+for k = 1, #fins, 3 do
+  local id, rid, ts = fins[k], fins[k + 1], tonumber(fins[k + 2])
+  local key = p .. 'out:' .. id
+  if redis.call('EXISTS', key) == 1 then
+    local run, started, st = running(p, id)
+    if run and (type(st.last_report) ~= 'number' or ts >= st.last_report)
+        and (rid == '' or run == '' or rid == run) then
+      local cur = redis.call('HMGET', key, 'run', 'started', 'closed')
+      if cur[1] == run and cur[2] == started and cur[3] ~= '1' then logged[#logged + 1] = id end
+    end
+  end
+end
+if #logged > 0 then table.insert(logged, 1, 'logged'); return logged end
 local touched_recent = false
 for _, job in ipairs(jobs) do
   redis.call('HSET', p .. 'states', job.id, job.state)
@@ -87,6 +125,7 @@ for _, key in ipairs(rids) do redis.call('SET', key, '1', 'EX', ttl) end
 redis.call('SET', op, '1', 'EX', 60)
 return {'ok'}
 """
+)
 
 #: Delete history entries stamped before a time, bump each touched job's version and
 #: tell the replicas. ARGV: prefix, before (exclusive), stream maxlen, then job ids (none:
@@ -148,20 +187,6 @@ return ''
 
 """
 
-#: The job's running run as the output scripts identify it: its run id ("" without one),
-#: its start exactly as the state JSON spells it, and the decoded state; nil when idle.
-_RUNNING = """
-local function running(p, id)
-  local raw = redis.call('HGET', p .. 'states', id)
-  if not raw then return nil end
-  local body = raw:sub(raw:find('|', 1, true) + 1)
-  local st = cjson.decode(body)
-  if st.running ~= true then return nil end
-  local run = st.run_id
-  if type(run) ~= 'string' then run = '' end
-  return run, body:match('"run_started":([^,}]+)') or 'null', st
-end
-"""
 
 #: Append to (or, restoring, put back in front of) the running run's output, keeping its
 #: last ``limit`` bytes at a UTF-8 boundary. ARGV: prefix, job id, run id ("" any), text,

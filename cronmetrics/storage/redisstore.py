@@ -199,8 +199,10 @@ class RedisStore:
         op: str,
         writes: Sequence[tuple[JobState, int, Sequence[tuple[float, str]]]],
         rid_keys: Sequence[str] = (),
+        finishes: Sequence[Result] = (),
     ) -> list[Any]:
-        """One RECORD call: ``writes`` are (new state, expected version, history entries)."""
+        """One RECORD call: ``writes`` are (new state, expected version, history entries);
+        it refuses (``"logged"``) if one of ``finishes`` ends a run with open output."""
         args: list[Any] = [
             self.prefix,
             op,
@@ -214,6 +216,9 @@ class RedisStore:
             args += [state.job_id, expected, state.version, encode_state(state), len(entries)]
             for score, member in entries:
                 args += [repr(score), member]
+        args.append(len(finishes))
+        for r in finishes:
+            args += [r.job_id, r.run_id or "", repr(r.timestamp)]
         args += rid_keys
         script = self._scripts["RECORD"]
         reply: list[Any] = self._call("record", lambda: script(args=args))
@@ -296,10 +301,24 @@ class RedisStore:
         if not results:
             return []
         with self._locked(r.job_id for r in results):
-            return self._record_locked(results, now)
+            recorded = self._record_locked(results, now, check_logs=False)
+        assert recorded is not None  # only a check refuses
+        return recorded
 
-    def _record_locked(self, results: Sequence[Result], now: float) -> list[Recorded]:
+    def record_unlogged(self, results: Sequence[Result], now: float) -> list[Recorded] | None:
+        """The RECORD call itself looks for open output of the runs the finishes end,
+        so that TAKE_OUTPUT (a second round trip, and a wait for an AOF fsync under
+        ``appendfsync always``) is only made for a run that logged something."""
+        if not results:
+            return []
+        with self._locked(r.job_id for r in results):
+            return self._record_locked(results, now, check_logs=True)
+
+    def _record_locked(
+        self, results: Sequence[Result], now: float, *, check_logs: bool
+    ) -> list[Recorded] | None:
         op = self._op_id()
+        finishes = [r for r in results if r.status != "start"] if check_logs else []
         known_dups: set[str] = set()
         for attempt in range(MAX_ATTEMPTS):
             base: dict[str, JobState] = {}
@@ -328,7 +347,7 @@ class RedisStore:
                 )
                 plan.append((result, state, changed))
             writes = [(base[j], expected[j], e) for j, e in entries.items()]
-            reply = self._write_states(op, writes, rid_keys) if writes else ["ok"]
+            reply = self._write_states(op, writes, rid_keys, finishes) if writes else ["ok"]
             if reply[0] in ("ok", "applied"):
                 self.mirror.put(base[j] for j in entries)
                 return [
@@ -337,6 +356,8 @@ class RedisStore:
                     else Recorded(r, base[r.job_id], False, duplicate=True)
                     for r, s, changed in plan
                 ]
+            if reply[0] == "logged":
+                return None
             if reply[0] == "dup":
                 known_dups.update(reply[1:])
             else:

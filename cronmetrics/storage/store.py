@@ -605,6 +605,11 @@ class EmbeddedStore:
                 return None
             return output
 
+    def record_unlogged(self, results: Sequence[Result], now: float) -> list[Recorded] | None:
+        """None: taking a run's output is a lookup in memory here, so the caller takes
+        first (under the same locks a log append takes) and then records."""
+        return None
+
     def take_outputs(self, finishes: Sequence[Result]) -> dict[str, RunOutput]:
         taken: dict[str, RunOutput] = {}
         with self._output_lock:
