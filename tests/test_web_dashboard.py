@@ -616,3 +616,23 @@ def test_read_only_viewers_cannot_start_a_window(secured: FlaskClient) -> None:
         "/jobs/sync@web1/action", data={"csrf": _csrf(html), "action": "window", "for": "3600"}
     )
     assert response.status_code == 403
+
+
+def test_a_running_run_shows_its_log_so_far_redacted(open_client: FlaskClient) -> None:
+    """The lines a job sent to ``/ping/.../log`` are on its page while it runs (they
+    refresh with the state), and go with the finish into the history."""
+    from cronmetrics.web.services import services
+
+    _submit(open_client, {"job_name": "sync", "host": "web1", "status": "start", "run_id": "r1"})
+    assert "Log so far" not in _page(open_client, "/jobs/sync@web1")
+    svc = services(open_client.application)
+    text = "copied 3 files\nDB_PASSWORD=hunter2\n<b>"
+    svc.monitor.append_output("sync", "web1", text, run_id="r1", now=svc.clock())
+    html = _page(open_client, "/jobs/sync@web1")
+    log = html[html.index("Log so far") :]
+    log = log[: log.index("</pre>")]
+    assert "copied 3 files" in log and "DB_PASSWORD=[REDACTED]" in log
+    assert "hunter2" not in html and "&lt;b&gt;" in log  # escaped, never markup
+    _submit(open_client, {"job_name": "sync", "host": "web1", "status": "success", "run_id": "r1"})
+    html = _page(open_client, "/jobs/sync@web1")
+    assert "Log so far" not in html and "copied 3 files" in html  # now in the history

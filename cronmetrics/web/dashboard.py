@@ -345,6 +345,7 @@ def job(job_id: str) -> str:
         path=path,
         text=text,
         report=_report_lines(view),
+        run_log=svc.monitor.run_output(job_id) if view.state.running else None,
         can_act=who.allows_job(job_id) and "admin" in who.scopes and not view.unmanaged,
         can_window=svc.maintenance is not None and _may_window(who),
         windows=_covering(view),
