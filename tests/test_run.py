@@ -390,3 +390,42 @@ def test_the_command_s_exit_ends_the_wait_not_its_backstop(
     outcome = run_command(["sh", "-c", "sleep 0.2"])
     assert outcome.exit_code == 0
     assert time.monotonic() - started < 60
+
+
+def test_a_callers_own_sigchld_handler_still_runs_while_a_command_runs() -> None:
+    """In process: the wait wakes on a handler already there instead of replacing it."""
+    got: list[int] = []
+    previous = signal.signal(signal.SIGCHLD, lambda signum, frame: got.append(signum))
+    try:
+        background = subprocess.Popen(["sh", "-c", "sleep 0.1"])
+        assert run_command(["sh", "-c", "sleep 0.5; exit 4"]).exit_code == 4
+        background.wait()
+        assert got, "the caller's SIGCHLD handler was replaced for the whole run"
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+
+
+def test_the_wait_works_past_file_descriptor_1023() -> None:
+    """The wakeup pipe may get a number ``select()`` cannot take: the wait polls."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        pytest.skip(f"needs 1,200 file descriptors, the limit is {soft}")
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert run_command(["sh", "-c", "sleep 0.3; exit 3"]).exit_code == 3
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
+def test_an_inherited_ignored_sigchld_still_gives_the_commands_exit_code() -> None:
+    """cron or a supervisor may start us with SIGCHLD ignored, which makes the kernel
+    reap children itself: the command's exit code would be lost (reported as 0)."""
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        assert run_command(["sh", "-c", "exit 3"]).exit_code == 3
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+    assert signal.getsignal(signal.SIGCHLD) == previous  # restored

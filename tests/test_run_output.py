@@ -281,8 +281,9 @@ def test_on_redis_a_finish_without_a_log_is_one_script_call(
 def test_on_redis_every_log_answered_ok_is_in_the_finish_that_ends_its_run(
     redis: RedisServer,
 ) -> None:
-    """Appends race the finish: each one is either refused or in the stored output
-    (the check and the record are one script call, so none can land in between)."""
+    """Appends race the finish, from the run's first log on: each one is either refused
+    or in the stored output (the check and the record are one script call, so none can
+    land in between)."""
     engine = RedisStore(redis.url)
     assert engine.mirror.wait_loaded(10)
     monitor = Monitor(store=engine)
@@ -292,29 +293,57 @@ def test_on_redis_every_log_answered_ok_is_in_the_finish_that_ends_its_run(
             rid = f"r{run}"
             engine.record([result("start", at, run_id=rid)], at)
             accepted: list[str] = []
-            started = threading.Event()
 
-            def log(
-                rid: str = rid,
-                at: float = at,
-                accepted: list[str] = accepted,
-                started: threading.Event = started,
-            ) -> None:
+            def log(rid: str = rid, at: float = at, accepted: list[str] = accepted) -> None:
                 for i in range(300):  # the stored output keeps all of them (<10 kB)
                     try:
                         engine.append_output(JOB, f"<{i}>", run_id=rid, limit=1_000_000, now=at + 1)
                     except Conflict:
                         return
                     accepted.append(f"<{i}>")
-                    started.set()
 
             thread = threading.Thread(target=log)
             thread.start()
-            started.wait(10)
             finish = result("success", at + 5, run_id=rid)
             (recorded,) = monitor._record_with_output([finish], at + 5)
             thread.join(10)
-            assert recorded.result.output is not None
-            assert recorded.result.output == "".join(accepted)
+            assert (recorded.result.output or "") == "".join(accepted)
     finally:
         engine.close()
+
+
+def test_on_redis_a_first_log_between_the_take_and_the_record_is_refused(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two finishes in one batch, one of a run that logged: the batch falls back to take,
+    then record. The take closes the other run too, so its first log, sent to another
+    replica in between, is refused rather than answered OK and lost."""
+    a, b = RedisStore(redis.url), RedisStore(redis.url)
+    try:
+        for engine in (a, b):
+            assert engine.mirror.wait_loaded(10)
+        starts = [Result(j, "start", T0, T0, run_id=f"r{j}") for j in ("A", "B")]
+        a.record(starts, T0)
+        a.append_output("A", "a logged\n", run_id="rA", limit=1000, now=T0 + 1)
+        accepted: list[str] = []
+        real_take = a.take_outputs
+
+        def take_then_b_logs(finishes: list[Result]) -> dict[str, object]:
+            taken = real_take(finishes)
+            try:  # replica b: B's first log, between the take and the record
+                b.append_output("B", "b logged\n", run_id="rB", limit=1000, now=T0 + 2)
+                accepted.append("b logged\n")
+            except Conflict:
+                pass
+            return taken  # type: ignore[return-value]
+
+        monkeypatch.setattr(a, "take_outputs", take_then_b_logs)
+        finishes = [Result(j, "success", T0 + 5, T0 + 5, run_id=f"r{j}") for j in ("A", "B")]
+        recorded = Monitor(store=a)._record_with_output(finishes, T0 + 5)
+        by_job = {r.result.job_id: r.result.output for r in recorded}
+        assert by_job["A"] == "a logged\n"
+        assert accepted == []  # refused: the run is finishing
+        assert by_job["B"] is None
+    finally:
+        a.close()
+        b.close()

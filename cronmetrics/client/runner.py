@@ -233,13 +233,19 @@ def _wait(proc: subprocess.Popen[bytes], timeout: float | None, wake: int | None
         proc.wait(timeout)
         return
     deadline = None if timeout is None else time.monotonic() + timeout
+    poller = select.poll() if hasattr(select, "poll") else None  # select() stops at fd 1023
+    if poller is not None:
+        poller.register(wake, select.POLLIN)
     while proc.poll() is None:
         left = (
             WAIT_BACKSTOP if deadline is None else min(WAIT_BACKSTOP, deadline - time.monotonic())
         )
         if left <= 0:
             raise subprocess.TimeoutExpired(proc.args, timeout or 0.0)
-        select.select([wake], [], [], left)
+        if poller is not None:
+            poller.poll(int(left * 1000) + 1)  # milliseconds, rounded up
+        else:
+            select.select([wake], [], [], left)
         drain(wake)
 
 

@@ -52,9 +52,10 @@ def wakeup(also: Iterable[int] = ()) -> Iterator[int | None]:
     """Yield a file descriptor that becomes readable when a handled signal arrives.
 
     ``also`` are signals that get a do-nothing handler for the block only so that they
-    wake the waiter too (``SIGCHLD``: the child exited). Yields None where there is no
-    such pipe to wait on (a thread other than the main one, a platform without it): the
-    caller then waits the plain way.
+    wake the waiter too (``SIGCHLD``: the child exited); one that already has a Python
+    handler (an in-process caller's) keeps it, as that writes to the pipe as well.
+    Yields None where there is no such pipe to wait on (a thread other than the main one,
+    a platform without it): the caller then waits the plain way.
     """
     if threading.current_thread() is not threading.main_thread() or not hasattr(
         signal, "pthread_sigmask"
@@ -62,18 +63,21 @@ def wakeup(also: Iterable[int] = ()) -> Iterator[int | None]:
         yield None
         return
     read_end, write_end = os.pipe()
-    os.set_blocking(read_end, False)
-    os.set_blocking(write_end, False)  # the C handler must never block on a full pipe
-    previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    previous_fd: int | None = None
     previous: dict[int, Any] = {}
     try:
+        os.set_blocking(read_end, False)
+        os.set_blocking(write_end, False)  # the C handler must never block on a full pipe
+        previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
         for sig in also:
-            previous[int(sig)] = signal.signal(sig, _ignore)
+            if not callable(signal.getsignal(sig)):
+                previous[int(sig)] = signal.signal(sig, _ignore)
         yield read_end
     finally:
         for number, old in previous.items():
             signal.signal(number, old)
-        signal.set_wakeup_fd(previous_fd)
+        if previous_fd is not None:
+            signal.set_wakeup_fd(previous_fd)
         os.close(read_end)
         os.close(write_end)
 

@@ -77,17 +77,20 @@ Guarantees of every engine
       append_output(id, text, run_id?) ──▶ running run (the one of run_id, if given)?
                                            no: Conflict, nothing kept
                                            yes: its text += text, last `limit` bytes
+      record_unlogged(results)       ──▶   a finish ends a run with open output?
+                                           yes: None, nothing recorded
+                                           no: record() (checked in the same step)
       take_outputs(finishes)         ──▶   for each finish that ends its job's running
                                            run (what transitions.ends_run says): that
                                            run's text, removed; appends to it: Conflict
       restore_output(taken)          ──▶   put back (recording the finish failed)
 
-  Appends and takes of one job are serialized: two appends at once both land, in some
-  order; an append and the finish of its run at once either lands before the take (and
-  is in the finish's output) or is refused. (The Redis engine marks a run taken only
-  when it had logged something, since each mark would cost an AOF write per finish: the
-  first append of a run, racing the finish, can land after the take and stay unseen.)
-  The output is durable when the call returns.
+  The monitor records a finish with ``record_unlogged`` and, when that answers None,
+  takes the outputs, puts them in front of the finishes' own and records. Appends and
+  takes of one job are serialized: two appends at once both land, in some order; an
+  append and the finish of its run at once either is in the finish's output or is
+  refused (the take closes every run it is given, logged or not). The output is durable
+  when the call returns.
   Callers (the monitor) redact and bound each piece before it comes here; the finish
   puts the taken text in front of its own output.
 - **health()** is cheap and never raises: ``ok`` False (with a ``detail`` a human reads

@@ -229,9 +229,11 @@ return {'ok', run, started, text}
 )
 
 #: For each finish that ends its job's running run (as transitions.ends_run decides), take
-#: that run's output and close it to appends. ARGV: prefix, then per finish: job id, run
-#: id ("" none), timestamp. Returns flat (id, run, started, text, updated) per output taken.
-#: Nothing is written for a run that logged nothing (a write is an AOF fsync).
+#: that run's output and close the run to appends, also a run that logged nothing: an
+#: append that comes before the finish is recorded is refused, never left behind it.
+#: ARGV: prefix, then per finish: job id, run id ("" none), timestamp. Returns flat (id,
+#: run, started, text, updated) per output taken. Called only when RECORD answered
+#: "logged" for one of the finishes (each write here costs an AOF fsync).
 TAKE_OUTPUT = (
     _RUNNING
     + """
@@ -239,19 +241,23 @@ local p = ARGV[1]
 local out, seen = {}, {}
 for k = 2, #ARGV, 3 do
   local id, rid, ts = ARGV[k], ARGV[k + 1], tonumber(ARGV[k + 2])
-  if not seen[id] and redis.call('EXISTS', p .. 'out:' .. id) == 1 then
-    local run, started, st = running(p, id)
-    if run and (type(st.last_report) ~= 'number' or ts >= st.last_report)
-        and (rid == '' or run == '' or rid == run) then
-      seen[id] = true
-      local key = p .. 'out:' .. id
-      local cur = redis.call('HMGET', key, 'run', 'started', 'text', 'closed', 'updated')
-      if cur[1] == run and cur[2] == started and cur[4] ~= '1' then
+  local run, started, st
+  if not seen[id] then run, started, st = running(p, id) end
+  if run and (type(st.last_report) ~= 'number' or ts >= st.last_report)
+      and (rid == '' or run == '' or rid == run) then
+    seen[id] = true
+    local key = p .. 'out:' .. id
+    local cur = redis.call('HMGET', key, 'run', 'started', 'text', 'closed', 'updated')
+    if cur[1] == run and cur[2] == started then
+      if cur[4] ~= '1' then
         for _, v in ipairs({id, run, started, cur[3] or '', cur[5] or '0'}) do
           out[#out + 1] = v
         end
         redis.call('HSET', key, 'text', '', 'closed', '1')
       end
+    else
+      redis.call('HSET', key, 'run', run, 'started', started, 'text', '', 'updated', '0',
+                 'closed', '1')
     end
   end
 end
