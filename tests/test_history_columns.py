@@ -196,3 +196,13 @@ def test_a_column_made_from_a_list_holds_it_exactly(ids: list[str | None]) -> No
     column = RunIds(ids)
     assert list(column) == ids
     assert [column[i] for i in range(len(ids))] == ids
+
+
+def test_a_run_id_of_a_str_subclass_is_found_like_any_other() -> None:
+    class Text(str):
+        pass
+
+    rid = uuid.uuid4().hex
+    column = RunIds([None, Text(rid)])
+    assert column.indices(rid) == [1]
+    assert list(column) == [None, rid]

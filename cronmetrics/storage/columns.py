@@ -313,7 +313,8 @@ class RunIds(_Column):
                 return
         if value is None:
             kind, raw = _NONE, b""
-        elif type(value) is str:
+        elif isinstance(value, str):
+            value = str(value)  # a subclass too (what the result checks accept)
             kind, raw = _pack(value)
         else:  # held as it is, for the history's type check to name
             kind, raw = _OTHER, b""
