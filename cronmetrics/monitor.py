@@ -28,6 +28,7 @@ from cronmetrics.jobs.model import JobDefinition, Lifecycle, ResultIn
 from cronmetrics.storage.history import tail
 from cronmetrics.storage.interface import JobState, Recorded, Result, RunOutput, Store
 from cronmetrics.storage.store import EmbeddedStore
+from cronmetrics.storage.transitions import running_finishes
 from cronmetrics.windows import Window, job_labels
 
 __all__ = ["FUTURE_TOLERANCE", "JobView", "Monitor", "ReloadDiff"]
@@ -337,7 +338,7 @@ class Monitor:
     def _record_with_output(self, records: list[Result], now: float) -> list[Recorded]:
         """Record; a finish that ends a run which logged output (``/ping/.../log``) takes
         that output in front of its own. Recording failed: the output goes back."""
-        finishes = [r for r in records if r.status != "start"]
+        finishes = running_finishes(records)
         if not finishes:
             return self.store.record(records, now)
         recorded = self.store.record_unlogged(records, now)  # one round trip, usually

@@ -347,3 +347,15 @@ def test_on_redis_a_first_log_between_the_take_and_the_record_is_refused(
     finally:
         a.close()
         b.close()
+
+
+def test_a_finish_after_a_start_in_the_same_batch_takes_no_earlier_output(store: Store) -> None:
+    """``[start, success]`` without run ids in one batch is a new run of its own: the log
+    of the run before (never finished) must not go with its finish."""
+    monitor = Monitor(store=store)
+    store.record([result("start", T0)], T0)
+    append(store, "of the old run\n")
+    recorded = monitor._record_with_output(
+        [result("start", T0 + 60), result("success", T0 + 61)], T0 + 61
+    )
+    assert [r.result.output for r in recorded] == [None, None]

@@ -61,7 +61,7 @@ from cronmetrics.storage.interface import (
     new_state,
 )
 from cronmetrics.storage.redismirror import Mirror, decode_state, encode_state
-from cronmetrics.storage.transitions import apply_result
+from cronmetrics.storage.transitions import apply_result, running_finishes
 
 __all__ = ["RedisStore", "open_redis_store", "read_password"]
 
@@ -318,7 +318,7 @@ class RedisStore:
         self, results: Sequence[Result], now: float, *, check_logs: bool
     ) -> list[Recorded] | None:
         op = self._op_id()
-        finishes = [r for r in results if r.status != "start"] if check_logs else []
+        finishes = running_finishes(results) if check_logs else []
         known_dups: set[str] = set()
         for attempt in range(MAX_ATTEMPTS):
             base: dict[str, JobState] = {}

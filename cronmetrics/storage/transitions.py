@@ -8,11 +8,26 @@ received the result and writes the outcome with a compare-and-set on the state's
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 from cronmetrics.storage.history import Result
 from cronmetrics.storage.interface import JobState
 
-__all__ = ["advance", "apply_result", "attached", "ends_run"]
+__all__ = ["advance", "apply_result", "attached", "ends_run", "running_finishes"]
+
+
+def running_finishes(results: Sequence[Result]) -> list[Result]:
+    """The finishes among ``results`` that may end a run already running: one that comes
+    after a start of its job in the same batch ends that start's run, which has logged
+    nothing yet, so the output of the run before must not go with it."""
+    started: set[str] = set()
+    finishes = []
+    for result in results:
+        if result.status == "start":
+            started.add(result.job_id)
+        elif result.job_id not in started:
+            finishes.append(result)
+    return finishes
 
 
 def apply_result(state: JobState, result: Result) -> tuple[JobState, bool]:
