@@ -143,7 +143,14 @@ def test_an_idle_connection_is_closed_at_the_header_deadline(strict: LiveServer)
         assert read_all(sock) == b""  # closed (nothing was asked, nothing to answer)
 
 
-def test_connections_are_limited_per_client_address(strict: LiveServer) -> None:
+def test_connections_are_limited_per_client_address(jobs_dir: Path, tmp_path: Path) -> None:
+    # the header deadline is far off: on a loaded machine a 1 s one closed the held
+    # connections before the sixth was accepted, which then was not refused (a flake)
+    with limited(jobs_dir, tmp_path / "state", 5, 30) as strict:
+        _check_the_limit_per_address(strict)
+
+
+def _check_the_limit_per_address(strict: LiveServer) -> None:
     held = [connect(strict) for _ in range(5)]
     try:
         with connect(strict) as sixth:
