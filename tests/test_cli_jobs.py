@@ -6,42 +6,17 @@ import hashlib
 import json
 import shutil
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from click.testing import CliRunner
+from clirun import Run, cm
 
-from cronmetrics.cli.main import main
 from cronmetrics.jobs.repository import load_directory
 from cronmetrics.jobs.yamlio import load_fast
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "test-admin-token-1234567890"
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-def cm(args: Sequence[str], *, input: str | None = None, env: dict[str, str] | None = None) -> Run:
-    """Run the real entry point (``cli.main``: error mapping and exit codes included)."""
-    base = {"CRONMETRICS_URL": None, "CRONMETRICS_TOKEN": None, "CRONMETRICS_JOBS_DIR": None}
-    with CliRunner().isolation(input=input, env={**base, "COLUMNS": "80", **(env or {})}) as (
-        out,
-        err,
-        _,
-    ):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return Run(code, out.getvalue().decode(), err.getvalue().decode())
 
 
 def one_error_line(run: Run) -> str:

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from click.testing import CliRunner
+from clirun import cm
 from liveserver import LiveServer, live_server, wait_for
 
-from cronmetrics.cli.main import main
 from cronmetrics.jobs.repository import load_directory
 
 JOBS = {
@@ -130,50 +129,29 @@ def test_for_and_until_are_one_or_the_other(bundled_url: str) -> None:
 # -- cronmetrics job maintenance ID --for / --until ----------------------------------------
 
 
-def cm(*args: str) -> tuple[int, str, str]:
-    with CliRunner().isolation(env={"CRONMETRICS_URL": None, "CRONMETRICS_JOBS_DIR": None}) as (
-        out,
-        err,
-        _,
-    ):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue().decode(), err.getvalue().decode()
-
-
 def test_job_maintenance_for_a_duration_writes_an_end(tmp_path: Path) -> None:
     jobs = write_jobs(tmp_path / "jobs.d")
     before = time.time()
-    code, out, err = cm("job", "maintenance", "backup@db1", "--for", "2h", "--jobs-dir", str(jobs))
-    assert code == 0, err
+    run = cm(["job", "maintenance", "backup@db1", "--for", "2h", "--jobs-dir", str(jobs)])
+    assert run.code == 0, run.err
     definition = load_directory(jobs).jobs["backup@db1"].definition
     assert definition.status == "maintenance"
     assert definition.maintenance_until is not None
     assert before + 7200 - 1 <= definition.maintenance_until.timestamp() <= time.time() + 7200 + 1
-    assert "is now maintenance until" in out
+    assert "is now maintenance until" in run.out
 
 
 def test_job_maintenance_refuses_a_time_in_the_past(tmp_path: Path) -> None:
     jobs = write_jobs(tmp_path / "jobs.d")
     before = (jobs / "db1/backup.yaml").read_text()
-    code, _, err = cm(
-        "job",
-        "maintenance",
-        "backup@db1",
-        "--until",
-        "2020-01-01T00:00:00Z",
-        "--jobs-dir",
-        str(jobs),
-    )
-    assert code == 2
-    assert "is in the past" in err
+    run = cm(["job", "maintenance", "backup@db1", "--until", "2020-01-01T00:00:00Z",
+              "--jobs-dir", str(jobs)])  # fmt: skip
+    assert run.code == 2
+    assert "is in the past" in run.err
     assert (jobs / "db1/backup.yaml").read_text() == before
-    code, _, err = cm("job", "maintenance", "backup@db1", "--for", "1h", "--until", "2099-01-01",
-                      "--jobs-dir", str(jobs))  # fmt: skip
-    assert code == 2 and "not both" in err
+    run = cm(["job", "maintenance", "backup@db1", "--for", "1h", "--until", "2099-01-01",
+              "--jobs-dir", str(jobs)])  # fmt: skip
+    assert run.code == 2 and "not both" in run.err
 
 
 def test_a_restart_sees_the_same_window(tmp_path: Path) -> None:
