@@ -27,6 +27,8 @@ __all__ = ["DROP", "OUTPUT", "PURGE", "RECORD", "TAKE_OUTPUT"]
 
 #: The job's running run as the output scripts identify it: its run id ("" without one),
 #: its start exactly as the state JSON spells it, and the decoded state; nil when idle.
+#: ``ending`` is that run if a finish (run id or "", timestamp) ends it, as
+#: transitions.ends_run decides; nil otherwise.
 _RUNNING = """
 local function running(p, id)
   local raw = redis.call('HGET', p .. 'states', id)
@@ -37,6 +39,14 @@ local function running(p, id)
   local run = st.run_id
   if type(run) ~= 'string' then run = '' end
   return run, body:match('"run_started":([^,}]+)') or 'null', st
+end
+local function ending(p, id, rid, ts)
+  local run, started, st = running(p, id)
+  if run and (type(st.last_report) ~= 'number' or ts >= st.last_report)
+      and (rid == '' or run == '' or rid == run) then
+    return run, started
+  end
+  return nil
 end
 """
 
@@ -95,9 +105,8 @@ for k = 1, #fins, 3 do
   local id, rid, ts = fins[k], fins[k + 1], tonumber(fins[k + 2])
   local key = p .. 'out:' .. id
   if redis.call('EXISTS', key) == 1 then
-    local run, started, st = running(p, id)
-    if run and (type(st.last_report) ~= 'number' or ts >= st.last_report)
-        and (rid == '' or run == '' or rid == run) then
+    local run, started = ending(p, id, rid, ts)
+    if run then
       local cur = redis.call('HMGET', key, 'run', 'started', 'closed')
       if cur[1] == run and cur[2] == started and cur[3] ~= '1' then logged[#logged + 1] = id end
     end
@@ -241,10 +250,9 @@ local p = ARGV[1]
 local out, seen = {}, {}
 for k = 2, #ARGV, 3 do
   local id, rid, ts = ARGV[k], ARGV[k + 1], tonumber(ARGV[k + 2])
-  local run, started, st
-  if not seen[id] then run, started, st = running(p, id) end
-  if run and (type(st.last_report) ~= 'number' or ts >= st.last_report)
-      and (rid == '' or run == '' or rid == run) then
+  local run, started
+  if not seen[id] then run, started = ending(p, id, rid, ts) end
+  if run then
     seen[id] = true
     local key = p .. 'out:' .. id
     local cur = redis.call('HMGET', key, 'run', 'started', 'text', 'closed', 'updated')
