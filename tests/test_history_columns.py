@@ -94,6 +94,7 @@ def test_an_id_of_another_form_is_kept_exactly_as_sent() -> None:
         str(uuid.uuid4()).upper(),
         "0123456789abcdef0123456789abcdeg",  # not hex
         "01234567-89ab-cdef-0123-456789abcdef"[:-1] + "-",
+        "01234567-89ab-cdef-0123-4567-9abcdef",  # the dashes right, and one more
         "nightly-2026-12-02",
         "",
     ]

@@ -174,9 +174,6 @@ class Coded(_Column):
             return backwards
         return map(self._values.__getitem__, reversed(self._codes))
 
-    def __contains__(self, value: object) -> bool:
-        return value in iter(self)
-
     def append(self, value: Any) -> None:
         codes, values = self._codes, self._values
         if codes is None:
@@ -224,7 +221,6 @@ class Coded(_Column):
 
 #: how a run id is held: none, 32 hex digits, a UUID with dashes, any other text
 _NONE, _HEX, _UUID, _OTHER = 0, 1, 2, 3
-_HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 def _pack(run_id: str) -> tuple[int, bytes]:
@@ -238,9 +234,14 @@ def _pack(run_id: str) -> tuple[int, bytes]:
         kind = _UUID
     else:
         return _OTHER, b""
-    if len(digits) != 32 or not _HEX_DIGITS.issuperset(digits):
+    if len(digits) != 32:  # a dash elsewhere too
         return _OTHER, b""
-    return kind, bytes.fromhex(digits)
+    try:
+        raw = bytes.fromhex(digits)
+    except ValueError:
+        return _OTHER, b""
+    # exactly back, or not packed: upper case and spaces (which fromhex skips) are text
+    return (kind, raw) if raw.hex() == digits else (_OTHER, b"")
 
 
 def _unpack(kind: int, raw: bytes | bytearray) -> str:
