@@ -349,11 +349,22 @@ class Sink:
     def flush(self):
         pass
 
+MAIN = f"/proc/self/task/{threading.main_thread().native_id}/syscall"
+
+def waiting():
+    # the main thread is blocked in a system call that is not the GIL's futex (202):
+    # its wait for the command
+    with open(MAIN) as f:
+        call = f.read().split()[0]
+    return call not in ("running", "202")
+
 def trip():
     # thread-directed: the C handler runs here, while this thread holds the GIL, and
     # only flags Python's handler; the main thread is already waiting for the command
     ready.wait(20)
-    time.sleep(0.3)  # lets the main thread get into its wait (passes without it too)
+    deadline = time.monotonic() + 20
+    while not waiting() and time.monotonic() < deadline:
+        time.sleep(0.01)
     signal.pthread_kill(threading.get_ident(), signal.SIGHUP)
 
 threading.Thread(target=trip, daemon=True).start()
