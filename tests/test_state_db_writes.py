@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from cronmetrics.errors import StorageError
 from cronmetrics.storage import database as database_mod
 from cronmetrics.storage.history import Result
 from cronmetrics.storage.interface import JobState
@@ -227,3 +230,73 @@ def test_a_purge_leaves_nothing_of_rows_deleted_before_it(tmp_path: Path) -> Non
     store.purge(T0 + 60, ["job0002"])
     leftovers = [p.name for p in tmp_path.iterdir() if b"hunter2" in p.read_bytes()]
     assert leftovers == []
+
+
+def journaled_calls_during_a_held_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, first_fails: bool
+) -> tuple[EmbeddedStore, list[int], dict[int, str]]:
+    """Seven journaled record() calls made while the first call's commit is held: the
+    row count of each database write, and the error (if any) each call got."""
+    store, _ = open_store(tmp_path, 20, durable=True, now=T0)
+    held, release = threading.Event(), threading.Event()
+    sizes: list[int] = []
+    write = database_mod.Database.write
+
+    def held_write(self: database_mod.Database, writes: database_mod.Writes) -> None:
+        sizes.append(len(writes.results))
+        if len(sizes) == 1:
+            held.set()
+            release.wait(10)
+            if first_fails:
+                raise StorageError("disk full (test)")
+        write(self, writes)
+
+    monkeypatch.setattr(database_mod.Database, "write", held_write)
+    errors: dict[int, str] = {}
+
+    def call(job: int) -> None:
+        try:
+            store.record([result(job, 0)], T0)
+        except StorageError as exc:
+            errors[job] = exc.message
+
+    first = threading.Thread(target=call, args=(0,))
+    first.start()
+    assert held.wait(10)
+    others = [threading.Thread(target=call, args=(j,)) for j in range(1, 8)]
+    for t in others:
+        t.start()
+    # every other call has queued its batch and waits for a commit
+    deadline = time.monotonic() + 10
+    while len(store._queue) < 7 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    release.set()
+    for t in [first, *others]:
+        t.join(10)
+    return store, sizes, errors
+
+
+def test_journaled_calls_queued_during_a_commit_share_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, sizes, errors = journaled_calls_during_a_held_commit(
+        tmp_path, monkeypatch, first_fails=False
+    )
+    assert sizes == [1, 7] and errors == {}
+    assert sorted(store.ids()) == [f"job{j:04d}" for j in range(8)]
+    before = snapshot(store)
+    crash(store)
+    assert snapshot(reopen(tmp_path, 20)) == before
+
+
+def test_a_failed_group_commit_fails_its_own_calls_and_the_next_group_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, sizes, errors = journaled_calls_during_a_held_commit(
+        tmp_path, monkeypatch, first_fails=True
+    )
+    assert sizes == [1, 7]
+    assert errors == {0: "disk full (test)"}
+    assert sorted(store.ids()) == [f"job{j:04d}" for j in range(1, 8)]
+    crash(store)
+    assert sorted(reopen(tmp_path, 20).ids()) == [f"job{j:04d}" for j in range(1, 8)]

@@ -18,9 +18,11 @@ job's history are deleted oldest first (:meth:`EmbeddedStore._trims`). :meth:`cl
 writes everything, then the history cache the next start reads.
 - ``durable=True`` (``snapshot.journal: true``): :meth:`~EmbeddedStore.record` returns
   once its results are committed. Concurrent calls share a commit (group commit): each
-  call queues its batch; whoever takes the writer lock first commits every queued batch
-  in one transaction and wakes the others. Memory changes only after the commit, so a
-  failed commit leaves no trace anywhere and fails every batch of the group.
+  call queues its batch; one call at a time leads, committing every queued batch in one
+  transaction, and the others wait on ``_committed`` (not on the writer lock, which the
+  leader could take again before a waiter woke: groups of one or two, commits as many).
+  Memory changes only after the commit, so a failed commit leaves no trace anywhere and
+  fails every batch of the group.
 
 Two locks, never held around each other's I/O: ``_lock`` guards memory (held for
 microseconds per call), ``_writer`` serializes database transactions. No caller's lock
@@ -95,6 +97,12 @@ def _is_duplicate(history: History, result: Result) -> bool:
     return any(statuses[i] == code for i in history.run_id.indices(result.run_id))
 
 
+def _held() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
 @dataclass(slots=True)
 class _Batch:
     """One durable record() call waiting for its group's commit."""
@@ -104,6 +112,8 @@ class _Batch:
     done: bool = False
     outcome: list[Recorded] = field(default_factory=list)
     error: StorageError | None = None
+    #: held until the batch is done, or until its call is to lead the next group
+    wake: threading.Lock = field(default_factory=_held)
 
 
 class EmbeddedStore:
@@ -122,6 +132,8 @@ class EmbeddedStore:
         self.durable = durable and database is not None
         self._lock = threading.Lock()
         self._writer = threading.Lock()
+        #: a durable record() call leads a group commit (see the docstring)
+        self._leading = False
         self._states: dict[str, JobState] = {}
         self._histories: dict[str, History] = {}
         self._definitions: dict[str, dict[str, Any]] = {}
@@ -402,29 +414,54 @@ class EmbeddedStore:
         batch = _Batch(results, now)
         with self._lock:
             self._queue.append(batch)
-        with self._writer:
-            if not batch.done:
-                self._commit_group(now)
+            lead, self._leading = not self._leading, True
+        if not lead:
+            batch.wake.acquire()  # released once done, or to lead the next group
+            lead = not batch.done
+        if lead:
+            self._lead(now)
         if batch.error is not None:
             raise batch.error
         return batch.outcome
 
-    def _commit_group(self, now: float) -> None:
-        """Call under ``_writer``: commit every queued batch in one transaction (the new
-        rows, and the states that loading could not rebuild from them)."""
+    def _lead(self, now: float) -> None:
+        """Commit every queued batch as one group, wake each batch's caller, and hand
+        the lead to the first batch queued meanwhile (one wake-up per call)."""
+        error: StorageError | None = None
+        outcomes: list[list[Recorded]] = []
+        with self._writer:
+            with self._lock:
+                group, self._queue = self._queue, []
+            try:
+                outcomes = self._commit_group(group, now)
+            except StorageError as exc:
+                error = exc
+            finally:
+                for i, batch in enumerate(group):
+                    if i < len(outcomes):
+                        batch.outcome = outcomes[i]
+                    else:
+                        batch.error = error or StorageError("the commit was interrupted")
+                    batch.done = True
+                    batch.wake.release()
+        with self._lock:
+            if self._queue:
+                self._queue[0].wake.release()
+            else:
+                self._leading = False
+
+    def _commit_group(self, group: list[_Batch], now: float) -> list[list[Recorded]]:
+        """Call under ``_writer``: commit ``group`` in one transaction (the new rows,
+        and the states that loading could not rebuild from them); the outcome of each
+        batch, or StorageError with nothing changed."""
         assert self.database is not None
         try:
             self._check()
         except StorageError as exc:
-            with self._lock:
-                group, self._queue = self._queue, []
             self._failed(exc)
-            for batch in group:
-                batch.error, batch.done = exc, True
-            return
+            raise
         self._sort_ids()
         with self._lock:
-            group, self._queue = self._queue, []
             states: dict[str, JobState] = {}
             appended: dict[str, list[Result]] = {}
             plans = [self._plan(b.results, b.now, states, appended) for b in group]
@@ -442,9 +479,7 @@ class EmbeddedStore:
             with self._lock:
                 self._cut |= cut
             self._failed(exc)
-            for batch in group:
-                batch.error, batch.done = exc, True
-            return
+            raise
         self._written(ids, None, fresh, last_id, now)
         self._journaled += len(numbered)
         with self._lock:
@@ -452,8 +487,7 @@ class EmbeddedStore:
             for state in written:
                 self._dirty.discard(state.job_id)
                 self._stale.discard(state.job_id)
-        for batch, outcome in zip(group, plans, strict=True):
-            batch.outcome, batch.done = outcome, True
+        return plans
 
     def _set_state(self, job_id: str, change: dict[str, Any], now: float) -> JobState:
         with self._lock:
