@@ -436,6 +436,9 @@ class Config(BaseSettings):
     #: a file whose first line is the Redis password (a mounted secret), instead of one in
     #: the ``store`` URL
     store_password_file: Path | None = None
+    #: with ``redis+sentinel://``: a file whose first line is the sentinels' own password
+    #: (``requirepass`` in sentinel.conf), which is not the Redis primary's
+    store_sentinel_password_file: Path | None = None
     watch: WatchConfig = Field(default_factory=WatchConfig)
     maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)

@@ -23,7 +23,8 @@ SERVICE = "cm"
 
 @dataclass
 class SentinelServer(RedisServer):
-    """``redis-server sentinel.conf --sentinel`` watching one master as ``SERVICE``."""
+    """``redis-server sentinel.conf --sentinel`` watching one master as ``SERVICE`` (with
+    ``password``, the sentinel's own ``requirepass``)."""
 
     master_port: int = 0
 
@@ -36,6 +37,7 @@ class SentinelServer(RedisServer):
                 f"sentinel monitor {SERVICE} 127.0.0.1 {self.master_port} 1\n"
                 f"sentinel down-after-milliseconds {SERVICE} 1000\n"
                 f"sentinel failover-timeout {SERVICE} 10000\n"
+                + (f"requirepass {self.password}\n" if self.password is not None else "")
             )
         return [self.binary, str(conf), "--sentinel"]
 
@@ -110,3 +112,70 @@ def test_a_sentinel_failover_moves_the_writes_to_the_promoted_replica(
         wait_for(lambda: runs(server, "backup") == 11, "every acknowledged run", timeout=10)
         assert failover < 60
         assert "Traceback" not in server.log()
+
+
+@pytest.fixture
+def guarded_sentinel(
+    redis_server_bin: str, tmp_path: Path
+) -> Iterator[tuple[RedisServer, SentinelServer]]:
+    """A master watched by a sentinel that asks for a password of its own."""
+    master = RedisServer(redis_server_bin, tmp_path / "master").start()
+    sentinel = SentinelServer(
+        redis_server_bin, tmp_path / "sentinel", master_port=master.port, password="s3nt"
+    )
+    sentinel.start()
+    try:
+        yield master, sentinel
+    finally:
+        for server in (sentinel, master):
+            server.stop()
+
+
+def jobs_dir(tmp_path: Path) -> Path:
+    jobs = tmp_path / "jobs.d"
+    jobs.mkdir(exist_ok=True)
+    (jobs / "backup.yaml").write_text("job_name: backup\nautomatic_failure_threshold: 3600\n")
+    return jobs
+
+
+def test_a_sentinel_with_its_own_password_is_asked_with_the_sentinel_password_file(
+    guarded_sentinel: tuple[RedisServer, SentinelServer], tmp_path: Path
+) -> None:
+    _, sentinel = guarded_sentinel
+    secret = tmp_path / "sentinel-password"
+    secret.write_text("s3nt\n")
+    url = f"redis+sentinel://127.0.0.1:{sentinel.port}/{SERVICE}/0"
+    env = {"CRONMETRICS_STORE_SENTINEL_PASSWORD_FILE": str(secret)}
+    args = ("--no-auth", "--store", url)
+    with live_server(jobs_dir(tmp_path), tmp_path / "state", args=args, env=env) as server:
+        wait_for(
+            lambda: httpx.get(f"{server.url}/health/deep", timeout=5).status_code == 200,
+            "the replica to be ready",
+        )
+        assert submit(server, "backup") == 200
+        assert runs(server, "backup") == 1
+
+
+@pytest.mark.parametrize("password", [None, "wrong"])
+def test_a_sentinel_refusing_us_is_one_clear_line_and_a_failing_readiness(
+    guarded_sentinel: tuple[RedisServer, SentinelServer], tmp_path: Path, password: str | None
+) -> None:
+    _, sentinel = guarded_sentinel
+    env = {}
+    if password is not None:
+        secret = tmp_path / "sentinel-password"
+        secret.write_text(password)
+        env["CRONMETRICS_STORE_SENTINEL_PASSWORD_FILE"] = str(secret)
+    url = f"redis+sentinel://127.0.0.1:{sentinel.port}/{SERVICE}/0"
+    args = ("--no-auth", "--store", url)
+    with live_server(jobs_dir(tmp_path), tmp_path / "state", args=args, env=env) as server:
+        wait_for(lambda: "sentinel" in server.log() and "password" in server.log(), "the line")
+        deep = httpx.get(f"{server.url}/health/deep", timeout=5)
+        assert deep.status_code == 503 and "store" in deep.text
+        assert submit(server, "backup") == 503
+        lines = [line for line in server.log().splitlines() if "refused the password" in line]
+        assert len(lines) == 1, server.log()
+        assert "store_sentinel_password_file" in lines[0]
+        assert f"sentinel 127.0.0.1:{sentinel.port}" in lines[0]  # not redis-py's repr
+        assert "ConnectionPool" not in server.log()
+        assert "s3nt" not in server.log() and "Traceback" not in server.log()

@@ -104,19 +104,39 @@ def test_more_than_one_worker_without_redis_is_refused(
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("key", ["store_password_file", "store_sentinel_password_file"])
 def test_an_unreadable_password_file_is_refused_at_start(
     jobs_dir: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
+    key: str,
 ) -> None:
     missing = tmp_path / "nope" / "redis-password"
-    monkeypatch.setenv("CRONMETRICS_STORE_PASSWORD_FILE", str(missing))
+    monkeypatch.setenv(f"CRONMETRICS_{key.upper()}", str(missing))
+    url = "redis+sentinel://127.0.0.1:1/cm/0"
+    with pytest.raises(SystemExit) as caught:
+        main(serve_args(jobs_dir, tmp_path / "state", "--store", url))
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{key} {missing} cannot be read" in err
+    assert "Traceback" not in err
+
+
+def test_a_sentinel_password_without_a_sentinel_store_is_refused_at_start(
+    jobs_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret = tmp_path / "sentinel-password"
+    secret.write_text("s3nt\n")
+    monkeypatch.setenv("CRONMETRICS_STORE_SENTINEL_PASSWORD_FILE", str(secret))
     with pytest.raises(SystemExit) as caught:
         main(serve_args(jobs_dir, tmp_path / "state", "--store", "redis://127.0.0.1:1/0"))
     assert caught.value.code == 2
     err = capsys.readouterr().err
-    assert f"store_password_file {missing} cannot be read" in err
+    assert "store_sentinel_password_file is set but the store is not redis+sentinel://" in err
     assert "Traceback" not in err
 
 

@@ -16,6 +16,7 @@ which the interface allows), never with too little.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -29,7 +30,7 @@ import redis
 from cronmetrics.logs import get_logger
 from cronmetrics.storage.interface import JobState
 
-__all__ = ["Mirror", "decode_state", "encode_state"]
+__all__ = ["Mirror", "decode_state", "encode_state", "reason"]
 
 log = get_logger("store")
 _FIELDS = tuple(f.name for f in fields(JobState) if f.name not in ("job_id", "version"))
@@ -54,6 +55,17 @@ def _version(raw: str) -> int:
 def decode_state(job_id: str, raw: str) -> JobState:
     version, _, body = raw.partition("|")
     return JobState(job_id=job_id, version=int(version), **orjson.loads(body))
+
+
+#: how redis-py names a client in an error (a sentinel it asked): its whole repr
+_CLIENT_REPR = re.compile(r"<redis\.client\.Redis\(.*?,host=([^,]+),port=(\d+),.*?\)>\)>\)>")
+
+
+def reason(exc: BaseException) -> str:
+    """``exc`` as one line for a log or a 503: redis-py's errors from Sentinel name each
+    sentinel by its client's repr (a kilobyte of connection settings); here by host:port."""
+    message = str(exc) or type(exc).__name__
+    return _CLIENT_REPR.sub(r"sentinel \1:\2", message)
 
 
 class Mirror:
@@ -282,7 +294,7 @@ class Mirror:
             self.up, self.error, self.down_since = True, None, None
 
     def _set_down(self, exc: Exception) -> None:
-        message = str(exc) or type(exc).__name__
+        message = reason(exc)
         if self.up or self.down_since is None:
             log.error("redis store unreachable", extra={"error": message})
             self.down_since = time.time()

@@ -43,8 +43,9 @@ from typing import Any, TypeVar
 
 import orjson
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError
 
 from cronmetrics.config import Config, mask_url_password, parse_sentinel_url
 from cronmetrics.errors import Conflict, StorageError, StoreUnavailable
@@ -60,7 +61,7 @@ from cronmetrics.storage.interface import (
     StoreHealth,
     new_state,
 )
-from cronmetrics.storage.redismirror import Mirror, decode_state, encode_state
+from cronmetrics.storage.redismirror import Mirror, decode_state, encode_state, reason
 from cronmetrics.storage.transitions import apply_result, running_finishes
 
 __all__ = ["RedisStore", "open_redis_store", "read_password"]
@@ -91,7 +92,9 @@ def read_password(path: Path | None) -> str | None:
     return path.read_text(encoding="utf-8").splitlines()[0].strip() if path.stat().st_size else ""
 
 
-def _connect(url: str, *, socket_timeout: float, **options: Any) -> Any:
+def _connect(
+    url: str, *, socket_timeout: float, sentinel_password: str | None = None, **options: Any
+) -> Any:
     """A client of the Redis at ``url``; with ``redis+sentinel://``, of the master the
     sentinels name now: after a failover its connections fail (or the demoted master
     answers READONLY), and the next connection asks the sentinels again."""
@@ -106,7 +109,12 @@ def _connect(url: str, *, socket_timeout: float, **options: Any) -> Any:
         "socket_connect_timeout": options["socket_connect_timeout"],
         **spec.options,
     }
-    sentinel = Sentinel(list(spec.sentinels), sentinel_kwargs=dict(timeouts))  # type: ignore[no-untyped-call]
+    # no retry of a sentinel: the next one is asked at once (redis-py's default retries
+    # with a backoff of seconds, for each sentinel, on each connection)
+    asked: dict[str, Any] = {**timeouts, "retry": Retry(NoBackoff(), 0)}
+    if sentinel_password is not None:
+        asked["password"] = sentinel_password
+    sentinel = Sentinel(list(spec.sentinels), sentinel_kwargs=asked)  # type: ignore[no-untyped-call]
     kwargs = {**options, **timeouts, "db": spec.db}
     if spec.password is not None and "password" not in options:
         kwargs["password"] = spec.password
@@ -132,6 +140,7 @@ class RedisStore:
         url: str,
         *,
         password: str | None = None,
+        sentinel_password: str | None = None,
         max_results_per_job: int = 100,
         run_id_ttl: float = 30 * 86400,
         prefix: str = "cm:",
@@ -155,6 +164,8 @@ class RedisStore:
         }
         if password is not None:
             options["password"] = password
+        if sentinel_password is not None:
+            options["sentinel_password"] = sentinel_password
         # Any: redis-py's reply types are unions of every possible reply shape
         self.client: Any = _connect(url, socket_timeout=socket_timeout, **options)
         # the tail blocks up to 1 s in XREAD: its reply timeout must be longer
@@ -179,12 +190,16 @@ class RedisStore:
             return fn()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailable(
-                f"the Redis store {self.display} is unreachable ({what}): {exc}"
+                f"the Redis store {self.display} is unreachable ({what}): {reason(exc)}"
             ) from None
         except redis.AuthenticationError as exc:
-            raise StoreUnavailable(f"the Redis store {self.display} refused us: {exc}") from None
+            raise StoreUnavailable(
+                f"the Redis store {self.display} refused us: {reason(exc)}"
+            ) from None
         except redis.RedisError as exc:
-            raise StorageError(f"the Redis store {self.display} failed ({what}): {exc}") from None
+            raise StorageError(
+                f"the Redis store {self.display} failed ({what}): {reason(exc)}"
+            ) from None
 
     def _op_id(self) -> str:
         """Unique per call across processes: a random prefix per engine and a counter
@@ -675,9 +690,16 @@ class RedisStore:
             memory = self.client.info("memory")
             persistence = self.client.info("persistence")
         except redis.AuthenticationError as exc:
-            return [f"the Redis store {self.display} refused the password: {exc}"]
+            return [f"the Redis store {self.display} refused the password: {reason(exc)}"]
+        except MasterNotFoundError as exc:
+            if "AuthenticationError" in str(exc) or "NOAUTH" in str(exc):
+                return [
+                    f"the sentinels of the Redis store {self.display} refused the password "
+                    f"(store_sentinel_password_file): {reason(exc)}"
+                ]
+            return [f"the Redis store {self.display} cannot be reached: {reason(exc)}"]
         except redis.RedisError as exc:
-            return [f"the Redis store {self.display} cannot be reached: {exc}"]
+            return [f"the Redis store {self.display} cannot be reached: {reason(exc)}"]
         out = []
         policy = str(memory.get("maxmemory_policy", "noeviction"))
         if policy != "noeviction":
@@ -702,6 +724,7 @@ def open_redis_store(
     store = RedisStore(
         config.store,
         password=read_password(config.store_password_file),
+        sentinel_password=read_password(config.store_sentinel_password_file),
         max_results_per_job=config.retention.max_results_per_job,
         run_id_ttl=config.retention.days * 86400,
         on_change=on_change,

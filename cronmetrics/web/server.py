@@ -63,13 +63,24 @@ def check_can_start(config: Config, *, workers: int = 1) -> None:
             "engine keeps the state in one process's memory, so it runs one worker; use "
             "--threads for concurrency"
         )
-    if config.store_password_file is not None:
+    secrets = {
+        "store_password_file": config.store_password_file,
+        "store_sentinel_password_file": config.store_sentinel_password_file,
+    }
+    for key, path in secrets.items():
+        if path is None:
+            continue
         try:
-            config.store_password_file.read_text(encoding="utf-8")
+            path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                f"store_password_file {config.store_password_file} cannot be read: {exc}"
-            ) from None
+            raise ConfigError(f"{key} {path} cannot be read: {exc}") from None
+    if config.store_sentinel_password_file is not None and not config.store.startswith(
+        "redis+sentinel:"
+    ):
+        raise ConfigError(
+            "store_sentinel_password_file is set but the store is not redis+sentinel://: "
+            "the primary's password goes in store_password_file"
+        )
     if config.redis:
         try:
             import redis  # noqa: F401
