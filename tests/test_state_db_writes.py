@@ -300,3 +300,104 @@ def test_a_failed_group_commit_fails_its_own_calls_and_the_next_group_commits(
     assert sorted(store.ids()) == [f"job{j:04d}" for j in range(1, 8)]
     crash(store)
     assert sorted(reopen(tmp_path, 20).ids()) == [f"job{j:04d}" for j in range(1, 8)]
+
+
+def record_in_thread(store: EmbeddedStore, job: int) -> threading.Thread:
+    thread = threading.Thread(target=store.record, args=([result(job, 0)], T0), daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_commit_failing_with_a_bug_fails_its_group_and_the_next_call_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = open_store(tmp_path, 20, durable=True, now=T0)
+    write = database_mod.Database.write
+    calls: list[int] = []
+
+    def buggy_once(self: database_mod.Database, writes: database_mod.Writes) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        write(self, writes)
+
+    monkeypatch.setattr(database_mod.Database, "write", buggy_once)
+    with pytest.raises(StorageError, match="cannot commit results: RuntimeError"):
+        store.record([result(1, 0)], T0)
+    after = record_in_thread(store, 2)
+    after.join(10)
+    assert not after.is_alive(), "the call after a failed commit never returned"
+    assert store.ids() == ["job0002"]
+
+
+def test_an_exit_code_beyond_64_bits_is_refused_whole_naming_the_field(tmp_path: Path) -> None:
+    store, _ = open_store(tmp_path, 20, durable=True, now=T0)
+    bad = dataclasses.replace(result(1, 0), exit_code=2**64)
+    with pytest.raises(StorageError, match="exit_code 18446744073709551616 does not fit in 64"):
+        store.record([result(2, 0), bad], T0)
+    assert store.ids() == []
+    store.record([result(3, 0)], T0)
+    assert store.ids() == ["job0003"]
+
+
+def test_a_call_interrupted_while_queued_passes_on_the_lead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+
+    store, _ = open_store(tmp_path, 20, durable=True, now=T0)
+    held, release = threading.Event(), threading.Event()
+    write = database_mod.Database.write
+
+    def held_first(self: database_mod.Database, writes: database_mod.Writes) -> None:
+        if not held.is_set():
+            held.set()
+            release.wait(10)
+        write(self, writes)
+
+    monkeypatch.setattr(database_mod.Database, "write", held_first)
+    leader = record_in_thread(store, 1)
+    assert held.wait(10)
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(KeyboardInterrupt):
+            store.record([result(2, 0)], T0)  # queued behind the held commit
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    later = record_in_thread(store, 3)
+    deadline = time.monotonic() + 10
+    while len(store._queue) < 1 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    release.set()
+    for thread in (leader, later):
+        thread.join(10)
+        assert not thread.is_alive(), "a call waited for a lead nobody held"
+    assert sorted(store.ids()) == ["job0001", "job0003"]
+
+
+@pytest.mark.parametrize("durable", [True, False])
+@pytest.mark.parametrize("written_between", [True, False])
+def test_a_limit_lowered_then_raised_does_not_bring_cut_results_back_after_a_crash(
+    tmp_path: Path, durable: bool, written_between: bool
+) -> None:
+    store, _ = open_store(tmp_path, 30, durable=durable, now=T0)
+    for i in range(30):
+        store.record([result(1, i)], T0)
+    store.flush(T0)
+    store.set_max_results(10)
+    if written_between:
+        store.record([result(1, 30)], T0)
+        store.flush(T0)
+    store.set_max_results(30)
+    store.flush(T0)
+    before = snapshot(store)
+    crash(store)
+    after = snapshot(reopen(tmp_path, 30))
+    assert len(after[1]["job0001"]) == len(before[1]["job0001"]) == 10
+    assert after == before

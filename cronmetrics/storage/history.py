@@ -90,6 +90,8 @@ def _number(value: object) -> bool:
 
 _NUMBERS = frozenset({int, float})
 _TEXT = frozenset({str, type(None)})
+#: an exit code is stored as a 64-bit integer (SQLite's INTEGER)
+_INT64 = 2**63
 _INTEGER = frozenset({int, type(None)})
 _LABELS = frozenset({dict, type(None)})
 #: the columns a packed history holds as JSON
@@ -116,7 +118,10 @@ def check_result(result: Result) -> None:
         and type(received) in _NUMBERS
         and received - received == 0
         and (duration is None or (type(duration) in _NUMBERS and duration - duration == 0))
-        and (result.exit_code is None or type(result.exit_code) is int)
+        and (
+            result.exit_code is None
+            or (type(result.exit_code) is int and -_INT64 <= result.exit_code < _INT64)
+        )
         and type(result.job_id) in _TEXT
         and type(result.host) in _TEXT
         and type(result.run_id) in _TEXT
@@ -139,6 +144,8 @@ def _check_thoroughly(result: Result) -> None:
     code = result.exit_code
     if code is not None and (isinstance(code, bool) or not isinstance(code, int)):
         raise ValueError(f"exit_code {code!r} is not an integer")
+    if code is not None and not -_INT64 <= code < _INT64:
+        raise ValueError(f"exit_code {code} does not fit in 64 bits")
     for name in ("job_id", "host", "run_id", "output"):
         value = getattr(result, name)
         if value is not None and not isinstance(value, str):

@@ -103,7 +103,7 @@ def _held() -> threading.Lock:
     return lock
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Batch:
     """One durable record() call waiting for its group's commit."""
 
@@ -114,6 +114,8 @@ class _Batch:
     error: StorageError | None = None
     #: held until the batch is done, or until its call is to lead the next group
     wake: threading.Lock = field(default_factory=_held)
+    #: its call leads (it came first, or the lead was handed to it)
+    leads: bool = False
 
 
 class EmbeddedStore:
@@ -414,41 +416,68 @@ class EmbeddedStore:
         batch = _Batch(results, now)
         with self._lock:
             self._queue.append(batch)
-            lead, self._leading = not self._leading, True
-        if not lead:
-            batch.wake.acquire()  # released once done, or to lead the next group
-            lead = not batch.done
-        if lead:
-            self._lead(now)
+            batch.leads, self._leading = not self._leading, True
+        if not batch.leads:
+            try:
+                batch.wake.acquire()  # released once done, or to lead the next group
+            except BaseException:  # KeyboardInterrupt in the main thread
+                self._withdraw(batch)
+                raise
+        if not batch.done:
+            try:
+                self._lead(now)
+            except BaseException:
+                self._withdraw(batch)
+                raise
         if batch.error is not None:
             raise batch.error
         return batch.outcome
 
     def _lead(self, now: float) -> None:
         """Commit every queued batch as one group, wake each batch's caller, and hand
-        the lead to the first batch queued meanwhile (one wake-up per call)."""
-        error: StorageError | None = None
+        the lead to the first batch queued meanwhile (one wake-up per call), whatever
+        is raised: a lead never handed on would leave every later call waiting."""
+        group: list[_Batch] = []
         outcomes: list[list[Recorded]] = []
-        with self._writer:
+        error = StorageError("the commit was interrupted")
+        try:
+            with self._writer:
+                with self._lock:
+                    group, self._queue = self._queue, []
+                try:
+                    outcomes = self._commit_group(group, now)
+                except StorageError as exc:
+                    error = exc
+                except Exception as exc:  # a bug: the group fails, as a failed commit
+                    error = StorageError(f"cannot commit results: {exc!r}")
+                    self._failed(error)
+        finally:
+            for i, batch in enumerate(group):
+                if i < len(outcomes):
+                    batch.outcome = outcomes[i]
+                else:
+                    batch.error = error
+                batch.done = True
+                batch.wake.release()
             with self._lock:
-                group, self._queue = self._queue, []
-            try:
-                outcomes = self._commit_group(group, now)
-            except StorageError as exc:
-                error = exc
-            finally:
-                for i, batch in enumerate(group):
-                    if i < len(outcomes):
-                        batch.outcome = outcomes[i]
-                    else:
-                        batch.error = error or StorageError("the commit was interrupted")
-                    batch.done = True
-                    batch.wake.release()
+                self._pass_lead()
+
+    def _pass_lead(self) -> None:
+        """Call under ``_lock``: the first queued batch's call leads next, or none."""
+        if self._queue:
+            self._queue[0].leads = True
+            self._queue[0].wake.release()
+        else:
+            self._leading = False
+
+    def _withdraw(self, batch: _Batch) -> None:
+        """A call interrupted while it waited: its batch leaves the queue (it may still
+        be committed if a group took it already), and a lead handed to it passes on."""
         with self._lock:
-            if self._queue:
-                self._queue[0].wake.release()
-            else:
-                self._leading = False
+            if batch in self._queue:
+                self._queue.remove(batch)
+            if batch.leads and not batch.done:
+                self._pass_lead()
 
     def _commit_group(self, group: list[_Batch], now: float) -> list[list[Recorded]]:
         """Call under ``_writer``: commit ``group`` in one transaction (the new rows,
@@ -475,10 +504,11 @@ class EmbeddedStore:
         written = [*(states[j] for j in must), *dirty]
         try:
             self.database.write(Writes(results=numbered, states=written, upto=last_id))
-        except StorageError as exc:
+        except BaseException as exc:
             with self._lock:
                 self._cut |= cut
-            self._failed(exc)
+            if isinstance(exc, StorageError):
+                self._failed(exc)
             raise
         self._written(ids, None, fresh, last_id, now)
         self._journaled += len(numbered)
@@ -503,7 +533,41 @@ class EmbeddedStore:
 
     def set_max_results(self, max_results_per_job: int) -> list[str]:
         """A new history limit for every job (a config reload); the ids whose history
-        was cut to it (their rows in the database are trimmed at the next write)."""
+        was cut to it (their rows in the database are trimmed at the next write).
+
+        A larger limit first deletes the rows already beyond the histories: a load takes
+        each job's newest rows up to the limit, and would bring those back."""
+        if self.database is not None and max_results_per_job > self.max_results:
+            with self._writer:
+                self._delete_garbage()
+                return self._set_limit(max_results_per_job)
+        return self._set_limit(max_results_per_job)
+
+    def _delete_garbage(self) -> None:
+        """Call under ``_writer``: delete every row beyond its job's history now. If the
+        write fails, the rows stay garbage (deleted by a later write)."""
+        assert self.database is not None
+        with self._lock:
+            cut, self._cut = self._cut, set()
+        _, plan, _, fresh = self._trims([], cut, deletes=None)  # histories cut since
+        for job_id, (_, extra) in plan.items():
+            if extra:
+                del self._ids[job_id][:extra]
+        self._unsorted.extend(fresh)
+        garbage = sorted(self._garbage + self._unsorted)
+        if not garbage:
+            return
+        try:
+            self._check()
+            self.database.write(
+                Writes(results=[], states=[], upto=self._next_id - 1, delete=garbage)
+            )
+        except StorageError as exc:
+            self._failed(exc)
+            return
+        self._garbage, self._unsorted = [], []
+
+    def _set_limit(self, max_results_per_job: int) -> list[str]:
         with self._lock:
             if max_results_per_job == self.max_results:
                 return []
