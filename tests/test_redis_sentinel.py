@@ -16,6 +16,8 @@ import redis as redis_py
 from liveserver import LiveServer, live_server, wait_for
 from redisserver import RedisServer
 
+from cronmetrics.storage.redismirror import reason
+
 pytestmark = pytest.mark.slow
 
 SERVICE = "cm"
@@ -179,3 +181,33 @@ def test_a_sentinel_refusing_us_is_one_clear_line_and_a_failing_readiness(
         assert f"sentinel 127.0.0.1:{sentinel.port}" in lines[0]  # not redis-py's repr
         assert "ConnectionPool" not in server.log()
         assert "s3nt" not in server.log() and "Traceback" not in server.log()
+
+
+def sentinel_client_repr(port: int) -> str:
+    """How redis-py 8 names a sentinel's client in MasterNotFoundError (abridged)."""
+    return (
+        "<redis.client.Redis(<redis.connection.ConnectionPool(<redis.connection.Connection("
+        "db=0,username=<REDACTED>,password=<REDACTED>,socket_timeout=1.0,"
+        "retry=<redis.retry.Retry object at 0x7f27e3f49f10>,health_check_interval=0,"
+        "driver_info=DriverInfo(name='redis-py', lib_version='8.1.0', _upstream=[]),"
+        f"host=127.0.0.1,port={port},socket_connect_timeout=0.5,"
+        "socket_keepalive_options=<object object at 0x7fbaddcc5b40>,"
+        "orig_host_address=127.0.0.1)>)>)>"
+    )
+
+
+def test_sentinel_errors_name_each_sentinel_by_host_and_port() -> None:
+    message = (
+        f"No master found for 'cm' : {sentinel_client_repr(26379)} - auth:AuthenticationError, "
+        f"{sentinel_client_repr(26380)} - ConnectionError('refused')"
+    )
+    assert reason(Exception(message)) == (
+        "No master found for 'cm' : sentinel 127.0.0.1:26379 - auth:AuthenticationError, "
+        "sentinel 127.0.0.1:26380 - ConnectionError('refused')"
+    )
+    # a repr without a host is left alone, and does not swallow the next one
+    odd = "<redis.client.Redis(<redis.connection.ConnectionPool(<x(db=0)>)>)> - a"
+    assert reason(Exception(f"{odd}, {sentinel_client_repr(1)} - b")) == (
+        f"{odd}, sentinel 127.0.0.1:1 - b"
+    )
+    assert reason(Exception()) == "Exception"

@@ -302,10 +302,25 @@ def test_a_failed_group_commit_fails_its_own_calls_and_the_next_group_commits(
     assert sorted(reopen(tmp_path, 20).ids()) == [f"job{j:04d}" for j in range(1, 8)]
 
 
-def record_in_thread(store: EmbeddedStore, job: int) -> threading.Thread:
-    thread = threading.Thread(target=store.record, args=([result(job, 0)], T0), daemon=True)
+def record_in_thread(store: EmbeddedStore, job: int, i: int = 0) -> threading.Thread:
+    thread = threading.Thread(target=store.record, args=([result(job, i)], T0), daemon=True)
     thread.start()
     return thread
+
+
+def hold_first_write(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """The next ``Database.write`` waits (``held`` is set) until ``release`` is set."""
+    held, release = threading.Event(), threading.Event()
+    write = database_mod.Database.write
+
+    def held_first(self: database_mod.Database, writes: database_mod.Writes) -> None:
+        if not held.is_set():
+            held.set()
+            release.wait(10)
+        write(self, writes)
+
+    monkeypatch.setattr(database_mod.Database, "write", held_first)
+    return held, release
 
 
 def test_a_commit_failing_with_a_bug_fails_its_group_and_the_next_call_commits(
@@ -346,16 +361,7 @@ def test_a_call_interrupted_while_queued_passes_on_the_lead(
     import signal
 
     store, _ = open_store(tmp_path, 20, durable=True, now=T0)
-    held, release = threading.Event(), threading.Event()
-    write = database_mod.Database.write
-
-    def held_first(self: database_mod.Database, writes: database_mod.Writes) -> None:
-        if not held.is_set():
-            held.set()
-            release.wait(10)
-        write(self, writes)
-
-    monkeypatch.setattr(database_mod.Database, "write", held_first)
+    held, release = hold_first_write(monkeypatch)
     leader = record_in_thread(store, 1)
     assert held.wait(10)
 
@@ -401,3 +407,72 @@ def test_a_limit_lowered_then_raised_does_not_bring_cut_results_back_after_a_cra
     after = snapshot(reopen(tmp_path, 30))
     assert len(after[1]["job0001"]) == len(before[1]["job0001"]) == 10
     assert after == before
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_raising_the_limit_keeps_what_a_crash_rebuilds_the_counters_from(
+    tmp_path: Path, durable: bool
+) -> None:
+    store, _ = open_store(tmp_path, 10, durable=durable, now=T0)
+    for i in range(10):
+        store.record([result(1, i)], T0)
+    store.flush(T0)
+    for i in range(10, 30):  # journaled: the state row stays behind; else: queued
+        store.record([result(1, i)], T0)
+    store.set_max_results(20)
+    before = snapshot(store)
+    crash(store)
+    after = snapshot(reopen(tmp_path, 20))
+    assert after == before
+    assert after[0]["job0001"].runs_total == 30  # type: ignore[attr-defined]
+    assert len(after[1]["job0001"]) == 10
+
+
+def test_a_limit_lowered_during_a_journaled_commit_applies_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = open_store(tmp_path, 10, durable=True, now=T0)
+    for i in range(4):
+        store.record([result(1, i)], T0)
+    held, release = hold_first_write(monkeypatch)
+    commit = record_in_thread(store, 1, 4)
+    assert held.wait(10)
+    lowering = threading.Thread(target=store.set_max_results, args=(4,), daemon=True)
+    lowering.start()
+    release.set()
+    for thread in (commit, lowering):
+        thread.join(10)
+    store.set_max_results(20)
+    before = snapshot(store)
+    assert len(before[1]["job0001"]) == 4
+    crash(store)
+    assert snapshot(reopen(tmp_path, 20)) == before
+
+
+def test_a_detach_during_a_journaled_commit_is_kept_and_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = open_store(tmp_path, 10, durable=True, now=T0)
+    store.record([result(1, 0)], T0)
+    store.record([result(2, 0)], T0)
+    held, release = hold_first_write(monkeypatch)
+    commit = record_in_thread(store, 1, 1)
+    assert held.wait(10)
+    detach = threading.Thread(
+        target=store.detach, args=(["job0001", "job0002"], T0 + 100), daemon=True
+    )
+    detach.start()
+    release.set()
+    for thread in (commit, detach):
+        thread.join(10)
+    held_states = store.states()
+    assert {j: s.detached_since for j, s in held_states.items()} == {
+        "job0001": T0 + 100,
+        "job0002": T0 + 100,
+    }
+    store.close()
+    again = reopen(tmp_path, 10)
+    assert {j: s.detached_since for j, s in again.states().items()} == {
+        "job0001": T0 + 100,
+        "job0002": T0 + 100,
+    }

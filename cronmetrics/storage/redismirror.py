@@ -58,7 +58,10 @@ def decode_state(job_id: str, raw: str) -> JobState:
 
 
 #: how redis-py names a client in an error (a sentinel it asked): its whole repr
-_CLIENT_REPR = re.compile(r"<redis\.client\.Redis\(.*?,host=([^,]+),port=(\d+),.*?\)>\)>\)>")
+_NOT_NEXT = r"(?:(?!<redis\.client\.Redis\().)*?"  # within one client's repr
+_CLIENT_REPR = re.compile(
+    rf"<redis\.client\.Redis\({_NOT_NEXT}[(,]host=([^,)]+),port=(\d+){_NOT_NEXT}\)>\)>\)>"
+)
 
 
 def reason(exc: BaseException) -> str:

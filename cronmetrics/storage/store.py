@@ -35,6 +35,7 @@ Without a database (``database=None``: tests, tools) the engine is the same, in 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import threading
@@ -520,7 +521,8 @@ class EmbeddedStore:
         return plans
 
     def _set_state(self, job_id: str, change: dict[str, Any], now: float) -> JobState:
-        with self._lock:
+        # journaled: not during a commit, whose states (planned before) would replace it
+        with self._writer if self.durable else contextlib.nullcontext(), self._lock:
             state = self._states.get(job_id) or new_state(job_id, now)
             updated = dataclasses.replace(state, **change) if change else state
             if updated is not state or job_id not in self._states:
@@ -537,35 +539,15 @@ class EmbeddedStore:
 
         A larger limit first deletes the rows already beyond the histories: a load takes
         each job's newest rows up to the limit, and would bring those back."""
-        if self.database is not None and max_results_per_job > self.max_results:
-            with self._writer:
-                self._delete_garbage()
-                return self._set_limit(max_results_per_job)
-        return self._set_limit(max_results_per_job)
-
-    def _delete_garbage(self) -> None:
-        """Call under ``_writer``: delete every row beyond its job's history now. If the
-        write fails, the rows stay garbage (deleted by a later write)."""
-        assert self.database is not None
-        with self._lock:
-            cut, self._cut = self._cut, set()
-        _, plan, _, fresh = self._trims([], cut, deletes=None)  # histories cut since
-        for job_id, (_, extra) in plan.items():
-            if extra:
-                del self._ids[job_id][:extra]
-        self._unsorted.extend(fresh)
-        garbage = sorted(self._garbage + self._unsorted)
-        if not garbage:
-            return
-        try:
-            self._check()
-            self.database.write(
-                Writes(results=[], states=[], upto=self._next_id - 1, delete=garbage)
-            )
-        except StorageError as exc:
-            self._failed(exc)
-            return
-        self._garbage, self._unsorted = [], []
+        if self.database is None:
+            return self._set_limit(max_results_per_job)
+        with self._writer:  # not in the middle of a journaled commit, planned at the old limit
+            if max_results_per_job > self.max_results:
+                # at the old limit: every row beyond a history deleted, every state current
+                # (a failure is kept as last_error; the rows go at a later write)
+                with contextlib.suppress(StorageError):
+                    self._flush_locked(None, everything=True, all_garbage=True)
+            return self._set_limit(max_results_per_job)
 
     def _set_limit(self, max_results_per_job: int) -> list[str]:
         with self._lock:
@@ -857,11 +839,17 @@ class EmbeddedStore:
             self._flush_locked(now)
 
     def _flush_locked(
-        self, now: float | None, *, everything: bool = False, cache: bool = False
+        self,
+        now: float | None,
+        *,
+        everything: bool = False,
+        cache: bool = False,
+        all_garbage: bool = False,
     ) -> None:
         """Call under ``_writer``: write the queued rows, the states that must be, a slice
         of the stale ones (``everything``: all of them), then checkpoint the WAL.
-        ``cache``: also the history cache, from the same moment (the final write)."""
+        ``cache``: also the history cache, from the same moment (the final write);
+        ``all_garbage``: delete every row beyond its history, not only as many as added."""
         assert self.database is not None
         try:
             self._check()
@@ -886,7 +874,9 @@ class EmbeddedStore:
             )
         numbered = list(enumerate(rows, self._next_id))
         last_id = self._next_id + len(rows) - 1
-        idle = not (rows or states or cut or forget or cache or self._unsorted)
+        idle = not (rows or states or cut or forget or cache or self._unsorted) and not (
+            all_garbage and self._garbage
+        )
         if idle:
             if self.last_error is not None:  # nothing to write: is the disk back?
                 try:
@@ -896,7 +886,7 @@ class EmbeddedStore:
                     raise
             self._written({}, None, [], last_id, now)
             return
-        deletes = -1 if cache else len(numbered) + self._journaled
+        deletes = -1 if cache or all_garbage else len(numbered) + self._journaled
         delete, ids, garbage, _ = self._trims(numbered, cut, deletes=deletes)
         try:
             self.database.write(
