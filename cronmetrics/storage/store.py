@@ -521,6 +521,10 @@ class EmbeddedStore:
         return plans
 
     def _set_state(self, job_id: str, change: dict[str, Any], now: float) -> JobState:
+        if not change:
+            with self._lock:
+                if (known := self._states.get(job_id)) is not None:
+                    return known  # nothing to change: no need to wait for a commit
         # journaled: not during a commit, whose states (planned before) would replace it
         with self._writer if self.durable else contextlib.nullcontext(), self._lock:
             state = self._states.get(job_id) or new_state(job_id, now)
