@@ -13,7 +13,7 @@ import os
 import re
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote
@@ -245,24 +245,31 @@ _STORE_RE = re.compile(
 
 _HOST = r"(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+)(?::\d{1,5})?"
 _SENTINEL_RE = re.compile(
-    r"^redis\+sentinel://(?:(?P<user>[^:@/]*)(?::(?P<password>[^@/]*))?@)?"
+    r"^(?P<scheme>rediss?)\+sentinel://(?:(?P<user>[^:@/]*)(?::(?P<password>[^@/]*))?@)?"
     rf"(?P<hosts>{_HOST}(?:,{_HOST})*)/(?P<service>[A-Za-z0-9_.-]+)"
     r"(?:/(?P<db>\d{1,2})?)?(?:\?(?P<query>.*))?$"
 )
-#: what a ``redis+sentinel://`` URL may say after ``?``
-SENTINEL_URL_OPTIONS = frozenset({"socket_timeout", "socket_connect_timeout"})
+#: what a ``redis+sentinel://`` URL may say after ``?`` (``rediss+sentinel://``: also
+#: the ``ssl_*`` options, for the sentinels and the primary alike)
+SENTINEL_URL_OPTIONS = STORE_URL_OPTIONS
+_SECONDS_OPTIONS = frozenset({"socket_timeout", "socket_connect_timeout"})
 
 
 @dataclass(frozen=True)
 class SentinelURL:
-    """The parts of ``redis+sentinel://[:password@]host:port[,host:port...]/service/db``."""
+    """The parts of ``redis+sentinel://[:password@]host:port[,host:port...]/service/db``
+    (``rediss+sentinel://``: TLS to the sentinels and to the primary)."""
 
     sentinels: tuple[tuple[str, int], ...]
     service: str
     db: int
     password: str | None
     username: str | None
+    #: socket timeouts, in seconds
     options: dict[str, float]
+    tls: bool = False
+    #: redis-py's ``ssl_*`` connection options (``ssl_check_hostname`` a bool)
+    ssl: dict[str, str | bool] = field(default_factory=dict)
 
 
 def parse_sentinel_url(value: str) -> SentinelURL | None:
@@ -278,12 +285,19 @@ def parse_sentinel_url(value: str) -> SentinelURL | None:
         if not 1 <= int(port) <= 65535:
             raise ValueError(f"port {port} is out of range")
         sentinels.append((host.strip("[]"), int(port)))
-    options = {}
+    tls = match.group("scheme") == "rediss"
+    options: dict[str, float] = {}
+    ssl: dict[str, str | bool] = {}
     for pair in filter(None, (match.group("query") or "").split("&")):
         name, _, raw = pair.partition("=")
         if name not in SENTINEL_URL_OPTIONS:
             known = ", ".join(sorted(SENTINEL_URL_OPTIONS))
             raise ValueError(f"unknown store URL option {name!r} (known: {known})")
+        if name not in _SECONDS_OPTIONS:
+            if not tls:
+                raise ValueError(f"{name} needs a rediss+sentinel:// (TLS) URL")
+            ssl[name] = _tls_option(name, unquote(raw))
+            continue
         try:
             options[name] = float(raw)
         except ValueError:
@@ -298,7 +312,19 @@ def parse_sentinel_url(value: str) -> SentinelURL | None:
         unquote(match.group("password")) if match.group("password") is not None else None,
         unquote(match.group("user")) if match.group("user") else None,
         options,
+        tls,
+        ssl,
     )
+
+
+def _tls_option(name: str, raw: str) -> str | bool:
+    if name == "ssl_check_hostname":
+        if raw.lower() not in ("true", "false", "yes", "no", "1", "0"):
+            raise ValueError(f"ssl_check_hostname must be true or false, not {raw!r}")
+        return raw.lower() in ("true", "yes", "1")
+    if name == "ssl_cert_reqs" and raw not in ("none", "optional", "required"):
+        raise ValueError(f"ssl_cert_reqs must be none, optional or required, not {raw!r}")
+    return raw
 
 
 def check_store_url(value: str) -> str:
@@ -306,10 +332,11 @@ def check_store_url(value: str) -> str:
     parts we understand."""
     if value == "embedded":
         return value
-    if value.startswith("redis+sentinel:"):
+    if value.startswith(("redis+sentinel:", "rediss+sentinel:")):
         if parse_sentinel_url(value) is None:
             raise ValueError(
-                "must be redis+sentinel://[:password@]host:port[,host:port...]/service/db"
+                "must be redis+sentinel://[:password@]host:port[,host:port...]/service/db "
+                "(rediss+sentinel:// for TLS)"
             )
         return value
     match = _STORE_RE.fullmatch(value)
@@ -335,7 +362,7 @@ def check_store_url(value: str) -> str:
 
 def mask_url_password(url: str) -> str:
     """The URL with its password (if any) replaced by ``***``, for logs and config show."""
-    return re.sub(r"^((?:rediss?|redis\+sentinel)://[^:@/]*:)[^@/]*@", r"\1***@", url)
+    return re.sub(r"^((?:rediss?|rediss?\+sentinel)://[^:@/]*:)[^@/]*@", r"\1***@", url)
 
 
 _file_data: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("_file_data")

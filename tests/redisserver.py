@@ -4,7 +4,8 @@ Each server gets a free loopback port and a directory of its own; its append-onl
 (``appendonly yes``, ``appendfsync always``) and its log live there and nowhere else (no
 RDB snapshots). :meth:`RedisServer.kill` is a real ``kill -9``; :meth:`RedisServer.start`
 again brings it back on the same port and directory, reading the AOF, as a restarted
-Redis in production would.
+Redis in production would. With ``tls`` (a certificate and its key), it also answers
+TLS on ``tls_port``; :class:`SentinelServer` is ``redis-server --sentinel`` watching one.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from cronmetrics.testing import free_port, stop_process, wait_for
 
-__all__ = ["RedisServer", "redis_server"]
+__all__ = ["RedisServer", "SentinelServer", "redis_server"]
 
 
 def _answers_ping(port: int, password: str | None) -> bool:
@@ -45,6 +46,19 @@ class RedisServer:
     password: str | None = None
     extra: Sequence[str] = ()
     process: subprocess.Popen[bytes] | None = None
+    #: (certificate, key): TLS on ``tls_port`` too (the plain port stays, for the checks)
+    tls: tuple[Path, Path] | None = None
+    tls_port: int = field(default_factory=free_port)
+
+    def tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        cert, key = self.tls
+        return [
+            *("--tls-port", str(self.tls_port)),
+            *("--tls-cert-file", str(cert), "--tls-key-file", str(key)),
+            *("--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"),
+        ]
 
     @property
     def url(self) -> str:
@@ -82,7 +96,7 @@ class RedisServer:
         ]
         if self.password is not None:
             args += ["--requirepass", self.password]
-        return [*args, *self.extra]
+        return [*args, *self.tls_args(), *self.extra]
 
     def start(self, timeout: float = 20) -> RedisServer:
         """Start (or restart) on the same port and directory; return when it answers."""
@@ -118,6 +132,30 @@ class RedisServer:
         if down_for:
             time.sleep(down_for)
         self.start()
+
+
+@dataclass
+class SentinelServer(RedisServer):
+    """``redis-server sentinel.conf --sentinel`` watching the master on ``master_port``
+    as ``service`` (with ``password``: the sentinel's own ``requirepass``; with ``tls``:
+    TLS to its clients and to the master, whose ``master_port`` is then its TLS port)."""
+
+    master_port: int = 0
+    service: str = "cm"
+
+    def command(self) -> list[str]:
+        conf = self.dir / "sentinel.conf"
+        if not conf.exists():  # the sentinel rewrites it with what it learns
+            conf.write_text(
+                f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
+                f"logfile {self.log_path}\n"
+                f"sentinel monitor {self.service} 127.0.0.1 {self.master_port} 1\n"
+                f"sentinel down-after-milliseconds {self.service} 1000\n"
+                f"sentinel failover-timeout {self.service} 10000\n"
+                + (f"requirepass {self.password}\n" if self.password is not None else "")
+                + ("tls-replication yes\n" if self.tls is not None else "")
+            )
+        return [self.binary, str(conf), "--sentinel", *self.tls_args()]
 
 
 @contextlib.contextmanager

@@ -7,41 +7,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 import redis as redis_py
 from liveserver import LiveServer, live_server, wait_for
-from redisserver import RedisServer
+from redisserver import RedisServer, SentinelServer
 
 from cronmetrics.storage.redismirror import reason
 
 pytestmark = pytest.mark.slow
 
 SERVICE = "cm"
-
-
-@dataclass
-class SentinelServer(RedisServer):
-    """``redis-server sentinel.conf --sentinel`` watching one master as ``SERVICE`` (with
-    ``password``, the sentinel's own ``requirepass``)."""
-
-    master_port: int = 0
-
-    def command(self) -> list[str]:
-        conf = self.dir / "sentinel.conf"
-        if not conf.exists():  # the sentinel rewrites it with what it learns
-            conf.write_text(
-                f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
-                f"logfile {self.log_path}\n"
-                f"sentinel monitor {SERVICE} 127.0.0.1 {self.master_port} 1\n"
-                f"sentinel down-after-milliseconds {SERVICE} 1000\n"
-                f"sentinel failover-timeout {SERVICE} 10000\n"
-                + (f"requirepass {self.password}\n" if self.password is not None else "")
-            )
-        return [self.binary, str(conf), "--sentinel"]
 
 
 @pytest.fixture

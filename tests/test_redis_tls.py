@@ -1,10 +1,10 @@
-"""``store: rediss://``: a real ``cronmetrics serve`` on a real redis-server that speaks
-TLS (Debian's build, ``--tls-port``), with a self-signed certificate."""
+"""``store: rediss://`` and ``rediss+sentinel://``: a real ``cronmetrics serve`` on a real
+redis-server (and sentinel) that speak TLS (Debian's build, ``--tls-port``), with a
+self-signed certificate."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -12,44 +12,23 @@ import pytest
 import redis as redis_py
 from certs import self_signed
 from liveserver import live_server, wait_for
-from redisserver import RedisServer
-
-from cronmetrics.testing import free_port
+from redisserver import RedisServer, SentinelServer
 
 pytestmark = pytest.mark.slow
 
 
-@dataclass
-class TLSRedisServer(RedisServer):
-    """A redis-server answering TLS on ``tls_port`` (and plain RESP on ``port``, which
-    only the fixture uses: to know it is up, and to look at what was written)."""
-
-    tls_port: int = field(default_factory=free_port)
-    cert: Path = Path()
-    key: Path = Path()
-
-    def command(self) -> list[str]:
-        return [
-            *super().command(),
-            "--tls-port",
-            str(self.tls_port),
-            "--tls-cert-file",
-            str(self.cert),
-            "--tls-key-file",
-            str(self.key),
-            "--tls-ca-cert-file",
-            str(self.cert),
-            "--tls-auth-clients",
-            "no",
-        ]
+@pytest.fixture
+def tls_files(tmp_path: Path) -> tuple[Path, Path]:
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    return self_signed(certs)
 
 
 @pytest.fixture
-def tls_redis(redis_server_bin: str, tmp_path: Path) -> Iterator[TLSRedisServer]:
-    certs = tmp_path / "certs"
-    certs.mkdir()
-    cert, key = self_signed(certs)
-    server = TLSRedisServer(redis_server_bin, tmp_path / "redis", cert=cert, key=key).start()
+def tls_redis(
+    redis_server_bin: str, tls_files: tuple[Path, Path], tmp_path: Path
+) -> Iterator[RedisServer]:
+    server = RedisServer(redis_server_bin, tmp_path / "redis", tls=tls_files).start()
     try:
         yield server
     finally:
@@ -63,10 +42,9 @@ def jobs_dir(tmp_path: Path) -> Path:
     return jobs
 
 
-def test_a_replica_on_rediss_verifies_the_certificate_and_writes_over_tls(
-    tls_redis: TLSRedisServer, tmp_path: Path
-) -> None:
-    url = f"rediss://127.0.0.1:{tls_redis.tls_port}/0?ssl_ca_certs={tls_redis.cert}"
+def report_through(url: str, redis: RedisServer, tmp_path: Path) -> None:
+    """A replica on ``url`` gets ready, takes a report, and ``redis`` (read on its plain
+    port: its TLS port speaks nothing else) holds it."""
     args = ("--no-auth", "--store", url)
     with live_server(jobs_dir(tmp_path), tmp_path / "state", args=args) as server:
         wait_for(
@@ -78,13 +56,19 @@ def test_a_replica_on_rediss_verifies_the_certificate_and_writes_over_tls(
         state = httpx.get(f"{server.url}/api/job/backup", timeout=5).json()["state"]
         assert state["runs_total"] == 1
         assert "Traceback" not in server.log()
-    plain = redis_py.Redis(port=tls_redis.port, decode_responses=True)
-    # the TLS port speaks nothing else, so this Redis got it over TLS
+    plain = redis_py.Redis(port=redis.port, decode_responses=True)
     assert any("backup" in key for key in plain.scan_iter("cm:*"))
 
 
+def test_a_replica_on_rediss_verifies_the_certificate_and_writes_over_tls(
+    tls_redis: RedisServer, tls_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    url = f"rediss://127.0.0.1:{tls_redis.tls_port}/0?ssl_ca_certs={tls_files[0]}"
+    report_through(url, tls_redis, tmp_path)
+
+
 def test_a_certificate_the_replica_cannot_verify_is_one_clear_line_and_no_write(
-    tls_redis: TLSRedisServer, tmp_path: Path
+    tls_redis: RedisServer, tmp_path: Path
 ) -> None:
     url = f"rediss://127.0.0.1:{tls_redis.tls_port}/0"  # the system CAs: not ours
     args = ("--no-auth", "--store", url)
@@ -101,3 +85,17 @@ def test_a_certificate_the_replica_cannot_verify_is_one_clear_line_and_no_write(
         assert "Traceback" not in server.log()
     plain = redis_py.Redis(port=tls_redis.port, decode_responses=True)
     assert not any("backup" in key for key in plain.scan_iter("cm:*"))
+
+
+def test_a_replica_behind_tls_sentinels_finds_the_primary_and_writes_over_tls(
+    redis_server_bin: str, tls_redis: RedisServer, tls_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    sentinel = SentinelServer(
+        redis_server_bin, tmp_path / "sentinel", master_port=tls_redis.tls_port, tls=tls_files
+    ).start()
+    try:
+        ca = tls_files[0]
+        url = f"rediss+sentinel://127.0.0.1:{sentinel.tls_port}/cm/0?ssl_ca_certs={ca}"
+        report_through(url, tls_redis, tmp_path)
+    finally:
+        sentinel.stop()

@@ -48,7 +48,10 @@ def test_flag_wins_over_environment_which_wins_over_the_file(
         ("redis://redis:6379/0?max_conections=3", "unknown store URL option 'max_conections'"),
         ("redis+sentinel://s1:26379/", "must be redis+sentinel://"),
         ("redis+sentinel://s1:26379,s2:99999/cm/0", "port 99999 is out of range"),
-        ("redis+sentinel://s1/cm/0?ssl_ca_certs=/ca.pem", "unknown store URL option"),
+        ("redis+sentinel://s1/cm/0?ssl_ca_certs=/ca.pem", "needs a rediss+sentinel:// (TLS)"),
+        ("redis+sentinel://s1/cm/0?max_conections=3", "unknown store URL option"),
+        ("rediss+sentinel://s1/cm/0?ssl_cert_reqs=maybe", "ssl_cert_reqs must be none, optional"),
+        ("rediss+sentinel://s1/cm/0?ssl_check_hostname=perhaps", "must be true or false"),
         ("redis+sentinel://s1/cm/0?socket_timeout=soon", "socket_timeout must be a number"),
     ],
 )
@@ -153,3 +156,13 @@ def test_a_sentinel_url_names_the_sentinels_the_service_and_the_database() -> No
     )
     assert mask_url_password(url) == url.replace("s3cret", "***")
     assert parse_sentinel_url("redis://host:6379/0") is None
+
+
+def test_a_tls_sentinel_url_carries_its_tls_options_for_sentinels_and_primary() -> None:
+    url = "rediss+sentinel://:pw@s1,s2:26380/cm/1?ssl_ca_certs=/etc/ca%20s.pem&ssl_check_hostname=false"
+    assert load_config(store=url).redis
+    spec = parse_sentinel_url(url)
+    assert spec is not None and spec.tls
+    assert spec.ssl == {"ssl_ca_certs": "/etc/ca s.pem", "ssl_check_hostname": False}
+    assert spec.sentinels == (("s1", 26379), ("s2", 26380)) and spec.db == 1
+    assert mask_url_password(url).startswith("rediss+sentinel://:***@s1")

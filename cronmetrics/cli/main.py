@@ -183,7 +183,8 @@ def validate(paths: tuple[Path, ...], fmt: str, follow_external_symlinks: bool) 
     "--store",
     default=None,
     help="embedded (default) or redis://[:password@]host:port/db (rediss:// for TLS; "
-    "redis+sentinel://host:port[,host:port...]/service/db behind Sentinel).",
+    "redis+sentinel://host:port[,host:port...]/service/db behind Sentinel, "
+    "rediss+sentinel:// with TLS).",
 )
 @click.option(
     "--threads",

@@ -96,12 +96,13 @@ def _connect(
     url: str, *, socket_timeout: float, sentinel_password: str | None = None, **options: Any
 ) -> Any:
     """A client of the Redis at ``url``; with ``redis+sentinel://``, of the master the
-    sentinels name now: after a failover its connections fail (or the demoted master
-    answers READONLY), and the next connection asks the sentinels again."""
+    sentinels name now (``rediss+sentinel://``: both over TLS): after a failover its
+    connections fail (or the demoted master answers READONLY), and the next connection
+    asks the sentinels again."""
     spec = parse_sentinel_url(url)
     if spec is None:
         return redis.Redis.from_url(url, socket_timeout=socket_timeout, **options)
-    from redis.sentinel import Sentinel
+    from redis.sentinel import Sentinel, SentinelManagedSSLConnection
 
     # options in the URL win, as redis-py's from_url does with a redis:// URL
     timeouts = {
@@ -114,8 +115,11 @@ def _connect(
     asked: dict[str, Any] = {**timeouts, "retry": Retry(NoBackoff(), 0)}
     if sentinel_password is not None:
         asked["password"] = sentinel_password
-    sentinel = Sentinel(list(spec.sentinels), sentinel_kwargs=asked)  # type: ignore[no-untyped-call]
     kwargs = {**options, **timeouts, "db": spec.db}
+    if spec.tls:  # the sentinels and the primary alike
+        asked.update(ssl=True, **spec.ssl)
+        kwargs.update(connection_class=SentinelManagedSSLConnection, **spec.ssl)
+    sentinel = Sentinel(list(spec.sentinels), sentinel_kwargs=asked)  # type: ignore[no-untyped-call]
     if spec.password is not None and "password" not in options:
         kwargs["password"] = spec.password
     if spec.username is not None:

@@ -75,7 +75,7 @@ def check_can_start(config: Config, *, workers: int = 1) -> None:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{key} {path} cannot be read: {exc}") from None
     if config.store_sentinel_password_file is not None and not config.store.startswith(
-        "redis+sentinel:"
+        ("redis+sentinel:", "rediss+sentinel:")
     ):
         raise ConfigError(
             "store_sentinel_password_file is set but the store is not redis+sentinel://: "
