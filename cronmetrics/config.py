@@ -272,6 +272,11 @@ class SentinelURL:
     ssl: dict[str, str | bool] = field(default_factory=dict)
 
 
+def is_sentinel_url(value: str) -> bool:
+    """Whether ``value`` names Redis through Sentinel (``redis+sentinel://``, TLS or not)."""
+    return value.startswith(("redis+sentinel:", "rediss+sentinel:"))
+
+
 def parse_sentinel_url(value: str) -> SentinelURL | None:
     """The parts of a Sentinel URL (port 26379 when left out), None for any other URL."""
     match = _SENTINEL_RE.fullmatch(value)
@@ -328,11 +333,11 @@ def _tls_option(name: str, raw: str) -> str | bool:
 
 
 def check_store_url(value: str) -> str:
-    """``embedded``, or a ``redis://`` / ``rediss://`` / ``redis+sentinel://`` URL whose
-    parts we understand."""
+    """``embedded``, or a ``redis://`` / ``rediss://`` / ``redis+sentinel://`` /
+    ``rediss+sentinel://`` URL whose parts we understand."""
     if value == "embedded":
         return value
-    if value.startswith(("redis+sentinel:", "rediss+sentinel:")):
+    if is_sentinel_url(value):
         if parse_sentinel_url(value) is None:
             raise ValueError(
                 "must be redis+sentinel://[:password@]host:port[,host:port...]/service/db "
@@ -343,7 +348,8 @@ def check_store_url(value: str) -> str:
     if match is None:
         raise ValueError(
             "must be 'embedded' or redis://[:password@]host:port/db (rediss:// for TLS; "
-            "redis+sentinel://[:password@]host:port[,host:port...]/service/db for Sentinel)"
+            "redis+sentinel://[:password@]host:port[,host:port...]/service/db for Sentinel, "
+            "rediss+sentinel:// with TLS)"
         )
     if match.group("port") and not 1 <= int(match.group("port")) <= 65535:
         raise ValueError(f"port {match.group('port')} is out of range")
@@ -355,8 +361,10 @@ def check_store_url(value: str) -> str:
             raise ValueError(
                 f"unknown store URL option {name!r} (known: {', '.join(sorted(STORE_URL_OPTIONS))})"
             )
-        if name.startswith("ssl_") and match.group("scheme") != "rediss":
-            raise ValueError(f"{name} needs a rediss:// (TLS) URL")
+        if name.startswith("ssl_"):
+            if match.group("scheme") != "rediss":
+                raise ValueError(f"{name} needs a rediss:// (TLS) URL")
+            _tls_option(name, unquote(pair.partition("=")[2]))
     return value
 
 
@@ -457,14 +465,14 @@ class Config(BaseSettings):
     log: LogConfig = Field(default_factory=LogConfig)
     #: where job states and histories live: ``embedded`` (memory + state_dir/state.db, one
     #: server) or ``redis://[:password@]host:port/db`` (``rediss://`` for TLS,
-    #: ``redis+sentinel://host:port[,host:port...]/service/db`` behind Sentinel) shared by
-    #: replicas
+    #: ``redis+sentinel://host:port[,host:port...]/service/db`` behind Sentinel,
+    #: ``rediss+sentinel://`` with TLS) shared by replicas
     store: str = "embedded"
     #: a file whose first line is the Redis password (a mounted secret), instead of one in
     #: the ``store`` URL
     store_password_file: Path | None = None
-    #: with ``redis+sentinel://``: a file whose first line is the sentinels' own password
-    #: (``requirepass`` in sentinel.conf), which is not the Redis primary's
+    #: with ``redis+sentinel://`` or ``rediss+sentinel://``: a file whose first line is the
+    #: sentinels' own password (``requirepass`` in sentinel.conf), not the primary's
     store_sentinel_password_file: Path | None = None
     watch: WatchConfig = Field(default_factory=WatchConfig)
     maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)

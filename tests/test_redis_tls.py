@@ -87,15 +87,40 @@ def test_a_certificate_the_replica_cannot_verify_is_one_clear_line_and_no_write(
     assert not any("backup" in key for key in plain.scan_iter("cm:*"))
 
 
-def test_a_replica_behind_tls_sentinels_finds_the_primary_and_writes_over_tls(
+@pytest.fixture
+def tls_sentinel(
     redis_server_bin: str, tls_redis: RedisServer, tls_files: tuple[Path, Path], tmp_path: Path
-) -> None:
+) -> Iterator[SentinelServer]:
     sentinel = SentinelServer(
         redis_server_bin, tmp_path / "sentinel", master_port=tls_redis.tls_port, tls=tls_files
     ).start()
     try:
-        ca = tls_files[0]
-        url = f"rediss+sentinel://127.0.0.1:{sentinel.tls_port}/cm/0?ssl_ca_certs={ca}"
-        report_through(url, tls_redis, tmp_path)
+        yield sentinel
     finally:
         sentinel.stop()
+
+
+def test_a_replica_behind_tls_sentinels_finds_the_primary_and_writes_over_tls(
+    tls_sentinel: SentinelServer,
+    tls_redis: RedisServer,
+    tls_files: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    ca = tls_files[0]
+    url = f"rediss+sentinel://127.0.0.1:{tls_sentinel.tls_port}/cm/0?ssl_ca_certs={ca}"
+    report_through(url, tls_redis, tmp_path)
+
+
+def test_a_sentinel_certificate_the_replica_cannot_verify_is_named_at_start(
+    tls_sentinel: SentinelServer, tmp_path: Path
+) -> None:
+    url = f"rediss+sentinel://127.0.0.1:{tls_sentinel.tls_port}/cm/0"  # the system CAs
+    args = ("--no-auth", "--store", url)
+    with live_server(jobs_dir(tmp_path), tmp_path / "state", args=args) as server:
+        wait_for(lambda: "cannot be reached" in server.log(), "the line at start")
+        lines = [line for line in server.log().splitlines() if "cannot be reached:" in line]
+        assert len(lines) == 1, lines
+        assert f"sentinel 127.0.0.1:{tls_sentinel.tls_port}: " in lines[0]
+        assert "certificate verify failed" in lines[0]
+        deep = httpx.get(f"{server.url}/health/deep", timeout=5)
+        assert deep.status_code == 503 and "store" in deep.text

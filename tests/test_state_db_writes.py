@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -232,6 +234,20 @@ def test_a_purge_leaves_nothing_of_rows_deleted_before_it(tmp_path: Path) -> Non
     assert leftovers == []
 
 
+def until(check: Callable[[], bool], what: str) -> None:
+    """Poll a condition another thread brings about (there is no event to wait on)."""
+    deadline = time.monotonic() + 10
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.001)
+
+
+def waits_in(thread: threading.Thread, function: str) -> bool:
+    """Whether ``thread`` is inside ``function`` now (there, blocked on a lock)."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    return frame is not None and frame.f_code.co_name == function
+
+
 def journaled_calls_during_a_held_commit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, first_fails: bool
 ) -> tuple[EmbeddedStore, list[int], dict[int, str]]:
@@ -267,9 +283,7 @@ def journaled_calls_during_a_held_commit(
     for t in others:
         t.start()
     # every other call has queued its batch and waits for a commit
-    deadline = time.monotonic() + 10
-    while len(store._queue) < 7 and time.monotonic() < deadline:
-        time.sleep(0.001)
+    until(lambda: len(store._queue) == 7, "seven queued batches")
     release.set()
     for t in [first, *others]:
         t.join(10)
@@ -355,7 +369,7 @@ def test_an_exit_code_beyond_64_bits_is_refused_whole_naming_the_field(tmp_path:
     assert store.ids() == ["job0003"]
 
 
-def test_a_call_interrupted_while_queued_passes_on_the_lead(
+def test_a_call_interrupted_while_queued_leaves_the_queue(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import signal
@@ -377,9 +391,7 @@ def test_a_call_interrupted_while_queued_passes_on_the_lead(
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     later = record_in_thread(store, 3)
-    deadline = time.monotonic() + 10
-    while len(store._queue) < 1 and time.monotonic() < deadline:
-        time.sleep(0.001)
+    until(lambda: len(store._queue) == 1, "the later call queued")
     release.set()
     for thread in (leader, later):
         thread.join(10)
@@ -439,6 +451,7 @@ def test_a_limit_lowered_during_a_journaled_commit_applies_after_it(
     assert held.wait(10)
     lowering = threading.Thread(target=store.set_max_results, args=(4,), daemon=True)
     lowering.start()
+    until(lambda: waits_in(lowering, "set_max_results"), "the limit change to wait")
     release.set()
     for thread in (commit, lowering):
         thread.join(10)
@@ -462,6 +475,7 @@ def test_a_detach_during_a_journaled_commit_is_kept_and_written(
         target=store.detach, args=(["job0001", "job0002"], T0 + 100), daemon=True
     )
     detach.start()
+    until(lambda: waits_in(detach, "_set_state"), "the detach to wait")
     release.set()
     for thread in (commit, detach):
         thread.join(10)
@@ -476,3 +490,32 @@ def test_a_detach_during_a_journaled_commit_is_kept_and_written(
         "job0001": T0 + 100,
         "job0002": T0 + 100,
     }
+
+
+def test_a_leading_call_interrupted_before_its_commit_passes_on_the_lead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = open_store(tmp_path, 20, durable=True, now=T0)
+    writer = store._writer
+
+    class InterruptedOnce:
+        """The writer lock, but its first taker gets a KeyboardInterrupt instead."""
+
+        interrupted = False
+
+        def __enter__(self) -> None:
+            if not InterruptedOnce.interrupted:
+                InterruptedOnce.interrupted = True
+                raise KeyboardInterrupt
+            writer.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            writer.release()
+
+    monkeypatch.setattr(store, "_writer", InterruptedOnce())
+    with pytest.raises(KeyboardInterrupt):
+        store.record([result(1, 0)], T0)  # leads, and is interrupted before it commits
+    later = record_in_thread(store, 2)
+    later.join(10)
+    assert not later.is_alive(), "the next call waited for a lead nobody held"
+    assert store.ids() == ["job0002"]

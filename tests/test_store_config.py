@@ -51,6 +51,9 @@ def test_flag_wins_over_environment_which_wins_over_the_file(
         ("redis+sentinel://s1/cm/0?ssl_ca_certs=/ca.pem", "needs a rediss+sentinel:// (TLS)"),
         ("redis+sentinel://s1/cm/0?max_conections=3", "unknown store URL option"),
         ("rediss+sentinel://s1/cm/0?ssl_cert_reqs=maybe", "ssl_cert_reqs must be none, optional"),
+        ("rediss://r:6380/0?ssl_cert_reqs=maybe", "ssl_cert_reqs must be none, optional"),
+        ("rediss://r:6380/0?ssl_check_hostname=perhaps", "must be true or false"),
+        ("rediss+sentinal://s1/cm/0", "rediss+sentinel:// with TLS"),
         ("rediss+sentinel://s1/cm/0?ssl_check_hostname=perhaps", "must be true or false"),
         ("redis+sentinel://s1/cm/0?socket_timeout=soon", "socket_timeout must be a number"),
     ],
@@ -140,6 +143,7 @@ def test_a_sentinel_password_without_a_sentinel_store_is_refused_at_start(
     assert caught.value.code == 2
     err = capsys.readouterr().err
     assert "store_sentinel_password_file is set but the store is not redis+sentinel://" in err
+    assert "or rediss+sentinel://" in err
     assert "Traceback" not in err
 
 

@@ -686,6 +686,27 @@ class RedisStore:
         self.mirror.stop()
         self.client.close()
 
+    def _ask_sentinels(self) -> tuple[bool, str]:
+        """Why no sentinel named a primary, asking each one again: redis-py's own error
+        keeps only each failure's class (``network:ConnectionError`` for a refused
+        connection and a certificate it cannot verify alike). Whether one refused the
+        password, and the reasons, one per sentinel."""
+        manager = getattr(self.client.connection_pool, "sentinel_manager", None)
+        refused, reasons = False, []
+        for sentinel in getattr(manager, "sentinels", ()):
+            where = sentinel.connection_pool.connection_kwargs
+            name = f"sentinel {where.get('host')}:{where.get('port')}"
+            try:
+                sentinel.ping()
+            except redis.AuthenticationError as exc:
+                refused = True
+                reasons.append(f"{name}: {reason(exc)}")
+            except redis.RedisError as exc:
+                reasons.append(f"{name}: {reason(exc)}")
+            else:
+                reasons.append(f"{name} knows no primary for the service")
+        return refused, "; ".join(reasons)
+
     def problems(self) -> list[str]:
         """What is wrong with this Redis for us, one line each (logged at start): it
         cannot be reached, refuses the password, may evict our keys, or keeps no AOF."""
@@ -696,12 +717,13 @@ class RedisStore:
         except redis.AuthenticationError as exc:
             return [f"the Redis store {self.display} refused the password: {reason(exc)}"]
         except MasterNotFoundError as exc:
-            if "AuthenticationError" in str(exc) or "NOAUTH" in str(exc):
+            refused, why = self._ask_sentinels()
+            if refused:
                 return [
                     f"the sentinels of the Redis store {self.display} refused the password "
-                    f"(store_sentinel_password_file): {reason(exc)}"
+                    f"(store_sentinel_password_file): {why}"
                 ]
-            return [f"the Redis store {self.display} cannot be reached: {reason(exc)}"]
+            return [f"the Redis store {self.display} cannot be reached: {why or reason(exc)}"]
         except redis.RedisError as exc:
             return [f"the Redis store {self.display} cannot be reached: {reason(exc)}"]
         out = []

@@ -19,16 +19,19 @@ writes everything, then the history cache the next start reads.
 - ``durable=True`` (``snapshot.journal: true``): :meth:`~EmbeddedStore.record` returns
   once its results are committed. Concurrent calls share a commit (group commit): each
   call queues its batch; one call at a time leads, committing every queued batch in one
-  transaction, and the others wait on ``_committed`` (not on the writer lock, which the
-  leader could take again before a waiter woke: groups of one or two, commits as many).
-  Memory changes only after the commit, so a failed commit leaves no trace anywhere and
-  fails every batch of the group.
+  transaction, and the others wait on their batch's own ``wake`` lock, released once the
+  batch is committed or to make its call lead the next group (not on the writer lock,
+  which the leader could take again before a waiter woke: groups of one or two, commits
+  as many). Memory changes only after the commit, so a failed commit leaves no trace
+  anywhere and fails every batch of the group. A commit plans its states before it
+  writes, so changes of a state otherwise than by a result (ensure, activate, detach) and
+  of the history limit take the writer lock too: they wait for the commit in progress.
 
-Two locks, never held around each other's I/O: ``_lock`` guards memory (held for
-microseconds per call), ``_writer`` serializes database transactions. No caller's lock
-(the monitor's) is ever held during either. Running runs' output (``/ping/.../log``) is
-kept per job in memory and as ``run-output`` rows of the runtime records table, written
-when each append returns; ``_output_lock`` orders its appends and takes.
+Locks, taken in this order and never held around each other's I/O: ``_output_lock``
+orders the appends and takes of running runs' output (``/ping/.../log``, kept per job in
+memory and as ``run-output`` rows of the runtime records table, written when each append
+returns); ``_writer`` serializes database transactions; ``_lock`` guards memory (held for
+microseconds per call). No caller's lock (the monitor's) is ever held during any.
 
 Without a database (``database=None``: tests, tools) the engine is the same, in memory.
 """
@@ -46,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cronmetrics.errors import Conflict, StorageError
+from cronmetrics.logs import get_logger
 from cronmetrics.storage.database import Database, Loaded, Writes
 from cronmetrics.storage.history import STATUS_CODES, History, Result, check_result, newest, tail
 from cronmetrics.storage.interface import (
@@ -59,6 +63,8 @@ from cronmetrics.storage.interface import (
 from cronmetrics.storage.transitions import advance, apply_result, attached, ends_run
 
 __all__ = ["EmbeddedStore"]
+
+log = get_logger("storage")
 
 #: rows beyond their job's history that may wait for deletion (more: deleted faster)
 _GARBAGE_BACKLOG = 20_000
@@ -543,14 +549,19 @@ class EmbeddedStore:
 
         A larger limit first deletes the rows already beyond the histories: a load takes
         each job's newest rows up to the limit, and would bring those back."""
-        if self.database is None:
+        if self.database is None or max_results_per_job == self.max_results:
             return self._set_limit(max_results_per_job)
         with self._writer:  # not in the middle of a journaled commit, planned at the old limit
             if max_results_per_job > self.max_results:
                 # at the old limit: every row beyond a history deleted, every state current
-                # (a failure is kept as last_error; the rows go at a later write)
-                with contextlib.suppress(StorageError):
+                try:
                     self._flush_locked(None, everything=True, all_garbage=True)
+                except StorageError as exc:
+                    log.warning(
+                        "cannot delete the rows beyond the histories before a larger "
+                        "history limit; a crash before the next write may bring them back",
+                        extra={"error": exc.message},
+                    )
             return self._set_limit(max_results_per_job)
 
     def _set_limit(self, max_results_per_job: int) -> list[str]:
@@ -576,7 +587,7 @@ class EmbeddedStore:
         return self._set_state(job_id, change, now)
 
     def ensure_many(self, job_ids: Sequence[str], now: float) -> dict[str, JobState]:
-        return {job_id: self.ensure(job_id, now) for job_id in job_ids}  # in memory
+        return {job_id: self.ensure(job_id, now) for job_id in job_ids}
 
     def activate(self, job_id: str, now: float) -> JobState:
         return self._set_state(job_id, {"active_since": now, "detached_since": None}, now)

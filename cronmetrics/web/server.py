@@ -17,7 +17,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from cronmetrics.config import Config
+from cronmetrics.config import Config, is_sentinel_url
 from cronmetrics.errors import ConfigError, Conflict
 from cronmetrics.storage.statedir import claim_state_dir
 from cronmetrics.web import lifecycle
@@ -74,12 +74,10 @@ def check_can_start(config: Config, *, workers: int = 1) -> None:
             path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{key} {path} cannot be read: {exc}") from None
-    if config.store_sentinel_password_file is not None and not config.store.startswith(
-        ("redis+sentinel:", "rediss+sentinel:")
-    ):
+    if config.store_sentinel_password_file is not None and not is_sentinel_url(config.store):
         raise ConfigError(
-            "store_sentinel_password_file is set but the store is not redis+sentinel://: "
-            "the primary's password goes in store_password_file"
+            "store_sentinel_password_file is set but the store is not redis+sentinel:// "
+            "or rediss+sentinel://: the primary's password goes in store_password_file"
         )
     if config.redis:
         try:
