@@ -519,3 +519,22 @@ def test_a_leading_call_interrupted_before_its_commit_passes_on_the_lead(
     later.join(10)
     assert not later.is_alive(), "the next call waited for a lead nobody held"
     assert store.ids() == ["job0002"]
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_text_that_is_not_utf8_is_refused_and_does_not_block_later_writes(
+    tmp_path: Path, durable: bool
+) -> None:
+    store, _ = open_store(tmp_path, 20, durable=durable, now=T0)
+    lone = dataclasses.replace(result(1, 0), output="half a pair: \ud800")
+    with pytest.raises(StorageError, match="output is not valid text"):
+        store.record([lone], T0)
+    bad_label = dataclasses.replace(result(1, 0), labels={"team": "\udfff"})
+    with pytest.raises(StorageError, match="label 'team' is not valid text"):
+        store.record([bad_label], T0)
+    store.record([dataclasses.replace(result(2, 0), output="✓ fertig, 0 Fehler")], T0)
+    store.flush(T0)  # not failing on a row queued before
+    crash(store)
+    again = reopen(tmp_path, 20)
+    assert again.ids() == ["job0002"]
+    assert again.history("job0002")[0].output == "✓ fertig, 0 Fehler"

@@ -122,12 +122,19 @@ def check_result(result: Result) -> None:
             result.exit_code is None
             or (type(result.exit_code) is int and -_INT64 <= result.exit_code < _INT64)
         )
-        and type(result.job_id) in _TEXT
-        and type(result.host) in _TEXT
-        and type(result.run_id) in _TEXT
-        and type(result.output) in _TEXT
+        and type(result.job_id) is str
+        and result.job_id.isascii()
+        and (result.host is None or (type(result.host) is str and result.host.isascii()))
+        and (result.run_id is None or (type(result.run_id) is str and result.run_id.isascii()))
+        and (result.output is None or (type(result.output) is str and result.output.isascii()))
         and type(labels) is dict
-        and (not labels or all(type(k) is str and type(v) is str for k, v in labels.items()))
+        and (
+            not labels
+            or all(
+                type(k) is str and type(v) is str and k.isascii() and v.isascii()
+                for k, v in labels.items()
+            )
+        )
     ):
         return
     _check_thoroughly(result)
@@ -150,11 +157,26 @@ def _check_thoroughly(result: Result) -> None:
         value = getattr(result, name)
         if value is not None and not isinstance(value, str):
             raise ValueError(f"{name} {value!r} is not a string")
+        _check_text(name, value)
     labels = result.labels
     if not isinstance(labels, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
     ):
         raise ValueError(f"labels {labels!r} are not a mapping of strings")
+    for key, value in labels.items():
+        _check_text("a label name", key)
+        _check_text(f"label {key!r}", value)
+
+
+def _check_text(name: str, value: str | None) -> None:
+    """A string that is not UTF-8 (a lone surrogate) would fail the database write of
+    every row queued with it, not only its own: refuse it here."""
+    if value is None or value.isascii():
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{name} is not valid text ({exc.reason} at {exc.start})") from None
 
 
 #: codes are the characters from "#" to "[": printable, and neither '"' nor '\\'
