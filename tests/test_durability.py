@@ -41,7 +41,11 @@ def stored_run_ids(url: str, job: str) -> list[str]:
 def db_run_ids(state: Path, job: str | None = None) -> list[str]:
     """Run ids in state.db as another process sees it (read-only), in arrival order."""
     with sqlite3.connect(f"file:{state / 'state.db'}?mode=ro", uri=True) as db:
-        sql = "SELECT run_id FROM results" + (" WHERE job_id = ?" if job else "") + " ORDER BY id"
+        sql = (
+            "SELECT run_id FROM results_view"
+            + (" WHERE job_id = ?" if job else "")
+            + " ORDER BY id"
+        )
         return [row[0] for row in db.execute(sql, (job,) if job else ())]
 
 

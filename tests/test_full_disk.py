@@ -83,7 +83,7 @@ def on_disk(state: Path, prefix: str) -> int:
     """How many results with run ids starting ``prefix`` state.db holds (read-only)."""
     with sqlite3.connect(f"file:{state / 'state.db'}?mode=ro", uri=True) as db:
         (count,) = db.execute(
-            "SELECT count(*) FROM results WHERE run_id LIKE ?", (f"{prefix}%",)
+            "SELECT count(*) FROM results_view WHERE run_id LIKE ?", (f"{prefix}%",)
         ).fetchone()
     return int(count)
 

@@ -369,7 +369,7 @@ def test_cli_purge_offline_edits_the_database(
     assert out.exit_code == 0, out.output
     assert "removed 1 results of backup" in out.output
     with sqlite3.connect(state_dir / "state.db") as db:
-        rows = db.execute("SELECT job_id, run_id FROM results ORDER BY id").fetchall()
+        rows = db.execute("SELECT job_id, run_id FROM results_view ORDER BY id").fetchall()
     assert rows == [("backup", "new"), ("other", "keep")]
     again = make_client(JOBS)
     assert run_ids(again, "/api/job/backup/results") == ["new"]

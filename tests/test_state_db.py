@@ -156,7 +156,7 @@ def test_a_failed_periodic_write_keeps_everything_for_the_next_one(
     monkeypatch.setattr(database_mod.Database, "write", real)
     assert svc.persistence.write() is True
     with sqlite3.connect(svc.config.state_dir / "state.db") as other:
-        rows = other.execute("SELECT run_id FROM results ORDER BY id").fetchall()
+        rows = other.execute("SELECT run_id FROM results_view ORDER BY id").fetchall()
     assert rows == [("a",), ("b",)]
     assert client.get("/health/deep").get_json()["checks"]["store"]["ok"] is True
 

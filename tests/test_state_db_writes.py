@@ -144,7 +144,7 @@ def test_rows_beyond_a_history_are_deleted_oldest_first_and_all_at_shutdown(
         assert count <= 40 * 5 + 40 * 3  # at most one write's worth beyond the histories
     kept = {j: [r.run_id for r in store.history(j)] for j in store.ids()}
     store.close()
-    rows = db_rows(tmp_path, "SELECT job_id, run_id FROM results ORDER BY id")
+    rows = db_rows(tmp_path, "SELECT job_id, run_id FROM results_view ORDER BY id")
     assert len(rows) == 40 * 5
     for job_id, run_ids in kept.items():
         assert [r for j, r in rows if j == job_id] == run_ids[::-1]
@@ -538,3 +538,76 @@ def test_text_that_is_not_utf8_is_refused_and_does_not_block_later_writes(
     again = reopen(tmp_path, 20)
     assert again.ids() == ["job0002"]
     assert again.history("job0002")[0].output == "✓ fertig, 0 Fehler"
+
+
+HEX_ID = "0123456789abcdef" * 2
+
+
+def test_a_run_id_of_32_hex_digits_is_stored_as_its_16_bytes_and_read_back(
+    tmp_path: Path,
+) -> None:
+    store, _ = open_store(tmp_path, 20, durable=True, now=T0)
+    ids = [HEX_ID, HEX_ID.upper(), "0123-not-hex", None]
+    for i, run_id in enumerate(ids):
+        store.record([dataclasses.replace(result(1, i), run_id=run_id)], T0)
+    stored = db_rows(tmp_path, "SELECT typeof(run_id), length(run_id) FROM results ORDER BY id")
+    assert stored == [("blob", 16), ("text", 32), ("text", 12), ("null", None)]
+    shown = db_rows(tmp_path, "SELECT run_id FROM results_view ORDER BY id")
+    assert [r for (r,) in shown] == ids
+    before = snapshot(store)
+    crash(store)
+    again = reopen(tmp_path, 20)
+    assert snapshot(again) == before
+    assert [r.run_id for r in again.history("job0001")] == ids[::-1]
+    # the same (run id, status) after the reload is known: counted once
+    repeated = dataclasses.replace(result(1, 9), run_id=HEX_ID)
+    assert not again.record([repeated], T0)[0].changed
+    assert again.state("job0001").runs_total == 4  # type: ignore[union-attr]
+
+
+def test_a_version_2_database_with_text_run_ids_is_read_and_gets_the_view(
+    tmp_path: Path,
+) -> None:
+    store, _ = open_store(tmp_path, 20, durable=True, now=T0)
+    store.record([dataclasses.replace(result(1, 0), run_id=HEX_ID)], T0)
+    store.close()
+    with sqlite3.connect(tmp_path / "state.db") as db:  # what 0.2 before schema 3 wrote
+        db.execute("DROP VIEW results_view")
+        db.execute("UPDATE results SET run_id = lower(hex(run_id))")
+        db.execute("DELETE FROM history_cache")
+        db.execute("PRAGMA user_version = 2")
+    again, _ = open_store(tmp_path, 20, durable=True, now=T0)
+    assert [r.run_id for r in again.history("job0001")] == [HEX_ID]
+    again.record([dataclasses.replace(result(1, 1), run_id=HEX_ID[::-1])], T0)
+    assert db_rows(tmp_path, "SELECT typeof(run_id) FROM results ORDER BY id") == [
+        ("text",),
+        ("blob",),
+    ]
+    shown = db_rows(tmp_path, "SELECT run_id FROM results_view ORDER BY id")
+    assert shown == [(HEX_ID,), (HEX_ID[::-1],)]
+    assert db_rows(tmp_path, "PRAGMA user_version") == [(3,)]
+
+
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        ("run_id = x'0102'", "job0001: a run id blob is not 16 bytes"),
+        ("timestamp = 'noon'", "job0001: a time is not a number"),
+    ],
+)
+def test_a_hand_damaged_result_row_sets_the_database_aside_and_starts_empty(
+    tmp_path: Path, damage: str, named: str
+) -> None:
+    store, _ = open_store(tmp_path, 20, durable=False, now=T0)
+    store.record([dataclasses.replace(result(1, 0), run_id=HEX_ID)], T0)
+    store.flush(T0)
+    crash(store)
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        db.execute(f"UPDATE results SET {damage}")
+    again, report = open_store(tmp_path, 20, durable=False, now=T0)
+    assert report.fallback is not None and named in report.fallback
+    assert report.set_aside is not None and report.set_aside.exists()
+    assert again.ids() == []
+    again.record([result(2, 0)], T0)  # and the new database takes writes
+    again.flush(T0)
+    assert db_rows(tmp_path, "SELECT job_id FROM results") == [("job0002",)]

@@ -49,7 +49,7 @@ def db_rows(state: Path, sql: str) -> list[tuple[Any, ...]] | None:
 
 
 def run_ids_on_disk(state: Path) -> list[str] | None:
-    rows = db_rows(state, "SELECT run_id FROM results ORDER BY id")
+    rows = db_rows(state, "SELECT run_id FROM results_view ORDER BY id")
     return None if rows is None else sorted(r[0] for r in rows)
 
 

@@ -244,6 +244,17 @@ def _pack(run_id: str) -> tuple[int, bytes]:
     return (kind, raw) if raw.hex() == digits else (_OTHER, b"")
 
 
+def stored(run_id: str | None) -> str | bytes | None:
+    """How ``state.db`` holds a run id: 32 lower-case hex digits (what ``cronmetrics run``
+    sends) as their 16 bytes, half the row's run id; any other as text. The
+    ``results_view`` view shows both as text."""
+    if run_id is not None and len(run_id) == 32:
+        kind, raw = _pack(run_id)
+        if kind == _HEX:
+            return raw
+    return run_id
+
+
 def _unpack(kind: int, raw: bytes | bytearray) -> str:
     digits = raw.hex()
     if kind == _HEX:
@@ -264,6 +275,22 @@ class RunIds(_Column):
         self._other: list[str | None] | None = None
         if not (type(values) is list and values and self._fill(values)):
             self.extend(values)
+
+    @classmethod
+    def from_stored(cls, values: list[Any]) -> RunIds:
+        """Run ids as ``state.db`` holds them: the 32-hex-digit form as its 16 bytes
+        (:func:`stored`), any other as text. ValueError for a blob of another length."""
+        if values and all(type(v) is bytes for v in values):  # all from `cronmetrics run`
+            if set(map(len, values)) != {16}:
+                raise ValueError("a run id blob is not 16 bytes")
+            ids = cls()
+            ids._kinds, ids._packed = bytearray([_HEX]) * len(values), bytearray(b"".join(values))
+            return ids
+        if any(type(v) is bytes for v in values):
+            if any(type(v) is bytes and len(v) != 16 for v in values):
+                raise ValueError("a run id blob is not 16 bytes")
+            values = [v.hex() if type(v) is bytes else v for v in values]
+        return cls(values)
 
     def _fill(self, values: list[Any]) -> bool:
         """All of ``values`` at C speed if every one is 32 hex digits (what ``cronmetrics

@@ -7,6 +7,7 @@ integrity_check``) with standard tools. The schema (version in ``PRAGMA user_ver
 
     results(id INTEGER PRIMARY KEY, job_id, status, timestamp, received, duration,
             exit_code, run_id, host, output, labels)   -- one row per result, arrival order
+    results_view                     -- the same, run ids as text (32 hex digits: a blob)
     states(job_id PRIMARY KEY, first_seen, active_since, last_..., runs_total, ...,
            results_upto)                               -- current up to result results_upto
     definitions(job_id PRIMARY KEY, definition JSON, updated)  -- last good definitions
@@ -50,13 +51,14 @@ from pathlib import Path
 from typing import Any
 
 from cronmetrics.errors import StorageError
+from cronmetrics.storage.columns import stored
 from cronmetrics.storage.history import COLUMNS, LITTLE_ENDIAN, History, Result
 from cronmetrics.storage.interface import JobState, RuntimeRecord
 
 __all__ = ["DB_NAME", "SCHEMA_VERSION", "Database", "Loaded", "backup"]
 
 DB_NAME = "state.db"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATE_FIELDS = tuple(f.name for f in dataclasses.fields(JobState))
 _STATE_VALUES = tuple(f for f in STATE_FIELDS if f != "job_id")
 
@@ -124,6 +126,16 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             history BLOB NOT NULL
         )""",
     ),
+    # 3: run ids of 32 hex digits are stored as their 16 bytes (older rows keep their
+    # text: both are read); the view shows every row with its run id as text
+    3: (
+        """CREATE VIEW results_view AS SELECT id, job_id, status, timestamp, received,
+            host, duration, exit_code,
+            CASE typeof(run_id) WHEN 'blob' THEN lower(hex(run_id)) ELSE run_id END
+                AS run_id,
+            output, labels
+        FROM results""",
+    ),
 }
 assert max(MIGRATIONS) == SCHEMA_VERSION
 
@@ -164,7 +176,7 @@ def _result_row(row_id: int, r: Result) -> tuple[Any, ...]:
         r.host,
         r.duration,
         r.exit_code,
-        r.run_id,
+        stored(r.run_id),
         r.output,
         labels,
     )

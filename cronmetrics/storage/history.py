@@ -90,6 +90,8 @@ def _number(value: object) -> bool:
 
 _NUMBERS = frozenset({int, float})
 _TEXT = frozenset({str, type(None)})
+#: a run id in ``state.db``: text, or the 16 bytes of 32 hex digits (``columns.stored``)
+_STORED_RUN_ID = _TEXT | {bytes}
 #: an exit code is stored as a 64-bit integer (SQLite's INTEGER)
 _INT64 = 2**63
 _INTEGER = frozenset({int, type(None)})
@@ -312,7 +314,7 @@ class History(Sequence[Result]):
         # checked before coding: coding takes equal values for one (1 and 1.0)
         for name, column, kinds in (
             ("host", host, _TEXT),
-            ("run_id", run_id, _TEXT),
+            ("run_id", run_id, _STORED_RUN_ID),
             ("output", output, _TEXT),
             ("exit_code", exit_code, _INTEGER),
         ):
@@ -320,7 +322,11 @@ class History(Sequence[Result]):
                 what = "an integer" if kinds is _INTEGER else "text"
                 raise ValueError(f"{job_id}: {name} holds a value that is not {what}")
         history.host, history.exit_code = Coded(list(host)), Coded(list(exit_code))
-        history.run_id, history.output = RunIds(list(run_id)), Coded(list(output))
+        try:
+            history.run_id = RunIds.from_stored(list(run_id))
+        except ValueError as exc:
+            raise ValueError(f"{job_id}: {exc}") from None
+        history.output = Coded(list(output))
         history.labels = Coded(list(labels)).mapped(_parsed)
         if maxlen is not None and len(history) > maxlen:
             history._drop_oldest(len(history) - maxlen)

@@ -77,10 +77,15 @@ def open_store(
     path = state_dir / DB_NAME
     report = OpenReport(path)
     with _no_collection():
-        database, loaded = None, None
+        database, loaded, store = None, None, None
         try:
             database, loaded = _open(path, durable, max_results_per_job)
+            # a damaged row (a hand edit) shows when the histories are built from it
+            store = EmbeddedStore(max_results_per_job, database, durable=durable, loaded=loaded)
         except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
+            if database is not None:
+                database.conn.close()
+            database, loaded = None, None
             report.fallback = f"{path.name} is unusable ({exc})"
             try:
                 report.set_aside = set_aside(path, now)
@@ -89,7 +94,8 @@ def open_store(
                 report.unavailable = f"cannot create a new {path.name}: {again}"
         except OSError as exc:
             report.unavailable = f"cannot open {path}: {exc}"
-        store = EmbeddedStore(max_results_per_job, database, durable=durable, loaded=loaded)
+        if store is None:
+            store = EmbeddedStore(max_results_per_job, database, durable=durable, loaded=loaded)
     if loaded is not None and loaded.cache_problem:
         log.warning(
             "history cache unusable; histories read from the results instead",
