@@ -565,6 +565,28 @@ def test_a_run_id_of_32_hex_digits_is_stored_as_its_16_bytes_and_read_back(
     assert again.state("job0001").runs_total == 4  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("durable", [True, False])
+def test_a_running_run_replayed_after_a_crash_keeps_its_run_id_and_its_finish_ends_it(
+    tmp_path: Path, durable: bool
+) -> None:
+    store, _ = open_store(tmp_path, 20, durable=durable, now=T0)
+    fill(store, 600, 1)
+    store.flush(T0)  # the state rows; the starts below are replayed on load
+    store.record(
+        [dataclasses.replace(result(j, 1, "start"), run_id=f"{j:032x}") for j in range(600)], T0
+    )
+    store.flush(T0)  # journal off: the results, and a slice of the states only
+    crash(store)
+    behind = db_rows(tmp_path, "SELECT count(*) FROM states WHERE running = 0")[0][0]
+    assert behind > 0  # the test replays starts
+    again = reopen(tmp_path, 20)
+    for j in range(600):
+        state = again.state(f"job{j:04d}")
+        assert state is not None and state.running and state.run_id == f"{j:032x}"
+    again.record([dataclasses.replace(result(7, 2), run_id=f"{7:032x}")], T0)
+    assert again.state("job0007").running is False  # type: ignore[union-attr]
+
+
 def test_a_version_2_database_with_text_run_ids_is_read_and_gets_the_view(
     tmp_path: Path,
 ) -> None:
@@ -573,6 +595,7 @@ def test_a_version_2_database_with_text_run_ids_is_read_and_gets_the_view(
     store.close()
     with sqlite3.connect(tmp_path / "state.db") as db:  # what 0.2 before schema 3 wrote
         db.execute("DROP VIEW results_view")
+        db.execute("CREATE VIEW results_view AS SELECT id FROM results")  # an operator's
         db.execute("UPDATE results SET run_id = lower(hex(run_id))")
         db.execute("DELETE FROM history_cache")
         db.execute("PRAGMA user_version = 2")

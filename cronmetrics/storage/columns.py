@@ -244,7 +244,7 @@ def _pack(run_id: str) -> tuple[int, bytes]:
     return (kind, raw) if raw.hex() == digits else (_OTHER, b"")
 
 
-def stored(run_id: str | None) -> str | bytes | None:
+def stored_run_id(run_id: str | None) -> str | bytes | None:
     """How ``state.db`` holds a run id: 32 lower-case hex digits (what ``cronmetrics run``
     sends) as their 16 bytes, half the row's run id; any other as text. The
     ``results_view`` view shows both as text."""
@@ -253,6 +253,16 @@ def stored(run_id: str | None) -> str | bytes | None:
         if kind == _HEX:
             return raw
     return run_id
+
+
+def loaded_run_id(value: Any) -> Any:
+    """A run id as ``state.db`` holds it (:func:`stored`) back as text; ValueError for a
+    blob of another length. Anything else is returned as it is (the checks name it)."""
+    if type(value) is bytes:
+        if len(value) != 16:
+            raise ValueError("a run id blob is not 16 bytes")
+        return value.hex()
+    return value
 
 
 def _unpack(kind: int, raw: bytes | bytearray) -> str:
@@ -279,7 +289,7 @@ class RunIds(_Column):
     @classmethod
     def from_stored(cls, values: list[Any]) -> RunIds:
         """Run ids as ``state.db`` holds them: the 32-hex-digit form as its 16 bytes
-        (:func:`stored`), any other as text. ValueError for a blob of another length."""
+        (:func:`stored_run_id`), any other as text. ValueError for a blob of another length."""
         if values and all(type(v) is bytes for v in values):  # all from `cronmetrics run`
             if set(map(len, values)) != {16}:
                 raise ValueError("a run id blob is not 16 bytes")
@@ -287,9 +297,7 @@ class RunIds(_Column):
             ids._kinds, ids._packed = bytearray([_HEX]) * len(values), bytearray(b"".join(values))
             return ids
         if any(type(v) is bytes for v in values):
-            if any(type(v) is bytes and len(v) != 16 for v in values):
-                raise ValueError("a run id blob is not 16 bytes")
-            values = [v.hex() if type(v) is bytes else v for v in values]
+            values = [loaded_run_id(v) for v in values]
         return cls(values)
 
     def _fill(self, values: list[Any]) -> bool:

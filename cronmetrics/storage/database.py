@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from cronmetrics.errors import StorageError
-from cronmetrics.storage.columns import stored
+from cronmetrics.storage.columns import stored_run_id
 from cronmetrics.storage.history import COLUMNS, LITTLE_ENDIAN, History, Result
 from cronmetrics.storage.interface import JobState, RuntimeRecord
 
@@ -129,6 +129,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # 3: run ids of 32 hex digits are stored as their 16 bytes (older rows keep their
     # text: both are read); the view shows every row with its run id as text
     3: (
+        "DROP VIEW IF EXISTS results_view",  # one an operator made: ours replaces it
         """CREATE VIEW results_view AS SELECT id, job_id, status, timestamp, received,
             host, duration, exit_code,
             CASE typeof(run_id) WHEN 'blob' THEN lower(hex(run_id)) ELSE run_id END
@@ -176,7 +177,7 @@ def _result_row(row_id: int, r: Result) -> tuple[Any, ...]:
         r.host,
         r.duration,
         r.exit_code,
-        stored(r.run_id),
+        stored_run_id(r.run_id),
         r.output,
         labels,
     )

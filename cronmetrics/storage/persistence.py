@@ -82,7 +82,7 @@ def open_store(
             database, loaded = _open(path, durable, max_results_per_job)
             # a damaged row (a hand edit) shows when the histories are built from it
             store = EmbeddedStore(max_results_per_job, database, durable=durable, loaded=loaded)
-        except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
+        except (sqlite3.DatabaseError, ValueError, TypeError, AttributeError, OverflowError) as exc:
             if database is not None:
                 database.conn.close()
             database, loaded = None, None

@@ -50,6 +50,7 @@ from typing import Any
 
 from cronmetrics.errors import Conflict, StorageError
 from cronmetrics.logs import get_logger
+from cronmetrics.storage.columns import loaded_run_id
 from cronmetrics.storage.database import Database, Loaded, Writes
 from cronmetrics.storage.history import STATUS_CODES, History, Result, check_result, newest, tail
 from cronmetrics.storage.interface import (
@@ -90,7 +91,7 @@ def _row_result(row: tuple[Any, ...]) -> Result:
         host,
         duration,
         exit_code,
-        run_id,
+        loaded_run_id(run_id),
         output,
         json.loads(labels) if labels else {},
     )
