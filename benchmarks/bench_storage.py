@@ -257,12 +257,13 @@ def figures_root() -> str:
 
 
 def http_journal(seconds: float) -> dict[str, float]:
-    """Submissions/s over HTTP, journal off and on, twice each, alternating."""
+    """Submissions/s over HTTP, journal off and on, twice each, alternating; with 16
+    keep-alive connections, and with 64 (a burst at the top of the minute)."""
     import random
 
     from common import jobs_tree, report_all, result_body, run_wrk
 
-    rates: dict[str, list[float]] = {"off": [], "on": []}
+    rates: dict[str, list[float]] = {}
     with jobs_tree(1000) as (jobs_dir, jobs):
         rng = random.Random(3)
         bodies = [json.dumps(result_body(rng.choice(jobs), rng)) for _ in range(2000)]
@@ -270,11 +271,19 @@ def http_journal(seconds: float) -> dict[str, float]:
             with http_server(jobs_dir, journal) as server:
                 report_all(server.port, jobs)
                 run_wrk(server.url, "/api/job-result", bodies, duration=2)  # warm-up
-                run = run_wrk(server.url, "/api/job-result", bodies, duration=seconds)
-                if run.status_errors or run.socket_errors:
-                    raise RuntimeError(f"errors:\n{run.raw}\n{server.log()[-2000:]}")
-                rates["on" if journal else "off"].append(run.rate)
-    return {f"http_{k}": statistics.mean(v) for k, v in rates.items()}
+                for connections, suffix in ((16, ""), (64, "_64")):
+                    run = run_wrk(
+                        server.url,
+                        "/api/job-result",
+                        bodies,
+                        duration=seconds,
+                        connections=connections,
+                    )
+                    if run.status_errors or run.socket_errors:
+                        raise RuntimeError(f"errors:\n{run.raw}\n{server.log()[-2000:]}")
+                    key = f"http_{'on' if journal else 'off'}{suffix}"
+                    rates.setdefault(key, []).append(run.rate)
+    return {k: statistics.mean(v) for k, v in rates.items()}
 
 
 ROWS = [
@@ -296,6 +305,8 @@ ROWS = [
     ("journal on, in process, 8 threads (records/s)", "inprocess_on", "{:,.0f}"),
     ("journal off, HTTP, 16 connections (req/s)", "http_off", "{:,.0f}"),
     ("journal on, HTTP, 16 connections (req/s)", "http_on", "{:,.0f}"),
+    ("journal off, HTTP, 64 connections (req/s)", "http_off_64", "{:,.0f}"),
+    ("journal on, HTTP, 64 connections (req/s)", "http_on_64", "{:,.0f}"),
     ("load average after", "load", "{}"),
 ]
 
@@ -308,6 +319,9 @@ def show(columns: list[tuple[str, dict[str, Any]]]) -> None:
     for name, f in columns:
         if "http_on" in f:
             print(f"{name}: journal on / off over HTTP = {f['http_on'] / f['http_off']:.0%}")
+        if "http_on_64" in f:
+            ratio = f["http_on_64"] / f["http_off_64"]
+            print(f"{name}: journal on / off over HTTP, 64 connections = {ratio:.0%}")
         print(f"{name}: journal on / off in process = {f['inprocess_on'] / f['inprocess_off']:.0%}")
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import cronmetrics.web.server as server_mod
 from cronmetrics.cli.main import main
 from cronmetrics.config import SentinelURL, load_config, mask_url_password, parse_sentinel_url
 from cronmetrics.errors import ConfigError
@@ -170,3 +171,38 @@ def test_a_tls_sentinel_url_carries_its_tls_options_for_sentinels_and_primary() 
     assert spec.ssl == {"ssl_ca_certs": "/etc/ca s.pem", "ssl_check_hostname": False}
     assert spec.sentinels == (("s1", 26379), ("s2", 26380)) and spec.db == 1
     assert mask_url_password(url).startswith("rediss+sentinel://:***@s1")
+
+
+@pytest.mark.parametrize(
+    ("env", "flags", "threads"),
+    [
+        ({}, [], 8),
+        ({"CRONMETRICS_SNAPSHOT__JOURNAL": "true"}, [], 32),
+        ({"CRONMETRICS_SNAPSHOT__JOURNAL": "true"}, ["--threads", "4"], 4),
+        ({"CRONMETRICS_SNAPSHOT__JOURNAL": "true"}, ["--store", "redis://127.0.0.1:1/0"], 8),
+    ],
+)
+def test_journaled_submissions_get_more_request_threads_by_default(
+    jobs_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    flags: list[str],
+    threads: int,
+) -> None:
+    """A journaled request waits for its group's commit, and a group is as large as the
+    threads waiting: the journal gets 32 unless told otherwise."""
+    started: list[int] = []
+
+    class Recorded:
+        def __init__(self, config: object, *, threads: int, **_: object) -> None:
+            started.append(threads)
+
+        def run(self) -> None:
+            pass
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(server_mod, "Server", Recorded)
+    main(serve_args(jobs_dir, tmp_path / "state", *flags))
+    assert started == [threads]

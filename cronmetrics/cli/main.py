@@ -189,9 +189,9 @@ def validate(paths: tuple[Path, ...], fmt: str, follow_external_symlinks: bool) 
 @click.option(
     "--threads",
     type=click.IntRange(1, 256),
-    default=8,
-    show_default=True,
-    help="Request threads per worker process.",
+    default=None,
+    help="Request threads per worker process.  [default: 8; 32 with snapshot.journal: "
+    "true, whose requests wait for their group's commit]",
 )
 @click.option(
     "--workers",
@@ -209,12 +209,12 @@ def serve(
     tls_key: Path | None,
     no_auth: bool | None,
     store: str | None,
-    threads: int,
+    threads: int | None,
     workers: int,
 ) -> None:
     """Run the exporter (gunicorn: worker processes with threads)."""
     from cronmetrics.web.reconfigure import ConfigSource
-    from cronmetrics.web.server import Server, check_can_start, claim
+    from cronmetrics.web.server import Server, check_can_start, claim, request_threads
 
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
@@ -226,6 +226,7 @@ def serve(
     check_can_start(config, workers=workers)
     claimed = claim(config)  # held until the process exits
     try:
+        threads = threads or request_threads(config)
         Server(config, threads=threads, workers=workers, source=source, state_lock=claimed).run()
     finally:
         if claimed is not None:
