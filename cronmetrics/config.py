@@ -356,7 +356,7 @@ def check_store_url(value: str) -> str:
     if match.group("db") and int(match.group("db")) > 15:
         raise ValueError("the Redis database number must be 0-15")
     for pair in filter(None, (match.group("query") or "").split("&")):
-        name = pair.partition("=")[0]
+        name, _, raw = pair.partition("=")
         if name not in STORE_URL_OPTIONS:
             raise ValueError(
                 f"unknown store URL option {name!r} (known: {', '.join(sorted(STORE_URL_OPTIONS))})"
@@ -364,7 +364,7 @@ def check_store_url(value: str) -> str:
         if name.startswith("ssl_"):
             if match.group("scheme") != "rediss":
                 raise ValueError(f"{name} needs a rediss:// (TLS) URL")
-            _tls_option(name, unquote(pair.partition("=")[2]))
+            _tls_option(name, unquote(raw))
     return value
 
 

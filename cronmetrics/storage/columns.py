@@ -234,33 +234,32 @@ def _pack(run_id: str) -> tuple[int, bytes]:
         kind = _UUID
     else:
         return _OTHER, b""
-    if len(digits) != 32:  # a dash elsewhere too
-        return _OTHER, b""
+    raw = _hex_bytes(digits) if len(digits) == 32 else None  # not 32: a dash elsewhere
+    return (kind, raw) if raw is not None else (_OTHER, b"")
+
+
+def _hex_bytes(digits: str) -> bytes | None:
+    """The 16 bytes of 32 hex digits, if they come back exactly the same (upper case and
+    spaces, which ``fromhex`` skips, do not): the one rule for packing a run id."""
     try:
         raw = bytes.fromhex(digits)
     except ValueError:
-        return _OTHER, b""
-    # exactly back, or not packed: upper case and spaces (which fromhex skips) are text
-    return (kind, raw) if raw.hex() == digits else (_OTHER, b"")
+        return None
+    return raw if raw.hex() == digits else None
 
 
 def stored_run_id(run_id: str | None) -> str | bytes | None:
     """How ``state.db`` holds a run id: 32 lower-case hex digits (what ``cronmetrics run``
     sends) as their 16 bytes, half the row's run id; any other as text. The
     ``results_view`` view shows both as text."""
-    if run_id is not None and len(run_id) == 32:  # _pack's rule for _HEX, 5,000 times a write
-        try:
-            raw = bytes.fromhex(run_id)
-        except ValueError:
-            return run_id
-        if raw.hex() == run_id:  # exactly back: not upper case, no spaces
-            return raw
+    if run_id is not None and len(run_id) == 32 and (raw := _hex_bytes(run_id)) is not None:
+        return raw
     return run_id
 
 
 def loaded_run_id(value: Any) -> Any:
-    """A run id as ``state.db`` holds it (:func:`stored`) back as text; ValueError for a
-    blob of another length. Anything else is returned as it is (the checks name it)."""
+    """A run id as ``state.db`` holds it (:func:`stored_run_id`) back as text; ValueError
+    for a blob of another length. Anything else is returned as it is (the checks name it)."""
     if type(value) is bytes:
         if len(value) != 16:
             raise ValueError("a run id blob is not 16 bytes")
@@ -293,9 +292,7 @@ class RunIds(_Column):
     def from_stored(cls, values: list[Any]) -> RunIds:
         """Run ids as ``state.db`` holds them: the 32-hex-digit form as its 16 bytes
         (:func:`stored_run_id`), any other as text. ValueError for a blob of another length."""
-        if values and all(type(v) is bytes for v in values):  # all from `cronmetrics run`
-            if set(map(len, values)) != {16}:
-                raise ValueError("a run id blob is not 16 bytes")
+        if values and all(type(v) is bytes and len(v) == 16 for v in values):  # `run`'s
             ids = cls()
             ids._kinds, ids._packed = bytearray([_HEX]) * len(values), bytearray(b"".join(values))
             return ids
@@ -342,12 +339,9 @@ class RunIds(_Column):
     def append(self, value: str | None) -> None:
         kinds, packed = self._kinds, self._packed
         if packed and self._other is None and type(value) is str and len(value) == 32:
-            try:  # the usual case, on every submission: quick
-                raw = bytes.fromhex(value)
-            except ValueError:
-                raw = b""
-            if raw.hex() == value:
-                packed += raw
+            hex_raw = _hex_bytes(value)  # the usual case, on every submission: quick
+            if hex_raw is not None:
+                packed += hex_raw
                 kinds.append(_HEX)
                 return
         if value is None:

@@ -112,7 +112,7 @@ def request_threads(config: Config) -> int:
     """The default of ``--threads``. A journaled submission holds its thread until its
     group's commit, and a group is at most as large as the threads waiting: with 8 a
     group averaged 4.5 submissions, and at 64 concurrent clients the journal ran at 81 %
-    of the rate without it; with 32, at 95 % (docs/performance.md). Without the journal
+    of the rate without it; with 32, at 90 % (docs/performance.md). Without the journal
     (or on Redis) more threads only contend for the GIL."""
     return 32 if config.snapshot.journal and not config.redis else 8
 
