@@ -248,26 +248,36 @@ def waits_in(thread: threading.Thread, function: str) -> bool:
     return frame is not None and frame.f_code.co_name == function
 
 
+def hold_first_write(
+    monkeypatch: pytest.MonkeyPatch, *, fails: bool = False, sizes: list[int] | None = None
+) -> tuple[threading.Event, threading.Event]:
+    """The next ``Database.write`` waits (``held`` is set) until ``release`` is set, then
+    writes (or, ``fails``, raises StorageError); ``sizes`` gets each write's row count."""
+    held, release = threading.Event(), threading.Event()
+    write = database_mod.Database.write
+
+    def held_first(self: database_mod.Database, writes: database_mod.Writes) -> None:
+        if sizes is not None:
+            sizes.append(len(writes.results))
+        if not held.is_set():
+            held.set()
+            release.wait(10)
+            if fails:
+                raise StorageError("disk full (test)")
+        write(self, writes)
+
+    monkeypatch.setattr(database_mod.Database, "write", held_first)
+    return held, release
+
+
 def journaled_calls_during_a_held_commit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, first_fails: bool
 ) -> tuple[EmbeddedStore, list[int], dict[int, str]]:
     """Seven journaled record() calls made while the first call's commit is held: the
     row count of each database write, and the error (if any) each call got."""
     store, _ = open_store(tmp_path, 20, durable=True, now=T0)
-    held, release = threading.Event(), threading.Event()
     sizes: list[int] = []
-    write = database_mod.Database.write
-
-    def held_write(self: database_mod.Database, writes: database_mod.Writes) -> None:
-        sizes.append(len(writes.results))
-        if len(sizes) == 1:
-            held.set()
-            release.wait(10)
-            if first_fails:
-                raise StorageError("disk full (test)")
-        write(self, writes)
-
-    monkeypatch.setattr(database_mod.Database, "write", held_write)
+    held, release = hold_first_write(monkeypatch, fails=first_fails, sizes=sizes)
     errors: dict[int, str] = {}
 
     def call(job: int) -> None:
@@ -320,21 +330,6 @@ def record_in_thread(store: EmbeddedStore, job: int, i: int = 0) -> threading.Th
     thread = threading.Thread(target=store.record, args=([result(job, i)], T0), daemon=True)
     thread.start()
     return thread
-
-
-def hold_first_write(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
-    """The next ``Database.write`` waits (``held`` is set) until ``release`` is set."""
-    held, release = threading.Event(), threading.Event()
-    write = database_mod.Database.write
-
-    def held_first(self: database_mod.Database, writes: database_mod.Writes) -> None:
-        if not held.is_set():
-            held.set()
-            release.wait(10)
-        write(self, writes)
-
-    monkeypatch.setattr(database_mod.Database, "write", held_first)
-    return held, release
 
 
 def test_a_commit_failing_with_a_bug_fails_its_group_and_the_next_call_commits(
