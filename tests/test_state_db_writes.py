@@ -6,6 +6,7 @@ store held."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sqlite3
 import sys
@@ -203,9 +204,7 @@ def test_a_version_1_database_is_migrated_without_counting_twice(tmp_path: Path)
             last_failure=T0 + 60, last_status="failure", consecutive_failures=1,
             runs_total=2, failures_total=1, version=2,
         )  # fmt: skip
-        fields = ", ".join(database_mod.STATE_FIELDS)
-        marks = ", ".join("?" * len(database_mod.STATE_FIELDS))
-        db.execute(f"INSERT INTO states ({fields}) VALUES ({marks})", dataclasses.astuple(written))
+        insert_state(db, written)
     store = reopen(tmp_path, 10)
     assert db_rows(tmp_path, "PRAGMA user_version")[0][0] == database_mod.SCHEMA_VERSION
     state = store.state("backup")
@@ -582,18 +581,33 @@ def test_a_running_run_replayed_after_a_crash_keeps_its_run_id_and_its_finish_en
     assert again.state("job0007").running is False  # type: ignore[union-attr]
 
 
+def old_database(path: Path, version: int) -> sqlite3.Connection:
+    """A database as the schema of ``version`` made it (every migration up to it)."""
+    db = sqlite3.connect(path)
+    for step in range(1, version + 1):
+        for statement in database_mod.MIGRATIONS[step]:
+            db.execute(statement)
+    db.execute(f"PRAGMA user_version = {version}")
+    return db
+
+
+def insert_state(db: sqlite3.Connection, state: JobState) -> None:
+    fields = ", ".join(database_mod.STATE_FIELDS)
+    marks = ", ".join("?" * len(database_mod.STATE_FIELDS))
+    db.execute(f"INSERT INTO states ({fields}) VALUES ({marks})", dataclasses.astuple(state))
+
+
 def test_a_version_2_database_with_text_run_ids_is_read_and_gets_the_view(
     tmp_path: Path,
 ) -> None:
-    store, _ = open_store(tmp_path, 20, durable=True, now=T0)
-    store.record([dataclasses.replace(result(1, 0), run_id=HEX_ID)], T0)
-    store.close()
-    with sqlite3.connect(tmp_path / "state.db") as db:  # what 0.2 before schema 3 wrote
-        db.execute("DROP VIEW results_view")
+    with contextlib.closing(old_database(tmp_path / "state.db", 2)) as db, db:
         db.execute("CREATE VIEW results_view AS SELECT id FROM results")  # an operator's
-        db.execute("UPDATE results SET run_id = lower(hex(run_id))")
-        db.execute("DELETE FROM history_cache")
-        db.execute("PRAGMA user_version = 2")
+        db.execute(
+            "INSERT INTO results (id, job_id, status, timestamp, received, run_id) "
+            "VALUES (1, 'job0001', 'success', ?, ?, ?)",
+            (T0, T0, HEX_ID),
+        )
+        insert_state(db, JobState("job0001", T0, T0, last_report=T0, runs_total=1))
     again, _ = open_store(tmp_path, 20, durable=True, now=T0)
     assert [r.run_id for r in again.history("job0001")] == [HEX_ID]
     again.record([dataclasses.replace(result(1, 1), run_id=HEX_ID[::-1])], T0)
@@ -603,7 +617,7 @@ def test_a_version_2_database_with_text_run_ids_is_read_and_gets_the_view(
     ]
     shown = db_rows(tmp_path, "SELECT run_id FROM results_view ORDER BY id")
     assert shown == [(HEX_ID,), (HEX_ID[::-1],)]
-    assert db_rows(tmp_path, "PRAGMA user_version") == [(3,)]
+    assert db_rows(tmp_path, "PRAGMA user_version") == [(database_mod.SCHEMA_VERSION,)]
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,14 @@ integrity_check``) with standard tools. The schema (version in ``PRAGMA user_ver
 :data:`MIGRATIONS` brings an older file up to date at open)::
 
     results(id INTEGER PRIMARY KEY, job_id, status, timestamp, received, duration,
-            exit_code, run_id, host, output, labels)   -- one row per result, arrival order
+            exit_code, run_id, host, output, labels,   -- one row per result, arrival order
+            prev)                  -- the job's result before it; received NULL: timestamp
     results_view                     -- the same, run ids as text (32 hex digits: a blob)
     states(job_id PRIMARY KEY, first_seen, active_since, last_..., runs_total, ...,
-           results_upto)                               -- current up to result results_upto
+           results_upto,                               -- current up to result results_upto
+           last_result)                                -- the job's newest result up to it
+    marks(name PRIMARY KEY, value)   -- 'states_upto': every state row is current up to it
+    job_heads(job_id, id)            -- each job's newest result (view)
     definitions(job_id PRIMARY KEY, definition JSON, updated)  -- last good definitions
     records(kind, key, value JSON, updated, PRIMARY KEY (kind, key))  -- runtime records
     history_cache(job_id PRIMARY KEY, results_upto, ids, history)  -- at clean shutdown
@@ -18,8 +22,13 @@ Writes are shaped so that one interval's write touches few pages: result ids onl
 (the store assigns them), so new rows fill the last pages of ``results``, which has no
 per-job index; a state row may be older than the results (the store writes it in a slice
 of neighbouring rows, see :class:`~cronmetrics.storage.store.EmbeddedStore`) and loading
-applies the results after its ``results_upto`` again; rows are deleted by id, the oldest
-together. :meth:`Database.load` reads the ``history_cache`` of the last clean shutdown
+applies the results after its ``results_upto`` again (only those after
+``marks.states_upto`` can be missing from a state row, so a job idle for weeks does not
+make a start read the whole table); rows are deleted by id, the oldest together. A job's
+newest results are found without a per-job index (whose random page per result would
+cost ten times the bytes of a write): follow ``prev`` from its ``job_heads`` row, a
+primary-key lookup per result; a purge that takes rows from the middle of a chain links
+past them. :meth:`Database.load` reads the ``history_cache`` of the last clean shutdown
 (one row per job) and only the results after it; a damaged cache is read around.
 
 Every write is one transaction (:meth:`Database.write`): a failure (full disk, EIO)
@@ -58,9 +67,13 @@ from cronmetrics.storage.interface import JobState, RuntimeRecord
 __all__ = ["DB_NAME", "SCHEMA_VERSION", "Database", "Loaded", "backup"]
 
 DB_NAME = "state.db"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 STATE_FIELDS = tuple(f.name for f in dataclasses.fields(JobState))
 _STATE_VALUES = tuple(f for f in STATE_FIELDS if f != "job_id")
+
+#: the ``marks`` row: every state row includes every result up to this id (the
+#: ``job_heads`` view of migration 4 names it too)
+_STATES_UPTO = "states_upto"
 
 #: schema version -> the statements that bring a database of the version before to it
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -137,6 +150,56 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             output, labels
         FROM results""",
     ),
+    # 4: a job's newest results without a per-job index: each result names the job's
+    # result before it (``prev``), each state row the job's newest result, and ``marks``
+    # says up to which result id every state row is current (the rows after it, few, are
+    # searched for newer ones: the ``job_heads`` view). ``received`` is NULL when it is
+    # the timestamp (a result without a timestamp of its own: most), 8 bytes less a row.
+    # The table is made anew for the NULL (SQLite cannot drop a NOT NULL).
+    4: (
+        "DROP VIEW results_view",
+        """CREATE TABLE results_4 (
+            id INTEGER PRIMARY KEY,
+            job_id TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('start', 'success', 'failure')),
+            timestamp REAL NOT NULL,
+            received REAL,
+            host TEXT,
+            duration REAL,
+            exit_code INTEGER,
+            run_id TEXT,
+            output TEXT,
+            labels TEXT,
+            prev INTEGER
+        )""",
+        """INSERT INTO results_4 SELECT id, job_id, status, timestamp,
+            nullif(received, timestamp), host, duration, exit_code, run_id, output, labels,
+            lag(id) OVER (PARTITION BY job_id ORDER BY id)
+        FROM results ORDER BY id""",
+        "DROP TABLE results",
+        "ALTER TABLE results_4 RENAME TO results",
+        "ALTER TABLE states ADD COLUMN last_result INTEGER",
+        """UPDATE states SET last_result = newest.id
+        FROM (SELECT job_id, max(id) AS id FROM results GROUP BY job_id) AS newest
+        WHERE states.job_id = newest.job_id""",
+        """CREATE TABLE marks (
+            name TEXT PRIMARY KEY,
+            value INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+        """CREATE VIEW results_view AS SELECT id, job_id, status, timestamp,
+            coalesce(received, timestamp) AS received, host, duration, exit_code,
+            CASE typeof(run_id) WHEN 'blob' THEN lower(hex(run_id)) ELSE run_id END
+                AS run_id,
+            output, labels, prev
+        FROM results""",
+        """CREATE VIEW job_heads AS SELECT job_id, coalesce(
+            (SELECT max(r.id) FROM results AS r
+             WHERE r.id > max(s.results_upto, coalesce(
+                 (SELECT value FROM marks WHERE name = 'states_upto'), 0))
+               AND r.job_id = s.job_id),
+            s.last_result) AS id
+        FROM states AS s""",
+    ),
 }
 assert max(MIGRATIONS) == SCHEMA_VERSION
 
@@ -149,15 +212,19 @@ _SECURE_DELETE = "FAST"
 _RESULT_COLUMNS = ("job_id", *COLUMNS)
 # column names are constants of this module, never input: S608 does not apply
 _INSERT_RESULT = (
-    f"INSERT INTO results (id, {', '.join(_RESULT_COLUMNS)}) "  # noqa: S608
-    f"VALUES ({', '.join('?' * (1 + len(_RESULT_COLUMNS)))})"
+    f"INSERT INTO results (id, {', '.join(_RESULT_COLUMNS)}, prev) "  # noqa: S608
+    f"VALUES ({', '.join('?' * (2 + len(_RESULT_COLUMNS)))})"
 )
 _UPSERT_STATE = (
-    f"INSERT OR REPLACE INTO states ({', '.join(STATE_FIELDS)}, results_upto) "  # noqa: S608
-    f"VALUES ({', '.join('?' * (1 + len(STATE_FIELDS)))})"
+    f"INSERT OR REPLACE INTO states ({', '.join(STATE_FIELDS)}, results_upto, "  # noqa: S608
+    f"last_result) VALUES ({', '.join('?' * (2 + len(STATE_FIELDS)))})"
 )
 _SELECT_STATES = f"SELECT {', '.join(STATE_FIELDS)}, results_upto FROM states"  # noqa: S608
-_SELECT_TAIL = f"SELECT id, {', '.join(_RESULT_COLUMNS)} FROM results WHERE id > ? ORDER BY id"  # noqa: S608
+#: ``received`` is stored NULL when it is the timestamp
+_STORED_COLUMNS = tuple(
+    "coalesce(received, timestamp)" if c == "received" else c for c in _RESULT_COLUMNS
+)
+_SELECT_TAIL = f"SELECT id, {', '.join(_STORED_COLUMNS)} FROM results WHERE id > ? ORDER BY id"  # noqa: S608
 _DROP = (
     "DELETE FROM results WHERE job_id IN (SELECT value FROM json_each(?))",
     "DELETE FROM states WHERE job_id IN (SELECT value FROM json_each(?))",
@@ -166,25 +233,49 @@ _DROP = (
 )
 
 
-def _result_row(row_id: int, r: Result) -> tuple[Any, ...]:
+def _result_row(row_id: int, r: Result, prev: int | None) -> tuple[Any, ...]:
     labels = json.dumps(r.labels, ensure_ascii=False, sort_keys=True) if r.labels else None
     return (
         row_id,
         r.job_id,
         r.status,
         r.timestamp,
-        r.received,
+        None if r.received == r.timestamp else r.received,
         r.host,
         r.duration,
         r.exit_code,
         stored_run_id(r.run_id),
         r.output,
         labels,
+        prev,
     )
 
 
-def _state_row(s: JobState, upto: int) -> tuple[Any, ...]:
-    return (*(getattr(s, name) for name in STATE_FIELDS), upto)
+def _put(c: sqlite3.Connection, writes: Writes) -> None:
+    """Insert ``writes.results`` (each linked to its job's result before it) and upsert
+    ``writes.states`` (each naming its job's newest result), in the open transaction."""
+    heads = dict(writes.heads)
+    if writes.results:
+        rows = []
+        for row_id, result in writes.results:
+            job_id = result.job_id
+            rows.append(_result_row(row_id, result, heads.get(job_id)))
+            heads[job_id] = row_id
+        c.executemany(_INSERT_RESULT, rows)
+    if writes.states:
+        upto = writes.upto
+        c.executemany(
+            _UPSERT_STATE,
+            (
+                (*(getattr(s, name) for name in STATE_FIELDS), upto, heads.get(s.job_id))
+                for s in writes.states
+            ),
+        )
+    if writes.states_upto is not None:
+        c.execute(
+            "INSERT OR REPLACE INTO marks (name, value) VALUES (?, ?)",
+            (_STATES_UPTO, writes.states_upto),
+        )
 
 
 def _ids_blob(ids: array[int]) -> bytes:
@@ -225,6 +316,8 @@ class Loaded:
     definitions: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: the highest result id in the database (0: none)
     last_id: int = 0
+    #: every state row includes every result up to this id (0: not known)
+    states_upto: int = 0
     #: why the history cache was not used (None: it was, or there was none)
     cache_problem: str | None = None
 
@@ -238,6 +331,10 @@ class Writes:
     #: states, each current up to result id ``upto``
     states: Sequence[JobState] = ()
     upto: int = 0
+    #: each job's newest row id before ``results`` (for the jobs of results and states)
+    heads: Mapping[str, int] = field(default_factory=dict)
+    #: every state row, once written, includes every result up to this id (None: as is)
+    states_upto: int | None = None
     #: jobs to delete whole (states, results, definitions, cache)
     drop: Sequence[str] = ()
     #: result rows to delete (histories trimmed to their limit)
@@ -313,6 +410,8 @@ class Database:
             loaded.states[state.job_id] = state
             loaded.state_upto[state.job_id] = row[-1]
         loaded.last_id = c.execute("SELECT coalesce(max(id), 0) FROM results").fetchone()[0]
+        mark = c.execute("SELECT value FROM marks WHERE name = ?", (_STATES_UPTO,)).fetchone()
+        states_upto = loaded.states_upto = mark[0] if mark else 0
         try:
             for job_id, upto, ids, packed in c.execute(
                 "SELECT job_id, results_upto, ids, history FROM history_cache"
@@ -323,9 +422,12 @@ class Database:
         except (ValueError, TypeError) as exc:
             loaded.cached, loaded.cache_problem = {}, str(exc)
         cached = loaded.cached
+        # a state needs the results after its row (none of its job's up to states_upto:
+        # a job idle for weeks does not make every start read the whole table), a cached
+        # history those after it, any other history all of its job's
         start = min(
             (
-                min(upto, cached[j][0] if j in cached else 0)
+                min(max(upto, states_upto), cached[j][0] if j in cached else 0)
                 for j, upto in loaded.state_upto.items()
             ),
             default=0,
@@ -383,11 +485,7 @@ class Database:
                     c.execute(statement, dropped)
             if writes.forget_cache:
                 c.execute("DELETE FROM history_cache")
-            if writes.results:
-                c.executemany(_INSERT_RESULT, (_result_row(i, r) for i, r in writes.results))
-            if writes.states:
-                upto = writes.upto
-                c.executemany(_UPSERT_STATE, (_state_row(s, upto) for s in writes.states))
+            _put(c, writes)
             if writes.delete:
                 c.execute(  # one statement for every id: a JSON array
                     "DELETE FROM results WHERE id IN (SELECT value FROM json_each(?))",
@@ -439,8 +537,7 @@ class Database:
         to ``writes.upto``, definitions, records) in one transaction: the state dir was
         lost while serving and the server writes what it holds in memory anew."""
         with self.transaction() as c:
-            c.executemany(_INSERT_RESULT, (_result_row(i, r) for i, r in writes.results))
-            c.executemany(_UPSERT_STATE, (_state_row(s, writes.upto) for s in writes.states))
+            _put(c, writes)
             c.executemany(
                 "INSERT OR REPLACE INTO definitions (job_id, definition, updated) VALUES (?, ?, ?)",
                 (
@@ -481,16 +578,19 @@ class Database:
     def _purge(self, before: float, job_ids: Iterable[str] | None) -> list[tuple[str, int]]:
         with self.transaction() as c:
             if job_ids is None:
-                gone = c.execute(
-                    "DELETE FROM results WHERE timestamp < ? RETURNING job_id, id", (before,)
+                deleted = c.execute(
+                    "DELETE FROM results WHERE timestamp < ? RETURNING job_id, id, prev",
+                    (before,),
                 ).fetchall()
             else:
-                gone = c.execute(
+                deleted = c.execute(
                     "DELETE FROM results WHERE timestamp < ? AND job_id IN "
                     "(SELECT value FROM json_each(?)) "
-                    "RETURNING job_id, id",
+                    "RETURNING job_id, id, prev",
                     (before, json.dumps(list(job_ids))),
                 ).fetchall()
+            gone = [(job_id, row_id) for job_id, row_id, _ in deleted]
+            _relink(c, {row_id: prev for _, row_id, prev in deleted})
             if gone:
                 c.execute(
                     "DELETE FROM history_cache WHERE job_id IN (SELECT value FROM json_each(?))",
@@ -517,6 +617,33 @@ class Database:
                 f"cannot checkpoint {self.path}: a reader holds it (a backup or a sqlite3 "
                 "shell?); the purged rows are deleted but may remain in the WAL file"
             )
+
+
+def _relink(c: sqlite3.Connection, deleted: Mapping[int, int | None]) -> None:
+    """Link past ``deleted`` rows (row id -> its ``prev``): the results and states that
+    named one name the newest older row of their job that is left. Usually there is none
+    (a purge by age takes each job's oldest rows), so nothing is done; a job whose
+    timestamps are out of arrival order may lose a row in the middle of its chain."""
+    past: dict[int, int] = {}
+    for row_id, prev in deleted.items():
+        while prev is not None and prev in deleted:
+            prev = deleted[prev]
+        if prev is not None:
+            past[row_id] = prev
+    if not past:
+        return
+    c.execute("CREATE TEMP TABLE relink (gone INTEGER PRIMARY KEY, prev INTEGER NOT NULL)")
+    try:
+        c.executemany("INSERT INTO relink VALUES (?, ?)", past.items())
+        c.execute(
+            "UPDATE results SET prev = relink.prev FROM relink WHERE results.prev = relink.gone"
+        )
+        c.execute(
+            "UPDATE states SET last_result = relink.prev FROM relink "
+            "WHERE states.last_result = relink.gone"
+        )
+    finally:
+        c.execute("DROP TABLE temp.relink")
 
 
 def backup(source: Path, target: Path) -> int:

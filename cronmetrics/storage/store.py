@@ -46,6 +46,7 @@ import uuid
 from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 from cronmetrics.errors import Conflict, StorageError
@@ -167,6 +168,9 @@ class EmbeddedStore:
         self._ids: dict[str, array[int]] = {}
         self._garbage: list[int] = []
         self._unsorted: list[int] = []
+        #: jobs whose state row in the database lacks some of their results there -> the
+        #: result id that row is current up to (the lowest of them: ``marks.states_upto``)
+        self._behind: dict[str, int] = {}
         #: rows committed by the journal since the last periodic write
         self._journaled = 0
         self._next_id = 1
@@ -228,6 +232,7 @@ class EmbeddedStore:
             if folded is not state:
                 self._states[job_id] = folded
                 self._stale.add(job_id)
+                self._behind[job_id] = upto
         self._garbage.sort()
         if loaded.cache_problem:  # rewritten at the next clean shutdown
             self._forget_cache = True
@@ -379,6 +384,40 @@ class EmbeddedStore:
         count = len(garbage) if deletes < 0 else max(deletes, len(garbage) - _GARBAGE_BACKLOG)
         return garbage[:count], plan, garbage[count:], []
 
+    def _writes(
+        self,
+        numbered: Sequence[tuple[int, Result]],
+        states: Sequence[JobState],
+        plan: _IdPlan,
+        **rest: Any,
+    ) -> tuple[Writes, dict[str, int]]:
+        """Call under ``_writer``: the write of ``numbered`` and ``states`` (and ``rest``),
+        with what it needs to link rows (each job's newest row id before it) and what
+        ``_behind`` becomes once it is written (its lowest, or the last id when it is
+        empty: ``marks.states_upto``)."""
+        ids = self._ids
+        heads = {}
+        for job_id in chain((s.job_id for s in states), plan):
+            if (held := ids.get(job_id)) and job_id not in heads:
+                heads[job_id] = held[-1]
+        behind = dict(self._behind)
+        for state in states:
+            behind.pop(state.job_id, None)
+        written = {s.job_id for s in states}
+        for job_id, (new, _) in plan.items():
+            if new and job_id not in written and job_id not in behind:
+                behind[job_id] = new[0] - 1
+        last_id = numbered[-1][0] if numbered else self._next_id - 1
+        writes = Writes(
+            results=numbered,
+            states=states,
+            upto=last_id,
+            heads=heads,
+            states_upto=min(behind.values(), default=last_id),
+            **rest,
+        )
+        return writes, behind
+
     def _written(
         self,
         plan: _IdPlan,
@@ -510,8 +549,9 @@ class EmbeddedStore:
         last_id = self._next_id + len(rows) - 1
         _, ids, _, fresh = self._trims(numbered, cut, deletes=None)
         written = [*(states[j] for j in must), *dirty]
+        writes, behind = self._writes(numbered, written, ids)
         try:
-            self.database.write(Writes(results=numbered, states=written, upto=last_id))
+            self.database.write(writes)
         except BaseException as exc:
             with self._lock:
                 self._cut |= cut
@@ -519,6 +559,7 @@ class EmbeddedStore:
                 self._failed(exc)
             raise
         self._written(ids, None, fresh, last_id, now)
+        self._behind = behind
         self._journaled += len(numbered)
         with self._lock:
             self._apply(states, appended)
@@ -791,6 +832,7 @@ class EmbeddedStore:
                 self._stale.discard(job_id)
                 self._rows = [r for r in self._rows if r.job_id != job_id]
                 self._ids.pop(job_id, None)
+                self._behind.pop(job_id, None)
                 self._seq += 1
                 self._changed.pop(job_id, None)
                 self._changed[job_id] = self._seq
@@ -904,16 +946,9 @@ class EmbeddedStore:
             return
         deletes = -1 if cache or all_garbage else len(numbered) + self._journaled
         delete, ids, garbage, _ = self._trims(numbered, cut, deletes=deletes)
+        writes, behind = self._writes(numbered, states, ids, delete=delete, forget_cache=forget)
         try:
-            self.database.write(
-                Writes(
-                    results=numbered,
-                    states=states,
-                    upto=last_id,
-                    delete=delete,
-                    forget_cache=forget,
-                )
-            )
+            self.database.write(writes)
         except StorageError as exc:
             with self._lock:  # keep everything for the next try, in order
                 self._rows[:0] = rows
@@ -924,6 +959,7 @@ class EmbeddedStore:
             self._failed(exc)
             raise
         self._written(ids, garbage, [], last_id, now)
+        self._behind = behind
         if cache:
             empty = array("q")
             self.database.put_cache(((h, self._ids.get(j, empty)) for j, h in histories), last_id)
@@ -967,7 +1003,9 @@ class EmbeddedStore:
         last_id = len(numbered)
         try:
             database.write_everything(
-                Writes(results=numbered, states=states, upto=last_id), definitions, records
+                Writes(results=numbered, states=states, upto=last_id, states_upto=last_id),
+                definitions,
+                records,
             )
         except StorageError:
             with self._lock:  # kept for the next try, in order
@@ -979,6 +1017,7 @@ class EmbeddedStore:
             raise
         self.database = database
         self._ids, self._garbage, self._unsorted, self._journaled = ids, [], [], 0
+        self._behind = {}
         self._next_id = last_id + 1
         self._forget_cache = False
         self.last_error = None

@@ -1,0 +1,206 @@
+"""A job's newest results in ``state.db`` without a per-job index.
+
+Each result row names its job's result before it (``prev``), the ``job_heads`` view names
+each job's newest; the query of docs/operations.md follows them. These tests run that
+query as the docs print it and compare it with the store's own history, through trims,
+lazy state rows, crashes, purges, drops and a re-created database; and they check that
+``marks.states_upto`` keeps a job that has been idle for long from making a start read
+every result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from cronmetrics.storage import database as database_mod
+from cronmetrics.storage.database import Database
+from cronmetrics.storage.history import Result
+from cronmetrics.storage.interface import JobState
+from cronmetrics.storage.persistence import open_store
+from cronmetrics.storage.store import EmbeddedStore
+
+T0 = 1_767_571_200.0
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
+DOC_JOB = "backup@db1"
+
+
+def docs_query() -> str:
+    """The ``sql`` block of docs/operations.md that reads a job's newest results."""
+    blocks = re.findall(r"^```sql\n(.*?)^```", DOCS.read_text(), re.MULTILINE | re.DOTALL)
+    (query,) = [b for b in blocks if "job_heads" in b]
+    return query
+
+
+def newest(state_dir: Path, job_id: str) -> list[tuple[str, str | None]]:
+    """(status, run id) of a job's newest results, newest first, as the docs read them."""
+    query = docs_query().replace(f"'{DOC_JOB}'", "?")
+    count = query.count("?")
+    with contextlib.closing(sqlite3.connect(state_dir / "state.db")) as db:
+        rows = db.execute(query, (job_id,) * count).fetchall()
+    return [(row[1], row[4]) for row in rows]
+
+
+def expected(store: EmbeddedStore, job_id: str) -> list[tuple[str, str | None]]:
+    return [(r.status, r.run_id) for r in store.history(job_id, limit=10)]
+
+
+def db_values(path: Path, sql: str) -> list[object]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return [row[0] for row in db.execute(sql)]
+
+
+def result(job: int, i: int, *, at: float | None = None) -> Result:
+    stamp = T0 + i * 60 if at is None else at
+    status = "failure" if i % 5 == 2 else "success"
+    return Result(f"job{job}", status, stamp, stamp, run_id=f"r{job}-{i}")
+
+
+def record_rounds(store: EmbeddedStore, jobs: range, rounds: range) -> None:
+    """One result per job and round, a periodic write after each round."""
+    for i in rounds:
+        store.record([result(j, i) for j in jobs], T0 + i * 60)
+        store.flush(T0 + i * 60)
+
+
+@pytest.mark.parametrize("durable", [False, True], ids=["periodic", "journal"])
+def test_the_documented_query_reads_each_jobs_newest_results_through_trims_and_crashes(
+    tmp_path: Path, durable: bool
+) -> None:
+    # 400 jobs: more stale states than a write takes at once, so state rows lag behind
+    store, _ = open_store(tmp_path, 6, durable=durable, now=T0)
+    record_rounds(store, range(400), range(9))  # every history full, rows trimmed
+    store.record([result(7, 9)], T0)  # a result not yet in a periodic write
+    store.flush(T0)
+    behind = database_mod.Database(tmp_path / "state.db", durable=False)
+    try:
+        lagging = behind.conn.execute(
+            "SELECT count(*) FROM states WHERE results_upto < (SELECT max(id) FROM results)"
+        ).fetchone()[0]
+    finally:
+        behind.conn.close()
+    assert lagging > 0  # the heads must come from the rows after the state rows
+    for job in ("job0", "job7", "job399"):
+        assert newest(tmp_path, job) == expected(store, job)
+    assert store.database is not None
+    store.database.conn.close()  # kill -9
+    again, _ = open_store(tmp_path, 6, durable=durable, now=T0)
+    record_rounds(again, range(0, 400, 3), range(9, 12))
+    for job in ("job0", "job7", "job398", "job399"):
+        assert newest(tmp_path, job) == expected(again, job)
+    again.close()
+    assert newest(tmp_path, "job3") == expected(again, "job3")
+
+
+def test_a_purge_of_results_out_of_arrival_order_links_past_the_purged_ones(
+    tmp_path: Path,
+) -> None:
+    store, _ = open_store(tmp_path, 20, durable=False, now=T0)
+    # arrival order 0..5; results 2 and 5 are stamped before the others (a backfill)
+    stamps = [T0 + 600, T0 + 660, T0, T0 + 720, T0 + 780, T0 + 60]
+    for i, stamp in enumerate(stamps):
+        store.record([result(1, i, at=stamp), result(2, i)], T0)
+    store.flush(T0)
+    store.purge(T0 + 300, ["job1"])
+    assert [r.run_id for r in store.history("job1")] == ["r1-4", "r1-3", "r1-1", "r1-0"]
+    assert newest(tmp_path, "job1") == expected(store, "job1")  # past 5 (the head) and 2
+    assert newest(tmp_path, "job2") == expected(store, "job2")
+    store.close()
+    assert newest(tmp_path, "job1") == expected(store, "job1")
+
+
+def test_a_dropped_job_that_comes_back_starts_a_new_chain(tmp_path: Path) -> None:
+    store, _ = open_store(tmp_path, 10, durable=True, now=T0)
+    record_rounds(store, range(3), range(4))
+    store.drop("job1")
+    store.record([result(1, 8)], T0)
+    assert newest(tmp_path, "job1") == [("success", "r1-8")]
+    assert newest(tmp_path, "job2") == expected(store, "job2")
+
+
+def test_a_database_written_anew_from_memory_has_its_links(tmp_path: Path) -> None:
+    store, _ = open_store(tmp_path, 5, durable=False, now=T0)
+    record_rounds(store, range(3), range(8))
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    with store._writer:  # what the state dir's guard does for a deleted state.db
+        store.replace_database_locked(Database(fresh / "state.db", durable=False))
+    record_rounds(store, range(2), range(8, 10))
+    for job in ("job0", "job2"):
+        assert newest(fresh, job) == expected(store, job)
+
+
+def test_a_job_idle_for_long_does_not_make_a_start_read_every_result(tmp_path: Path) -> None:
+    store, _ = open_store(tmp_path, 10, durable=False, now=T0)
+    store.record([result(99, 0)], T0)
+    store.flush(T0)
+    record_rounds(store, range(50), range(1, 30))
+    store.close()
+    database = Database(tmp_path / "state.db", durable=False)
+    try:
+        loaded = database.load(10)
+    finally:
+        database.conn.close()
+    assert sum(map(len, loaded.tail.values())) == 0  # the cache holds every history
+    assert loaded.states_upto == loaded.last_id
+    again, _ = open_store(tmp_path, 10, durable=False, now=T0)
+    assert [r.run_id for r in again.history("job99")] == ["r99-0"]
+    assert again.states() == store.states()
+
+
+def test_a_version_3_database_gets_its_links_and_heads_on_migration(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    db = sqlite3.connect(path)
+    with contextlib.closing(db), db:
+        for step in range(1, 4):
+            for statement in database_mod.MIGRATIONS[step]:
+                db.execute(statement)
+        db.execute("PRAGMA user_version = 3")
+        for row_id, (job, i) in enumerate([(1, 0), (2, 0), (1, 1), (2, 1), (1, 2)], 1):
+            r = result(job, i)
+            db.execute(
+                "INSERT INTO results (id, job_id, status, timestamp, received, run_id) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (row_id, r.job_id, r.status, r.timestamp, r.received + row_id % 2, r.run_id),
+            )
+        fields = ", ".join(database_mod.STATE_FIELDS)
+        marks = ", ".join("?" * len(database_mod.STATE_FIELDS))
+        for job, runs in (("job1", 3), ("job2", 2)):
+            state = JobState(job, T0, T0, last_report=T0, runs_total=runs)
+            db.execute(
+                f"INSERT INTO states ({fields}, results_upto) VALUES ({marks}, 5)",
+                dataclasses.astuple(state),
+            )
+    store, _ = open_store(tmp_path, 10, durable=False, now=T0)
+    assert newest(tmp_path, "job1") == expected(store, "job1")
+    assert len(expected(store, "job1")) == 3
+    # received: stored NULL where it was the timestamp, kept where it was not
+    assert [r.received - r.timestamp for r in store.history("job1")] == [1.0, 1.0, 1.0]
+    assert [r.received - r.timestamp for r in store.history("job2")] == [0.0, 0.0]
+    assert db_values(path, "SELECT received IS NULL FROM results ORDER BY id") == [
+        0, 1, 0, 1, 0
+    ]  # fmt: skip
+    store.record([result(2, 2)], T0)
+    store.flush(T0)
+    assert newest(tmp_path, "job2") == expected(store, "job2")
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == database_mod.SCHEMA_VERSION
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_received_time_is_stored_only_where_it_is_not_the_timestamp(tmp_path: Path) -> None:
+    store, _ = open_store(tmp_path, 10, durable=True, now=T0)
+    late = dataclasses.replace(result(1, 1), received=T0 + 90.5)
+    store.record([result(1, 0), late], T0)
+    assert store.database is not None
+    store.database.conn.close()  # kill -9: the rows are read back, not the cache
+    again, _ = open_store(tmp_path, 10, durable=True, now=T0)
+    assert [r.received for r in again.history("job1")] == [T0 + 90.5, T0]
+    path = tmp_path / "state.db"
+    assert db_values(path, "SELECT received FROM results ORDER BY id") == [None, T0 + 90.5]
+    assert db_values(path, "SELECT received FROM results_view ORDER BY id") == [T0, T0 + 90.5]
