@@ -19,6 +19,7 @@ import pytest
 
 from cronmetrics.errors import StorageError
 from cronmetrics.storage import database as database_mod
+from cronmetrics.storage.database import Database
 from cronmetrics.storage.history import Result
 from cronmetrics.storage.interface import JobState
 from cronmetrics.storage.persistence import open_store
@@ -149,6 +150,49 @@ def test_rows_beyond_a_history_are_deleted_oldest_first_and_all_at_shutdown(
     assert len(rows) == 40 * 5
     for job_id, run_ids in kept.items():
         assert [r for j, r in rows if j == job_id] == run_ids[::-1]
+
+
+def wal_pages(path: Path) -> list[int]:
+    """The page number of every frame in the WAL of ``path``."""
+    wal = path.with_name(path.name + "-wal").read_bytes()
+    frame = 24 + int.from_bytes(wal[8:12], "big")  # frame header + page size
+    return [int.from_bytes(wal[at : at + 4], "big") for at in range(32, len(wal), frame)]
+
+
+def test_a_write_frees_the_pages_of_old_rows_before_it_fills_new_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A periodic write deletes old rows first, so that their pages take the new rows,
+    each written once; deleting them last wrote every freed page too (40 % of a write)."""
+    store, _ = open_store(tmp_path, 5, durable=False, now=T0)
+    fill(store, 2000, 5)
+    store.flush(T0)
+    freed: list[int] = []
+    real = Database.checkpoint_passive
+
+    def counting(database: Database) -> None:
+        on_trees = {p for (p,) in database.conn.execute("SELECT pageno FROM dbstat")}
+        freed.append(sum(p not in on_trees for p in wal_pages(database.path)))
+        real(database)
+
+    monkeypatch.setattr(Database, "checkpoint_passive", counting)
+    for n in range(3):
+        fill(store, 2000, 1, start=5 + n)  # each write deletes 2,000 old rows (~30 pages)
+        store.flush(T0)
+    assert max(freed) <= 2, freed  # the freelist trunk, at most
+
+
+def test_results_beyond_a_history_within_one_write_are_deleted_by_it(tmp_path: Path) -> None:
+    store, _ = open_store(tmp_path, 3, durable=False, now=T0)
+    fill(store, 2, 2)
+    store.flush(T0)
+    fill(store, 2, 10, start=2)  # more results than the history holds, in one write
+    store.flush(T0)
+    rows = db_rows(tmp_path, "SELECT job_id, run_id FROM results_view ORDER BY id")
+    assert sorted(rows) == sorted(
+        (j, r.run_id) for j in store.ids() for r in store.history(j)
+    )  # fmt: skip
+    assert len(rows) == 2 * 3
 
 
 def test_a_smaller_history_limit_trims_the_database_and_the_cache(tmp_path: Path) -> None:
