@@ -171,6 +171,9 @@ class EmbeddedStore:
         #: jobs whose state row in the database lacks some of their results there -> the
         #: result id that row is current up to (the lowest of them: ``marks.states_upto``)
         self._behind: dict[str, int] = {}
+        #: the ``states_upto`` in the database (None: not known): a write whose own is the
+        #: same leaves that row alone (a journaled commit then writes a page less)
+        self._marked: int | None = None
         #: rows committed by the journal since the last periodic write
         self._journaled = 0
         self._next_id = 1
@@ -408,12 +411,13 @@ class EmbeddedStore:
             if new and job_id not in written and job_id not in behind:
                 behind[job_id] = new[0] - 1
         last_id = numbered[-1][0] if numbered else self._next_id - 1
+        states_upto = min(behind.values(), default=last_id)
         writes = Writes(
             results=numbered,
             states=states,
             upto=last_id,
             heads=heads,
-            states_upto=min(behind.values(), default=last_id),
+            states_upto=None if states_upto == self._marked else states_upto,
             **rest,
         )
         return writes, behind
@@ -560,6 +564,7 @@ class EmbeddedStore:
             raise
         self._written(ids, None, fresh, last_id, now)
         self._behind = behind
+        self._marked = writes.states_upto if writes.states_upto is not None else self._marked
         self._journaled += len(numbered)
         with self._lock:
             self._apply(states, appended)
@@ -960,6 +965,7 @@ class EmbeddedStore:
             raise
         self._written(ids, garbage, [], last_id, now)
         self._behind = behind
+        self._marked = writes.states_upto if writes.states_upto is not None else self._marked
         if cache:
             empty = array("q")
             self.database.put_cache(((h, self._ids.get(j, empty)) for j, h in histories), last_id)
@@ -1017,7 +1023,7 @@ class EmbeddedStore:
             raise
         self.database = database
         self._ids, self._garbage, self._unsorted, self._journaled = ids, [], [], 0
-        self._behind = {}
+        self._behind, self._marked = {}, last_id
         self._next_id = last_id + 1
         self._forget_cache = False
         self.last_error = None
