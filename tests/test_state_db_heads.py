@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import random
 import re
 import sqlite3
 from pathlib import Path
@@ -204,3 +205,46 @@ def test_a_received_time_is_stored_only_where_it_is_not_the_timestamp(tmp_path: 
     path = tmp_path / "state.db"
     assert db_values(path, "SELECT received FROM results ORDER BY id") == [None, T0 + 90.5]
     assert db_values(path, "SELECT received FROM results_view ORDER BY id") == [T0, T0 + 90.5]
+
+
+def lowest_behind(path: Path) -> int:
+    """From the database alone: the id before the first result that some state row lacks
+    (the highest id when every state row is current), what ``states_upto`` should say."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        (lacking,) = db.execute(
+            "SELECT min(r.id) - 1 FROM results AS r JOIN states AS s USING (job_id) "
+            "WHERE r.id > s.results_upto"
+        ).fetchone()
+        (last,) = db.execute("SELECT coalesce(max(id), 0) FROM results").fetchone()
+    return int(last if lacking is None else lacking)
+
+
+@pytest.mark.parametrize("durable", [False, True], ids=["periodic", "journal"])
+def test_the_states_mark_is_the_lowest_state_row_behind_after_every_write(
+    tmp_path: Path, durable: bool
+) -> None:
+    rng = random.Random(14)
+    store, _ = open_store(tmp_path, 1000, durable=durable, now=T0)
+    path = tmp_path / "state.db"
+    jobs = list(range(300))  # more stale states than a write takes at once
+    for step in range(150):
+        action = rng.random()
+        if action < 0.1:  # the job furthest behind, or any
+            furthest = db_values(
+                path,
+                "SELECT job_id FROM results AS r JOIN states AS s USING (job_id) "
+                "WHERE r.id > s.results_upto ORDER BY r.id LIMIT 1",
+            )
+            gone = str(furthest[0]) if furthest else f"job{rng.choice(jobs)}"
+            store.drop(gone)
+            jobs.remove(int(gone[3:]))
+        elif action < 0.15:
+            store.activate(f"job{rng.choice(jobs)}", T0)
+        picked = rng.sample(jobs, rng.randint(1, 40))
+        store.record([result(j, step) for j in picked], T0)  # a write follows: the mark
+        if not durable:
+            store.flush(T0)
+        marked = db_values(path, "SELECT value FROM marks WHERE name = 'states_upto'")
+        assert marked == [lowest_behind(path)], step
+    store.close()
+    assert db_values(path, "SELECT value FROM marks") == [lowest_behind(path)]

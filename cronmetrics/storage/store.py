@@ -81,6 +81,17 @@ OUTPUT_KIND = "run-output"
 _IdPlan = dict[str, tuple[list[int], int]]
 
 
+@dataclass(frozen=True, slots=True)
+class _Behind:
+    """How a write changes ``EmbeddedStore._behind``: the jobs whose state row it makes
+    current, those it leaves behind (job id -> the id their row is current up to), and
+    the lowest of what is left."""
+
+    caught_up: list[str]
+    fell: dict[str, int]
+    lowest: int | None
+
+
 def _row_result(row: tuple[Any, ...]) -> Result:
     """A result from a row of ``Loaded.tail`` (its id first)."""
     _, job_id, status, ts, received, host, duration, exit_code, run_id, output, labels = row
@@ -171,6 +182,8 @@ class EmbeddedStore:
         #: jobs whose state row in the database lacks some of their results there -> the
         #: result id that row is current up to (the lowest of them: ``marks.states_upto``)
         self._behind: dict[str, int] = {}
+        #: the lowest of ``_behind`` (None: it is empty), kept as it changes
+        self._lowest: int | None = None
         #: the ``states_upto`` in the database (None: not known): a write whose own is the
         #: same leaves that row alone (a journaled commit then writes a page less)
         self._marked: int | None = None
@@ -237,6 +250,7 @@ class EmbeddedStore:
                 self._stale.add(job_id)
                 self._behind[job_id] = upto
         self._garbage.sort()
+        self._lowest = min(self._behind.values(), default=None)
         if loaded.cache_problem:  # rewritten at the next clean shutdown
             self._forget_cache = True
         for job_id in self._states:
@@ -393,25 +407,31 @@ class EmbeddedStore:
         states: Sequence[JobState],
         plan: _IdPlan,
         **rest: Any,
-    ) -> tuple[Writes, dict[str, int]]:
+    ) -> tuple[Writes, _Behind]:
         """Call under ``_writer``: the write of ``numbered`` and ``states`` (and ``rest``),
-        with what it needs to link rows (each job's newest row id before it) and what
-        ``_behind`` becomes once it is written (its lowest, or the last id when it is
-        empty: ``marks.states_upto``)."""
-        ids = self._ids
+        with what it needs to link rows (each job's newest row id before it) and how
+        ``_behind`` changes once it is written (its lowest, or the last id when it is
+        empty: ``marks.states_upto``). Not in time with ``_behind``'s size: a journaled
+        commit of a few results among 10,000 jobs looks at those few."""
+        ids, behind = self._ids, self._behind
         heads = {}
         for job_id in chain((s.job_id for s in states), plan):
             if (held := ids.get(job_id)) and job_id not in heads:
                 heads[job_id] = held[-1]
-        behind = dict(self._behind)
-        for state in states:
-            behind.pop(state.job_id, None)
         written = {s.job_id for s in states}
-        for job_id, (new, _) in plan.items():
-            if new and job_id not in written and job_id not in behind:
-                behind[job_id] = new[0] - 1
+        caught_up = [j for j in written if j in behind]
+        fell = {
+            job_id: new[0] - 1
+            for job_id, (new, _) in plan.items()
+            if new and job_id not in written and job_id not in behind
+        }
+        lowest = self._lowest
+        if lowest is not None and any(behind[j] == lowest for j in caught_up):
+            lowest = min((v for j, v in behind.items() if j not in written), default=None)
+        if fell:
+            lowest = min(fell.values()) if lowest is None else min(lowest, *fell.values())
         last_id = numbered[-1][0] if numbered else self._next_id - 1
-        states_upto = min(behind.values(), default=last_id)
+        states_upto = last_id if lowest is None else lowest
         writes = Writes(
             results=numbered,
             states=states,
@@ -420,7 +440,16 @@ class EmbeddedStore:
             states_upto=None if states_upto == self._marked else states_upto,
             **rest,
         )
-        return writes, behind
+        return writes, _Behind(caught_up, fell, lowest)
+
+    def _moved(self, change: _Behind, writes: Writes) -> None:
+        """Call under ``_writer`` once ``writes`` (from :meth:`_writes`) is written."""
+        for job_id in change.caught_up:
+            del self._behind[job_id]
+        self._behind.update(change.fell)
+        self._lowest = change.lowest
+        if writes.states_upto is not None:
+            self._marked = writes.states_upto
 
     def _written(
         self,
@@ -563,8 +592,7 @@ class EmbeddedStore:
                 self._failed(exc)
             raise
         self._written(ids, None, fresh, last_id, now)
-        self._behind = behind
-        self._marked = writes.states_upto if writes.states_upto is not None else self._marked
+        self._moved(behind, writes)
         self._journaled += len(numbered)
         with self._lock:
             self._apply(states, appended)
@@ -837,7 +865,8 @@ class EmbeddedStore:
                 self._stale.discard(job_id)
                 self._rows = [r for r in self._rows if r.job_id != job_id]
                 self._ids.pop(job_id, None)
-                self._behind.pop(job_id, None)
+                if self._behind.pop(job_id, None) == self._lowest:
+                    self._lowest = min(self._behind.values(), default=None)
                 self._seq += 1
                 self._changed.pop(job_id, None)
                 self._changed[job_id] = self._seq
@@ -964,8 +993,7 @@ class EmbeddedStore:
             self._failed(exc)
             raise
         self._written(ids, garbage, [], last_id, now)
-        self._behind = behind
-        self._marked = writes.states_upto if writes.states_upto is not None else self._marked
+        self._moved(behind, writes)
         if cache:
             empty = array("q")
             self.database.put_cache(((h, self._ids.get(j, empty)) for j, h in histories), last_id)
@@ -1023,7 +1051,7 @@ class EmbeddedStore:
             raise
         self.database = database
         self._ids, self._garbage, self._unsorted, self._journaled = ids, [], [], 0
-        self._behind, self._marked = {}, last_id
+        self._behind, self._lowest, self._marked = {}, None, last_id
         self._next_id = last_id + 1
         self._forget_cache = False
         self.last_error = None
