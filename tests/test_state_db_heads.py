@@ -51,6 +51,21 @@ def expected(store: EmbeddedStore, job_id: str) -> list[tuple[str, str | None]]:
     return [(r.status, r.run_id) for r in store.history(job_id, limit=10)]
 
 
+def assert_newest(state_dir: Path, store: EmbeddedStore, job_id: str) -> None:
+    """The documented query starts with the store's history (the database may hold a few
+    rows beyond it that wait to be deleted, older than all of it)."""
+    want = expected(store, job_id)
+    assert newest(state_dir, job_id)[: len(want)] == want
+
+
+def schema_3(db: sqlite3.Connection) -> None:
+    """Make ``db`` a database of schema 3 (every migration up to it)."""
+    for step in range(1, 4):
+        for statement in database_mod.MIGRATIONS[step]:
+            db.execute(statement)
+    db.execute("PRAGMA user_version = 3")
+
+
 def db_values(path: Path, sql: str) -> list[object]:
     with contextlib.closing(sqlite3.connect(path)) as db:
         return [row[0] for row in db.execute(sql)]
@@ -87,15 +102,15 @@ def test_the_documented_query_reads_each_jobs_newest_results_through_trims_and_c
         behind.conn.close()
     assert lagging > 0  # the heads must come from the rows after the state rows
     for job in ("job0", "job7", "job399"):
-        assert newest(tmp_path, job) == expected(store, job)
+        assert_newest(tmp_path, store, job)
     assert store.database is not None
     store.database.conn.close()  # kill -9
     again, _ = open_store(tmp_path, 6, durable=durable, now=T0)
     record_rounds(again, range(0, 400, 3), range(9, 12))
     for job in ("job0", "job7", "job398", "job399"):
-        assert newest(tmp_path, job) == expected(again, job)
+        assert_newest(tmp_path, again, job)
     again.close()
-    assert newest(tmp_path, "job3") == expected(again, "job3")
+    assert_newest(tmp_path, again, "job3")
 
 
 def test_a_purge_of_results_out_of_arrival_order_links_past_the_purged_ones(
@@ -109,10 +124,10 @@ def test_a_purge_of_results_out_of_arrival_order_links_past_the_purged_ones(
     store.flush(T0)
     store.purge(T0 + 300, ["job1"])
     assert [r.run_id for r in store.history("job1")] == ["r1-4", "r1-3", "r1-1", "r1-0"]
-    assert newest(tmp_path, "job1") == expected(store, "job1")  # past 5 (the head) and 2
-    assert newest(tmp_path, "job2") == expected(store, "job2")
+    assert_newest(tmp_path, store, "job1")  # past 5 (the head) and 2
+    assert_newest(tmp_path, store, "job2")
     store.close()
-    assert newest(tmp_path, "job1") == expected(store, "job1")
+    assert_newest(tmp_path, store, "job1")
 
 
 def test_a_dropped_job_that_comes_back_starts_a_new_chain(tmp_path: Path) -> None:
@@ -121,7 +136,7 @@ def test_a_dropped_job_that_comes_back_starts_a_new_chain(tmp_path: Path) -> Non
     store.drop("job1")
     store.record([result(1, 8)], T0)
     assert newest(tmp_path, "job1") == [("success", "r1-8")]
-    assert newest(tmp_path, "job2") == expected(store, "job2")
+    assert_newest(tmp_path, store, "job2")
 
 
 def test_a_database_written_anew_from_memory_has_its_links(tmp_path: Path) -> None:
@@ -133,7 +148,7 @@ def test_a_database_written_anew_from_memory_has_its_links(tmp_path: Path) -> No
         store.replace_database_locked(Database(fresh / "state.db", durable=False))
     record_rounds(store, range(2), range(8, 10))
     for job in ("job0", "job2"):
-        assert newest(fresh, job) == expected(store, job)
+        assert_newest(fresh, store, job)
 
 
 def test_a_job_idle_for_long_does_not_make_a_start_read_every_result(tmp_path: Path) -> None:
@@ -158,10 +173,7 @@ def test_a_version_3_database_gets_its_links_and_heads_on_migration(tmp_path: Pa
     path = tmp_path / "state.db"
     db = sqlite3.connect(path)
     with contextlib.closing(db), db:
-        for step in range(1, 4):
-            for statement in database_mod.MIGRATIONS[step]:
-                db.execute(statement)
-        db.execute("PRAGMA user_version = 3")
+        schema_3(db)
         for row_id, (job, i) in enumerate([(1, 0), (2, 0), (1, 1), (2, 1), (1, 2)], 1):
             r = result(job, i)
             db.execute(
@@ -178,7 +190,7 @@ def test_a_version_3_database_gets_its_links_and_heads_on_migration(tmp_path: Pa
                 dataclasses.astuple(state),
             )
     store, _ = open_store(tmp_path, 10, durable=False, now=T0)
-    assert newest(tmp_path, "job1") == expected(store, "job1")
+    assert_newest(tmp_path, store, "job1")
     assert len(expected(store, "job1")) == 3
     # received: stored NULL where it was the timestamp, kept where it was not
     assert [r.received - r.timestamp for r in store.history("job1")] == [1.0, 1.0, 1.0]
@@ -188,7 +200,7 @@ def test_a_version_3_database_gets_its_links_and_heads_on_migration(tmp_path: Pa
     ]  # fmt: skip
     store.record([result(2, 2)], T0)
     store.flush(T0)
-    assert newest(tmp_path, "job2") == expected(store, "job2")
+    assert_newest(tmp_path, store, "job2")
     with contextlib.closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == database_mod.SCHEMA_VERSION
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -248,3 +260,59 @@ def test_the_states_mark_is_the_lowest_state_row_behind_after_every_write(
         assert marked == [lowest_behind(path)], step
     store.close()
     assert db_values(path, "SELECT value FROM marks") == [lowest_behind(path)]
+
+
+def test_ids_are_not_given_again_after_the_newest_rows_were_deleted(tmp_path: Path) -> None:
+    store, _ = open_store(tmp_path, 10, durable=True, now=T0)
+    store.record([result(1, 0)], T0)
+    store.record([result(1, 1), result(2, 0)], T0)  # job2's row is the newest
+    store.drop("job2")
+    store.close()  # job1's state row is current up to that deleted row
+    again, _ = open_store(tmp_path, 10, durable=True, now=T0)
+    again.record([result(1, 2)], T0)
+    assert_newest(tmp_path, again, "job1")
+    before = again.states()["job1"]
+    assert again.database is not None
+    again.database.conn.close()  # kill -9
+    after, _ = open_store(tmp_path, 10, durable=True, now=T0)
+    assert after.states()["job1"] == before  # the journaled result 2 counted once
+    assert [r.run_id for r in after.history("job1")] == ["r1-2", "r1-1", "r1-0"]
+
+
+def test_a_migration_keeps_an_operators_views_and_indexes(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        schema_3(db)
+        db.execute("INSERT INTO results (id, job_id, status, timestamp, received) "
+                   "VALUES (1, 'job1', 'failure', ?, ?)", (T0, T0))  # fmt: skip
+        state = JobState("job1", T0, T0, last_report=T0, runs_total=1, failures_total=1)
+        fields = ", ".join(database_mod.STATE_FIELDS)
+        marks = ", ".join("?" * len(database_mod.STATE_FIELDS))
+        db.execute(
+            f"INSERT INTO states ({fields}, results_upto) VALUES ({marks}, 1)",
+            dataclasses.astuple(state),
+        )
+        db.execute("CREATE VIEW failures AS SELECT job_id FROM results_view "
+                   "WHERE status = 'failure'")  # fmt: skip
+        db.execute("CREATE VIEW hosts AS SELECT DISTINCT host FROM results")
+        db.execute("CREATE INDEX mine_by_status ON results (status)")
+    store, report = open_store(tmp_path, 10, durable=False, now=T0)
+    assert report.fallback is None, report
+    assert store.state("job1") == state
+    store.record([dataclasses.replace(result(1, 2), host="h1")], T0)
+    store.close()
+    assert db_values(path, "SELECT job_id FROM failures") == ["job1", "job1"]
+    assert db_values(path, "SELECT host FROM hosts ORDER BY host") == [None, "h1"]
+    assert db_values(path, "SELECT name FROM sqlite_schema WHERE name = 'mine_by_status'") == [
+        "mine_by_status"
+    ]
+
+
+def test_a_migration_of_a_database_whose_view_an_operator_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        schema_3(db)
+        db.execute("DROP VIEW results_view")
+    _, report = open_store(tmp_path, 10, durable=False, now=T0)
+    assert report.fallback is None, report
+    assert db_values(path, "PRAGMA user_version") == [database_mod.SCHEMA_VERSION]

@@ -195,6 +195,55 @@ def test_results_beyond_a_history_within_one_write_are_deleted_by_it(tmp_path: P
     assert len(rows) == 2 * 3
 
 
+def test_rows_a_lagging_state_row_needs_wait_to_be_deleted_until_it_catches_up(
+    tmp_path: Path,
+) -> None:
+    """With a history of 2 and state rows written a slice per write, a job's rows after
+    its state row went beyond its history before the row was written again: deleting
+    them lost the results a crash rebuilds the counters from."""
+    store, _ = open_store(tmp_path, 2, durable=False, now=T0)
+    for i in range(6):
+        fill(store, 300, 1, start=i)
+        store.flush(T0)
+    before = store.states()
+    crash(store)
+    assert reopen(tmp_path, 2).states() == before
+
+
+def test_a_purge_leaves_no_row_beyond_a_history_to_stand_in_for_a_purged_one(
+    tmp_path: Path,
+) -> None:
+    store, _ = open_store(tmp_path, 4, durable=False, now=T0)
+    stamps = [T0 + 100, T0 + 200, T0 + 10, T0 + 20]  # the last two sent late
+    late = [dataclasses.replace(result(1, i), timestamp=at) for i, at in enumerate(stamps)]
+    store.record(late, T0)
+    store.flush(T0)
+    store.set_max_results(2)  # the history: the last two; the first two beyond it
+    store.purge(T0 + 50)
+    assert store.history("job0001") == []
+    crash(store)
+    assert reopen(tmp_path, 2).history("job0001") == []
+
+
+def test_a_drop_whose_write_fails_keeps_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = open_store(tmp_path, 10, durable=True, now=T0)
+    store.record([result(1, 0), result(1, 1)], T0)
+    kept = store.state("job0001"), store.history("job0001")
+
+    def full(database: Database, writes: object) -> None:
+        raise StorageError("database or disk is full")
+
+    monkeypatch.setattr(Database, "write", full)
+    with pytest.raises(StorageError):
+        store.drop("job0001")
+    monkeypatch.undo()
+    assert (store.state("job0001"), store.history("job0001")) == kept
+    store.close()
+    assert reopen(tmp_path, 10).history("job0001") == kept[1]
+
+
 def test_a_smaller_history_limit_trims_the_database_and_the_cache(tmp_path: Path) -> None:
     store, _ = open_store(tmp_path, 10, durable=False, now=T0)
     fill(store, 20, 10)

@@ -160,7 +160,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # the timestamp (a result without a timestamp of its own: most), 8 bytes less a row.
     # The table is made anew for the NULL (SQLite cannot drop a NOT NULL).
     4: (
-        "DROP VIEW results_view",
+        "DROP VIEW IF EXISTS results_view",
         """CREATE TABLE results_4 (
             id INTEGER PRIMARY KEY,
             job_id TEXT NOT NULL,
@@ -205,6 +205,22 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
 }
 assert max(MIGRATIONS) == SCHEMA_VERSION
+#: schema version -> the table its migration makes anew (and drops the old one)
+_MADE_ANEW = {4: "results"}
+
+
+def _added_to(c: sqlite3.Connection, table: str | None) -> list[str]:
+    """The indexes and triggers on ``table`` (an operator's: ours are in the migrations),
+    to make again on the table that replaces it."""
+    if table is None:
+        return []
+    rows = c.execute(
+        "SELECT sql FROM sqlite_schema WHERE tbl_name = ? AND type IN ('index', 'trigger') "
+        "AND sql IS NOT NULL",
+        (table,),
+    )
+    return [sql for (sql,) in rows]
+
 
 #: ``FAST`` zeroes deleted rows within the pages a write touches anyway, but does not
 #: write zeros over a page that becomes free (half the bytes of an interval's write, whose
@@ -323,6 +339,10 @@ class Loaded:
     last_id: int = 0
     #: every state row includes every result up to this id (0: not known)
     states_upto: int = 0
+    #: the highest result id the database names anywhere (rows, state rows, the mark,
+    #: the cache): new rows are numbered above it, so that no id is used twice (after
+    #: the newest rows were deleted, a reused id would be one a state row includes)
+    used_upto: int = 0
     #: why the history cache was not used (None: it was, or there was none)
     cache_problem: str | None = None
 
@@ -383,16 +403,24 @@ class Database:
                 f"cronmetrics knows ({SCHEMA_VERSION})"
             )
         if version < SCHEMA_VERSION:
+            # a rename does not check the views (an operator's, over a table made anew,
+            # would fail it: they name the new table once it has the old name)
+            c.execute("PRAGMA legacy_alter_table=ON")
             c.execute("BEGIN IMMEDIATE")
             try:
                 for step in range(version + 1, SCHEMA_VERSION + 1):
+                    kept = _added_to(c, _MADE_ANEW.get(step))
                     for statement in MIGRATIONS[step]:
+                        c.execute(statement)
+                    for statement in kept:
                         c.execute(statement)
                 c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 c.execute("COMMIT")
             except BaseException:
                 c.execute("ROLLBACK")
                 raise
+            finally:
+                c.execute("PRAGMA legacy_alter_table=OFF")
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -417,6 +445,12 @@ class Database:
         loaded.last_id = c.execute("SELECT coalesce(max(id), 0) FROM results").fetchone()[0]
         mark = c.execute("SELECT value FROM marks WHERE name = ?", (_STATES_UPTO,)).fetchone()
         states_upto = loaded.states_upto = mark[0] if mark else 0
+        loaded.used_upto = max(
+            loaded.last_id,
+            states_upto,
+            max(loaded.state_upto.values(), default=0),
+            c.execute("SELECT coalesce(max(results_upto), 0) FROM history_cache").fetchone()[0],
+        )
         try:
             for job_id, upto, ids, packed in c.execute(
                 "SELECT job_id, results_upto, ids, history FROM history_cache"

@@ -38,6 +38,7 @@ Without a database (``database=None``: tests, tools) the engine is the same, in 
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import dataclasses
 import json
@@ -213,7 +214,7 @@ class EmbeddedStore:
         them; state rows plus the results after them (applied as :meth:`record` did)."""
         self._states = dict(loaded.states)
         self._definitions = dict(loaded.definitions)
-        self._next_id = loaded.last_id + 1
+        self._next_id = loaded.used_upto + 1
         limit = self.max_results
         for job_id, state in loaded.states.items():
             rows = loaded.tail.get(job_id, ())
@@ -816,8 +817,9 @@ class EmbeddedStore:
         with self._writer:
             if self.database is not None:
                 # queued rows first, so the purge covers them; every state row current,
-                # so that none needs a deleted row on load
-                self._flush_locked(None, everything=True)
+                # so that none needs a deleted row on load; the rows beyond the histories
+                # gone, so that none is left to stand in for a purged one
+                self._flush_locked(None, everything=True, all_garbage=True)
             with self._lock:
                 removed = 0
                 for job_id in self._histories if chosen is None else chosen:
@@ -853,8 +855,10 @@ class EmbeddedStore:
 
     def drop(self, job_id: str) -> bool:
         with self._writer:
-            if self.database is not None:
+            if self.database is not None:  # first: a failed write leaves the job as it was
                 self._check()
+                self.database.write(Writes(drop=[job_id]))
+                self.database.delete_record(OUTPUT_KIND, job_id)
             with self._lock:
                 known = self._states.pop(job_id, None) is not None
                 self._histories.pop(job_id, None)
@@ -870,9 +874,6 @@ class EmbeddedStore:
                 self._seq += 1
                 self._changed.pop(job_id, None)
                 self._changed[job_id] = self._seq
-            if self.database is not None:
-                self.database.write(Writes(drop=[job_id]))
-                self.database.delete_record(OUTPUT_KIND, job_id)
             return known
 
     # -- last good definitions -------------------------------------------------------------
@@ -980,7 +981,13 @@ class EmbeddedStore:
             return
         deletes = -1 if cache or all_garbage else len(numbered) + self._journaled
         delete, ids, garbage, _ = self._trims(numbered, cut, deletes=deletes)
-        writes, behind = self._writes(numbered, states, ids, delete=delete, forget_cache=forget)
+        writes, behind = self._writes(numbered, states, ids, forget_cache=forget)
+        if behind.lowest is not None and delete and delete[-1] > behind.lowest:
+            # a row after a state row that lags is needed to rebuild that state on load,
+            # history or not: it waits until the row catches up (within _STATE_SLICES)
+            keep = bisect.bisect_right(delete, behind.lowest)
+            delete, garbage = delete[:keep], [*delete[keep:], *(garbage or ())]
+        writes = dataclasses.replace(writes, delete=delete)
         try:
             self.database.write(writes)
         except StorageError as exc:
