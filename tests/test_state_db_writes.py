@@ -244,6 +244,64 @@ def test_a_drop_whose_write_fails_keeps_the_job(
     assert reopen(tmp_path, 10).history("job0001") == kept[1]
 
 
+def test_a_job_that_comes_as_another_leaves_still_gets_its_state_row_written(
+    tmp_path: Path,
+) -> None:
+    """The slices of stale states follow the sorted ids; a job added as another was
+    dropped (the same count) was left out of them: its row never caught up, rows after
+    it could not be deleted and the file grew with every write."""
+    store, _ = open_store(tmp_path, 2, durable=False, now=T0)
+    jobs = list(range(300))  # more stale states than a write takes at once
+    fill(store, 300, 1)
+    store.flush(T0)
+    store.drop("job0000")
+    jobs[0] = 9999
+    for i in range(1, 60):
+        store.record([result(j, i) for j in jobs], T0)
+        store.flush(T0)
+    (upto,) = db_rows(tmp_path, "SELECT results_upto FROM states WHERE job_id = 'job9999'")[0]
+    last = db_rows(tmp_path, "SELECT max(id) FROM results")[0][0]
+    assert last - upto <= 300 * 25  # within a round of the slices (24 writes)
+    rows = db_rows(tmp_path, "SELECT count(*) FROM results")[0][0]
+    assert rows <= 300 * (2 + 25)
+
+
+def test_a_drop_deletes_the_jobs_running_output_in_the_same_transaction(
+    tmp_path: Path,
+) -> None:
+    store, _ = open_store(tmp_path, 10, durable=True, now=T0)
+    store.record([result(1, 0, "start")], T0)
+    store.append_output("job0001", "half done\n", run_id=None, limit=100, now=T0)
+    assert db_rows(tmp_path, "SELECT count(*) FROM records") == [(1,)]
+    statements: list[str] = []
+    assert store.database is not None
+    store.database.conn.set_trace_callback(statements.append)
+    store.drop("job0001")
+    store.database.conn.set_trace_callback(None)
+    assert db_rows(tmp_path, "SELECT count(*) FROM records") == [(0,)]
+    assert [s for s in statements if s in ("BEGIN IMMEDIATE", "COMMIT")] == [
+        "BEGIN IMMEDIATE",
+        "COMMIT",
+    ]
+
+
+def test_the_history_cache_is_read_after_the_newest_rows_were_dropped(tmp_path: Path) -> None:
+    store, _ = open_store(tmp_path, 10, durable=False, now=T0)
+    fill(store, 3, 2)  # job0002 rows are the newest
+    store.flush(T0)
+    store.drop("job0002")
+    store.close()  # the cache is current up to an id no row has any more
+    for _ in range(2):  # every restart, not only the first
+        database = Database(tmp_path / "state.db", durable=False)
+        try:
+            loaded = database.load(10)
+        finally:
+            database.conn.close()
+        assert sorted(loaded.cached) == ["job0000", "job0001"]
+        assert not loaded.tail
+        reopen(tmp_path, 10).close()
+
+
 def test_a_smaller_history_limit_trims_the_database_and_the_cache(tmp_path: Path) -> None:
     store, _ = open_store(tmp_path, 10, durable=False, now=T0)
     fill(store, 20, 10)

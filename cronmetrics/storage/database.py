@@ -360,8 +360,10 @@ class Writes:
     heads: Mapping[str, int] = field(default_factory=dict)
     #: every state row, once written, includes every result up to this id (None: as is)
     states_upto: int | None = None
-    #: jobs to delete whole (states, results, definitions, cache)
+    #: jobs to delete whole (states, results, definitions, cache), with their runtime
+    #: records of this kind (keyed by job id)
     drop: Sequence[str] = ()
+    drop_records: str | None = None
     #: result rows to delete (histories trimmed to their limit)
     delete: Sequence[int] = ()
     #: forget every cached history (the history limit changed)
@@ -445,17 +447,18 @@ class Database:
         loaded.last_id = c.execute("SELECT coalesce(max(id), 0) FROM results").fetchone()[0]
         mark = c.execute("SELECT value FROM marks WHERE name = ?", (_STATES_UPTO,)).fetchone()
         states_upto = loaded.states_upto = mark[0] if mark else 0
+        # a cache beyond every id named elsewhere is not the one the state rows were
+        # written with (after the newest rows were deleted, the same as state rows')
+        named = max(loaded.last_id, states_upto, max(loaded.state_upto.values(), default=0))
         loaded.used_upto = max(
-            loaded.last_id,
-            states_upto,
-            max(loaded.state_upto.values(), default=0),
+            named,
             c.execute("SELECT coalesce(max(results_upto), 0) FROM history_cache").fetchone()[0],
         )
         try:
             for job_id, upto, ids, packed in c.execute(
                 "SELECT job_id, results_upto, ids, history FROM history_cache"
             ):
-                if job_id in loaded.states and upto <= loaded.last_id:
+                if job_id in loaded.states and upto <= named:
                     history = History.unpack(job_id, packed, max_results)
                     loaded.cached[job_id] = (upto, _ids_from(ids), history)
         except (ValueError, TypeError) as exc:
@@ -522,6 +525,12 @@ class Database:
                 dropped = (json.dumps(list(writes.drop)),)
                 for statement in _DROP:
                     c.execute(statement, dropped)
+                if writes.drop_records is not None:
+                    c.execute(
+                        "DELETE FROM records WHERE kind = ? AND key IN "
+                        "(SELECT value FROM json_each(?))",
+                        (writes.drop_records, *dropped),
+                    )
             if writes.forget_cache:
                 c.execute("DELETE FROM history_cache")
             # the old rows first: the pages they free are then filled by the new rows,

@@ -174,6 +174,8 @@ class EmbeddedStore:
         #: the results after a state row are applied again when the database is loaded
         self._stale: set[str] = set()
         self._order: list[str] = []
+        #: a job left: sort ``_order`` again even if as many came
+        self._reorder = False
         self._slice = 0
         #: each job's row ids in the database, oldest first, at most ``max_results``;
         #: the rows beyond them, in id order, still to delete (see :meth:`_trims`)
@@ -356,8 +358,8 @@ class EmbeddedStore:
     def _sort_ids(self) -> None:
         """Outside ``_lock`` (10,000 ids take milliseconds to sort): the order of the
         slices, refreshed when jobs came or went."""
-        if len(self._order) != len(self._states):
-            self._order = sorted(self._states)
+        if self._reorder or len(self._order) != len(self._states):
+            self._order, self._reorder = sorted(self._states), False
 
     def _trims(
         self, numbered: Sequence[tuple[int, Result]], cut: Iterable[str], *, deletes: int | None
@@ -857,10 +859,10 @@ class EmbeddedStore:
         with self._writer:
             if self.database is not None:  # first: a failed write leaves the job as it was
                 self._check()
-                self.database.write(Writes(drop=[job_id]))
-                self.database.delete_record(OUTPUT_KIND, job_id)
+                self.database.write(Writes(drop=[job_id], drop_records=OUTPUT_KIND))
             with self._lock:
                 known = self._states.pop(job_id, None) is not None
+                self._reorder = True  # a job coming next would not change the count
                 self._histories.pop(job_id, None)
                 self._definitions.pop(job_id, None)
                 self._outputs.pop(job_id, None)
