@@ -18,6 +18,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from statedb import insert_state, old_database
 
 from cronmetrics.storage import database as database_mod
 from cronmetrics.storage.database import Database
@@ -56,14 +57,6 @@ def assert_newest(state_dir: Path, store: EmbeddedStore, job_id: str) -> None:
     rows beyond it that wait to be deleted, older than all of it)."""
     want = expected(store, job_id)
     assert newest(state_dir, job_id)[: len(want)] == want
-
-
-def schema_3(db: sqlite3.Connection) -> None:
-    """Make ``db`` a database of schema 3 (every migration up to it)."""
-    for step in range(1, 4):
-        for statement in database_mod.MIGRATIONS[step]:
-            db.execute(statement)
-    db.execute("PRAGMA user_version = 3")
 
 
 def db_values(path: Path, sql: str) -> list[object]:
@@ -171,9 +164,7 @@ def test_a_job_idle_for_long_does_not_make_a_start_read_every_result(tmp_path: P
 
 def test_a_version_3_database_gets_its_links_and_heads_on_migration(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
-    db = sqlite3.connect(path)
-    with contextlib.closing(db), db:
-        schema_3(db)
+    with contextlib.closing(old_database(path, 3)) as db, db:
         for row_id, (job, i) in enumerate([(1, 0), (2, 0), (1, 1), (2, 1), (1, 2)], 1):
             r = result(job, i)
             db.execute(
@@ -181,14 +172,9 @@ def test_a_version_3_database_gets_its_links_and_heads_on_migration(tmp_path: Pa
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (row_id, r.job_id, r.status, r.timestamp, r.received + row_id % 2, r.run_id),
             )
-        fields = ", ".join(database_mod.STATE_FIELDS)
-        marks = ", ".join("?" * len(database_mod.STATE_FIELDS))
         for job, runs in (("job1", 3), ("job2", 2)):
             state = JobState(job, T0, T0, last_report=T0, runs_total=runs)
-            db.execute(
-                f"INSERT INTO states ({fields}, results_upto) VALUES ({marks}, 5)",
-                dataclasses.astuple(state),
-            )
+            insert_state(db, state, results_upto=5)
     store, _ = open_store(tmp_path, 10, durable=False, now=T0)
     assert_newest(tmp_path, store, "job1")
     assert len(expected(store, "job1")) == 3
@@ -281,17 +267,11 @@ def test_ids_are_not_given_again_after_the_newest_rows_were_deleted(tmp_path: Pa
 
 def test_a_migration_keeps_an_operators_views_and_indexes(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
-    with contextlib.closing(sqlite3.connect(path)) as db, db:
-        schema_3(db)
+    with contextlib.closing(old_database(path, 3)) as db, db:
         db.execute("INSERT INTO results (id, job_id, status, timestamp, received) "
                    "VALUES (1, 'job1', 'failure', ?, ?)", (T0, T0))  # fmt: skip
         state = JobState("job1", T0, T0, last_report=T0, runs_total=1, failures_total=1)
-        fields = ", ".join(database_mod.STATE_FIELDS)
-        marks = ", ".join("?" * len(database_mod.STATE_FIELDS))
-        db.execute(
-            f"INSERT INTO states ({fields}, results_upto) VALUES ({marks}, 1)",
-            dataclasses.astuple(state),
-        )
+        insert_state(db, state, results_upto=1)
         db.execute("CREATE VIEW failures AS SELECT job_id FROM results_view "
                    "WHERE status = 'failure'")  # fmt: skip
         db.execute("CREATE VIEW hosts AS SELECT DISTINCT host FROM results")
@@ -310,8 +290,7 @@ def test_a_migration_keeps_an_operators_views_and_indexes(tmp_path: Path) -> Non
 
 def test_a_migration_of_a_database_whose_view_an_operator_dropped(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
-    with contextlib.closing(sqlite3.connect(path)) as db, db:
-        schema_3(db)
+    with contextlib.closing(old_database(path, 3)) as db, db:
         db.execute("DROP VIEW results_view")
     _, report = open_store(tmp_path, 10, durable=False, now=T0)
     assert report.fallback is None, report

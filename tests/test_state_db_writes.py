@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from statedb import insert_state, old_database
 
 from cronmetrics.errors import StorageError
 from cronmetrics.storage import database as database_mod
@@ -340,11 +341,7 @@ def test_a_journaled_store_writes_only_new_states_with_each_commit(tmp_path: Pat
 
 
 def test_a_version_1_database_is_migrated_without_counting_twice(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
-    with sqlite3.connect(path) as db:
-        for statement in database_mod.MIGRATIONS[1]:
-            db.execute(statement)
-        db.execute("PRAGMA user_version=1")
+    with contextlib.closing(old_database(tmp_path / "state.db", 1)) as db, db:
         db.execute(
             "INSERT INTO results (job_id, status, timestamp, received, run_id) "
             "VALUES ('backup', 'success', ?, ?, 'a'), ('backup', 'failure', ?, ?, 'b')",
@@ -730,22 +727,6 @@ def test_a_running_run_replayed_after_a_crash_keeps_its_run_id_and_its_finish_en
         assert state is not None and state.running and state.run_id == f"{j:032x}"
     again.record([dataclasses.replace(result(7, 2), run_id=f"{7:032x}")], T0)
     assert again.state("job0007").running is False  # type: ignore[union-attr]
-
-
-def old_database(path: Path, version: int) -> sqlite3.Connection:
-    """A database as the schema of ``version`` made it (every migration up to it)."""
-    db = sqlite3.connect(path)
-    for step in range(1, version + 1):
-        for statement in database_mod.MIGRATIONS[step]:
-            db.execute(statement)
-    db.execute(f"PRAGMA user_version = {version}")
-    return db
-
-
-def insert_state(db: sqlite3.Connection, state: JobState) -> None:
-    fields = ", ".join(database_mod.STATE_FIELDS)
-    marks = ", ".join("?" * len(database_mod.STATE_FIELDS))
-    db.execute(f"INSERT INTO states ({fields}) VALUES ({marks})", dataclasses.astuple(state))
 
 
 def test_a_version_2_database_with_text_run_ids_is_read_and_gets_the_view(
