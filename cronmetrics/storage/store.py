@@ -409,13 +409,19 @@ class EmbeddedStore:
         numbered: Sequence[tuple[int, Result]],
         states: Sequence[JobState],
         plan: _IdPlan,
-        **rest: Any,
+        last_id: int,
+        *,
+        delete: Sequence[int] = (),
+        forget_cache: bool = False,
     ) -> tuple[Writes, _Behind]:
-        """Call under ``_writer``: the write of ``numbered`` and ``states`` (and ``rest``),
-        with what it needs to link rows (each job's newest row id before it) and how
-        ``_behind`` changes once it is written (its lowest, or the last id when it is
-        empty: ``marks.states_upto``). Not in time with ``_behind``'s size: a journaled
-        commit of a few results among 10,000 jobs looks at those few."""
+        """Call under ``_writer``: the write of ``numbered`` and ``states`` (current up to
+        ``last_id``), with what it needs to link rows (each job's newest row id before it)
+        and how ``_behind`` changes once it is written (its lowest, or the last id when it
+        is empty: ``marks.states_upto``). Of ``delete`` (ascending), the rows above that
+        lowest are left out: a row after a state row that lags is needed to rebuild that
+        state on load, history or not, and waits until the row catches up (within
+        ``_STATE_SLICES`` writes). Not in time with ``_behind``'s size: a journaled commit
+        of a few results among 10,000 jobs looks at those few."""
         ids, behind = self._ids, self._behind
         heads = {}
         for job_id in chain((s.job_id for s in states), plan):
@@ -433,7 +439,8 @@ class EmbeddedStore:
             lowest = min((v for j, v in behind.items() if j not in written), default=None)
         if fell:
             lowest = min(fell.values()) if lowest is None else min(lowest, *fell.values())
-        last_id = numbered[-1][0] if numbered else self._next_id - 1
+        if lowest is not None and delete and delete[-1] > lowest:
+            delete = delete[: bisect.bisect_right(delete, lowest)]
         states_upto = last_id if lowest is None else lowest
         writes = Writes(
             results=numbered,
@@ -441,7 +448,8 @@ class EmbeddedStore:
             upto=last_id,
             heads=heads,
             states_upto=None if states_upto == self._marked else states_upto,
-            **rest,
+            delete=delete,
+            forget_cache=forget_cache,
         )
         return writes, _Behind(caught_up, fell, lowest)
 
@@ -585,7 +593,7 @@ class EmbeddedStore:
         last_id = self._next_id + len(rows) - 1
         _, ids, _, fresh = self._trims(numbered, cut, deletes=None)
         written = [*(states[j] for j in must), *dirty]
-        writes, behind = self._writes(numbered, written, ids)
+        writes, behind = self._writes(numbered, written, ids, last_id)
         try:
             self.database.write(writes)
         except BaseException as exc:
@@ -983,13 +991,11 @@ class EmbeddedStore:
             return
         deletes = -1 if cache or all_garbage else len(numbered) + self._journaled
         delete, ids, garbage, _ = self._trims(numbered, cut, deletes=deletes)
-        writes, behind = self._writes(numbered, states, ids, forget_cache=forget)
-        if behind.lowest is not None and delete and delete[-1] > behind.lowest:
-            # a row after a state row that lags is needed to rebuild that state on load,
-            # history or not: it waits until the row catches up (within _STATE_SLICES)
-            keep = bisect.bisect_right(delete, behind.lowest)
-            delete, garbage = delete[:keep], [*delete[keep:], *(garbage or ())]
-        writes = dataclasses.replace(writes, delete=delete)
+        writes, behind = self._writes(
+            numbered, states, ids, last_id, delete=delete, forget_cache=forget
+        )
+        if len(writes.delete) < len(delete):  # rows a lagging state row needs wait
+            garbage = [*delete[len(writes.delete) :], *(garbage or ())]
         try:
             self.database.write(writes)
         except StorageError as exc:
