@@ -72,7 +72,6 @@ __all__ = ["DB_NAME", "SCHEMA_VERSION", "Database", "Loaded", "backup"]
 DB_NAME = "state.db"
 SCHEMA_VERSION = 4
 STATE_FIELDS = tuple(f.name for f in dataclasses.fields(JobState))
-_STATE_VALUES = tuple(f for f in STATE_FIELDS if f != "job_id")
 
 #: the ``marks`` row: every state row includes every result up to this id (the
 #: ``job_heads`` view of migration 4 names it too)

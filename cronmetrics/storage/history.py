@@ -90,7 +90,7 @@ def _number(value: object) -> bool:
 
 _NUMBERS = frozenset({int, float})
 _TEXT = frozenset({str, type(None)})
-#: a run id in ``state.db``: text, or the 16 bytes of 32 hex digits (``columns.stored``)
+#: a run id in ``state.db``: text, or the 16 bytes of 32 hex digits (``stored_run_id``)
 _STORED_RUN_ID = _TEXT | {bytes}
 #: an exit code is stored as a 64-bit integer (SQLite's INTEGER)
 _INT64 = 2**63
