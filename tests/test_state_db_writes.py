@@ -86,6 +86,21 @@ def test_state_rows_behind_their_results_are_brought_up_to_date_on_load(tmp_path
     assert snapshot(again) == before
 
 
+@pytest.mark.parametrize("count", [1, 3, 255, 256, 257, 769])
+def test_a_write_stores_every_row_and_state_whatever_the_count(tmp_path: Path, count: int) -> None:
+    """Rows and states go in many to a statement, in chunks (256, 128, ... 1): every
+    count comes back whole and in order after a crash, none twice."""
+    store, _ = open_store(tmp_path, 20, durable=False, now=T0)
+    store.record([result(j % 300, j // 300) for j in range(count)], T0)
+    store.flush(T0)
+    before = snapshot(store)
+    rows = db_rows(tmp_path, "SELECT count(*), count(DISTINCT id), min(id), max(id) FROM results")
+    assert rows == [(count, count, 1, count)]
+    assert db_rows(tmp_path, "SELECT count(*) FROM states")[0][0] == min(count, 300)
+    crash(store)
+    assert snapshot(reopen(tmp_path, 20)) == before
+
+
 def test_detached_jobs_that_report_again_and_retries_survive_a_crash(tmp_path: Path) -> None:
     store, _ = open_store(tmp_path, 20, durable=False, now=T0)
     fill(store, 600, 2)
