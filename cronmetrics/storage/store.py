@@ -45,6 +45,7 @@ import json
 import threading
 import uuid
 from array import array
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
@@ -375,27 +376,29 @@ class EmbeddedStore:
         few pages. So a periodic write deletes ``deletes`` of those (as many as were
         appended since the last one; -1: all of them, the final write) and a journal
         commit (``deletes`` None) none: its garbage waits for the periodic write."""
-        added: dict[str, list[int]] = {}
+        added: defaultdict[str, list[int]] = defaultdict(list)
         for row_id, result in numbered:
-            new = added.get(result.job_id)
-            if new is None:
-                added[result.job_id] = [row_id]
-            else:
-                new.append(row_id)
+            added[result.job_id].append(row_id)
         for job_id in cut:
-            added.setdefault(job_id, [])
+            added.setdefault(job_id, [])  # a cut job is planned, with no new rows
         limit = self.max_results
         fresh: list[int] = []
         plan: _IdPlan = {}
         empty: array[int] = array("q")
+        ids = self._ids
         for job_id, new in added.items():
-            old = self._ids.get(job_id, empty)
+            old = ids.get(job_id, empty)
             extra = len(old) + len(new) - limit
-            if extra > 0:
+            if extra <= 0:
+                plan[job_id] = (new, 0)
+                continue
+            if extra == 1 and old:
+                fresh.append(old[0])
+            else:
                 fresh.extend(old[:extra])
                 if extra > len(old):
                     fresh.extend(new[: extra - len(old)])
-            plan[job_id] = (new, max(extra, 0))
+            plan[job_id] = (new, extra)
         if deletes is None:
             return [], plan, None, fresh
         garbage = self._garbage
@@ -423,16 +426,14 @@ class EmbeddedStore:
         ``_STATE_SLICES`` writes). Not in time with ``_behind``'s size: a journaled commit
         of a few results among 10,000 jobs looks at those few."""
         ids, behind = self._ids, self._behind
-        heads = {}
-        for job_id in chain((s.job_id for s in states), plan):
-            if (held := ids.get(job_id)) and job_id not in heads:
-                heads[job_id] = held[-1]
         written = {s.job_id for s in states}
+        heads = {j: held[-1] for j in chain(written, plan) if (held := ids.get(j))}
         caught_up = [j for j in written if j in behind]
+        # set arithmetic first: most jobs of a write are usually behind already
         fell = {
             job_id: new[0] - 1
-            for job_id, (new, _) in plan.items()
-            if new and job_id not in written and job_id not in behind
+            for job_id in plan.keys() - behind.keys() - written
+            if (new := plan[job_id][0])
         }
         lowest = self._lowest
         if lowest is not None and any(behind[j] == lowest for j in caught_up):
