@@ -139,6 +139,7 @@ def measure(jobs: int, results: int, intervals: int, http_seconds: float) -> dic
         figures["memory_no_run_ids_kib"] = memory(bare, 2000, results)
         shutil.rmtree(bare)
         store, _ = open_store(state, results, durable=False, now=T0)
+        figures.update(collections())  # with the store just loaded
 
         def interval(n: int) -> None:
             at = T0 + 10_000 + n * 10
@@ -195,6 +196,27 @@ def measure(jobs: int, results: int, intervals: int, http_seconds: float) -> dic
         figures.update(http_journal(http_seconds))
     figures["load"] = loadavg()
     return figures
+
+
+def collections() -> dict[str, float]:
+    """A full garbage collection with the store loaded, before and after what a served
+    worker does once it is ready (``settle_heap``, where the tree has it), which then
+    stays in force for the writes measured next, as in a worker."""
+    import gc
+
+    def full() -> float:
+        started = time.perf_counter()
+        gc.collect()
+        return (time.perf_counter() - started) * 1e3
+
+    before = min(full() for _ in range(3))
+    try:
+        from cronmetrics.web.server import settle_heap
+    except ImportError:  # a tree from before it
+        pass
+    else:
+        settle_heap()
+    return {"gc_ms": before, "gc_settled_ms": min(full() for _ in range(3))}
 
 
 def memory(state_dir: Path, jobs: int, results: int) -> float:
@@ -303,6 +325,8 @@ ROWS = [
     ("  bytes written, worst", "write_worst_mb", "{:.2f} MB"),
     ("  bytes written, mean", "write_mean_mb", "{:.2f} MB"),
     ("worst record() latency during writes", "worst_record_ms", "{:.1f} ms"),
+    ("a full garbage collection, store loaded", "gc_ms", "{:.1f} ms"),
+    ("  once the worker is ready (settle_heap)", "gc_settled_ms", "{:.1f} ms"),
     ("final write at shutdown", "close_s", "{:.2f} s"),
     ("  bytes written", "close_mb", "{:.1f} MB"),
     ("state.db after the build / after the writes", "db_mb", "{:.1f} MB"),
