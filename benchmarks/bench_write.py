@@ -1,0 +1,100 @@
+"""One periodic write of the embedded engine, this tree against another, alternating.
+
+    python benchmarks/bench_write.py [--compare REV] [--rounds 3] [--writes 12]
+
+bench_storage.py measures two trees one after the other; on a shared machine whose
+speed drifts by a third within minutes that is not a comparison. This builds one
+state.db of 10,000 jobs x 100 results, then runs ``--rounds`` times, alternating the
+trees, a fresh process that loads a copy of it and makes ``--writes`` periodic writes of
+5,000 results each (as bench_storage.py does) and prints the median and worst write
+of each process, the first (after the load) left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_storage import PER_INTERVAL, T0, build, result
+
+
+def writes(state_dir: Path, count: int) -> list[float]:
+    """Seconds of each of ``count`` writes of the tree on PYTHONPATH."""
+    from cronmetrics.storage.persistence import open_store
+
+    store, _ = open_store(state_dir, 100, durable=False, now=T0)
+    seconds = []
+    for n in range(count):
+        at = T0 + 10_000 + n * 10
+        batch = [
+            result((n * PER_INTERVAL + k) % 10_000, 1000 + n * PER_INTERVAL + k, at)
+            for k in range(PER_INTERVAL)
+        ]
+        for k in range(0, PER_INTERVAL, 50):
+            store.record(batch[k : k + 50], at)
+        started = time.perf_counter()
+        store.flush(T0)
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def run(root: Path, built: Path, count: int) -> list[float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp) / "state"
+        shutil.copytree(built, state)
+        env = {**os.environ, "PYTHONPATH": str(root)}
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", str(state), "--writes", str(count)],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    return list(json.loads(out.splitlines()[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--compare", metavar="REV", default="HEAD~1")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--writes", type=int, default=12)
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        print(json.dumps(writes(args.child, args.writes)))
+        return
+    repo = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as tmp:
+        old, built = Path(tmp) / "old", Path(tmp) / "built"
+        subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(old),
+                        args.compare], check=True, capture_output=True)  # fmt: skip
+        try:
+            built.mkdir()
+            build(built, 10_000, 100)
+            medians: dict[str, list[float]] = {args.compare: [], "this tree": []}
+            for _ in range(args.rounds):
+                for name, root in ((args.compare, old), ("this tree", repo)):
+                    seconds = run(root, built, args.writes + 1)[1:]
+                    medians[name].append(statistics.median(seconds))
+                    print(f"{name}: median {statistics.median(seconds) * 1e3:.0f} ms, "
+                          f"worst {max(seconds) * 1e3:.0f} ms", flush=True)  # fmt: skip
+        finally:
+            subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force",
+                            str(old)], check=False)  # fmt: skip
+    ratios = [b / a for a, b in zip(medians[args.compare], medians["this tree"], strict=True)]
+    print(f"this tree / {args.compare}, median write, per round: "
+          + ", ".join(f"{r:.2f}" for r in ratios))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
