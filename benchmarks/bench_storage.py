@@ -1,6 +1,7 @@
 """The embedded engine on state.db: load, periodic write, latency during writes, journal.
 
     python benchmarks/bench_storage.py [--jobs 10000] [--results 100] [--compare REV]
+                                       [--http-rounds 2]
 
 Builds a state.db of ``jobs`` x ``results`` (and one job idle since the start, as a
 weekly job would be) in a temporary dir through the store's own calls (``record``,
@@ -105,7 +106,9 @@ def load(state_dir: Path, results: int) -> tuple[float, Any]:
     return seconds, (store, report)
 
 
-def measure(jobs: int, results: int, intervals: int, http_seconds: float) -> dict[str, Any]:
+def measure(
+    jobs: int, results: int, intervals: int, http_seconds: float, http_rounds: int = 2
+) -> dict[str, Any]:
     figures: dict[str, Any] = {"code": str(Path(cronmetrics.__file__).resolve().parent.parent)}
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / "state"
@@ -193,7 +196,7 @@ def measure(jobs: int, results: int, intervals: int, http_seconds: float) -> dic
     for durable in (False, True):
         figures[f"inprocess_{'on' if durable else 'off'}"] = throughput(durable)
     if http_seconds > 0:
-        figures.update(http_journal(http_seconds))
+        figures.update(http_journal(http_seconds, http_rounds))
     figures["load"] = loadavg()
     return figures
 
@@ -284,9 +287,11 @@ def figures_root() -> str:
     return str(Path(cronmetrics.__file__).resolve().parent.parent)
 
 
-def http_journal(seconds: float) -> dict[str, float]:
-    """Submissions/s over HTTP, journal off and on, twice each, alternating; with 16
-    keep-alive connections, and with 64 (a burst at the top of the minute)."""
+def http_journal(seconds: float, rounds: int) -> dict[str, Any]:
+    """Submissions/s over HTTP, journal off and on, ``rounds`` times each, alternating;
+    with 16 keep-alive connections, and with 64 (a burst at the top of the minute).
+    Also on / off per round (a round's two servers ran minutes apart at most): on a
+    machine whose speed drifts, their spread says more than the ratio of the means."""
     import random
 
     from common import jobs_tree, report_all, result_body, run_wrk
@@ -295,7 +300,7 @@ def http_journal(seconds: float) -> dict[str, float]:
     with jobs_tree(1000) as (jobs_dir, jobs):
         rng = random.Random(3)
         bodies = [json.dumps(result_body(rng.choice(jobs), rng)) for _ in range(2000)]
-        for journal in (False, True, False, True):
+        for journal in (False, True) * rounds:
             with http_server(jobs_dir, journal) as server:
                 report_all(server.port, jobs)
                 run_wrk(server.url, "/api/job-result", bodies, duration=2)  # warm-up
@@ -311,7 +316,11 @@ def http_journal(seconds: float) -> dict[str, float]:
                         raise RuntimeError(f"errors:\n{run.raw}\n{server.log()[-2000:]}")
                     key = f"http_{'on' if journal else 'off'}{suffix}"
                     rates.setdefault(key, []).append(run.rate)
-    return {k: statistics.mean(v) for k, v in rates.items()}
+    figures: dict[str, Any] = {k: statistics.mean(v) for k, v in rates.items()}
+    for suffix in ("", "_64"):
+        pairs = zip(rates[f"http_on{suffix}"], rates[f"http_off{suffix}"], strict=True)
+        figures[f"http_rounds{suffix}"] = [on / off for on, off in pairs]
+    return figures
 
 
 ROWS = [
@@ -352,6 +361,11 @@ def show(columns: list[tuple[str, dict[str, Any]]]) -> None:
         if "http_on_64" in f:
             ratio = f["http_on_64"] / f["http_off_64"]
             print(f"{name}: journal on / off over HTTP, 64 connections = {ratio:.0%}")
+        for suffix, conns in (("", 16), ("_64", 64)):
+            if rounds := f.get(f"http_rounds{suffix}"):
+                each = ", ".join(f"{r:.0%}" for r in rounds)
+                print(f"{name}: on / off per round, {conns} connections: {each} "
+                      f"(median {statistics.median(rounds):.0%})")  # fmt: skip
         print(f"{name}: journal on / off in process = {f['inprocess_on'] / f['inprocess_off']:.0%}")
 
 
@@ -381,6 +395,7 @@ def main() -> None:
     parser.add_argument("--results", type=int, default=100)
     parser.add_argument("--intervals", type=int, default=30)
     parser.add_argument("--http-seconds", type=float, default=8.0, help="0: skip HTTP")
+    parser.add_argument("--http-rounds", type=int, default=2, help="journal off/on pairs")
     parser.add_argument("--compare", metavar="REV", help="also measure git revision REV")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -389,7 +404,7 @@ def main() -> None:
         compare(args.compare, argv)
         return
     print(f"load average before: {loadavg()}", file=sys.stderr)
-    figures = measure(args.jobs, args.results, args.intervals, args.http_seconds)
+    figures = measure(args.jobs, args.results, args.intervals, args.http_seconds, args.http_rounds)
     if args.json:
         print(json.dumps(figures))
     else:
