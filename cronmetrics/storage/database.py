@@ -231,7 +231,7 @@ _SECURE_DELETE = "FAST"
 
 _RESULT_COLUMNS = ("job_id", *COLUMNS)
 # column names are constants of this module, never input: S608 does not apply
-_INSERT_RESULTS = f"INSERT INTO results (id, {', '.join(_RESULT_COLUMNS)}, prev) VALUES "  # noqa: S608
+_INSERT_RESULTS = f"INSERT OR FAIL INTO results (id, {', '.join(_RESULT_COLUMNS)}, prev) VALUES "  # noqa: S608
 _RESULT_WIDTH = 2 + len(_RESULT_COLUMNS)
 _UPSERT_STATE = (
     f"INSERT OR REPLACE INTO states ({', '.join(STATE_FIELDS)}, results_upto, "  # noqa: S608
@@ -240,10 +240,13 @@ _UPSERT_STATE = (
 _state_values = operator.attrgetter(*STATE_FIELDS)
 #: rows one INSERT of results binds at most (SQLite allows 32,766 values a statement): a
 #: write binds many rows a statement instead of stepping one statement per row, a third
-#: less time for an interval's 5,000 rows. States stay one row a statement: a statement
-#: that replaces rows of many pages keeps their old contents in a statement journal,
-#: which spills to a temporary file past 64 KiB (the final write of 10,000 states wrote
-#: 44 MB instead of 19 MB)
+#: less time for an interval's 5,000 rows. ``OR FAIL``: a many-row statement that could
+#: abort keeps the old contents of the pages it changes (the ones the deletes just freed)
+#: in a statement journal, which spills to a temporary file past 64 KiB: twice the bytes
+#: with 4 KB outputs, and a full /tmp failed the write; one that fails instead needs no
+#: such journal (the transaction rolls back on any error). States stay one row a
+#: statement: ``OR REPLACE`` needs the journal too (the final write of 10,000 states
+#: wrote 44 MB instead of 19 MB)
 _ROWS_AT_ONCE = 256
 _SELECT_STATES = f"SELECT {', '.join(STATE_FIELDS)}, results_upto FROM states"  # noqa: S608
 #: ``received`` is stored NULL when it is the timestamp
@@ -283,7 +286,9 @@ def _insert(c: sqlite3.Connection, head: str, width: int, values: list[Any]) -> 
     """Run ``head`` (``INSERT ... VALUES``) on ``values``, rows of ``width`` values laid
     end to end: at most :data:`_ROWS_AT_ONCE` rows a statement, in chunks of powers of two
     so that a few statement texts serve every count (the connection caches them)."""
-    rows, start = len(values) // width, 0
+    rows, rest = divmod(len(values), width)
+    assert not rest, "values are whole rows"
+    start = 0
     while rows:
         size = min(_ROWS_AT_ONCE, 1 << (rows.bit_length() - 1))
         end = start + size * width

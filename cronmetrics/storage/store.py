@@ -429,11 +429,10 @@ class EmbeddedStore:
         written = {s.job_id for s in states}
         heads = {j: held[-1] for j in chain(written, plan) if (held := ids.get(j))}
         caught_up = [j for j in written if j in behind]
-        # set arithmetic first: most jobs of a write are usually behind already
         fell = {
             job_id: new[0] - 1
-            for job_id in plan.keys() - behind.keys() - written
-            if (new := plan[job_id][0])
+            for job_id in plan.keys() - written  # the plan's size, not _behind's
+            if job_id not in behind and (new := plan[job_id][0])
         }
         lowest = self._lowest
         if lowest is not None and any(behind[j] == lowest for j in caught_up):
