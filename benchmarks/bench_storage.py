@@ -99,6 +99,18 @@ def build(state_dir: Path, jobs: int, results: int, *, run_ids: bool = True) -> 
     store.close()
 
 
+def record_interval(store: Any, jobs: int, n: int) -> None:
+    """Interval ``n``'s results (10 s at 500 results/s, spread over the jobs), recorded
+    50 to a call: what one periodic write then writes."""
+    at = T0 + 10_000 + n * 10
+    batch = [
+        result((n * PER_INTERVAL + k) % jobs, 1000 + n * PER_INTERVAL + k, at)
+        for k in range(PER_INTERVAL)
+    ]
+    for k in range(0, PER_INTERVAL, 50):
+        store.record(batch[k : k + 50], at)
+
+
 def load(state_dir: Path, results: int) -> tuple[float, Any]:
     started = time.perf_counter()
     store, report = open_store(state_dir, results, durable=False, now=T0)
@@ -145,13 +157,7 @@ def measure(
         figures.update(collections())  # with the store just loaded
 
         def interval(n: int) -> None:
-            at = T0 + 10_000 + n * 10
-            batch = [
-                result((n * PER_INTERVAL + k) % jobs, 1000 + n * PER_INTERVAL + k, at)
-                for k in range(PER_INTERVAL)
-            ]
-            for k in range(0, PER_INTERVAL, 50):
-                store.record(batch[k : k + 50], at)
+            record_interval(store, jobs, n)
 
         seconds, written = [], []
         for n in range(intervals):
@@ -369,14 +375,27 @@ def show(columns: list[tuple[str, dict[str, Any]]]) -> None:
         print(f"{name}: journal on / off in process = {f['inprocess_on'] / f['inprocess_off']:.0%}")
 
 
-def compare(rev: str, argv: list[str]) -> None:
-    repo = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def worktree(rev: str) -> Iterator[Path]:
+    """The code of git revision ``rev`` in a temporary worktree (import it through
+    PYTHONPATH), removed afterwards."""
     old = Path(tempfile.mkdtemp(prefix="cm-bench-old-"))
-    subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(old), rev],
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(old), rev],
                    check=True, capture_output=True)  # fmt: skip
     try:
+        yield old
+    finally:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(old)],
+                       check=False)  # fmt: skip
+
+
+def compare(rev: str, argv: list[str]) -> None:
+    with worktree(rev) as old:
         columns = []
-        for name, root in ((rev, old), ("this tree", repo)):
+        for name, root in ((rev, old), ("this tree", REPO)):
             env = {**os.environ, "PYTHONPATH": str(root)}
             out = subprocess.run([sys.executable, __file__, *argv, "--json"], env=env,
                                  check=True, capture_output=True, text=True).stdout  # fmt: skip
@@ -384,9 +403,6 @@ def compare(rev: str, argv: list[str]) -> None:
             assert figures["code"] == str(root.resolve()), figures["code"]
             columns.append((name, figures))
         show(columns)
-    finally:
-        subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(old)],
-                       check=False)  # fmt: skip
 
 
 def main() -> None:

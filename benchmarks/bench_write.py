@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_storage import PER_INTERVAL, T0, build, result
+from bench_storage import REPO, T0, build, record_interval, worktree
 
 
 def writes(state_dir: Path, count: int) -> list[float]:
@@ -35,13 +35,7 @@ def writes(state_dir: Path, count: int) -> list[float]:
     store, _ = open_store(state_dir, 100, durable=False, now=T0)
     seconds = []
     for n in range(count):
-        at = T0 + 10_000 + n * 10
-        batch = [
-            result((n * PER_INTERVAL + k) % 10_000, 1000 + n * PER_INTERVAL + k, at)
-            for k in range(PER_INTERVAL)
-        ]
-        for k in range(0, PER_INTERVAL, 50):
-            store.record(batch[k : k + 50], at)
+        record_interval(store, 10_000, n)
         started = time.perf_counter()
         store.flush(T0)
         seconds.append(time.perf_counter() - started)
@@ -73,24 +67,17 @@ def main() -> None:
     if args.child is not None:
         print(json.dumps(writes(args.child, args.writes)))
         return
-    repo = Path(__file__).resolve().parent.parent
-    with tempfile.TemporaryDirectory() as tmp:
-        old, built = Path(tmp) / "old", Path(tmp) / "built"
-        subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(old),
-                        args.compare], check=True, capture_output=True)  # fmt: skip
-        try:
-            built.mkdir()
-            build(built, 10_000, 100)
-            medians: dict[str, list[float]] = {args.compare: [], "this tree": []}
-            for _ in range(args.rounds):
-                for name, root in ((args.compare, old), ("this tree", repo)):
-                    seconds = run(root, built, args.writes + 1)[1:]
-                    medians[name].append(statistics.median(seconds))
-                    print(f"{name}: median {statistics.median(seconds) * 1e3:.0f} ms, "
-                          f"worst {max(seconds) * 1e3:.0f} ms", flush=True)  # fmt: skip
-        finally:
-            subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force",
-                            str(old)], check=False)  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp, worktree(args.compare) as old:
+        built = Path(tmp) / "built"
+        built.mkdir()
+        build(built, 10_000, 100)
+        medians: dict[str, list[float]] = {args.compare: [], "this tree": []}
+        for _ in range(args.rounds):
+            for name, root in ((args.compare, old), ("this tree", REPO)):
+                seconds = run(root, built, args.writes + 1)[1:]
+                medians[name].append(statistics.median(seconds))
+                print(f"{name}: median {statistics.median(seconds) * 1e3:.0f} ms, "
+                      f"worst {max(seconds) * 1e3:.0f} ms", flush=True)  # fmt: skip
     ratios = [b / a for a, b in zip(medians[args.compare], medians["this tree"], strict=True)]
     print(f"this tree / {args.compare}, median write, per round: "
           + ", ".join(f"{r:.2f}" for r in ratios))  # fmt: skip

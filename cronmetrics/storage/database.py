@@ -282,24 +282,24 @@ def _result_row(row_id: int, r: Result, prev: int | None) -> tuple[Any, ...]:
     )
 
 
-def _insert(c: sqlite3.Connection, head: str, width: int, values: list[Any]) -> None:
-    """Run ``head`` (``INSERT ... VALUES``) on ``values``, rows of ``width`` values laid
-    end to end: at most :data:`_ROWS_AT_ONCE` rows a statement, in chunks of powers of two
-    so that a few statement texts serve every count (the connection caches them)."""
-    rows, rest = divmod(len(values), width)
+def _insert_results(c: sqlite3.Connection, values: list[Any]) -> None:
+    """Insert the result rows laid end to end in ``values``: at most
+    :data:`_ROWS_AT_ONCE` rows a statement, in chunks of powers of two so that a few
+    statement texts serve every count (the connection caches them)."""
+    rows, rest = divmod(len(values), _RESULT_WIDTH)
     assert not rest, "values are whole rows"
     start = 0
     while rows:
         size = min(_ROWS_AT_ONCE, 1 << (rows.bit_length() - 1))
-        end = start + size * width
-        c.execute(_statement(head, width, size), values[start:end])
+        end = start + size * _RESULT_WIDTH
+        c.execute(_insert_statement(size), values[start:end])
         rows, start = rows - size, end
 
 
 @functools.cache
-def _statement(head: str, width: int, rows: int) -> str:
-    row = f"({', '.join('?' * width)})"
-    return head + ", ".join([row] * rows)
+def _insert_statement(rows: int) -> str:
+    row = f"({', '.join('?' * _RESULT_WIDTH)})"
+    return _INSERT_RESULTS + ", ".join([row] * rows)
 
 
 def _put(c: sqlite3.Connection, writes: Writes) -> None:
@@ -312,7 +312,7 @@ def _put(c: sqlite3.Connection, writes: Writes) -> None:
             job_id = result.job_id
             values += _result_row(row_id, result, heads.get(job_id))
             heads[job_id] = row_id
-        _insert(c, _INSERT_RESULTS, _RESULT_WIDTH, values)
+        _insert_results(c, values)
     if writes.states:
         upto = writes.upto
         c.executemany(
