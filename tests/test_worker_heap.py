@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import gc
+import os
+import signal
 import weakref
 from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+from cronmetrics.web import server
 from cronmetrics.web.server import settle_heap
 
 
@@ -42,3 +47,18 @@ def test_garbage_made_before_is_collected_not_kept(unfreeze: None) -> None:
         assert gone() is None
     finally:
         gc.enable()
+
+
+def test_a_served_worker_settles_its_heap_once_its_app_is_loaded(
+    make_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settled: list[bool] = []
+    monkeypatch.setattr(server, "settle_heap", lambda: settled.append(True))
+    app = make_client({}).application  # what gunicorn's worker holds as ``wsgi``
+    worker = SimpleNamespace(wsgi=app, cfg=SimpleNamespace(ssl_context=None), pid=os.getpid())
+    hup = signal.getsignal(signal.SIGHUP)
+    try:
+        server._post_worker_init(worker)  # gunicorn's post_worker_init hook
+    finally:
+        signal.signal(signal.SIGHUP, hup)  # the hook installs the worker's reload handler
+    assert settled == [True]
