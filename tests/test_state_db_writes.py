@@ -124,6 +124,28 @@ def test_rows_of_large_outputs_are_written_about_twice_not_more(tmp_path: Path) 
     assert written < 2.5 * 2000 * len(output), written
 
 
+@pytest.mark.parametrize("durable", [False, True], ids=["periodic", "journaled"])
+def test_an_operators_trigger_keeps_its_own_conflict_policy(tmp_path: Path, durable: bool) -> None:
+    """A statement's ``OR FAIL`` would override the ``OR REPLACE`` inside the triggers it
+    fires: every write of a job's second result failed, and kept failing."""
+    store, _ = open_store(tmp_path, 10, durable=durable, now=T0)
+    store.close()
+    with sqlite3.connect(tmp_path / "state.db") as db:  # "the newest result of each job"
+        db.execute("CREATE TABLE newest (job_id TEXT PRIMARY KEY, id INTEGER)")
+        db.execute(
+            "CREATE TRIGGER keep_newest AFTER INSERT ON results BEGIN "
+            "INSERT OR REPLACE INTO newest VALUES (NEW.job_id, NEW.id); END"
+        )
+    store, _ = open_store(tmp_path, 10, durable=durable, now=T0)
+    for i in range(3):
+        store.record([result(j, i) for j in range(300)], T0 + i)  # > one statement's rows
+        store.flush(T0 + i)
+    assert store.health().ok
+    newest = dict(db_rows(tmp_path, "SELECT job_id, id FROM newest"))
+    heads = dict(db_rows(tmp_path, "SELECT job_id, max(id) FROM results GROUP BY job_id"))
+    assert len(newest) == 300 and newest == heads
+
+
 def test_detached_jobs_that_report_again_and_retries_survive_a_crash(tmp_path: Path) -> None:
     store, _ = open_store(tmp_path, 20, durable=False, now=T0)
     fill(store, 600, 2)

@@ -231,7 +231,7 @@ _SECURE_DELETE = "FAST"
 
 _RESULT_COLUMNS = ("job_id", *COLUMNS)
 # column names are constants of this module, never input: S608 does not apply
-_INSERT_RESULTS = f"INSERT OR FAIL INTO results (id, {', '.join(_RESULT_COLUMNS)}, prev) VALUES "  # noqa: S608
+_INSERT_RESULTS = f"INSERT INTO results (id, {', '.join(_RESULT_COLUMNS)}, prev) VALUES "  # noqa: S608
 _RESULT_WIDTH = 2 + len(_RESULT_COLUMNS)
 _UPSERT_STATE = (
     f"INSERT OR REPLACE INTO states ({', '.join(STATE_FIELDS)}, results_upto, "  # noqa: S608
@@ -240,13 +240,14 @@ _UPSERT_STATE = (
 _state_values = operator.attrgetter(*STATE_FIELDS)
 #: rows one INSERT of results binds at most (SQLite allows 32,766 values a statement): a
 #: write binds many rows a statement instead of stepping one statement per row, a third
-#: less time for an interval's 5,000 rows. ``OR FAIL``: a many-row statement that could
-#: abort keeps the old contents of the pages it changes (the ones the deletes just freed)
-#: in a statement journal, which spills to a temporary file past 64 KiB: twice the bytes
-#: with 4 KB outputs, and a full /tmp failed the write; one that fails instead needs no
-#: such journal (the transaction rolls back on any error). States stay one row a
-#: statement: ``OR REPLACE`` needs the journal too (the final write of 10,000 states
-#: wrote 44 MB instead of 19 MB)
+#: less time for an interval's 5,000 rows. Such a statement keeps the old contents of the
+#: pages it changes (the ones the deletes just freed) in a statement journal, so that it
+#: can abort alone; past 64 KiB that spills to a temporary file (twice the bytes with 4 KB
+#: outputs, and a full /tmp failed the write) unless temporary files are kept in memory,
+#: as ``_setup`` has it (``temp_store=MEMORY``). Not ``OR FAIL`` to do without the journal:
+#: a statement's conflict policy overrides the ones inside the triggers it fires, and an
+#: operator's trigger with ``INSERT OR REPLACE`` then failed every write. States stay one
+#: row a statement (a many-row ``OR REPLACE`` was measured with the journal on disk only)
 _ROWS_AT_ONCE = 256
 _SELECT_STATES = f"SELECT {', '.join(STATE_FIELDS)}, results_upto FROM states"  # noqa: S608
 #: ``received`` is stored NULL when it is the timestamp
@@ -424,6 +425,7 @@ class Database:
             raise sqlite3.DatabaseError(f"cannot switch {self.path.name} to WAL (got {mode})")
         c.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         c.execute(f"PRAGMA secure_delete={_SECURE_DELETE}")
+        c.execute("PRAGMA temp_store=MEMORY")  # statement journals too: _ROWS_AT_ONCE
         c.execute("PRAGMA foreign_keys=OFF")
         version = c.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
