@@ -500,7 +500,7 @@ def journaled_calls_during_a_held_commit(
     for t in others:
         t.start()
     # every other call has queued its batch and waits for a commit
-    until(lambda: len(store._queue) == 7, "seven queued batches")
+    until(lambda: store._group.queued() == 7, "seven queued batches")
     release.set()
     for t in [first, *others]:
         t.join(10)
@@ -593,7 +593,7 @@ def test_a_call_interrupted_while_queued_leaves_the_queue(
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     later = record_in_thread(store, 3)
-    until(lambda: len(store._queue) == 1, "the later call queued")
+    until(lambda: store._group.queued() == 1, "the later call queued")
     release.set()
     for thread in (leader, later):
         thread.join(10)
@@ -692,35 +692,6 @@ def test_a_detach_during_a_journaled_commit_is_kept_and_written(
         "job0001": T0 + 100,
         "job0002": T0 + 100,
     }
-
-
-def test_a_leading_call_interrupted_before_its_commit_passes_on_the_lead(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store, _ = open_store(tmp_path, 20, durable=True, now=T0)
-    writer = store._writer
-
-    class InterruptedOnce:
-        """The writer lock, but its first taker gets a KeyboardInterrupt instead."""
-
-        interrupted = False
-
-        def __enter__(self) -> None:
-            if not InterruptedOnce.interrupted:
-                InterruptedOnce.interrupted = True
-                raise KeyboardInterrupt
-            writer.acquire()
-
-        def __exit__(self, *exc: object) -> None:
-            writer.release()
-
-    monkeypatch.setattr(store, "_writer", InterruptedOnce())
-    with pytest.raises(KeyboardInterrupt):
-        store.record([result(1, 0)], T0)  # leads, and is interrupted before it commits
-    later = record_in_thread(store, 2)
-    later.join(10)
-    assert not later.is_alive(), "the next call waited for a lead nobody held"
-    assert store.ids() == ["job0002"]
 
 
 @pytest.mark.parametrize("durable", [True, False])

@@ -17,21 +17,19 @@ a state row again, with :func:`~cronmetrics.storage.transitions.advance`). Rows 
 job's history are deleted oldest first (:meth:`EmbeddedStore._trims`). :meth:`close`
 writes everything, then the history cache the next start reads.
 - ``durable=True`` (``snapshot.journal: true``): :meth:`~EmbeddedStore.record` returns
-  once its results are committed. Concurrent calls share a commit (group commit): each
-  call queues its batch; one call at a time leads, committing every queued batch in one
-  transaction, and the others wait on their batch's own ``wake`` lock, released once the
-  batch is committed or to make its call lead the next group (not on the writer lock,
-  which the leader could take again before a waiter woke: groups of one or two, commits
-  as many). Memory changes only after the commit, so a failed commit leaves no trace
-  anywhere and fails every batch of the group. A commit plans its states before it
-  writes, so changes of a state otherwise than by a result (ensure, activate, detach) and
-  of the history limit take the writer lock too: they wait for the commit in progress.
+  once its results are committed. Concurrent calls share a commit
+  (:mod:`~cronmetrics.storage.groupcommit`). Memory changes only after the commit, so a
+  failed commit leaves no trace anywhere and fails every batch of the group. A commit
+  plans its states before it writes, so changes of a state otherwise than by a result
+  (ensure, activate, detach) and of the history limit take the writer lock too: they
+  wait for the commit in progress.
 
 Locks, taken in this order and never held around each other's I/O: ``_output_lock``
 orders the appends and takes of running runs' output (``/ping/.../log``, kept per job in
 memory and as ``run-output`` rows of the runtime records table, written when each append
-returns); ``_writer`` serializes database transactions; ``_lock`` guards memory (held for
-microseconds per call). No caller's lock (the monitor's) is ever held during any.
+returns); ``_writer`` serializes database transactions (a group commit's leader takes it
+before it takes its group); ``_lock`` guards memory (held for microseconds per call). No
+caller's lock (the monitor's) is ever held during any.
 
 Without a database (``database=None``: tests, tools) the engine is the same, in memory.
 """
@@ -47,7 +45,7 @@ import uuid
 from array import array
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
@@ -55,6 +53,7 @@ from cronmetrics.errors import Conflict, StorageError
 from cronmetrics.logs import get_logger
 from cronmetrics.storage.columns import loaded_run_id
 from cronmetrics.storage.database import Database, Loaded, Writes
+from cronmetrics.storage.groupcommit import GroupCommit
 from cronmetrics.storage.history import STATUS_CODES, History, Result, check_result, newest, tail
 from cronmetrics.storage.interface import (
     JobState,
@@ -119,25 +118,12 @@ def _is_duplicate(history: History, result: Result) -> bool:
     return any(statuses[i] == code for i in history.run_id.indices(result.run_id))
 
 
-def _held() -> threading.Lock:
-    lock = threading.Lock()
-    lock.acquire()
-    return lock
-
-
-@dataclass(slots=True, eq=False)
+@dataclass(frozen=True, slots=True)
 class _Batch:
-    """One durable record() call waiting for its group's commit."""
+    """The results of one durable record() call, for its group's commit."""
 
     results: Sequence[Result]
     now: float
-    done: bool = False
-    outcome: list[Recorded] = field(default_factory=list)
-    error: StorageError | None = None
-    #: held until the batch is done, or until its call is to lead the next group
-    wake: threading.Lock = field(default_factory=_held)
-    #: its call leads (it came first, or the lead was handed to it)
-    leads: bool = False
 
 
 class EmbeddedStore:
@@ -156,8 +142,6 @@ class EmbeddedStore:
         self.durable = durable and database is not None
         self._lock = threading.Lock()
         self._writer = threading.Lock()
-        #: a durable record() call leads a group commit (see the docstring)
-        self._leading = False
         self._states: dict[str, JobState] = {}
         self._histories: dict[str, History] = {}
         self._definitions: dict[str, dict[str, Any]] = {}
@@ -194,7 +178,10 @@ class EmbeddedStore:
         #: rows committed by the journal since the last periodic write
         self._journaled = 0
         self._next_id = 1
-        self._queue: list[_Batch] = []
+        #: durable record() calls share commits
+        self._group: GroupCommit[_Batch, list[Recorded]] = GroupCommit(
+            self._commit_batches, serialize=self._writer
+        )
         #: histories cut by a smaller limit: their rows are trimmed at the next write
         self._cut: set[str] = set()
         self._forget_cache = False
@@ -504,73 +491,21 @@ class EmbeddedStore:
                 self._apply(states, appended)
                 self._rows.extend(r for rs in appended.values() for r in rs)
             return outcome
-        batch = _Batch(results, now)
-        with self._lock:
-            self._queue.append(batch)
-            batch.leads, self._leading = not self._leading, True
-        if not batch.leads:
-            try:
-                batch.wake.acquire()  # released once done, or to lead the next group
-            except BaseException:  # KeyboardInterrupt in the main thread
-                self._withdraw(batch)
-                raise
-        if not batch.done:
-            try:
-                self._lead(now)
-            except BaseException:
-                self._withdraw(batch)
-                raise
-        if batch.error is not None:
-            raise batch.error
-        return batch.outcome
+        return self._group.submit(_Batch(results, now))
 
-    def _lead(self, now: float) -> None:
-        """Commit every queued batch as one group, wake each batch's caller, and hand
-        the lead to the first batch queued meanwhile (one wake-up per call), whatever
-        is raised: a lead never handed on would leave every later call waiting."""
-        group: list[_Batch] = []
-        outcomes: list[list[Recorded]] = []
-        error = StorageError("the commit was interrupted")
+    def _commit_batches(self, group: Sequence[_Batch]) -> list[list[Recorded]]:
+        """The group commit's commit (under ``_writer``): StorageError, recorded as the
+        last error, for a commit that failed with a bug too."""
         try:
-            with self._writer:
-                with self._lock:
-                    group, self._queue = self._queue, []
-                try:
-                    outcomes = self._commit_group(group, now)
-                except StorageError as exc:
-                    error = exc
-                except Exception as exc:  # a bug: the group fails, as a failed commit
-                    error = StorageError(f"cannot commit results: {exc!r}")
-                    self._failed(error)
-        finally:
-            for i, batch in enumerate(group):
-                if i < len(outcomes):
-                    batch.outcome = outcomes[i]
-                else:
-                    batch.error = error
-                batch.done = True
-                batch.wake.release()
-            with self._lock:
-                self._pass_lead()
+            return self._commit_group(group, max(b.now for b in group))
+        except StorageError:
+            raise
+        except Exception as exc:  # a bug: the group fails, as a failed commit
+            error = StorageError(f"cannot commit results: {exc!r}")
+            self._failed(error)
+            raise error from None
 
-    def _pass_lead(self) -> None:
-        """Call under ``_lock``: the first queued batch's call leads next, or none."""
-        if self._queue:
-            self._queue[0].leads = True
-            self._queue[0].wake.release()
-        else:
-            self._leading = False
-
-    def _withdraw(self, batch: _Batch) -> None:
-        """A call interrupted while it waited: its batch leaves the queue (it may still
-        be committed if a group took it already), and a lead handed to it passes on."""
-        with self._lock:
-            if batch in self._queue:
-                self._queue.remove(batch)
-            if batch.leads and not batch.done:
-                self._pass_lead()
-
-    def _commit_group(self, group: list[_Batch], now: float) -> list[list[Recorded]]:
+    def _commit_group(self, group: Sequence[_Batch], now: float) -> list[list[Recorded]]:
         """Call under ``_writer``: commit ``group`` in one transaction (the new rows,
         and the states that loading could not rebuild from them); the outcome of each
         batch, or StorageError with nothing changed."""
