@@ -306,19 +306,16 @@ def _insert_statement(rows: int) -> str:
 def _put(c: sqlite3.Connection, writes: Writes) -> None:
     """Insert ``writes.results`` (each linked to its job's result before it) and upsert
     ``writes.states`` (each naming its job's newest result), in the open transaction."""
-    heads = dict(writes.heads)
     if writes.results:
         values: list[Any] = []
-        for row_id, result in writes.results:
-            job_id = result.job_id
-            values += _result_row(row_id, result, heads.get(job_id))
-            heads[job_id] = row_id
+        for row_id, result, prev in writes.results:
+            values += _result_row(row_id, result, prev)
         _insert_results(c, values)
     if writes.states:
         upto = writes.upto
         c.executemany(
             _UPSERT_STATE,
-            ((*_state_values(s), upto, heads.get(s.job_id)) for s in writes.states),
+            ((*_state_values(s), upto, newest) for s, newest in writes.states),
         )
     if writes.states_upto is not None:
         c.execute(
@@ -379,13 +376,12 @@ class Loaded:
 class Writes:
     """One transaction's worth of changes."""
 
-    #: new results and their row ids (ascending, above every id in the database)
-    results: Sequence[tuple[int, Result]] = ()
-    #: states, each current up to result id ``upto``
-    states: Sequence[JobState] = ()
+    #: new results: row id (ascending, above every id in the database), result, the
+    #: same job's previous row id (None: none)
+    results: Sequence[tuple[int, Result, int | None]] = ()
+    #: states, each current up to result id ``upto``, with its job's newest row id
+    states: Sequence[tuple[JobState, int | None]] = ()
     upto: int = 0
-    #: each job's newest row id before ``results`` (for the jobs of results and states)
-    heads: Mapping[str, int] = field(default_factory=dict)
     #: every state row, once written, includes every result up to this id (None: as is)
     states_upto: int | None = None
     #: jobs to delete whole (states, results, definitions, cache), with their runtime

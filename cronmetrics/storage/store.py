@@ -14,7 +14,7 @@ for what every call guarantees). Reads are served from memory: one
 Which states a write carries: new ones and those changed otherwise than by a result at
 once; those changed only by results a slice at a time (loading applies the results after
 a state row again, with :func:`~cronmetrics.storage.transitions.advance`). Rows beyond a
-job's history are deleted oldest first (:meth:`EmbeddedStore._trims`). :meth:`close`
+job's history are deleted oldest first (:mod:`~cronmetrics.storage.rowbook`). :meth:`close`
 writes everything, then the history cache the next start reads.
 - ``durable=True`` (``snapshot.journal: true``): :meth:`~EmbeddedStore.record` returns
   once its results are committed. Concurrent calls share a commit
@@ -36,17 +36,14 @@ Without a database (``database=None``: tests, tools) the engine is the same, in 
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import dataclasses
 import json
 import threading
 import uuid
 from array import array
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any
 
 from cronmetrics.errors import Conflict, StorageError
@@ -63,34 +60,18 @@ from cronmetrics.storage.interface import (
     StoreHealth,
     new_state,
 )
+from cronmetrics.storage.rowbook import RowBook
 from cronmetrics.storage.transitions import advance, apply_result, attached, ends_run
 
 __all__ = ["EmbeddedStore"]
 
 log = get_logger("storage")
 
-#: rows beyond their job's history that may wait for deletion (more: deleted faster)
-_GARBAGE_BACKLOG = 20_000
 #: stale states are written in this many slices, one per write, unless they are few
 _STATE_SLICES = 24
 _STALE_AT_ONCE = 256
 #: the runtime-record kind that keeps running runs' output in ``state.db``
 OUTPUT_KIND = "run-output"
-
-
-#: job id -> (the row ids it gets, how many of its oldest it loses)
-_IdPlan = dict[str, tuple[list[int], int]]
-
-
-@dataclass(frozen=True, slots=True)
-class _Behind:
-    """How a write changes ``EmbeddedStore._behind``: the jobs whose state row it makes
-    current, those it leaves behind (job id -> the id their row is current up to), and
-    the lowest of what is left."""
-
-    caught_up: list[str]
-    fell: dict[str, int]
-    lowest: int | None
 
 
 def _row_result(row: tuple[Any, ...]) -> Result:
@@ -162,22 +143,8 @@ class EmbeddedStore:
         #: a job left: sort ``_order`` again even if as many came
         self._reorder = False
         self._slice = 0
-        #: each job's row ids in the database, oldest first, at most ``max_results``;
-        #: the rows beyond them, in id order, still to delete (see :meth:`_trims`)
-        self._ids: dict[str, array[int]] = {}
-        self._garbage: list[int] = []
-        self._unsorted: list[int] = []
-        #: jobs whose state row in the database lacks some of their results there -> the
-        #: result id that row is current up to (the lowest of them: ``marks.states_upto``)
-        self._behind: dict[str, int] = {}
-        #: the lowest of ``_behind`` (None: it is empty), kept as it changes
-        self._lowest: int | None = None
-        #: the ``states_upto`` in the database (None: not known): a write whose own is the
-        #: same leaves that row alone (a journaled commit then writes a page less)
-        self._marked: int | None = None
-        #: rows committed by the journal since the last periodic write
-        self._journaled = 0
-        self._next_id = 1
+        #: the database's result rows: each job's, the garbage, the lagging state rows
+        self._book = RowBook()
         #: durable record() calls share commits
         self._group: GroupCommit[_Batch, list[Recorded]] = GroupCommit(
             self._commit_batches, serialize=self._writer
@@ -204,7 +171,7 @@ class EmbeddedStore:
         them; state rows plus the results after them (applied as :meth:`record` did)."""
         self._states = dict(loaded.states)
         self._definitions = dict(loaded.definitions)
-        self._next_id = loaded.used_upto + 1
+        book = self._book = RowBook(loaded.used_upto + 1)
         limit = self.max_results
         for job_id, state in loaded.states.items():
             rows = loaded.tail.get(job_id, ())
@@ -227,9 +194,9 @@ class EmbeddedStore:
             if history is not None:
                 self._histories[job_id] = history
             if len(ids) > limit:
-                self._garbage.extend(ids[: len(ids) - limit])
+                book.garbage.extend(ids[: len(ids) - limit])
                 del ids[: len(ids) - limit]
-            self._ids[job_id] = ids
+            book.ids[job_id] = ids
             upto = loaded.state_upto[job_id]
             folded = state
             if rows and rows[-1][0] > upto:
@@ -239,9 +206,9 @@ class EmbeddedStore:
             if folded is not state:
                 self._states[job_id] = folded
                 self._stale.add(job_id)
-                self._behind[job_id] = upto
-        self._garbage.sort()
-        self._lowest = min(self._behind.values(), default=None)
+                book.behind[job_id] = upto
+        book.garbage.sort()
+        book.lowest = min(book.behind.values(), default=None)
         if loaded.cache_problem:  # rewritten at the next clean shutdown
             self._forget_cache = True
         for job_id in self._states:
@@ -349,125 +316,7 @@ class EmbeddedStore:
         if self._reorder or len(self._order) != len(self._states):
             self._order, self._reorder = sorted(self._states), False
 
-    def _trims(
-        self, numbered: Sequence[tuple[int, Result]], cut: Iterable[str], *, deletes: int | None
-    ) -> tuple[list[int], _IdPlan, list[int] | None, list[int]]:
-        """Call under ``_writer``: what writing ``numbered`` does to the row ids: the rows
-        to delete with it, the ids each job gets and how many of its oldest it loses
-        (applied by :meth:`_written` once written), the garbage left (None: unchanged)
-        and the garbage it adds that is not sorted in yet.
-
-        A row beyond its job's newest ``max_results`` is garbage. Deleting each job's
-        oldest row as it goes touches one random page per job; deleting the *oldest*
-        garbage of all jobs (the lowest ids: rows that were written together) touches
-        few pages. So a periodic write deletes ``deletes`` of those (as many as were
-        appended since the last one; -1: all of them, the final write) and a journal
-        commit (``deletes`` None) none: its garbage waits for the periodic write."""
-        added: defaultdict[str, list[int]] = defaultdict(list)
-        for row_id, result in numbered:
-            added[result.job_id].append(row_id)
-        for job_id in cut:
-            added.setdefault(job_id, [])  # a cut job is planned, with no new rows
-        limit = self.max_results
-        fresh: list[int] = []
-        plan: _IdPlan = {}
-        empty: array[int] = array("q")
-        ids = self._ids
-        for job_id, new in added.items():
-            old = ids.get(job_id, empty)
-            extra = len(old) + len(new) - limit
-            if extra <= 0:
-                plan[job_id] = (new, 0)
-                continue
-            if extra == 1 and old:
-                fresh.append(old[0])
-            else:
-                fresh.extend(old[:extra])
-                if extra > len(old):
-                    fresh.extend(new[: extra - len(old)])
-            plan[job_id] = (new, extra)
-        if deletes is None:
-            return [], plan, None, fresh
-        garbage = self._garbage
-        if fresh or self._unsorted:
-            garbage = sorted(garbage + self._unsorted + fresh)  # sorted runs: C speed
-        count = len(garbage) if deletes < 0 else max(deletes, len(garbage) - _GARBAGE_BACKLOG)
-        return garbage[:count], plan, garbage[count:], []
-
-    def _writes(
-        self,
-        numbered: Sequence[tuple[int, Result]],
-        states: Sequence[JobState],
-        plan: _IdPlan,
-        last_id: int,
-        *,
-        delete: Sequence[int] = (),
-        forget_cache: bool = False,
-    ) -> tuple[Writes, _Behind]:
-        """Call under ``_writer``: the write of ``numbered`` and ``states`` (current up to
-        ``last_id``), with what it needs to link rows (each job's newest row id before it)
-        and how ``_behind`` changes once it is written (its lowest, or the last id when it
-        is empty: ``marks.states_upto``). Of ``delete`` (ascending), the rows above that
-        lowest are left out: a row after a state row that lags is needed to rebuild that
-        state on load, history or not, and waits until the row catches up (within
-        ``_STATE_SLICES`` writes). Not in time with ``_behind``'s size: a journaled commit
-        of a few results among 10,000 jobs looks at those few."""
-        ids, behind = self._ids, self._behind
-        written = {s.job_id for s in states}
-        heads = {j: held[-1] for j in chain(written, plan) if (held := ids.get(j))}
-        caught_up = [j for j in written if j in behind]
-        fell = {
-            job_id: new[0] - 1
-            for job_id in plan.keys() - written  # the plan's size, not _behind's
-            if job_id not in behind and (new := plan[job_id][0])
-        }
-        lowest = self._lowest
-        if lowest is not None and any(behind[j] == lowest for j in caught_up):
-            lowest = min((v for j, v in behind.items() if j not in written), default=None)
-        if fell:
-            lowest = min(fell.values()) if lowest is None else min(lowest, *fell.values())
-        if lowest is not None and delete and delete[-1] > lowest:
-            delete = delete[: bisect.bisect_right(delete, lowest)]
-        states_upto = last_id if lowest is None else lowest
-        writes = Writes(
-            results=numbered,
-            states=states,
-            upto=last_id,
-            heads=heads,
-            states_upto=None if states_upto == self._marked else states_upto,
-            delete=delete,
-            forget_cache=forget_cache,
-        )
-        return writes, _Behind(caught_up, fell, lowest)
-
-    def _moved(self, change: _Behind, writes: Writes) -> None:
-        """Call under ``_writer`` once ``writes`` (from :meth:`_writes`) is written."""
-        for job_id in change.caught_up:
-            del self._behind[job_id]
-        self._behind.update(change.fell)
-        self._lowest = change.lowest
-        if writes.states_upto is not None:
-            self._marked = writes.states_upto
-
-    def _written(
-        self,
-        plan: _IdPlan,
-        garbage: list[int] | None,
-        fresh: list[int],
-        last_id: int,
-        now: float | None,
-    ) -> None:
-        for job_id, (new, extra) in plan.items():
-            ids = self._ids.get(job_id)
-            if ids is None:
-                ids = self._ids[job_id] = array("q")
-            ids.extend(new)
-            if extra:
-                del ids[:extra]
-        if garbage is not None:
-            self._garbage, self._unsorted, self._journaled = garbage, [], 0
-        self._unsorted.extend(fresh)
-        self._next_id = last_id + 1
+    def _persisted(self, now: float | None) -> None:
         self.last_error = None
         if now is not None:
             self.last_persisted = now
@@ -524,22 +373,18 @@ class EmbeddedStore:
             dirty = [self._states[j] for j in self._dirty if j in self._states and j not in states]
             cut, self._cut = self._cut, set()
         rows = [r for rs in appended.values() for r in rs]
-        numbered = list(enumerate(rows, self._next_id))
-        last_id = self._next_id + len(rows) - 1
-        _, ids, _, fresh = self._trims(numbered, cut, deletes=None)
         written = [*(states[j] for j in must), *dirty]
-        writes, behind = self._writes(numbered, written, ids, last_id)
+        plan = self._book.plan(rows, written, limit=self.max_results, cut=cut, deletes=None)
         try:
-            self.database.write(writes)
+            self.database.write(plan.writes())
         except BaseException as exc:
             with self._lock:
                 self._cut |= cut
             if isinstance(exc, StorageError):
                 self._failed(exc)
             raise
-        self._written(ids, None, fresh, last_id, now)
-        self._moved(behind, writes)
-        self._journaled += len(numbered)
+        self._book.applied(plan, limit=self.max_results)
+        self._persisted(now)
         with self._lock:
             self._apply(states, appended)
             for state in written:
@@ -776,9 +621,10 @@ class EmbeddedStore:
                 deleted: dict[str, set[int]] = {}
                 for job_id, row_id in self.database.purge(before, chosen):
                     deleted.setdefault(job_id, set()).add(row_id)
+                ids = self._book.ids
                 for job_id, row_ids in deleted.items():
-                    kept = self._ids.get(job_id, ())
-                    self._ids[job_id] = array("q", (i for i in kept if i not in row_ids))
+                    kept = ids.get(job_id, ())
+                    ids[job_id] = array("q", (i for i in kept if i not in row_ids))
             return removed
 
     def detach(self, job_ids: Iterable[str], now: float) -> None:
@@ -813,9 +659,7 @@ class EmbeddedStore:
                 self._dirty.discard(job_id)
                 self._stale.discard(job_id)
                 self._rows = [r for r in self._rows if r.job_id != job_id]
-                self._ids.pop(job_id, None)
-                if self._behind.pop(job_id, None) == self._lowest:
-                    self._lowest = min(self._behind.values(), default=None)
+                self._book.forget(job_id)
                 self._seq += 1
                 self._changed.pop(job_id, None)
                 self._changed[job_id] = self._seq
@@ -910,10 +754,9 @@ class EmbeddedStore:
                 if cache
                 else []
             )
-        numbered = list(enumerate(rows, self._next_id))
-        last_id = self._next_id + len(rows) - 1
-        idle = not (rows or states or cut or forget or cache or self._unsorted) and not (
-            all_garbage and self._garbage
+        book = self._book
+        idle = not (rows or states or cut or forget or cache or book.unsorted) and not (
+            all_garbage and book.garbage
         )
         if idle:
             if self.last_error is not None:  # nothing to write: is the disk back?
@@ -922,17 +765,12 @@ class EmbeddedStore:
                 except StorageError as exc:
                     self._failed(exc)
                     raise
-            self._written({}, None, [], last_id, now)
+            self._persisted(now)
             return
-        deletes = -1 if cache or all_garbage else len(numbered) + self._journaled
-        delete, ids, garbage, _ = self._trims(numbered, cut, deletes=deletes)
-        writes, behind = self._writes(
-            numbered, states, ids, last_id, delete=delete, forget_cache=forget
-        )
-        if len(writes.delete) < len(delete):  # rows a lagging state row needs wait
-            garbage = [*delete[len(writes.delete) :], *(garbage or ())]
+        deletes = -1 if cache or all_garbage else len(rows) + book.journaled
+        plan = book.plan(rows, states, limit=self.max_results, cut=cut, deletes=deletes)
         try:
-            self.database.write(writes)
+            self.database.write(plan.writes(forget_cache=forget))
         except StorageError as exc:
             with self._lock:  # keep everything for the next try, in order
                 self._rows[:0] = rows
@@ -942,11 +780,13 @@ class EmbeddedStore:
                 self._forget_cache |= forget
             self._failed(exc)
             raise
-        self._written(ids, garbage, [], last_id, now)
-        self._moved(behind, writes)
+        book.applied(plan, limit=self.max_results)
+        self._persisted(now)
         if cache:
             empty = array("q")
-            self.database.put_cache(((h, self._ids.get(j, empty)) for j, h in histories), last_id)
+            self.database.put_cache(
+                ((h, book.ids.get(j, empty)) for j, h in histories), plan.last_id
+            )
         else:
             self.database.checkpoint_passive()
 
@@ -979,15 +819,20 @@ class EmbeddedStore:
             records = [*self._records.values(), *map(_record_of, self._outputs.values())]
             taken = self._rows, self._dirty, self._stale, self._cut
             self._rows, self._dirty, self._stale, self._cut = [], set(), set(), set()
-        numbered: list[tuple[int, Result]] = []
-        ids: dict[str, array[int]] = {}
+        book = RowBook()
+        linked: list[tuple[int, Result, int | None]] = []
         for job_id, history in histories:  # every state is current up to all of them
-            ids[job_id] = array("q", range(len(numbered) + 1, len(numbered) + len(history) + 1))
-            numbered.extend(enumerate(history, len(numbered) + 1))
-        last_id = len(numbered)
+            first = len(linked) + 1
+            book.ids[job_id] = array("q", range(first, first + len(history)))
+            linked.extend(
+                (i, r, i - 1 if i > first else None) for i, r in enumerate(history, first)
+            )
+        last_id = book.marked = len(linked)
+        book.next_id = last_id + 1
+        newest = [(s, book.newest(s.job_id)) for s in states]
         try:
             database.write_everything(
-                Writes(results=numbered, states=states, upto=last_id, states_upto=last_id),
+                Writes(results=linked, states=newest, upto=last_id, states_upto=last_id),
                 definitions,
                 records,
             )
@@ -1000,9 +845,7 @@ class EmbeddedStore:
                 self._cut |= cut
             raise
         self.database = database
-        self._ids, self._garbage, self._unsorted, self._journaled = ids, [], [], 0
-        self._behind, self._lowest, self._marked = {}, None, last_id
-        self._next_id = last_id + 1
+        self._book = book
         self._forget_cache = False
         self.last_error = None
         return len(states), last_id
