@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from cronmetrics.storage import database as database_mod
+from cronmetrics.storage import schema as schema_mod
 from cronmetrics.storage.interface import JobState
 
 
@@ -14,7 +15,7 @@ def old_database(path: Path, version: int) -> sqlite3.Connection:
     """A database as the schema of ``version`` made it (every migration up to it)."""
     db = sqlite3.connect(path)
     for step in range(1, version + 1):
-        for statement in database_mod.MIGRATIONS[step]:
+        for statement in schema_mod.MIGRATIONS[step]:
             db.execute(statement)
     db.execute(f"PRAGMA user_version = {version}")
     return db

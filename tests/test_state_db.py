@@ -20,6 +20,7 @@ from liveserver import live_server, wait_for
 from cronmetrics.cli.main import cli
 from cronmetrics.errors import StorageError
 from cronmetrics.storage import database as database_mod
+from cronmetrics.storage import schema as schema_mod
 from cronmetrics.web.app import services
 
 JOBS = {
@@ -286,7 +287,7 @@ def test_a_backup_while_results_stream_in_is_a_valid_database(jobs: Path, tmp_pa
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
             (count,) = db.execute("SELECT count(*) FROM results").fetchone()
             assert count > 0
-            assert db.execute("PRAGMA user_version").fetchone() == (database_mod.SCHEMA_VERSION,)
+            assert db.execute("PRAGMA user_version").fetchone() == (schema_mod.SCHEMA_VERSION,)
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ import pytest
 from statedb import insert_state, old_database
 
 from cronmetrics.storage import database as database_mod
+from cronmetrics.storage import schema as schema_mod
 from cronmetrics.storage.database import Database
 from cronmetrics.storage.history import Result
 from cronmetrics.storage.interface import JobState
@@ -188,7 +189,7 @@ def test_a_version_3_database_gets_its_links_and_heads_on_migration(tmp_path: Pa
     store.flush(T0)
     assert_newest(tmp_path, store, "job2")
     with contextlib.closing(sqlite3.connect(path)) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == database_mod.SCHEMA_VERSION
+        assert db.execute("PRAGMA user_version").fetchone()[0] == schema_mod.SCHEMA_VERSION
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
@@ -294,4 +295,4 @@ def test_a_migration_of_a_database_whose_view_an_operator_dropped(tmp_path: Path
         db.execute("DROP VIEW results_view")
     _, report = open_store(tmp_path, 10, durable=False, now=T0)
     assert report.fallback is None, report
-    assert db_values(path, "PRAGMA user_version") == [database_mod.SCHEMA_VERSION]
+    assert db_values(path, "PRAGMA user_version") == [schema_mod.SCHEMA_VERSION]

@@ -20,6 +20,7 @@ from statedb import insert_state, old_database
 
 from cronmetrics.errors import StorageError
 from cronmetrics.storage import database as database_mod
+from cronmetrics.storage import schema as schema_mod
 from cronmetrics.storage.database import Database
 from cronmetrics.storage.history import Result
 from cronmetrics.storage.interface import JobState
@@ -414,7 +415,7 @@ def test_a_version_1_database_is_migrated_without_counting_twice(tmp_path: Path)
         )  # fmt: skip
         insert_state(db, written)
     store = reopen(tmp_path, 10)
-    assert db_rows(tmp_path, "PRAGMA user_version")[0][0] == database_mod.SCHEMA_VERSION
+    assert db_rows(tmp_path, "PRAGMA user_version")[0][0] == schema_mod.SCHEMA_VERSION
     state = store.state("backup")
     assert state is not None
     assert (state.runs_total, state.failures_total, state.version) == (2, 1, 2)
@@ -780,7 +781,7 @@ def test_a_version_2_database_with_text_run_ids_is_read_and_gets_the_view(
     ]
     shown = db_rows(tmp_path, "SELECT run_id FROM results_view ORDER BY id")
     assert shown == [(HEX_ID,), (HEX_ID[::-1],)]
-    assert db_rows(tmp_path, "PRAGMA user_version") == [(database_mod.SCHEMA_VERSION,)]
+    assert db_rows(tmp_path, "PRAGMA user_version") == [(schema_mod.SCHEMA_VERSION,)]
 
 
 @pytest.mark.parametrize(
