@@ -186,3 +186,53 @@ def test_a_leading_call_interrupted_before_its_commit_passes_on_the_lead() -> No
     later, answers = submit_in_threads(group, [2])
     joined(later)
     assert answers == {2: 2}, "the next call waited for a lead nobody held"
+
+
+def test_every_call_of_a_failed_group_gets_its_error() -> None:
+    commits = HeldCommits(fail=[1])
+    group = GroupCommit(commits)
+    first, answers = submit_in_threads(group, [0])
+    assert commits.held.wait(10)
+    others, more = submit_in_threads(group, [1, 2, 3])
+    until(lambda: group.queued() == 3, "three queued items")
+    commits.release.set()
+    joined([*first, *others])
+    assert answers == {0: 0}
+    assert more == dict.fromkeys((1, 2, 3), "group 1 failed (test)")
+
+
+def test_a_commit_interrupted_fails_its_group_and_passes_on_the_lead() -> None:
+    """A KeyboardInterrupt inside the commit reaches the leader; the others of its
+    group get a StorageError, and the calls queued meanwhile commit."""
+    commits = HeldCommits()
+    interrupted: list[int] = []
+
+    def commit(items: Sequence[int]) -> list[int]:
+        if len(commits.groups) == 1:  # the second group: interrupted as it commits
+            commits.groups.append(list(items))
+            interrupted.extend(items)
+            raise KeyboardInterrupt
+        return commits(items)
+
+    group = GroupCommit(commit)
+    first, _ = submit_in_threads(group, [0])
+    assert commits.held.wait(10)
+    outcomes: dict[int, str] = {}
+
+    def call(item: int) -> None:
+        try:
+            outcomes[item] = f"committed {group.submit(item)}"
+        except KeyboardInterrupt:
+            outcomes[item] = "interrupted"
+        except StorageError as exc:
+            outcomes[item] = exc.message
+
+    callers = [threading.Thread(target=call, args=(i,), daemon=True) for i in (1, 2)]
+    for t in callers:
+        t.start()
+    until(lambda: group.queued() == 2, "two queued items")
+    commits.release.set()
+    joined([*first, *callers])
+    assert sorted(interrupted) == [1, 2]
+    assert sorted(outcomes.values()) == ["interrupted", "the commit was interrupted"]
+    assert group.submit(3) == 6, "the lead was lost with the interrupted commit"

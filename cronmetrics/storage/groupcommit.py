@@ -14,8 +14,10 @@ or to make it lead the next group. Not on the lock that serializes commits: the 
 could take that again before a waiter woke, which gives groups of one or two and as
 many commits as calls. Handing the lead to the first waiter costs one wake-up per call.
 
-``commit`` returns one outcome per item, or raises: then every item of its group gets
-the same exception and the next group is committed as usual. A caller interrupted
+``commit`` returns one outcome per item, or raises. An Exception reaches every call of
+its group; anything else (a KeyboardInterrupt in the leading thread) reaches the leader,
+and the other calls of its group get StorageError("the commit was interrupted"). Either
+way the next group is committed as usual. A caller interrupted
 while it waits (KeyboardInterrupt in the main thread) takes its item out of the queue
 (it may be committed all the same if a group took it already) and passes on a lead it
 was handed: a lead never passed on would leave every later caller waiting.

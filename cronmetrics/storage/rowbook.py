@@ -21,8 +21,10 @@ keeps what the store must know about those rows to write only what changed:
 
 A write is planned first (:meth:`RowBook.plan`, which changes nothing), written, and
 only then applied (:meth:`RowBook.applied`): a failed write leaves the account as it
-was. Planning is one pass over the new rows plus one over the states written, since a
-periodic write plans 5,000 rows among 10,000 jobs in the time it has.
+was. Planning is one pass over the new rows and one over the states written (a periodic
+write plans 5,000 rows among 10,000 jobs); a periodic write also sorts the garbage, and
+one that brings the lagging state row with the lowest mark up to date looks over the
+lagging ones for the next lowest.
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ class RowPlan:
     caught_up: list[str]
     fell: dict[str, int]
     lowest: int | None
-    #: rows a journaled commit adds (counted as garbage to delete at the next write)
+    #: rows a journaled commit adds: the next periodic write deletes as many more
+    #: garbage rows, so that deletes keep up with what the journal appends
     journaled: int
 
     def writes(self, *, forget_cache: bool = False) -> Writes:
@@ -92,7 +95,7 @@ class RowPlan:
 
 class RowBook:
     """The row account of one database (module docstring). Call it under the store's
-    writer lock: it is read and changed by writes only."""
+    writer lock: writes, purges, drops and loading change it."""
 
     def __init__(self, next_id: int = 1) -> None:
         self.ids: dict[str, array[int]] = {}
@@ -162,9 +165,11 @@ class RowBook:
     ) -> RowPlan:
         """Plan writing ``rows`` (numbered from ``next_id``) and ``states``, each job
         keeping its newest ``limit`` rows; ``cut``: jobs whose history was cut to a
-        lower limit, planned with no new row. ``deletes``: how many of the oldest garbage
-        rows to delete (-1: all, the final write; None: none, a journaled commit, whose
-        garbage is sorted in at the next periodic write)."""
+        lower limit (trimmed to it whether they have new rows or not). ``deletes``: how
+        many of the oldest garbage rows to delete at least (more once over
+        :data:`GARBAGE_BACKLOG` wait; -1: all, the final write; None: none, a journaled
+        commit, whose garbage is sorted in at the next periodic write), never one that a
+        lagging state row needs."""
         ids, behind = self.ids, self.behind
         written = {s.job_id for s in states}
         numbered, jobs, fresh, fell = self._new_rows(rows, written, limit)
