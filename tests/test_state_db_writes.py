@@ -807,3 +807,33 @@ def test_a_hand_damaged_result_row_sets_the_database_aside_and_starts_empty(
     again.record([result(2, 0)], T0)  # and the new database takes writes
     again.flush(T0)
     assert db_rows(tmp_path, "SELECT job_id FROM results") == [("job0002",)]
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_a_result_after_a_purge_of_a_whole_history_links_to_no_purged_row(
+    tmp_path: Path, durable: bool
+) -> None:
+    store, _ = open_store(tmp_path, 20, durable=durable, now=T0)
+    for i in range(5):
+        store.record([result(1, i)], T0)
+    store.flush(T0)
+    assert store.purge(T0 + 3600) == 5  # every result of the job
+    store.record([result(1, 100)], T0)
+    store.flush(T0)
+    assert db_rows(tmp_path, "SELECT prev FROM results") == [(None,)]
+    assert db_rows(tmp_path, "SELECT id FROM job_heads") == db_rows(
+        tmp_path, "SELECT id FROM results"
+    )
+    store.close()
+    assert [r.timestamp for r in reopen(tmp_path, 20).history("job0001")] == [T0 + 100 * 60]
+
+
+def test_rows_beyond_a_lower_limit_at_start_are_deleted_by_the_writes(tmp_path: Path) -> None:
+    store, _ = open_store(tmp_path, 20, durable=False, now=T0)
+    fill(store, 3, 20)
+    store.close()
+    smaller = reopen(tmp_path, 5)  # the limit was lowered in the configuration
+    assert {len(smaller.history(j)) for j in smaller.ids()} == {5}
+    smaller.close()  # the final write deletes every row beyond the histories
+    per_job = db_rows(tmp_path, "SELECT job_id, count(*) FROM results GROUP BY job_id")
+    assert sorted(per_job) == [(f"job{j:04d}", 5) for j in range(3)]

@@ -109,9 +109,63 @@ class RowBook:
         self.next_id = next_id
         self.journaled = 0  # rows committed by the journal since the last periodic write
 
+    @classmethod
+    def anew(cls, histories: Iterable[tuple[str, Sequence[Result]]]) -> tuple[RowBook, RowPlan]:
+        """The account of a database written anew (empty: the old file was lost) with
+        every history in memory, each job's rows together, and the plan of that write;
+        every state written with it is current up to all of them."""
+        book = cls()
+        rows: list[tuple[int, Result, int | None]] = []
+        for job_id, history in histories:
+            first = len(rows) + 1
+            book.ids[job_id] = array("q", range(first, first + len(history)))
+            rows.extend((i, r, i - 1 if i > first else None) for i, r in enumerate(history, first))
+        last_id = book.marked = len(rows)
+        book.next_id = last_id + 1
+        plan = RowPlan(
+            rows=rows,
+            states=[],
+            last_id=last_id,
+            delete=[],
+            states_upto=last_id,
+            jobs={},
+            garbage=None,
+            fresh=[],
+            caught_up=[],
+            fell={},
+            lowest=None,
+            journaled=0,
+        )
+        return book, plan
+
+    def hold(self, job_id: str, ids: array[int], *, limit: int, behind: int | None) -> None:
+        """A job's rows as loaded (ascending): its newest ``limit`` are its history's,
+        the others garbage; ``behind``: the id its state row is current up to, where
+        rows after it were applied on load. Call :meth:`settle` once every job is held."""
+        if (extra := len(ids) - limit) > 0:
+            self.garbage.extend(ids[:extra])
+            del ids[:extra]
+        self.ids[job_id] = ids
+        if behind is not None:
+            self.behind[job_id] = behind
+
+    def settle(self) -> None:
+        """Every loaded job is held: sort the garbage, find the lowest lag."""
+        self.garbage.sort()
+        self.lowest = min(self.behind.values(), default=None)
+
     def newest(self, job_id: str) -> int | None:
         held = self.ids.get(job_id)
         return held[-1] if held else None
+
+    def purged(self, deleted: Iterable[tuple[str, int]]) -> None:
+        """Rows a purge deleted (job id, row id) leave their jobs' histories."""
+        gone: dict[str, set[int]] = {}
+        for job_id, row_id in deleted:
+            gone.setdefault(job_id, set()).add(row_id)
+        for job_id, row_ids in gone.items():
+            kept = self.ids.get(job_id, ())
+            self.ids[job_id] = array("q", (i for i in kept if i not in row_ids))
 
     def _new_rows(self, rows: Sequence[Result], written: set[str], limit: int) -> _Rows:
         """The new rows numbered and linked, each job's ids and new ids, the garbage

@@ -193,10 +193,6 @@ class EmbeddedStore:
                     history.join(fresh)
             if history is not None:
                 self._histories[job_id] = history
-            if len(ids) > limit:
-                book.garbage.extend(ids[: len(ids) - limit])
-                del ids[: len(ids) - limit]
-            book.ids[job_id] = ids
             upto = loaded.state_upto[job_id]
             folded = state
             if rows and rows[-1][0] > upto:
@@ -206,9 +202,8 @@ class EmbeddedStore:
             if folded is not state:
                 self._states[job_id] = folded
                 self._stale.add(job_id)
-                book.behind[job_id] = upto
-        book.garbage.sort()
-        book.lowest = min(book.behind.values(), default=None)
+            book.hold(job_id, ids, limit=limit, behind=upto if folded is not state else None)
+        book.settle()
         if loaded.cache_problem:  # rewritten at the next clean shutdown
             self._forget_cache = True
         for job_id in self._states:
@@ -618,13 +613,7 @@ class EmbeddedStore:
                         removed += gone
                         self._mark(job_id, write=False)
             if self.database is not None:
-                deleted: dict[str, set[int]] = {}
-                for job_id, row_id in self.database.purge(before, chosen):
-                    deleted.setdefault(job_id, set()).add(row_id)
-                ids = self._book.ids
-                for job_id, row_ids in deleted.items():
-                    kept = ids.get(job_id, ())
-                    ids[job_id] = array("q", (i for i in kept if i not in row_ids))
+                self._book.purged(self.database.purge(before, chosen))
             return removed
 
     def detach(self, job_ids: Iterable[str], now: float) -> None:
@@ -819,23 +808,10 @@ class EmbeddedStore:
             records = [*self._records.values(), *map(_record_of, self._outputs.values())]
             taken = self._rows, self._dirty, self._stale, self._cut
             self._rows, self._dirty, self._stale, self._cut = [], set(), set(), set()
-        book = RowBook()
-        linked: list[tuple[int, Result, int | None]] = []
-        for job_id, history in histories:  # every state is current up to all of them
-            first = len(linked) + 1
-            book.ids[job_id] = array("q", range(first, first + len(history)))
-            linked.extend(
-                (i, r, i - 1 if i > first else None) for i, r in enumerate(history, first)
-            )
-        last_id = book.marked = len(linked)
-        book.next_id = last_id + 1
-        newest = [(s, book.newest(s.job_id)) for s in states]
+        book, plan = RowBook.anew(histories)
+        plan.states = [(s, book.newest(s.job_id)) for s in states]
         try:
-            database.write_everything(
-                Writes(results=linked, states=newest, upto=last_id, states_upto=last_id),
-                definitions,
-                records,
-            )
+            database.write_everything(plan.writes(), definitions, records)
         except StorageError:
             with self._lock:  # kept for the next try, in order
                 rows, dirty, stale, cut = taken
@@ -848,7 +824,7 @@ class EmbeddedStore:
         self._book = book
         self._forget_cache = False
         self.last_error = None
-        return len(states), last_id
+        return len(states), plan.last_id
 
     def results_held(self) -> int:
         """Results in memory, every job's history together."""
