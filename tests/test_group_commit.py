@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
 from cronmetrics.errors import StorageError
 from cronmetrics.storage.groupcommit import GroupCommit
-
-
-def until(check: Callable[[], bool], what: str) -> None:
-    """Poll a condition another thread brings about (there is no event to wait on)."""
-    deadline = time.monotonic() + 10
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.001)
+from cronmetrics.testing import wait_for
 
 
 class HeldCommits:
@@ -93,7 +85,7 @@ def test_calls_made_during_a_commit_share_the_next_one_in_their_order() -> None:
     first, answers = submit_in_threads(group, [0])
     assert commits.held.wait(10)
     others, more = submit_in_threads(group, range(1, 8))
-    until(lambda: group.queued() == 7, "seven queued items")
+    wait_for(lambda: group.queued() == 7, "seven queued items", timeout=10)
     commits.release.set()
     joined([*first, *others])
     assert len(commits.groups) == 2
@@ -107,7 +99,7 @@ def test_a_failed_commit_fails_every_call_of_its_group_and_no_other() -> None:
     first, answers = submit_in_threads(group, [0])
     assert commits.held.wait(10)
     others, more = submit_in_threads(group, [1, 2, 3])
-    until(lambda: group.queued() == 3, "three queued items")
+    wait_for(lambda: group.queued() == 3, "three queued items", timeout=10)
     commits.release.set()
     joined([*first, *others])
     assert answers == {0: 0}
@@ -141,7 +133,7 @@ def test_commits_hold_the_serializing_lock_and_items_queued_meanwhile_join_the_g
     group = GroupCommit(commit, serialize=writer)
     writer.acquire()  # another writer (a periodic write) is busy
     threads, answers = submit_in_threads(group, [1, 2, 3])
-    until(lambda: group.queued() == 3, "three queued items")
+    wait_for(lambda: group.queued() == 3, "three queued items", timeout=10)
     writer.release()
     joined(threads)
     assert seen == [True], "one group, committed under the lock"
@@ -159,7 +151,7 @@ def test_a_call_interrupted_while_queued_leaves_the_queue(
     with pytest.raises(KeyboardInterrupt):
         group.submit(2)  # queued behind the held commit
     later, answers = submit_in_threads(group, [3])
-    until(lambda: group.queued() == 1, "the later call queued")
+    wait_for(lambda: group.queued() == 1, "the later call queued", timeout=10)
     commits.release.set()
     joined([*leader, *later])
     assert commits.groups == [[1], [3]]
@@ -217,7 +209,7 @@ def test_a_commit_interrupted_fails_its_group_and_passes_on_the_lead() -> None:
     callers = [threading.Thread(target=call, args=(i,), daemon=True) for i in (1, 2)]
     for t in callers:
         t.start()
-    until(lambda: group.queued() == 2, "two queued items")
+    wait_for(lambda: group.queued() == 2, "two queued items", timeout=10)
     commits.release.set()
     joined([*first, *callers])
     assert sorted(interrupted) == [1, 2]

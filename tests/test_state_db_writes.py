@@ -11,8 +11,6 @@ import dataclasses
 import sqlite3
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,6 +24,7 @@ from cronmetrics.storage.history import Result
 from cronmetrics.storage.interface import JobState
 from cronmetrics.storage.persistence import open_store
 from cronmetrics.storage.store import EmbeddedStore
+from cronmetrics.testing import wait_for
 
 T0 = 1_767_571_200.0
 
@@ -442,14 +441,6 @@ def test_a_purge_leaves_nothing_of_rows_deleted_before_it(tmp_path: Path) -> Non
     assert leftovers == []
 
 
-def until(check: Callable[[], bool], what: str) -> None:
-    """Poll a condition another thread brings about (there is no event to wait on)."""
-    deadline = time.monotonic() + 10
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.001)
-
-
 def waits_in(thread: threading.Thread, function: str) -> bool:
     """Whether ``thread`` is inside ``function`` now (there, blocked on a lock)."""
     frame = sys._current_frames().get(thread.ident or 0)
@@ -501,7 +492,7 @@ def journaled_calls_during_a_held_commit(
     for t in others:
         t.start()
     # every other call has queued its batch and waits for a commit
-    until(lambda: store._group.queued() == 7, "seven queued batches")
+    wait_for(lambda: store._group.queued() == 7, "seven queued batches", timeout=10)
     release.set()
     for t in [first, *others]:
         t.join(10)
@@ -594,7 +585,7 @@ def test_a_call_interrupted_while_queued_leaves_the_queue(
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     later = record_in_thread(store, 3)
-    until(lambda: store._group.queued() == 1, "the later call queued")
+    wait_for(lambda: store._group.queued() == 1, "the later call queued", timeout=10)
     release.set()
     for thread in (leader, later):
         thread.join(10)
@@ -654,7 +645,7 @@ def test_a_limit_lowered_during_a_journaled_commit_applies_after_it(
     assert held.wait(10)
     lowering = threading.Thread(target=store.set_max_results, args=(4,), daemon=True)
     lowering.start()
-    until(lambda: waits_in(lowering, "set_max_results"), "the limit change to wait")
+    wait_for(lambda: waits_in(lowering, "set_max_results"), "the limit change to wait", timeout=10)
     release.set()
     for thread in (commit, lowering):
         thread.join(10)
@@ -678,7 +669,7 @@ def test_a_detach_during_a_journaled_commit_is_kept_and_written(
         target=store.detach, args=(["job0001", "job0002"], T0 + 100), daemon=True
     )
     detach.start()
-    until(lambda: waits_in(detach, "_set_state"), "the detach to wait")
+    wait_for(lambda: waits_in(detach, "_set_state"), "the detach to wait", timeout=10)
     release.set()
     for thread in (commit, detach):
         thread.join(10)
