@@ -110,10 +110,12 @@ class RowBook:
         self.journaled = 0  # rows committed by the journal since the last periodic write
 
     @classmethod
-    def anew(cls, histories: Iterable[tuple[str, Sequence[Result]]]) -> tuple[RowBook, RowPlan]:
+    def anew(
+        cls, histories: Iterable[tuple[str, Sequence[Result]]], states: Sequence[JobState]
+    ) -> tuple[RowBook, RowPlan]:
         """The account of a database written anew (empty: the old file was lost) with
-        every history in memory, each job's rows together, and the plan of that write;
-        every state written with it is current up to all of them."""
+        every history in memory, each job's rows together, and ``states``, each current
+        up to all of them; and the plan of that write."""
         book = cls()
         rows: list[tuple[int, Result, int | None]] = []
         for job_id, history in histories:
@@ -124,7 +126,7 @@ class RowBook:
         book.next_id = last_id + 1
         plan = RowPlan(
             rows=rows,
-            states=[],
+            states=[(s, book.newest(s.job_id)) for s in states],
             last_id=last_id,
             delete=[],
             states_upto=last_id,

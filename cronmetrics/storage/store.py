@@ -808,8 +808,7 @@ class EmbeddedStore:
             records = [*self._records.values(), *map(_record_of, self._outputs.values())]
             taken = self._rows, self._dirty, self._stale, self._cut
             self._rows, self._dirty, self._stale, self._cut = [], set(), set(), set()
-        book, plan = RowBook.anew(histories)
-        plan.states = [(s, book.newest(s.job_id)) for s in states]
+        book, plan = RowBook.anew(histories, states)
         try:
             database.write_everything(plan.writes(), definitions, records)
         except StorageError:
