@@ -24,12 +24,13 @@ writes everything, then the history cache the next start reads.
   (ensure, activate, detach) and of the history limit take the writer lock too: they
   wait for the commit in progress.
 
-Locks, taken in this order and never held around each other's I/O: ``_output_lock``
-orders the appends and takes of running runs' output (``/ping/.../log``, kept per job in
-memory and as ``run-output`` rows of the runtime records table, written when each append
-returns); ``_writer`` serializes database transactions (a group commit's leader takes it
-before it takes its group); ``_lock`` guards memory (held for microseconds per call). No
-caller's lock (the monitor's) is ever held during any.
+Running runs' output (``/ping/.../log``) is :mod:`~cronmetrics.storage.runlog`'s; it
+asks the store which run is running and has it write each ``run-output`` record.
+
+Locks, taken in this order and never held around each other's I/O: the run log's order
+of changes; ``_writer`` serializes database transactions (a group commit's leader takes
+it before it takes its group); ``_lock`` guards memory (held for microseconds per call);
+the run log's memory lock. No caller's lock (the monitor's) is ever held during any.
 
 Without a database (``database=None``: tests, tools) the engine is the same, in memory.
 """
@@ -46,12 +47,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cronmetrics.errors import Conflict, StorageError
+from cronmetrics.errors import StorageError
 from cronmetrics.logs import get_logger
 from cronmetrics.storage.columns import loaded_run_id
 from cronmetrics.storage.database import Database, Loaded, Writes
 from cronmetrics.storage.groupcommit import GroupCommit
-from cronmetrics.storage.history import STATUS_CODES, History, Result, check_result, newest, tail
+from cronmetrics.storage.history import STATUS_CODES, History, Result, check_result, newest
 from cronmetrics.storage.interface import (
     JobState,
     Recorded,
@@ -61,6 +62,7 @@ from cronmetrics.storage.interface import (
     new_state,
 )
 from cronmetrics.storage.rowbook import RowBook
+from cronmetrics.storage.runlog import OUTPUT_KIND, Run, RunLog, output_of, record_of
 from cronmetrics.storage.transitions import advance, apply_result, attached, ends_run
 
 __all__ = ["EmbeddedStore"]
@@ -70,8 +72,6 @@ log = get_logger("storage")
 #: stale states are written in this many slices, one per write, unless they are few
 _STATE_SLICES = 24
 _STALE_AT_ONCE = 256
-#: the runtime-record kind that keeps running runs' output in ``state.db``
-OUTPUT_KIND = "run-output"
 
 
 def _row_result(row: tuple[Any, ...]) -> Result:
@@ -152,12 +152,7 @@ class EmbeddedStore:
         #: histories cut by a smaller limit: their rows are trimmed at the next write
         self._cut: set[str] = set()
         self._forget_cache = False
-        #: running runs' output by job id, and the runs whose finish took it (job id ->
-        #: (run id, start)): appends to those are refused
-        self._outputs: dict[str, RunOutput] = {}
-        self._taken: dict[str, tuple[str | None, float | None]] = {}
-        #: serializes changes of run output; taken before ``_writer``, never inside it
-        self._output_lock = threading.Lock()
+        self._log = RunLog(self._running, self._ended, self._save_output)
         self.last_error: str | None = None
         self.last_persisted: float | None = None
         #: called under the writer lock before every database write (the state dir's
@@ -211,7 +206,7 @@ class EmbeddedStore:
         if self.database is not None:
             for record in self.database.records(None):
                 if record.kind == OUTPUT_KIND:
-                    self._outputs[record.key] = _output_of(record)
+                    self._log.load([output_of(record)])
                 else:
                     self._records[(record.kind, record.key)] = record
 
@@ -512,54 +507,42 @@ class EmbeddedStore:
 
     # -- run output (the execution log) ----------------------------------------------------
 
-    def _running(self, job_id: str) -> tuple[str | None, float | None] | None:
-        """Call under ``_lock``: the job's running run (run id, start), or None."""
-        state = self._states.get(job_id)
-        if state is None or not state.running:
-            return None
-        return state.run_id, state.run_started
+    def _running(self, job_id: str) -> Run | None:
+        """The job's running run (run id, start), or None (the run log's question)."""
+        with self._lock:
+            state = self._states.get(job_id)
+            if state is None or not state.running:
+                return None
+            return state.run_id, state.run_started
+
+    def _ended(self, finishes: Sequence[Result]) -> dict[str, Run]:
+        """The running run of each job one of ``finishes`` ends (the run log's question)."""
+        ended: dict[str, Run] = {}
+        with self._lock:
+            for result in finishes:
+                state = self._states.get(result.job_id)
+                if result.job_id not in ended and state is not None and ends_run(state, result):
+                    ended[result.job_id] = (state.run_id, state.run_started)
+        return ended
 
     def _save_output(self, job_id: str, output: RunOutput | None) -> None:
-        """Call under ``_output_lock``: make the job's output (None: none) durable, then
-        keep it in memory (a failed write leaves memory as it was)."""
+        """Make the job's output (None: none) durable: the run log keeps it in memory
+        once this returned."""
         if self.database is not None:
             with self._writer:
                 self._check()
                 if output is None:
                     self.database.delete_record(OUTPUT_KIND, job_id)
                 else:
-                    self.database.put_record(_record_of(output))
-        with self._lock:
-            if output is None:
-                self._outputs.pop(job_id, None)
-            else:
-                self._outputs[job_id] = output
+                    self.database.put_record(record_of(output))
 
     def append_output(
         self, job_id: str, text: str, *, run_id: str | None, limit: int, now: float
     ) -> RunOutput:
-        with self._output_lock:
-            with self._lock:
-                run = self._running(job_id)
-                if run is None:
-                    raise Conflict(f"no run of {job_id!r} is running: send its start first")
-                if run_id is not None and run[0] != run_id:
-                    running = "" if run[0] is None else f" (the running one is {run[0]!r})"
-                    raise Conflict(f"run {run_id!r} of {job_id!r} is not running{running}")
-                if self._taken.get(job_id) == run:
-                    raise Conflict(f"the running run of {job_id!r} is finishing")
-                before = self._outputs.get(job_id)
-                kept = before.text if before and (before.run_id, before.started) == run else ""
-            output = RunOutput(job_id, run[0], run[1], tail(kept + text, limit), now)
-            self._save_output(job_id, output)
-            return output
+        return self._log.append(job_id, text, run_id=run_id, limit=limit, now=now)
 
     def run_output(self, job_id: str) -> RunOutput | None:
-        with self._lock:
-            output = self._outputs.get(job_id)
-            if output is None or (output.run_id, output.started) != self._running(job_id):
-                return None
-            return output
+        return self._log.current(job_id)
 
     def record_unlogged(self, results: Sequence[Result], now: float) -> list[Recorded] | None:
         """None: taking a run's output is a lookup in memory here, so the caller takes
@@ -567,33 +550,10 @@ class EmbeddedStore:
         return None
 
     def take_outputs(self, finishes: Sequence[Result]) -> dict[str, RunOutput]:
-        taken: dict[str, RunOutput] = {}
-        with self._output_lock:
-            with self._lock:  # mark every run these end, logged or not: a later append
-                for result in finishes:  # to it is refused, never left behind it
-                    state = self._states.get(result.job_id)
-                    if result.job_id in taken or state is None or not ends_run(state, result):
-                        continue
-                    run = self._taken[result.job_id] = (state.run_id, state.run_started)
-                    output = self._outputs.get(result.job_id)
-                    if output is not None and (output.run_id, output.started) == run:
-                        taken[result.job_id] = output
-            for job_id in taken:
-                self._save_output(job_id, None)
-        return taken
+        return self._log.take(finishes)
 
     def restore_output(self, output: RunOutput) -> None:
-        job_id, run = output.job_id, (output.run_id, output.started)
-        with self._output_lock:
-            with self._lock:
-                if self._running(job_id) != run:
-                    return
-                if self._taken.get(job_id) == run:
-                    del self._taken[job_id]
-                later = self._outputs.get(job_id)
-            if later is not None and (later.run_id, later.started) == run:
-                output = dataclasses.replace(output, text=output.text + later.text)
-            self._save_output(job_id, output)
+        self._log.restore(output)
 
     # -- removal ---------------------------------------------------------------------------
 
@@ -643,8 +603,7 @@ class EmbeddedStore:
                 self._reorder = True  # a job coming next would not change the count
                 self._histories.pop(job_id, None)
                 self._definitions.pop(job_id, None)
-                self._outputs.pop(job_id, None)
-                self._taken.pop(job_id, None)
+                self._log.forget(job_id)
                 self._dirty.discard(job_id)
                 self._stale.discard(job_id)
                 self._rows = [r for r in self._rows if r.job_id != job_id]
@@ -805,7 +764,7 @@ class EmbeddedStore:
             states = list(self._states.values())
             histories = [(j, h.copy()) for j, h in self._histories.items()]
             definitions = {j: dict(d) for j, d in self._definitions.items()}
-            records = [*self._records.values(), *map(_record_of, self._outputs.values())]
+            records = [*self._records.values(), *self._log.records()]
             taken = self._rows, self._dirty, self._stale, self._cut
             self._rows, self._dirty, self._stale, self._cut = [], set(), set(), set()
         book, plan = RowBook.anew(histories, states)
@@ -867,15 +826,3 @@ class EmbeddedStore:
 
 def _key(record: RuntimeRecord) -> str:
     return record.key
-
-
-def _record_of(output: RunOutput) -> RuntimeRecord:
-    value = {"run_id": output.run_id, "started": output.started, "text": output.text}
-    return RuntimeRecord(OUTPUT_KIND, output.job_id, value, output.updated)
-
-
-def _output_of(record: RuntimeRecord) -> RunOutput:
-    v = record.value
-    return RunOutput(
-        record.key, v.get("run_id"), v.get("started"), v.get("text", ""), record.updated
-    )

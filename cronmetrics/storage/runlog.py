@@ -1,0 +1,168 @@
+"""Running runs' output for the embedded engine: what ``/ping/<id>/log`` appends to.
+
+A run's output is kept per job (one :class:`~cronmetrics.storage.interface.RunOutput`,
+the tail of what its run sent so far) and made durable by the store before each call
+returns, as a ``run-output`` runtime record. Which run is running is the store's to say
+(it holds the states), so :class:`RunLog` asks it through ``running`` and ``ended``;
+how the record reaches the database is the store's too (``save``, under its writer
+lock). The rules it keeps (the interface's docstring draws them):
+
+- an append goes to the running run only (the one of its ``run_id``, if given);
+- a finish takes its run's output (:meth:`RunLog.take`) before it is recorded; from
+  then on appends to that run are refused, so none is left behind the finish;
+- a finish that could not be recorded puts the output back (:meth:`RunLog.restore`),
+  with whatever an append added meanwhile.
+
+Locks: ``_serial`` orders every change (an append, a take, a restore) with the store's
+calls it makes; it is taken before the store's writer lock and never inside it.
+``_mem`` guards the two dictionaries, for microseconds, and is innermost: the store
+calls :meth:`forget` and :meth:`records` under its own memory lock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Iterable, Sequence
+
+from cronmetrics.errors import Conflict
+from cronmetrics.storage.history import Result, tail
+from cronmetrics.storage.interface import RunOutput, RuntimeRecord
+
+__all__ = ["OUTPUT_KIND", "Run", "RunLog", "output_of", "record_of"]
+
+#: the runtime-record kind that keeps running runs' output in ``state.db``
+OUTPUT_KIND = "run-output"
+
+#: a run: its run id (None: the start named none) and its start timestamp
+Run = tuple[str | None, float | None]
+
+
+def record_of(output: RunOutput) -> RuntimeRecord:
+    """The runtime record that keeps ``output`` in the database."""
+    value = {"run_id": output.run_id, "started": output.started, "text": output.text}
+    return RuntimeRecord(OUTPUT_KIND, output.job_id, value, output.updated)
+
+
+def output_of(record: RuntimeRecord) -> RunOutput:
+    """The output a ``run-output`` record keeps."""
+    v = record.value
+    return RunOutput(
+        record.key, v.get("run_id"), v.get("started"), v.get("text", ""), record.updated
+    )
+
+
+def _run(output: RunOutput) -> Run:
+    return output.run_id, output.started
+
+
+class RunLog:
+    """Each job's running run's output (module docstring).
+
+    ``running(job_id)``: the job's running run, or None. ``ended(finishes)``: for each
+    job some of ``finishes`` ends the running run of, that run. ``save(job_id,
+    output)``: make the job's output durable (None: delete it), or raise; memory
+    changes only once it returned.
+    """
+
+    def __init__(
+        self,
+        running: Callable[[str], Run | None],
+        ended: Callable[[Sequence[Result]], dict[str, Run]],
+        save: Callable[[str, RunOutput | None], None],
+    ) -> None:
+        self._running = running
+        self._ended = ended
+        self._save = save
+        self._serial = threading.Lock()
+        self._mem = threading.Lock()
+        self._outputs: dict[str, RunOutput] = {}
+        #: the runs whose finish took their output: appends to those are refused
+        self._taken: dict[str, Run] = {}
+
+    def load(self, outputs: Iterable[RunOutput]) -> None:
+        """The outputs the database held at start."""
+        with self._mem:
+            self._outputs.update((o.job_id, o) for o in outputs)
+
+    def append(
+        self, job_id: str, text: str, *, run_id: str | None, limit: int, now: float
+    ) -> RunOutput:
+        """Add ``text`` to the running run's output, kept to its last ``limit``
+        characters; Conflict when no run (or not ``run_id``) is running, or its finish
+        has taken the output."""
+        with self._serial:
+            run = self._running(job_id)
+            if run is None:
+                raise Conflict(f"no run of {job_id!r} is running: send its start first")
+            if run_id is not None and run[0] != run_id:
+                running = "" if run[0] is None else f" (the running one is {run[0]!r})"
+                raise Conflict(f"run {run_id!r} of {job_id!r} is not running{running}")
+            with self._mem:
+                if self._taken.get(job_id) == run:
+                    raise Conflict(f"the running run of {job_id!r} is finishing")
+                before = self._outputs.get(job_id)
+            kept = before.text if before and _run(before) == run else ""
+            output = RunOutput(job_id, run[0], run[1], tail(kept + text, limit), now)
+            self._keep(job_id, output)
+            return output
+
+    def current(self, job_id: str) -> RunOutput | None:
+        """The running run's output so far, or None."""
+        with self._mem:
+            output = self._outputs.get(job_id)
+        if output is None or _run(output) != self._running(job_id):
+            return None
+        return output
+
+    def take(self, finishes: Sequence[Result]) -> dict[str, RunOutput]:
+        """The output of each run ``finishes`` end, taken out; every run they end is
+        marked finishing, logged or not, so that a later append to it is refused."""
+        taken: dict[str, RunOutput] = {}
+        with self._serial:
+            ended = self._ended(finishes)
+            with self._mem:
+                for job_id, run in ended.items():
+                    self._taken[job_id] = run
+                    output = self._outputs.get(job_id)
+                    if output is not None and _run(output) == run:
+                        taken[job_id] = output
+            for job_id in taken:
+                self._keep(job_id, None)
+        return taken
+
+    def restore(self, output: RunOutput) -> None:
+        """Put back an output :meth:`take` took (its finish was not recorded), with what
+        was appended meanwhile, if its run is still running."""
+        job_id, run = output.job_id, _run(output)
+        with self._serial:
+            if self._running(job_id) != run:
+                return
+            with self._mem:
+                if self._taken.get(job_id) == run:
+                    del self._taken[job_id]
+                later = self._outputs.get(job_id)
+            if later is not None and _run(later) == run:
+                output = dataclasses.replace(output, text=output.text + later.text)
+            self._keep(job_id, output)
+
+    def forget(self, job_id: str) -> None:
+        """The job was dropped (its record deleted with it)."""
+        with self._mem:
+            self._outputs.pop(job_id, None)
+            self._taken.pop(job_id, None)
+
+    def records(self) -> list[RuntimeRecord]:
+        """Every output as the record that keeps it (a database written anew)."""
+        with self._mem:
+            return [record_of(o) for o in self._outputs.values()]
+
+    def _keep(self, job_id: str, output: RunOutput | None) -> None:
+        """Call under ``_serial``: save, then keep in memory (a failed save leaves
+        memory as it was)."""
+        self._save(job_id, output)
+        with self._mem:
+            if output is None:
+                self._outputs.pop(job_id, None)
+            else:
+                self._outputs[job_id] = output
