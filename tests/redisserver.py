@@ -120,11 +120,19 @@ class RedisServer:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
+        self._close_pipe()
 
     def stop(self) -> None:
         """A clean shutdown (SIGTERM)."""
         if self.process is not None:
             stop_process(self.process, signal.SIGTERM, timeout=10)
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        """The stderr pipe (read only by a failed start) of a process that ended."""
+        process = self.process
+        if process is not None and process.stderr is not None and process.poll() is not None:
+            process.stderr.close()
 
     def restart_after_kill(self, down_for: float = 0.0) -> None:
         """``kill -9``, stay down ``down_for`` seconds, start again on the same port."""
