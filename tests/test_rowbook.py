@@ -93,10 +93,11 @@ def run(steps: list[tuple[list[str], set[str], int, int | None] | str]) -> None:
             deletes += model.journaled  # as the store asks
         plan = book.plan(results, states, limit=limit, cut=cut, deletes=deletes)
         first = book.next_id
-        assert [r[0] for r in plan.rows] == list(range(first, first + len(jobs)))
-        assert all(r[1] is given for r, given in zip(plan.rows, results, strict=True))
+        numbered = list(plan.numbered())
+        assert [r[0] for r in numbered] == list(range(first, first + len(jobs)))
+        assert all(r[1] is given for r, given in zip(numbered, results, strict=True))
         lagging = model.behind()
-        for row_id, r, prev in plan.rows:  # each row names its job's previous one
+        for row_id, r, prev in numbered:  # each row names its job's previous one
             before = model.rows.setdefault(r.job_id, [])
             assert prev == (before[-1] if before else None)
             if r.job_id not in written and r.job_id not in lagging:

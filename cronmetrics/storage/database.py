@@ -165,8 +165,10 @@ def _put(c: sqlite3.Connection, writes: Writes) -> None:
     ``writes.states`` (each naming its job's newest result), in the open transaction."""
     if writes.results:
         values: list[Any] = []
-        for row_id, result, prev in writes.results:
-            values += _result_row(row_id, result, prev)
+        first = writes.first_id
+        numbers = range(first, first + len(writes.results))
+        for row_id, result, prev in zip(numbers, writes.results, writes.prevs, strict=True):
+            values += _result_row(row_id, result, prev or None)
         _insert_results(c, values)
     if writes.states:
         upto = writes.upto
@@ -233,9 +235,11 @@ class Loaded:
 class Writes:
     """One transaction's worth of changes."""
 
-    #: new results: row id (ascending, above every id in the database), result, the
-    #: same job's previous row id (None: none)
-    results: Sequence[tuple[int, Result, int | None]] = ()
+    #: new results, numbered from ``first_id`` up (above every id in the database), and
+    #: each one's previous row of the same job (0: none)
+    results: Sequence[Result] = ()
+    prevs: Sequence[int] = ()
+    first_id: int = 1
     #: states, each current up to result id ``upto``, with its job's newest row id
     states: Sequence[tuple[JobState, int | None]] = ()
     upto: int = 0
@@ -393,7 +397,7 @@ class Database:
                 c.execute("DELETE FROM history_cache")
             # the old rows first: the pages they free are then filled by the new rows,
             # each written once, instead of written freed and other pages filled
-            first = writes.results[0][0] if writes.results else math.inf
+            first = writes.first_id if writes.results else math.inf
             old = [i for i in writes.delete if i < first]
             if old:
                 c.execute(_DELETE_ROWS, (json.dumps(old),))
