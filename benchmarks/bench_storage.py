@@ -300,7 +300,14 @@ def http_journal(seconds: float, rounds: int) -> dict[str, Any]:
     machine whose speed drifts, their spread says more than the ratio of the means."""
     import random
 
-    from common import jobs_tree, report_all, result_body, run_wrk
+    from common import (
+        jobs_tree,
+        process_tree_cpu,
+        process_tree_switches,
+        report_all,
+        result_body,
+        run_wrk,
+    )
 
     rates: dict[str, list[float]] = {}
     with jobs_tree(1000) as (jobs_dir, jobs):
@@ -311,6 +318,8 @@ def http_journal(seconds: float, rounds: int) -> dict[str, Any]:
                 report_all(server.port, jobs)
                 run_wrk(server.url, "/api/job-result", bodies, duration=2)  # warm-up
                 for connections, suffix in ((16, ""), (64, "_64")):
+                    pid = server.process.pid
+                    cpu, switches = process_tree_cpu(pid), process_tree_switches(pid)
                     run = run_wrk(
                         server.url,
                         "/api/job-result",
@@ -322,6 +331,11 @@ def http_journal(seconds: float, rounds: int) -> dict[str, Any]:
                         raise RuntimeError(f"errors:\n{run.raw}\n{server.log()[-2000:]}")
                     key = f"http_{'on' if journal else 'off'}{suffix}"
                     rates.setdefault(key, []).append(run.rate)
+                    requests = run.rate * round(seconds)
+                    cpu = (process_tree_cpu(pid) - cpu) / requests * 1e6
+                    switches = (process_tree_switches(pid) - switches) / requests
+                    rates.setdefault(f"{key}_cpu_us", []).append(cpu)
+                    rates.setdefault(f"{key}_switches", []).append(switches)
     figures: dict[str, Any] = {k: statistics.mean(v) for k, v in rates.items()}
     for suffix in ("", "_64"):
         pairs = zip(rates[f"http_on{suffix}"], rates[f"http_off{suffix}"], strict=True)
@@ -352,6 +366,10 @@ ROWS = [
     ("journal on, HTTP, 16 connections (req/s)", "http_on", "{:,.0f}"),
     ("journal off, HTTP, 64 connections (req/s)", "http_off_64", "{:,.0f}"),
     ("journal on, HTTP, 64 connections (req/s)", "http_on_64", "{:,.0f}"),
+    ("  server CPU per request, journal off, 16 connections", "http_off_cpu_us", "{:,.0f} µs"),
+    ("  server CPU per request, journal on, 16 connections", "http_on_cpu_us", "{:,.0f} µs"),
+    ("  thread switches per request, journal off, 16 connections", "http_off_switches", "{:.1f}"),
+    ("  thread switches per request, journal on, 16 connections", "http_on_switches", "{:.1f}"),
     ("load average after", "load", "{}"),
 ]
 

@@ -139,6 +139,23 @@ def process_tree_cpu(pid: int) -> float:
     return total
 
 
+def process_tree_switches(pid: int) -> int:
+    """Context switches (voluntary and not) of every thread of ``pid`` and its children
+    so far: in a server bound by the GIL, each wait for it is one, and they cost more
+    CPU than the Python code around them (docs/performance.md)."""
+    total = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                for line in (task / "status").read_text().splitlines():
+                    if "ctxt_switches:" in line:
+                        total += int(line.split()[1])
+                pending.extend(int(c) for c in (task / "children").read_text().split())
+    return total
+
+
 def loadavg() -> str:
     with contextlib.suppress(OSError):
         return Path("/proc/loadavg").read_text().split()[0]
