@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from redisserver import RedisServer
 
-from cronmetrics.errors import Conflict
+from cronmetrics.errors import Conflict, StorageError
 from cronmetrics.monitor import Monitor
 from cronmetrics.storage.interface import Result, Store
 from cronmetrics.storage.persistence import open_store
@@ -359,3 +359,111 @@ def test_a_finish_after_a_start_in_the_same_batch_takes_no_earlier_output(store:
         [result("start", T0 + 60), result("success", T0 + 61)], T0 + 61
     )
     assert [r.result.output for r in recorded] == [None, None]
+
+
+def test_an_append_the_state_dir_guard_refuses_is_not_kept(tmp_path: Path) -> None:
+    store, _ = open_store(tmp_path, 100, durable=False, now=T0)
+    store.record([result("start", T0, run_id="r1")], T0)
+    store.append_output(JOB, "kept\n", run_id=None, limit=100, now=T0)
+
+    def refuse() -> None:
+        raise StorageError("the state dir is gone (test)")
+
+    store.before_write = refuse  # what the state dir's guard does when it cannot re-lock
+    with pytest.raises(StorageError, match="state dir is gone"):
+        store.append_output(JOB, "lost\n", run_id=None, limit=100, now=T0 + 1)
+    store.before_write = None
+    assert store.run_output(JOB).text == "kept\n"  # type: ignore[union-attr]
+    store.close()
+
+
+def test_an_append_racing_a_drop_of_its_job_leaves_no_output_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The append is held just before it takes the writer lock, the drop runs, then the
+    append goes on: it must find no running run then, not write a record of a job the
+    drop deleted (records of a dropped job would come back at the next start)."""
+    store, _ = open_store(tmp_path, 100, durable=False, now=T0)
+    store.record([result("start", T0, run_id="r1")], T0)
+    store.append_output(JOB, "first\n", run_id=None, limit=100, now=T0)
+    writer = store._writer
+    entering, go = threading.Event(), threading.Event()
+
+    class HeldAppender:
+        def __enter__(self) -> None:
+            if threading.current_thread().name == "appender":
+                entering.set()
+                go.wait(10)
+            writer.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            writer.release()
+
+    monkeypatch.setattr(store, "_writer", HeldAppender())
+    outcome: list[object] = []
+
+    def appender() -> None:
+        try:
+            outcome.append(append(store, "second\n"))
+        except Conflict as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=appender, name="appender")
+    thread.start()
+    assert entering.wait(10)
+    assert store.drop(JOB)
+    go.set()
+    thread.join(10)
+    assert len(outcome) == 1 and isinstance(outcome[0], Conflict)
+    monkeypatch.undo()
+    store.close()
+    again, _ = open_store(tmp_path, 100, durable=False, now=T0)
+    assert again.database is not None
+    assert again.database.records("run-output") == []
+    assert again.run_output(JOB) is None
+    again.close()
+
+
+def test_an_append_done_just_before_state_db_is_written_anew_is_in_the_new_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The append has let go of the writer lock; state.db is lost and the guard writes
+    memory to a new one before the append's thread runs again: the new file must hold
+    the output the append acknowledged."""
+    from prometheus_client import CollectorRegistry, Gauge
+
+    from cronmetrics.storage.persistence import Persistence, StorageGauges
+
+    store, report = open_store(tmp_path, 100, durable=False, now=T0)
+    registry = CollectorRegistry()
+    gauges = StorageGauges(*(Gauge(f"g{i}", "g", registry=registry) for i in range(3)))
+    persistence = Persistence(store, report, clock=lambda: T0, gauges=gauges, state_dir=tmp_path)
+    store.record([result("start", T0, run_id="r1")], T0)
+    writer = store._writer
+    released, go = threading.Event(), threading.Event()
+
+    class HeldAfterRelease:
+        def __enter__(self) -> None:
+            writer.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            writer.release()
+            if threading.current_thread().name == "appender":
+                released.set()
+                go.wait(10)
+
+    monkeypatch.setattr(store, "_writer", HeldAfterRelease())
+    thread = threading.Thread(target=lambda: append(store, "logged\n"), name="appender")
+    thread.start()
+    assert released.wait(10)
+    monkeypatch.setattr(store, "_writer", writer)
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"state.db{suffix}").unlink(missing_ok=True)
+    persistence.guard()  # state.db written anew from memory
+    go.set()
+    thread.join(10)
+    persistence.stop()
+    again, _ = open_store(tmp_path, 100, durable=False, now=T0)
+    output = again.run_output(JOB)
+    assert output is not None and output.text == "logged\n"
+    again.close()

@@ -4,7 +4,8 @@ of a take, an append and a restore can be set up exactly."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from cronmetrics.errors import Conflict, StorageError
 from cronmetrics.storage.history import Result
 from cronmetrics.storage.interface import RunOutput
-from cronmetrics.storage.runlog import OUTPUT_KIND, Run, RunLog, output_of, record_of
+from cronmetrics.storage.runlog import OUTPUT_KIND, Run, RunLog, Save, output_of, record_of
 
 T0 = 1_767_571_200.0
 
@@ -22,8 +23,10 @@ class Side:
     """What the store would answer: the running run of each job, and the writes."""
 
     running: dict[str, Run] = field(default_factory=dict)
-    saved: list[tuple[str, RunOutput | None]] = field(default_factory=list)
+    saved: list[dict[str, RunOutput | None]] = field(default_factory=list)
+    #: the write fails, or (``refuse``) the store refuses writes before any
     fail: bool = False
+    refuse: bool = False
 
     def run_of(self, job_id: str) -> Run | None:
         return self.running.get(job_id)
@@ -31,10 +34,17 @@ class Side:
     def ended(self, finishes: Sequence[Result]) -> dict[str, Run]:
         return {r.job_id: self.running[r.job_id] for r in finishes if r.job_id in self.running}
 
-    def save(self, job_id: str, output: RunOutput | None) -> None:
-        if self.fail:
-            raise StorageError("cannot write state.db: disk full")
-        self.saved.append((job_id, output))
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Save]:
+        if self.refuse:
+            raise StorageError("the state dir is gone")
+
+        def save(outputs: Mapping[str, RunOutput | None]) -> None:
+            if self.fail:
+                raise StorageError("cannot write state.db: disk full")
+            self.saved.append(dict(outputs))
+
+        yield save
 
 
 @pytest.fixture
@@ -44,7 +54,7 @@ def side() -> Side:
 
 @pytest.fixture
 def log(side: Side) -> RunLog:
-    return RunLog(side.run_of, side.ended, side.save)
+    return RunLog(side.run_of, side.ended, side.writing)
 
 
 def finish(job_id: str = "backup") -> Result:
@@ -55,7 +65,7 @@ def test_each_append_is_saved_before_it_is_kept(side: Side, log: RunLog) -> None
     log.append("backup", "one\n", run_id="r1", limit=100, now=T0)
     out = log.append("backup", "two\n", run_id=None, limit=100, now=T0 + 1)
     assert out.text == "one\ntwo\n"
-    assert side.saved[-1] == ("backup", out)
+    assert side.saved[-1] == {"backup": out}
     assert log.current("backup") == out
 
 
@@ -76,7 +86,7 @@ def test_after_a_take_appends_to_that_run_are_refused_until_it_is_restored(
 ) -> None:
     log.append("backup", "first\n", run_id="r1", limit=100, now=T0)
     taken = log.take([finish()])
-    assert side.saved[-1] == ("backup", None)
+    assert side.saved[-1] == {"backup": None}
     with pytest.raises(Conflict, match="is finishing"):
         log.append("backup", "late\n", run_id="r1", limit=100, now=T0 + 1)
     assert log.current("backup") is None
@@ -120,6 +130,52 @@ def test_forget_and_records_and_the_record_round_trip(side: Side, log: RunLog) -
     assert output_of(record) == out == output_of(record_of(out))
     log.forget("backup")
     assert log.records() == []
-    fresh = RunLog(side.run_of, side.ended, side.save)
+    fresh = RunLog(side.run_of, side.ended, side.writing)
     fresh.load([out])
     assert fresh.current("backup") == out
+
+
+def test_a_take_of_several_outputs_is_one_write_and_a_failed_one_changes_nothing(
+    side: Side, log: RunLog
+) -> None:
+    side.running["deploy"] = ("d1", T0)
+    backup = log.append("backup", "b\n", run_id="r1", limit=100, now=T0)
+    deploy = log.append("deploy", "d\n", run_id="d1", limit=100, now=T0)
+    finishes = [finish(), Result("deploy", "success", T0 + 60, T0 + 60, run_id="d1")]
+    side.fail = True
+    with pytest.raises(StorageError):
+        log.take(finishes)
+    side.fail = False
+    assert (log.current("backup"), log.current("deploy")) == (backup, deploy)
+    log.append("backup", "more\n", run_id="r1", limit=100, now=T0 + 1)  # not finishing
+    writes = len(side.saved)
+    assert set(log.take(finishes)) == {"backup", "deploy"}
+    assert side.saved[writes:] == [{"backup": None, "deploy": None}]
+
+
+def test_a_finish_with_nothing_to_take_writes_nothing_even_when_writes_are_refused(
+    side: Side, log: RunLog
+) -> None:
+    side.refuse = True  # a server without its disk keeps recording finishes in memory
+    assert log.take([finish()]) == {}
+    side.refuse = False
+    with pytest.raises(Conflict, match="is finishing"):
+        log.append("backup", "late\n", run_id="r1", limit=100, now=T0)
+
+
+def test_a_finish_of_the_next_run_takes_no_output_of_the_one_before(
+    side: Side, log: RunLog
+) -> None:
+    log.append("backup", "of r1\n", run_id="r1", limit=100, now=T0)
+    side.running["backup"] = ("r2", T0 + 120)  # r1 never finished; r2 started
+    r2 = Result("backup", "success", T0 + 180, T0 + 180, run_id="r2")
+    assert log.take([r2]) == {}
+
+
+def test_a_forgotten_job_keeps_no_mark_and_no_output(side: Side, log: RunLog) -> None:
+    log.append("backup", "text\n", run_id="r1", limit=100, now=T0)
+    log.take([finish()])
+    log.forget("backup")
+    assert log.records() == []
+    log.append("backup", "again\n", run_id="r1", limit=100, now=T0 + 1)  # same run id
+    assert log.current("backup").text == "again\n"  # type: ignore[union-attr]

@@ -53,11 +53,19 @@ def expected(store: EmbeddedStore, job_id: str) -> list[tuple[str, str | None]]:
     return [(r.status, r.run_id) for r in store.history(job_id, limit=10)]
 
 
+#: rows linked to a row of another job (each row's ``prev`` must be its own job's)
+CROSS_LINKS = (
+    "SELECT count(*) FROM results r JOIN results p ON r.prev = p.id WHERE r.job_id <> p.job_id"
+)
+
+
 def assert_newest(state_dir: Path, store: EmbeddedStore, job_id: str) -> None:
     """The documented query starts with the store's history (the database may hold a few
-    rows beyond it that wait to be deleted, older than all of it)."""
+    rows beyond it that wait to be deleted, older than all of it), and no row links to
+    another job's."""
     want = expected(store, job_id)
     assert newest(state_dir, job_id)[: len(want)] == want
+    assert db_values(state_dir / "state.db", CROSS_LINKS) == [0]
 
 
 def db_values(path: Path, sql: str) -> list[object]:
@@ -140,6 +148,9 @@ def test_a_database_written_anew_from_memory_has_its_links(tmp_path: Path) -> No
     fresh.mkdir()
     with store._writer:  # what the state dir's guard does for a deleted state.db
         store.replace_database_locked(Database(fresh / "state.db", durable=False))
+    for job in ("job0", "job1", "job2"):  # nothing to delete yet: each chain is whole
+        assert newest(fresh, job) == expected(store, job)
+    assert db_values(fresh / "state.db", CROSS_LINKS) == [0]
     record_rounds(store, range(2), range(8, 10))
     for job in ("job0", "job2"):
         assert_newest(fresh, store, job)

@@ -433,12 +433,16 @@ class Database:
                 ),
             )
 
-    def put_record(self, record: RuntimeRecord) -> None:
+    def write_records(
+        self, put: Sequence[RuntimeRecord], delete: Sequence[tuple[str, str]]
+    ) -> None:
+        """Runtime records written and (kind, key) ones deleted, in one transaction."""
         with self.transaction() as c:
-            c.execute(
+            c.executemany(
                 "INSERT OR REPLACE INTO records (kind, key, value, updated) VALUES (?, ?, ?, ?)",
-                (record.kind, record.key, json.dumps(dict(record.value)), record.updated),
+                ((r.kind, r.key, json.dumps(dict(r.value)), r.updated) for r in put),
             )
+            c.executemany("DELETE FROM records WHERE kind = ? AND key = ?", delete)
 
     def write_everything(
         self,
@@ -469,11 +473,6 @@ class Database:
         with self.transaction() as c:
             c.execute("INSERT OR REPLACE INTO records VALUES ('.probe', '', '{}', 0)")
             c.execute("DELETE FROM records WHERE kind = '.probe'")
-
-    def delete_record(self, kind: str, key: str) -> bool:
-        with self.transaction() as c:
-            gone = c.execute("DELETE FROM records WHERE kind = ? AND key = ?", (kind, key))
-            return gone.rowcount > 0
 
     def purge(self, before: float, job_ids: Iterable[str] | None) -> list[tuple[str, int]]:
         """Delete results stamped before ``before`` and the cached histories of the jobs

@@ -4,38 +4,44 @@ A run's output is kept per job (one :class:`~cronmetrics.storage.interface.RunOu
 the tail of what its run sent so far) and made durable by the store before each call
 returns, as a ``run-output`` runtime record. Which run is running is the store's to say
 (it holds the states), so :class:`RunLog` asks it through ``running`` and ``ended``;
-how the record reaches the database is the store's too (``save``, under its writer
-lock). The rules it keeps (the interface's docstring draws them):
+how records reach the database is the store's too (``writing``). The rules it keeps (the
+interface's docstring draws them):
 
 - an append goes to the running run only (the one of its ``run_id``, if given);
 - a finish takes its run's output (:meth:`RunLog.take`) before it is recorded; from
   then on appends to that run are refused, so none is left behind the finish;
-- a finish that could not be recorded puts the output back (:meth:`RunLog.restore`),
-  with whatever an append added meanwhile.
+- a finish that could not be recorded puts the output back (:meth:`RunLog.restore`).
 
-Locks: ``_serial`` orders every change (an append, a take, a restore) with the store's
-calls it makes; it is taken before the store's writer lock and never inside it.
-``_mem`` guards the two dictionaries, for microseconds, and is innermost: the store
-calls :meth:`forget` and :meth:`records` under its own memory lock.
+Each change is decided, written and kept in memory inside one ``writing()`` block, which
+the store runs under its writer lock: a drop of the job, or the database written anew
+from memory (the state dir was lost), comes wholly before or wholly after it. A take
+writes its deletions in one transaction: all of its outputs are taken, or none.
+
+Locks, in the store's order: ``_serial`` (every change, also without a database), then
+the store's (writer, memory), then ``_mem``, which guards the two dictionaries for
+microseconds and is innermost: the store calls :meth:`forget` and :meth:`records` under
+its own memory lock.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from cronmetrics.errors import Conflict
 from cronmetrics.storage.history import Result, tail
 from cronmetrics.storage.interface import RunOutput, RuntimeRecord
 
-__all__ = ["OUTPUT_KIND", "Run", "RunLog", "output_of", "record_of"]
+__all__ = ["OUTPUT_KIND", "Run", "RunLog", "Save", "output_of", "record_of"]
 
 #: the runtime-record kind that keeps running runs' output in ``state.db``
 OUTPUT_KIND = "run-output"
 
 #: a run: its run id (None: the start named none) and its start timestamp
 Run = tuple[str | None, float | None]
+#: writes outputs in one transaction (None: delete the job's), or raises
+Save = Callable[[Mapping[str, RunOutput | None]], None]
 
 
 def record_of(output: RunOutput) -> RuntimeRecord:
@@ -60,20 +66,20 @@ class RunLog:
     """Each job's running run's output (module docstring).
 
     ``running(job_id)``: the job's running run, or None. ``ended(finishes)``: for each
-    job some of ``finishes`` ends the running run of, that run. ``save(job_id,
-    output)``: make the job's output durable (None: delete it), or raise; memory
-    changes only once it returned.
+    job some of ``finishes`` ends the running run of, that run. ``writing()``: a block
+    within which no other write of the store happens, yielding the function that writes
+    outputs; it may raise StorageError on entry (the database refuses writes).
     """
 
     def __init__(
         self,
         running: Callable[[str], Run | None],
         ended: Callable[[Sequence[Result]], dict[str, Run]],
-        save: Callable[[str, RunOutput | None], None],
+        writing: Callable[[], contextlib.AbstractContextManager[Save]],
     ) -> None:
         self._running = running
         self._ended = ended
-        self._save = save
+        self._writing = writing
         self._serial = threading.Lock()
         self._mem = threading.Lock()
         self._outputs: dict[str, RunOutput] = {}
@@ -91,7 +97,7 @@ class RunLog:
         """Add ``text`` to the running run's output, kept to its last ``limit``
         characters; Conflict when no run (or not ``run_id``) is running, or its finish
         has taken the output."""
-        with self._serial:
+        with self._serial, self._writing() as save:
             run = self._running(job_id)
             if run is None:
                 raise Conflict(f"no run of {job_id!r} is running: send its start first")
@@ -104,7 +110,9 @@ class RunLog:
                 before = self._outputs.get(job_id)
             kept = before.text if before and _run(before) == run else ""
             output = RunOutput(job_id, run[0], run[1], tail(kept + text, limit), now)
-            self._keep(job_id, output)
+            save({job_id: output})
+            with self._mem:
+                self._outputs[job_id] = output
             return output
 
     def current(self, job_id: str) -> RunOutput | None:
@@ -116,35 +124,39 @@ class RunLog:
         return output
 
     def take(self, finishes: Sequence[Result]) -> dict[str, RunOutput]:
-        """The output of each run ``finishes`` end, taken out; every run they end is
-        marked finishing, logged or not, so that a later append to it is refused."""
-        taken: dict[str, RunOutput] = {}
+        """The output of each run ``finishes`` end, taken out (all or none); every run
+        they end is marked finishing, logged or not, so that a later append to it is
+        refused. A failed take changes nothing (the finish is to be sent again)."""
         with self._serial:
             ended = self._ended(finishes)
             with self._mem:
-                for job_id, run in ended.items():
-                    self._taken[job_id] = run
-                    output = self._outputs.get(job_id)
-                    if output is not None and _run(output) == run:
-                        taken[job_id] = output
-            for job_id in taken:
-                self._keep(job_id, None)
+                taken = {
+                    job_id: output
+                    for job_id, run in ended.items()
+                    if (output := self._outputs.get(job_id)) is not None and _run(output) == run
+                }
+            if taken:  # nothing to write otherwise: the store may refuse writes now
+                with self._writing() as save:
+                    save(dict.fromkeys(taken))
+                    with self._mem:
+                        for job_id in taken:  # (gone already if dropped meanwhile)
+                            self._outputs.pop(job_id, None)
+            with self._mem:
+                self._taken.update(ended)
         return taken
 
     def restore(self, output: RunOutput) -> None:
-        """Put back an output :meth:`take` took (its finish was not recorded), with what
-        was appended meanwhile, if its run is still running."""
+        """Put back an output :meth:`take` took (its finish was not recorded), if its run
+        is still running; appends to it are accepted again."""
         job_id, run = output.job_id, _run(output)
-        with self._serial:
+        with self._serial, self._writing() as save:
             if self._running(job_id) != run:
                 return
+            save({job_id: output})
             with self._mem:
                 if self._taken.get(job_id) == run:
                     del self._taken[job_id]
-                later = self._outputs.get(job_id)
-            if later is not None and _run(later) == run:
-                output = dataclasses.replace(output, text=output.text + later.text)
-            self._keep(job_id, output)
+                self._outputs[job_id] = output
 
     def forget(self, job_id: str) -> None:
         """The job was dropped (its record deleted with it)."""
@@ -156,13 +168,3 @@ class RunLog:
         """Every output as the record that keeps it (a database written anew)."""
         with self._mem:
             return [record_of(o) for o in self._outputs.values()]
-
-    def _keep(self, job_id: str, output: RunOutput | None) -> None:
-        """Call under ``_serial``: save, then keep in memory (a failed save leaves
-        memory as it was)."""
-        self._save(job_id, output)
-        with self._mem:
-            if output is None:
-                self._outputs.pop(job_id, None)
-            else:
-                self._outputs[job_id] = output

@@ -43,7 +43,7 @@ import json
 import threading
 import uuid
 from array import array
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +62,7 @@ from cronmetrics.storage.interface import (
     new_state,
 )
 from cronmetrics.storage.rowbook import RowBook
-from cronmetrics.storage.runlog import OUTPUT_KIND, Run, RunLog, output_of, record_of
+from cronmetrics.storage.runlog import OUTPUT_KIND, Run, RunLog, Save, output_of, record_of
 from cronmetrics.storage.transitions import advance, apply_result, attached, ends_run
 
 __all__ = ["EmbeddedStore"]
@@ -152,7 +152,7 @@ class EmbeddedStore:
         #: histories cut by a smaller limit: their rows are trimmed at the next write
         self._cut: set[str] = set()
         self._forget_cache = False
-        self._log = RunLog(self._running, self._ended, self._save_output)
+        self._log = RunLog(self._running, self._ended, self._writing_outputs)
         self.last_error: str | None = None
         self.last_persisted: float | None = None
         #: called under the writer lock before every database write (the state dir's
@@ -525,16 +525,20 @@ class EmbeddedStore:
                     ended[result.job_id] = (state.run_id, state.run_started)
         return ended
 
-    def _save_output(self, job_id: str, output: RunOutput | None) -> None:
-        """Make the job's output (None: none) durable: the run log keeps it in memory
-        once this returned."""
-        if self.database is not None:
-            with self._writer:
-                self._check()
-                if output is None:
-                    self.database.delete_record(OUTPUT_KIND, job_id)
-                else:
-                    self.database.put_record(record_of(output))
+    @contextlib.contextmanager
+    def _writing_outputs(self) -> Iterator[Save]:
+        """The run log's writes: under the writer lock, like a drop and a database
+        written anew, which thus see an output change whole or not at all."""
+        with self._writing() as database:
+
+            def save(outputs: Mapping[str, RunOutput | None]) -> None:
+                if database is not None:
+                    database.write_records(
+                        [record_of(o) for o in outputs.values() if o is not None],
+                        [(OUTPUT_KIND, j) for j, o in outputs.items() if o is None],
+                    )
+
+            yield save
 
     def append_output(
         self, job_id: str, text: str, *, run_id: str | None, limit: int, now: float
@@ -620,12 +624,11 @@ class EmbeddedStore:
             fresh = {j: dict(d) for j, d in definitions.items() if self._definitions.get(j) != d}
         if not fresh:
             return
-        if self.database is not None:
-            with self._writer:
-                self._check()
-                self.database.put_definitions(fresh, 0.0)
-        with self._lock:
-            self._definitions.update(fresh)
+        with self._writing() as database:
+            if database is not None:
+                database.put_definitions(fresh, 0.0)
+            with self._lock:
+                self._definitions.update(fresh)
 
     def definitions(self) -> dict[str, dict[str, Any]]:
         with self._lock:
@@ -637,12 +640,11 @@ class EmbeddedStore:
         self, kind: str, key: str, value: Mapping[str, Any], now: float
     ) -> RuntimeRecord:
         record = RuntimeRecord(kind, key, dict(value), now)
-        if self.database is not None:
-            with self._writer:
-                self._check()
-                self.database.put_record(record)
-        with self._lock:
-            self._records[(kind, key)] = record
+        with self._writing() as database:
+            if database is not None:
+                database.write_records([record], [])
+            with self._lock:
+                self._records[(kind, key)] = record
         return record
 
     def get_record(self, kind: str, key: str) -> RuntimeRecord | None:
@@ -653,12 +655,22 @@ class EmbeddedStore:
             return sorted((r for (k, _), r in self._records.items() if k == kind), key=_key)
 
     def delete_record(self, kind: str, key: str) -> bool:
-        if self.database is not None:
-            with self._writer:
+        with self._writing() as database:
+            if database is not None:
+                database.write_records([], [(kind, key)])
+            with self._lock:
+                return self._records.pop((kind, key), None) is not None
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[Database | None]:
+        """Under the writer lock, once the before-write check passed: the database to
+        write a change to (None: none). Change memory inside the block too, after the
+        write: a database written anew (:meth:`replace_database_locked`, under the same
+        lock) then has the change whole or not at all."""
+        with self._writer:
+            if self.database is not None:
                 self._check()
-                self.database.delete_record(kind, key)
-        with self._lock:
-            return self._records.pop((kind, key), None) is not None
+            yield self.database
 
     # -- lifecycle -------------------------------------------------------------------------
 
