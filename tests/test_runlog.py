@@ -179,3 +179,26 @@ def test_a_forgotten_job_keeps_no_mark_and_no_output(side: Side, log: RunLog) ->
     assert log.records() == []
     log.append("backup", "again\n", run_id="r1", limit=100, now=T0 + 1)  # same run id
     assert log.current("backup").text == "again\n"  # type: ignore[union-attr]
+
+
+def test_a_restore_that_cannot_write_still_lets_appends_in(side: Side, log: RunLog) -> None:
+    log.append("backup", "first\n", run_id="r1", limit=100, now=T0)
+    taken = log.take([finish()])["backup"]
+    side.fail = True  # the finish failed to record, and so does putting the output back
+    with pytest.raises(StorageError):
+        log.restore(taken)
+    side.fail = False
+    out = log.append("backup", "after\n", run_id="r1", limit=100, now=T0 + 1)
+    assert out.text == "after\n"  # what could not be written back is lost, said so
+
+
+def test_an_append_to_no_running_run_is_a_conflict_even_when_writes_are_refused(
+    side: Side, log: RunLog
+) -> None:
+    side.refuse = True
+    with pytest.raises(Conflict, match="no run of 'deploy'"):
+        log.append("deploy", "x", run_id=None, limit=100, now=T0)
+    with pytest.raises(Conflict, match="the running one is 'r1'"):
+        log.append("backup", "x", run_id="r0", limit=100, now=T0)
+    with pytest.raises(StorageError):  # a valid one is refused for the disk
+        log.append("backup", "x", run_id="r1", limit=100, now=T0)

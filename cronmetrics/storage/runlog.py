@@ -97,23 +97,31 @@ class RunLog:
         """Add ``text`` to the running run's output, kept to its last ``limit``
         characters; Conflict when no run (or not ``run_id``) is running, or its finish
         has taken the output."""
-        with self._serial, self._writing() as save:
-            run = self._running(job_id)
-            if run is None:
-                raise Conflict(f"no run of {job_id!r} is running: send its start first")
-            if run_id is not None and run[0] != run_id:
-                running = "" if run[0] is None else f" (the running one is {run[0]!r})"
-                raise Conflict(f"run {run_id!r} of {job_id!r} is not running{running}")
-            with self._mem:
-                if self._taken.get(job_id) == run:
-                    raise Conflict(f"the running run of {job_id!r} is finishing")
-                before = self._outputs.get(job_id)
-            kept = before.text if before and _run(before) == run else ""
-            output = RunOutput(job_id, run[0], run[1], tail(kept + text, limit), now)
-            save({job_id: output})
-            with self._mem:
-                self._outputs[job_id] = output
-            return output
+        with self._serial:
+            self._appendable(job_id, run_id)  # refused as such even if writes are too
+            with self._writing() as save:
+                run = self._appendable(job_id, run_id)  # a drop may have come between
+                with self._mem:
+                    before = self._outputs.get(job_id)
+                kept = before.text if before and _run(before) == run else ""
+                output = RunOutput(job_id, run[0], run[1], tail(kept + text, limit), now)
+                save({job_id: output})
+                with self._mem:
+                    self._outputs[job_id] = output
+                return output
+
+    def _appendable(self, job_id: str, run_id: str | None) -> Run:
+        """The run an append of ``run_id`` goes to, or Conflict."""
+        run = self._running(job_id)
+        if run is None:
+            raise Conflict(f"no run of {job_id!r} is running: send its start first")
+        if run_id is not None and run[0] != run_id:
+            running = "" if run[0] is None else f" (the running one is {run[0]!r})"
+            raise Conflict(f"run {run_id!r} of {job_id!r} is not running{running}")
+        with self._mem:
+            if self._taken.get(job_id) == run:
+                raise Conflict(f"the running run of {job_id!r} is finishing")
+        return run
 
     def current(self, job_id: str) -> RunOutput | None:
         """The running run's output so far, or None."""
@@ -147,16 +155,23 @@ class RunLog:
 
     def restore(self, output: RunOutput) -> None:
         """Put back an output :meth:`take` took (its finish was not recorded), if its run
-        is still running; appends to it are accepted again."""
+        is still running. Appends to it are accepted again, even if the output could
+        not be written back (then it is lost, and the error raised)."""
         job_id, run = output.job_id, _run(output)
-        with self._serial, self._writing() as save:
+        with self._serial:
             if self._running(job_id) != run:
                 return
-            save({job_id: output})
-            with self._mem:
-                if self._taken.get(job_id) == run:
-                    del self._taken[job_id]
-                self._outputs[job_id] = output
+            try:
+                with self._writing() as save:
+                    if self._running(job_id) != run:
+                        return
+                    save({job_id: output})
+                    with self._mem:
+                        self._outputs[job_id] = output
+            finally:
+                with self._mem:
+                    if self._taken.get(job_id) == run:
+                        del self._taken[job_id]
 
     def forget(self, job_id: str) -> None:
         """The job was dropped (its record deleted with it)."""
