@@ -160,6 +160,14 @@ def _insert_statement(rows: int) -> str:
     return _INSERT_RESULTS + ", ".join([row] * rows)
 
 
+def _put_records(c: sqlite3.Connection, records: Iterable[RuntimeRecord]) -> None:
+    """Write runtime records (replacing those of the same kind and key)."""
+    c.executemany(
+        "INSERT OR REPLACE INTO records (kind, key, value, updated) VALUES (?, ?, ?, ?)",
+        ((r.kind, r.key, json.dumps(dict(r.value)), r.updated) for r in records),
+    )
+
+
 def _put(c: sqlite3.Connection, writes: Writes) -> None:
     """Insert ``writes.results`` (each linked to its job's result before it) and upsert
     ``writes.states`` (each naming its job's newest result), in the open transaction."""
@@ -438,10 +446,7 @@ class Database:
     ) -> None:
         """Runtime records written and (kind, key) ones deleted, in one transaction."""
         with self.transaction() as c:
-            c.executemany(
-                "INSERT OR REPLACE INTO records (kind, key, value, updated) VALUES (?, ?, ?, ?)",
-                ((r.kind, r.key, json.dumps(dict(r.value)), r.updated) for r in put),
-            )
+            _put_records(c, put)
             c.executemany("DELETE FROM records WHERE kind = ? AND key = ?", delete)
 
     def write_everything(
@@ -462,10 +467,7 @@ class Database:
                     for job_id, d in definitions.items()
                 ),
             )
-            c.executemany(
-                "INSERT OR REPLACE INTO records (kind, key, value, updated) VALUES (?, ?, ?, ?)",
-                ((r.kind, r.key, json.dumps(dict(r.value)), r.updated) for r in records),
-            )
+            _put_records(c, records)
 
     def probe(self) -> None:
         """A write that changes nothing but has to reach the disk (a row added and

@@ -204,11 +204,13 @@ class EmbeddedStore:
         for job_id in self._states:
             self._changed[job_id] = self._seq = self._seq + 1
         if self.database is not None:
+            outputs = []
             for record in self.database.records(None):
                 if record.kind == OUTPUT_KIND:
-                    self._log.load([output_of(record)])
+                    outputs.append(output_of(record))
                 else:
                     self._records[(record.kind, record.key)] = record
+            self._log.load(outputs)
 
     # -- internal --------------------------------------------------------------------------
 
@@ -598,10 +600,9 @@ class EmbeddedStore:
         return expired
 
     def drop(self, job_id: str) -> bool:
-        with self._writer:
-            if self.database is not None:  # first: a failed write leaves the job as it was
-                self._check()
-                self.database.write(Writes(drop=[job_id], drop_records=OUTPUT_KIND))
+        with self._writing() as database:
+            if database is not None:  # first: a failed write leaves the job as it was
+                database.write(Writes(drop=[job_id], drop_records=OUTPUT_KIND))
             with self._lock:
                 known = self._states.pop(job_id, None) is not None
                 self._reorder = True  # a job coming next would not change the count
