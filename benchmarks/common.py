@@ -119,6 +119,20 @@ class Server(ServerProcess):
     extra: dict[str, object] = field(default_factory=dict)
 
 
+def _process_tree(pid: int) -> Iterator[list[Path]]:
+    """The threads (``/proc/<pid>/task/<tid>``) of ``pid`` and of each process below it,
+    one list per process; a process gone meanwhile is left out."""
+    pending = [pid]
+    while pending:
+        try:
+            tasks = list(Path(f"/proc/{pending.pop()}/task").iterdir())
+            for task in tasks:
+                pending.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue
+        yield tasks
+
+
 def process_tree_cpu(pid: int) -> float:
     """User+system CPU seconds of ``pid`` and its children (gunicorn master + worker).
 
@@ -127,15 +141,10 @@ def process_tree_cpu(pid: int) -> float:
     """
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
-    pending = [pid]
-    while pending:
-        current = pending.pop()
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+    for tasks in _process_tree(pid):
+        with contextlib.suppress(OSError, IndexError):  # the process's own totals
+            fields = (tasks[0].parent.parent / "stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / tick
-            for task in Path(f"/proc/{current}/task").iterdir():
-                children = (task / "children").read_text().split()
-                pending.extend(int(c) for c in children)
     return total
 
 
@@ -144,15 +153,12 @@ def process_tree_switches(pid: int) -> int:
     so far: in a server bound by the GIL, each wait for it is one, and they cost more
     CPU than the Python code around them (docs/performance.md)."""
     total = 0
-    pending = [pid]
-    while pending:
-        current = pending.pop()
-        with contextlib.suppress(OSError):
-            for task in Path(f"/proc/{current}/task").iterdir():
+    for tasks in _process_tree(pid):
+        for task in tasks:
+            with contextlib.suppress(OSError):
                 for line in (task / "status").read_text().splitlines():
                     if "ctxt_switches:" in line:
                         total += int(line.split()[1])
-                pending.extend(int(c) for c in (task / "children").read_text().split())
     return total
 
 
