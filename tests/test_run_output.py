@@ -206,29 +206,6 @@ def test_a_log_sent_to_one_replica_goes_with_the_finish_sent_to_the_other(
         b.close()
 
 
-def test_the_embedded_output_survives_state_db_deleted_while_serving(tmp_path: Path) -> None:
-    from prometheus_client import CollectorRegistry, Gauge
-
-    from cronmetrics.storage.persistence import Persistence, StorageGauges
-
-    store, report = open_store(tmp_path, 100, durable=False, now=T0)
-    registry = CollectorRegistry()
-    gauges = StorageGauges(*(Gauge(f"g{i}", "g", registry=registry) for i in range(3)))
-    persistence = Persistence(store, report, clock=lambda: T0, gauges=gauges, state_dir=tmp_path)
-    store.record([result("start", T0, run_id="r1")], T0)
-    store.append_output(JOB, "while it ran\n", run_id=None, limit=100, now=T0)
-    for suffix in ("", "-wal", "-shm"):
-        (tmp_path / f"state.db{suffix}").unlink(missing_ok=True)
-    persistence.guard()  # what the server's scheduler does every second
-    assert (tmp_path / "state.db").is_file()
-    persistence.stop()
-    again, _ = open_store(tmp_path, 100, durable=False, now=T0)
-    output = again.run_output(JOB)
-    assert output is not None and output.text == "while it ran\n"
-    assert again.state(JOB) is not None and again.state(JOB).running  # type: ignore[union-attr]
-    again.close()
-
-
 def test_a_finish_is_recorded_in_one_step_only_when_its_run_logged_nothing(
     store: Store,
 ) -> None:

@@ -147,3 +147,14 @@ def test_a_dropped_jobs_output_does_not_come_back_in_a_state_db_written_anew(
     again = served.restarted()
     assert again.database is not None and again.database.records(OUTPUT_KIND) == []
     again.close()
+
+
+def test_a_running_runs_output_survives_state_db_deleted_while_serving(served: Served) -> None:
+    served.lose_state_db()
+    served.persistence.guard()  # what the server's scheduler does every second
+    assert (served.state_dir / "state.db").is_file()
+    again = served.restarted()
+    output = again.run_output(JOB)
+    assert output is not None and output.text == "first\n"
+    assert again.state(JOB) is not None and again.state(JOB).running  # type: ignore[union-attr]
+    again.close()
