@@ -119,12 +119,12 @@ def _connect(
     if spec.tls:  # the sentinels and the primary alike
         asked.update(ssl=True, **spec.ssl)
         kwargs.update(connection_class=SentinelManagedSSLConnection, **spec.ssl)
-    sentinel = Sentinel(list(spec.sentinels), sentinel_kwargs=asked)  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(list(spec.sentinels), sentinel_kwargs=asked)
     if spec.password is not None and "password" not in options:
         kwargs["password"] = spec.password
     if spec.username is not None:
         kwargs["username"] = spec.username
-    return sentinel.master_for(spec.service, **kwargs)  # type: ignore[no-untyped-call]
+    return sentinel.master_for(spec.service, **kwargs)
 
 
 def _encode_result(result: Result, version: int) -> str:
