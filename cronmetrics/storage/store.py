@@ -11,11 +11,9 @@ for what every call guarantees). Reads are served from memory: one
   writes the queued rows and the states to write in one transaction. A crash loses at most
   the results since the last flush; a failed flush keeps the queue for the next one.
 
-Which states a write carries: new ones and those changed otherwise than by a result at
-once; those changed only by results a slice at a time (loading applies the results after
-a state row again, with :func:`~cronmetrics.storage.transitions.advance`). Rows beyond a
-job's history are deleted oldest first (:mod:`~cronmetrics.storage.rowbook`). :meth:`close`
-writes everything, then the history cache the next start reads.
+What a write owes and which states it carries is :mod:`~cronmetrics.storage.pending`'s;
+rows beyond a job's history are deleted oldest first (:mod:`~cronmetrics.storage.rowbook`).
+:meth:`close` writes everything, then the history cache the next start reads.
 - ``durable=True`` (``snapshot.journal: true``): :meth:`~EmbeddedStore.record` returns
   once its results are committed. Concurrent calls share a commit
   (:mod:`~cronmetrics.storage.groupcommit`). Memory changes only after the commit, so a
@@ -52,7 +50,7 @@ from cronmetrics.logs import get_logger
 from cronmetrics.storage.columns import loaded_run_id
 from cronmetrics.storage.database import Database, Loaded, Writes
 from cronmetrics.storage.groupcommit import GroupCommit
-from cronmetrics.storage.history import STATUS_CODES, History, Result, check_result, newest
+from cronmetrics.storage.history import History, Result, check_result, newest
 from cronmetrics.storage.interface import (
     JobState,
     Recorded,
@@ -61,17 +59,14 @@ from cronmetrics.storage.interface import (
     StoreHealth,
     new_state,
 )
+from cronmetrics.storage.pending import Pending
 from cronmetrics.storage.rowbook import RowBook
 from cronmetrics.storage.runlog import OUTPUT_KIND, Run, RunLog, Save, output_of, record_of
-from cronmetrics.storage.transitions import advance, apply_result, attached, ends_run
+from cronmetrics.storage.transitions import advance, ends_run, plan_results
 
 __all__ = ["EmbeddedStore"]
 
 log = get_logger("storage")
-
-#: stale states are written in this many slices, one per write, unless they are few
-_STATE_SLICES = 24
-_STALE_AT_ONCE = 256
 
 
 def _row_result(row: tuple[Any, ...]) -> Result:
@@ -89,14 +84,6 @@ def _row_result(row: tuple[Any, ...]) -> Result:
         output,
         json.loads(labels) if labels else {},
     )
-
-
-def _is_duplicate(history: History, result: Result) -> bool:
-    """The same ``(run_id, status)`` is already retained (a client's retry)."""
-    if result.run_id is None:
-        return False
-    code, statuses = STATUS_CODES[result.status], history.status
-    return any(statuses[i] == code for i in history.run_id.indices(result.run_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,26 +119,14 @@ class EmbeddedStore:
         self._epoch = f"{uuid.uuid4().hex[:16]}."
         self._seq = 0
         self._changed: dict[str, int] = {}
-        #: not yet written: results (arrival order); the ids whose state must be written
-        #: at the next write (created, or changed otherwise than by a result)
-        self._rows: list[Result] = []
-        self._dirty: set[str] = set()
-        #: ids whose state changed by results only: written a slice per write, since
-        #: the results after a state row are applied again when the database is loaded
-        self._stale: set[str] = set()
-        self._order: list[str] = []
-        #: a job left: sort ``_order`` again even if as many came
-        self._reorder = False
-        self._slice = 0
+        #: what the next write owes the database
+        self._pending = Pending()
         #: the database's result rows: each job's, the garbage, the lagging state rows
         self._book = RowBook()
         #: durable record() calls share commits
         self._group: GroupCommit[_Batch, list[Recorded]] = GroupCommit(
             self._commit_batches, serialize=self._writer
         )
-        #: histories cut by a smaller limit: their rows are trimmed at the next write
-        self._cut: set[str] = set()
-        self._forget_cache = False
         self._log = RunLog(self._running, self._ended, self._writing_outputs)
         self.last_error: str | None = None
         self.last_persisted: float | None = None
@@ -196,11 +171,11 @@ class EmbeddedStore:
                         folded = advance(folded, _row_result(row))
             if folded is not state:
                 self._states[job_id] = folded
-                self._stale.add(job_id)
+                self._pending.stale.add(job_id)
             book.hold(job_id, ids, limit=limit, behind=upto if folded is not state else None)
         book.settle()
         if loaded.cache_problem:  # rewritten at the next clean shutdown
-            self._forget_cache = True
+            self._pending.forget_cache = True
         for job_id in self._states:
             self._changed[job_id] = self._seq = self._seq + 1
         if self.database is not None:
@@ -226,50 +201,8 @@ class EmbeddedStore:
         self._seq += 1
         self._changed.pop(job_id, None)
         self._changed[job_id] = self._seq
-        if not write:
-            return
-        if by_results and job_id not in self._dirty:
-            self._stale.add(job_id)
-        else:
-            self._dirty.add(job_id)
-            self._stale.discard(job_id)
-
-    def _plan(
-        self,
-        results: Sequence[Result],
-        now: float,
-        states: dict[str, JobState],
-        appended: dict[str, list[Result]],
-    ) -> list[Recorded]:
-        """What recording ``results`` does on top of memory and of ``states`` and
-        ``appended`` (the plan so far, updated in place); call under ``_lock``. Memory
-        does not change."""
-        outcome: list[Recorded] = []
-        for result in results:
-            job_id = result.job_id
-            state = states.get(job_id) or self._states.get(job_id)
-            if state is None:
-                state = new_state(job_id, now)
-            elif state.detached_since is not None:
-                state = attached(state)
-            history = self._histories.get(job_id)
-            pending = appended.get(job_id, ())
-            if result.run_id is not None and (
-                (history is not None and _is_duplicate(history, result))
-                or any(p.run_id == result.run_id and p.status == result.status for p in pending)
-            ):
-                outcome.append(Recorded(result, state, changed=False, duplicate=True))
-                states.setdefault(job_id, state)
-                continue
-            state, changed = apply_result(state, result)  # what `advance` does on load
-            states[job_id] = state
-            appended.setdefault(job_id, []).append(result)
-            outcome.append(Recorded(result, state, changed))
-        # a duplicate's state is the job's state after the whole call
-        return [
-            dataclasses.replace(r, state=states[r.result.job_id]) if r.duplicate else r
-            for r in outcome
-        ]
+        if write:
+            self._pending.mark(job_id, by_results=by_results)
 
     def _apply(self, states: dict[str, JobState], appended: dict[str, list[Result]]) -> None:
         """Call under ``_lock``: make a plan real in memory."""
@@ -286,27 +219,9 @@ class EmbeddedStore:
             # write it now, unless it is new or changed otherwise (a duplicate attaching)
             self._mark(job_id, by_results=bool(rows) and not new)
 
-    def _pick_stale(self, everything: bool) -> set[str]:
-        """Call under ``_lock``: the stale states to write now. A write takes one slice
-        of the ids in sorted order (neighbours in the ``states`` table, so a few pages);
-        the slices go round, so a state row is at most ``_STATE_SLICES`` writes behind."""
-        if everything or len(self._stale) <= _STALE_AT_ONCE:
-            picked, self._stale = self._stale, set()
-            return picked
-        order = self._order
-        size = -(-len(order) // _STATE_SLICES)
-        k = self._slice % _STATE_SLICES
-        self._slice += 1
-        stale = self._stale
-        picked = {j for j in order[k * size : (k + 1) * size] if j in stale}
-        stale -= picked
-        return picked
-
     def _sort_ids(self) -> None:
-        """Outside ``_lock`` (10,000 ids take milliseconds to sort): the order of the
-        slices, refreshed when jobs came or went."""
-        if self._reorder or len(self._order) != len(self._states):
-            self._order, self._reorder = sorted(self._states), False
+        """Under ``_writer``, outside ``_lock``: the order of the stale states' slices."""
+        self._pending.sort(self._states, len(self._states))
 
     def _persisted(self, now: float | None) -> None:
         self.last_error = None
@@ -328,9 +243,11 @@ class EmbeddedStore:
             with self._lock:
                 states: dict[str, JobState] = {}
                 appended: dict[str, list[Result]] = {}
-                outcome = self._plan(results, now, states, appended)
+                outcome = plan_results(
+                    results, now, self._states, self._histories, states, appended
+                )
                 self._apply(states, appended)
-                self._rows.extend(r for rs in appended.values() for r in rs)
+                self._pending.rows.extend(r for rs in appended.values() for r in rs)
             return outcome
         return self._group.submit(_Batch(results, now))
 
@@ -360,10 +277,14 @@ class EmbeddedStore:
         with self._lock:
             states: dict[str, JobState] = {}
             appended: dict[str, list[Result]] = {}
-            plans = [self._plan(b.results, b.now, states, appended) for b in group]
-            must = {j for j in states if j not in self._states or j in self._dirty}
-            dirty = [self._states[j] for j in self._dirty if j in self._states and j not in states]
-            cut, self._cut = self._cut, set()
+            current, histories = self._states, self._histories
+            plans = [
+                plan_results(b.results, b.now, current, histories, states, appended) for b in group
+            ]
+            owed = self._pending.dirty
+            must = {j for j in states if j not in current or j in owed}
+            dirty = [current[j] for j in owed if j in current and j not in states]
+            cut = self._pending.take_cut()
         rows = [r for rs in appended.values() for r in rs]
         written = [*(states[j] for j in must), *dirty]
         plan = self._book.plan(rows, written, limit=self.max_results, cut=cut, deletes=None)
@@ -371,7 +292,7 @@ class EmbeddedStore:
             self.database.write(plan.writes())
         except BaseException as exc:
             with self._lock:
-                self._cut |= cut
+                self._pending.cut |= cut
             if isinstance(exc, StorageError):
                 self._failed(exc)
             raise
@@ -379,9 +300,7 @@ class EmbeddedStore:
         self._persisted(now)
         with self._lock:
             self._apply(states, appended)
-            for state in written:
-                self._dirty.discard(state.job_id)
-                self._stale.discard(state.job_id)
+            self._pending.written(s.job_id for s in written)
         return plans
 
     def _set_state(self, job_id: str, change: dict[str, Any], now: float) -> JobState:
@@ -434,9 +353,9 @@ class EmbeddedStore:
                 if len(history) != before:
                     cut.append(job_id)
                     self._mark(job_id, write=False)
-                    self._cut.add(job_id)
+                    self._pending.cut.add(job_id)
             if cut:
-                self._forget_cache = True  # cached histories hold more than the new limit
+                self._pending.forget_cache = True  # cached histories hold more than the new limit
             return cut
 
     def ensure(self, job_id: str, now: float) -> JobState:
@@ -605,13 +524,10 @@ class EmbeddedStore:
                 database.write(Writes(drop=[job_id], drop_records=OUTPUT_KIND))
             with self._lock:
                 known = self._states.pop(job_id, None) is not None
-                self._reorder = True  # a job coming next would not change the count
                 self._histories.pop(job_id, None)
                 self._definitions.pop(job_id, None)
                 self._log.forget(job_id)
-                self._dirty.discard(job_id)
-                self._stale.discard(job_id)
-                self._rows = [r for r in self._rows if r.job_id != job_id]
+                self._pending.forget(job_id)
                 self._book.forget(job_id)
                 self._seq += 1
                 self._changed.pop(job_id, None)
@@ -701,12 +617,10 @@ class EmbeddedStore:
             raise
         self._sort_ids()
         with self._lock:
-            rows, self._rows = self._rows, []
-            dirty, self._dirty = self._dirty, set()
-            picked = self._pick_stale(everything)
-            states = [s for j in dirty | picked if (s := self._states.get(j)) is not None]
-            cut, self._cut = self._cut, set()
-            forget, self._forget_cache = self._forget_cache, False
+            taken = self._pending.take(everything=everything)
+            rows, cut = taken.rows, taken.cut
+            owed = taken.dirty | taken.stale
+            states = [s for j in owed if (s := self._states.get(j)) is not None]
             histories = (
                 [
                     (j, h.copy() if (h := self._histories.get(j)) else History(j))
@@ -716,7 +630,7 @@ class EmbeddedStore:
                 else []
             )
         book = self._book
-        idle = not (rows or states or cut or forget or cache or book.unsorted) and not (
+        idle = not (rows or states or cut or taken.forget_cache or cache or book.unsorted) and not (
             all_garbage and book.garbage
         )
         if idle:
@@ -731,14 +645,10 @@ class EmbeddedStore:
         deletes = -1 if cache or all_garbage else len(rows) + book.journaled
         plan = book.plan(rows, states, limit=self.max_results, cut=cut, deletes=deletes)
         try:
-            self.database.write(plan.writes(forget_cache=forget))
+            self.database.write(plan.writes(forget_cache=taken.forget_cache))
         except StorageError as exc:
             with self._lock:  # keep everything for the next try, in order
-                self._rows[:0] = rows
-                self._dirty |= dirty
-                self._stale |= picked
-                self._cut |= cut
-                self._forget_cache |= forget
+                self._pending.restore(taken)
             self._failed(exc)
             raise
         book.applied(plan, limit=self.max_results)
@@ -778,22 +688,16 @@ class EmbeddedStore:
             histories = [(j, h.copy()) for j, h in self._histories.items()]
             definitions = {j: dict(d) for j, d in self._definitions.items()}
             records = [*self._records.values(), *self._log.records()]
-            taken = self._rows, self._dirty, self._stale, self._cut
-            self._rows, self._dirty, self._stale, self._cut = [], set(), set(), set()
+            taken = self._pending.take(everything=True)
         book, plan = RowBook.anew(histories, states)
         try:
             database.write_everything(plan.writes(), definitions, records)
         except StorageError:
             with self._lock:  # kept for the next try, in order
-                rows, dirty, stale, cut = taken
-                self._rows[:0] = rows
-                self._dirty |= dirty
-                self._stale |= stale
-                self._cut |= cut
+                self._pending.restore(taken)
             raise
         self.database = database
         self._book = book
-        self._forget_cache = False
         self.last_error = None
         return len(states), plan.last_id
 
@@ -804,7 +708,7 @@ class EmbeddedStore:
 
     def pending(self) -> int:
         """Results recorded but not yet written."""
-        return len(self._rows)
+        return len(self._pending.rows)
 
     def health(self) -> StoreHealth:
         db = self.database

@@ -1,19 +1,28 @@
 """How a result changes a job's state: one pure function every engine shares.
 
-The embedded engine applies it in memory; the Redis engine applies it on the replica that
-received the result and writes the outcome with a compare-and-set on the state's
-``version``, so both engines count and pair runs exactly alike.
+The embedded engine applies it in memory (:func:`plan_results`, which also tells a
+client's retry from a new run); the Redis engine applies it on the replica that received
+the result and writes the outcome with a compare-and-set on the state's ``version``, so
+both engines count and pair runs exactly alike.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from cronmetrics.storage.history import Result
-from cronmetrics.storage.interface import JobState
+from cronmetrics.storage.history import STATUS_CODES, History, Result
+from cronmetrics.storage.interface import JobState, Recorded, new_state
 
-__all__ = ["advance", "apply_result", "attached", "ends_run", "running_finishes"]
+__all__ = [
+    "advance",
+    "apply_result",
+    "attached",
+    "ends_run",
+    "is_duplicate",
+    "plan_results",
+    "running_finishes",
+]
 
 
 def running_finishes(results: Sequence[Result]) -> list[Result]:
@@ -92,3 +101,50 @@ def ends_run(state: JobState, result: Result) -> bool:
     if state.last_report is not None and result.timestamp < state.last_report:
         return False
     return result.run_id is None or state.run_id is None or result.run_id == state.run_id
+
+
+def is_duplicate(history: History, result: Result) -> bool:
+    """The same ``(run_id, status)`` is already retained (a client's retry)."""
+    if result.run_id is None:
+        return False
+    code, statuses = STATUS_CODES[result.status], history.status
+    return any(statuses[i] == code for i in history.run_id.indices(result.run_id))
+
+
+def plan_results(
+    results: Sequence[Result],
+    now: float,
+    current: Mapping[str, JobState],
+    histories: Mapping[str, History],
+    states: dict[str, JobState],
+    appended: dict[str, list[Result]],
+) -> list[Recorded]:
+    """What recording ``results`` does on top of the ``current`` states and
+    ``histories`` and of the plan so far (``states`` and ``appended``, updated in place,
+    so that a group of batches plans as one); each result's outcome. Nothing else
+    changes: the caller makes the plan real once it is written (or at once)."""
+    outcome: list[Recorded] = []
+    for result in results:
+        job_id = result.job_id
+        state = states.get(job_id) or current.get(job_id)
+        if state is None:
+            state = new_state(job_id, now)
+        elif state.detached_since is not None:
+            state = attached(state)
+        history = histories.get(job_id)
+        pending = appended.get(job_id, ())
+        if result.run_id is not None and (
+            (history is not None and is_duplicate(history, result))
+            or any(p.run_id == result.run_id and p.status == result.status for p in pending)
+        ):
+            outcome.append(Recorded(result, state, changed=False, duplicate=True))
+            states.setdefault(job_id, state)
+            continue
+        state, changed = apply_result(state, result)  # what `advance` does on load
+        states[job_id] = state
+        appended.setdefault(job_id, []).append(result)
+        outcome.append(Recorded(result, state, changed))
+    # a duplicate's state is the job's state after the whole call
+    return [
+        dataclasses.replace(r, state=states[r.result.job_id]) if r.duplicate else r for r in outcome
+    ]
