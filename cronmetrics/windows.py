@@ -50,7 +50,7 @@ _NAME_RE = re.compile(LABEL_PATTERN)
 def parse_duration(text: str) -> int:
     """``600``, ``10m``, ``1h30m``, ``2d`` -> whole seconds; ``ValueError`` otherwise."""
     from cronmetrics.client.cli import parse_duration as parse
-    from cronmetrics.client.http import UsageError
+    from cronmetrics.client.failures import UsageError
 
     try:
         return parse(text, what="")

@@ -71,9 +71,12 @@ def test_bundled_modules_are_python_3_9_code(name: str) -> None:
 
 
 def test_client_id_patterns_match_the_servers() -> None:
-    from cronmetrics.client import http
+    from cronmetrics.client import settings
 
-    assert (http.NAME_PATTERN, http.HOST_PATTERN) == (model.NAME_PATTERN, model.HOST_PATTERN)
+    assert (settings.NAME_PATTERN, settings.HOST_PATTERN) == (
+        model.NAME_PATTERN,
+        model.HOST_PATTERN,
+    )
 
 
 def test_importing_the_client_loads_nothing_but_the_standard_library(tmp_path: Path) -> None:
@@ -308,17 +311,17 @@ def test_zipapp_with_the_server_down_keeps_the_exit_code(downloaded: Path) -> No
 
 
 def test_answers_are_parsed_with_content_length_or_chunked() -> None:
-    from cronmetrics.client.http import ProtocolError, _parse_answer
+    from cronmetrics.client.wire import ProtocolError, parse_answer
 
     plain = b"HTTP/1.1 429 Too Many\r\nRetry-After: 3\r\nContent-Length: 2\r\n\r\n{}junk"
-    assert _parse_answer(plain) == (429, {"retry-after": "3", "content-length": "2"}, b"{}")
+    assert parse_answer(plain) == (429, {"retry-after": "3", "content-length": "2"}, b"{}")
     chunked = (
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
     )
-    assert _parse_answer(chunked)[2] == b"abcde"
+    assert parse_answer(chunked)[2] == b"abcde"
     for broken in (b"", b"\x15\x03\x01\x00\x02\x02\x50", b"HTTP/1.1 200 OK\r\nno end"):
         with pytest.raises(ProtocolError):
-            _parse_answer(broken)
+            parse_answer(broken)
 
 
 def _oldest_pythons() -> list[str]:

@@ -288,7 +288,7 @@ def test_every_server_error_code_maps_back_to_its_class(cls: type[CronmetricsErr
     client, that class again (5xx: ServerUnavailable), with its message and exit code."""
     from flask import Flask
 
-    from cronmetrics.client.http import error_from_response
+    from cronmetrics.client.failures import error_from_response
     from cronmetrics.web.api import error_response
 
     with Flask("probe").test_request_context():
@@ -317,7 +317,7 @@ def test_every_server_error_code_maps_back_to_its_class(cls: type[CronmetricsErr
 
 
 def test_a_non_json_error_page_still_maps_by_status() -> None:
-    from cronmetrics.client.http import error_from_response
+    from cronmetrics.client.failures import error_from_response
 
     for status, cls in [
         (401, errors.Unauthorized),
@@ -335,7 +335,8 @@ def test_a_wrong_scheme_is_named_at_once_and_not_retried(
 ) -> None:
     """https:// to a plain server (or http:// to a TLS one) cannot get better by trying
     again: one attempt, then the cause in one line, instead of the whole retry budget."""
-    from cronmetrics.client.http import Client, WrongScheme
+    from cronmetrics.client.failures import WrongScheme
+    from cronmetrics.client.http import Client
 
     waits: list[float] = []
     client = Client(target_url(targets, target), TOKEN, sleep=waits.append)
@@ -352,7 +353,8 @@ def test_an_untrusted_certificate_is_named_at_once_and_not_retried(
 ) -> None:
     """A certificate this host does not trust stays untrusted for the whole budget: one
     attempt (the tester saw `run` wait 9 s and `ingest` 30 s for the same line)."""
-    from cronmetrics.client.http import CertificateRejected, Client
+    from cronmetrics.client.failures import CertificateRejected
+    from cronmetrics.client.http import Client
 
     waits: list[float] = []
     client = Client(targets["tls"], TOKEN, sleep=waits.append)
@@ -367,7 +369,8 @@ def test_a_certificate_for_other_names_says_to_fix_the_url_not_the_ca() -> None:
     """The CA is trusted (it was passed): telling the user to pass it again is no help."""
     import ssl
 
-    from cronmetrics.client.http import CertificateRejected, Client
+    from cronmetrics.client.failures import CertificateRejected
+    from cronmetrics.client.http import Client
 
     client = Client("https://cm.internal:9479", TOKEN)
     for code, why in [
@@ -542,7 +545,8 @@ def test_http_proxy_variables_are_honoured_with_their_credentials() -> None:
 
 
 def test_a_token_that_cannot_be_a_header_is_a_usage_error() -> None:
-    from cronmetrics.client.http import Client, UsageError
+    from cronmetrics.client.failures import UsageError
+    from cronmetrics.client.http import Client
 
     for bad in ("cm_x\r\nX-Injected: 1", "cm_é", "cm x"):
         with pytest.raises(UsageError, match="a token never does"):

@@ -14,7 +14,8 @@ import httpx
 import pytest
 from recorder import Answer, recorder
 
-from cronmetrics.client.http import Client, Retry
+from cronmetrics.client.http import Client
+from cronmetrics.client.retry import Retry
 from cronmetrics.client.runner import Outcome, OutputTail, Reporter, run_command
 from cronmetrics.errors import RateLimited, ServerUnavailable, ValidationError
 

@@ -1,6 +1,6 @@
 """``--url/--token/--token-file/--insecure/--cacert`` for the click commands that talk to a
 server (``job``, ``result list``, ``purge``); they resolve to the same
-:class:`~cronmetrics.client.http.ClientSettings` as the cron host's argparse commands."""
+:class:`~cronmetrics.client.settings.ClientSettings` as the cron host's argparse commands."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from typing import Any
 
 import click
 
-from cronmetrics.client.http import DEFAULT_URL, ClientSettings, UsageError
-from cronmetrics.client.http import split_job_id as _split_job_id
+from cronmetrics.client.failures import UsageError
+from cronmetrics.client.settings import DEFAULT_URL, ClientSettings
+from cronmetrics.client.settings import split_job_id as _split_job_id
 
 __all__ = ["client_options", "split_job_id"]
 

@@ -17,7 +17,7 @@ import pydantic
 
 from cronmetrics.cli.connect import client_options
 from cronmetrics.cli.output import seconds_text
-from cronmetrics.client.http import ClientSettings
+from cronmetrics.client.settings import ClientSettings
 from cronmetrics.errors import CronmetricsError
 from cronmetrics.jobs.plan import Action, FieldChange, JobChange, Plan, compare
 from cronmetrics.jobs.plan import definitions_from_api as _from_api

@@ -26,7 +26,7 @@ from cronmetrics.cli.output import (
     render_table,
     seconds_text,
 )
-from cronmetrics.client.http import ClientSettings
+from cronmetrics.client.settings import ClientSettings
 
 __all__ = ["job_group", "result_group"]
 

@@ -17,7 +17,8 @@ import click
 from click.core import ParameterSource
 
 from cronmetrics.cli.connect import client_options
-from cronmetrics.client.http import Client, ClientSettings
+from cronmetrics.client.http import Client
+from cronmetrics.client.settings import ClientSettings
 from cronmetrics.errors import NotFound
 
 __all__ = ["LIFECYCLES", "JobSource", "OfflineJobs", "OnlineJobs", "job_source_options"]

@@ -28,7 +28,7 @@ from cronmetrics.cli.output import (
     parse_duration,
     render_table,
 )
-from cronmetrics.client.http import ClientSettings
+from cronmetrics.client.settings import ClientSettings
 from cronmetrics.errors import ValidationError
 
 __all__ = ["maintenance_group"]

@@ -169,7 +169,7 @@ def emit(data: Any, fmt: str, table: str | None = None) -> None:
 def parse_duration(text: str, *, what: str) -> int:
     """``600``, ``10m``, ``1h30m``, ``2d`` -> whole seconds; raises click.BadParameter."""
     from cronmetrics.client.cli import parse_duration as parse
-    from cronmetrics.client.http import UsageError
+    from cronmetrics.client.failures import UsageError
 
     try:
         return parse(text, what="")

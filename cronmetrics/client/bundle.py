@@ -35,11 +35,16 @@ MODULES = (
     "errors.py",
     "client/__init__.py",
     "client/cli.py",
+    "client/failures.py",
     "client/http.py",
     "client/ingest.py",
+    "client/proxy.py",
+    "client/retry.py",
     "client/runner.py",
+    "client/settings.py",
     "client/signals.py",
     "client/tailing.py",
+    "client/wire.py",
 )
 INTERPRETER = "/usr/bin/env python3"
 #: Any fixed time makes the bytes reproducible (the zip format starts in 1980).

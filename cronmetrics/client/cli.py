@@ -19,14 +19,9 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 
 from cronmetrics import __version__
-from cronmetrics.client.http import (
-    DEFAULT_URL,
-    Client,
-    ClientSettings,
-    UsageError,
-    advice,
-    split_job_id,
-)
+from cronmetrics.client.failures import UsageError, advice
+from cronmetrics.client.http import Client
+from cronmetrics.client.settings import DEFAULT_URL, ClientSettings, split_job_id
 from cronmetrics.errors import CronmetricsError, ServerUnavailable
 
 #: typing costs a cron run ~3 ms to import: its names are for the type checker only

@@ -10,22 +10,26 @@ What the exchange does, and does not: ``Connection: close``, the request head an
 one ``sendall`` (so Nagle's algorithm has no second segment to hold back and
 ``TCP_NODELAY`` would change nothing), the whole answer read to EOF within one deadline
 (connect has its own, shorter one), ``Content-Length`` checked (a shorter body is a broken
-answer) or ``chunked`` decoded, at most :data:`MAX_ANSWER` bytes. Redirects are refused
-with their ``Location`` (a POST must not be re-sent elsewhere silently). Behind
-``HTTP(S)_PROXY`` the exchange goes through ``http.client`` (absolute-form requests, or a
-``CONNECT`` tunnel for https), with the proxy URL's credentials.
+answer) or ``chunked`` decoded, at most :data:`~cronmetrics.client.wire.MAX_ANSWER`
+bytes. Redirects are refused with their ``Location`` (a POST must not be re-sent elsewhere
+silently). Behind ``HTTP(S)_PROXY`` the exchange goes through ``http.client``
+(absolute-form requests, or a ``CONNECT`` tunnel for https), with the proxy URL's
+credentials.
 
 Every failure becomes a :class:`~cronmetrics.errors.CronmetricsError` whose message is one
 line that says what to do: the server's ``{"error": {...}}`` body is turned back into the
-class the server raised (its exit code included), and every network problem (refused,
-DNS, timeout, TLS) is :class:`~cronmetrics.errors.ServerUnavailable` with its own advice.
+class the server raised (its exit code included; :mod:`cronmetrics.client.failures`), and
+every network problem (refused, DNS, timeout, TLS) is
+:class:`~cronmetrics.errors.ServerUnavailable` with its own advice. The answer's bytes are
+parsed by :mod:`cronmetrics.client.wire`, the proxy is chosen by
+:mod:`cronmetrics.client.proxy`, and :meth:`Client.request_retrying` waits as
+:mod:`cronmetrics.client.retry` says.
 """
 
 from __future__ import annotations
 
 import json as jsonlib
 import os
-import re
 import socket
 import threading
 import time
@@ -34,332 +38,34 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from cronmetrics import __version__
 from cronmetrics import errors as err
-from cronmetrics.errors import CronmetricsError, Problem, ServerUnavailable
+from cronmetrics.client.failures import (
+    CertificateRejected,
+    NotCronmetrics,
+    UsageError,
+    WrongScheme,
+    error_from_response,
+)
+from cronmetrics.client.proxy import proxy_for
+from cronmetrics.client.retry import Retry, retryable
+from cronmetrics.client.wire import MAX_ANSWER, NotHttp, ProtocolError, parse_answer
+from cronmetrics.errors import CronmetricsError, ServerUnavailable
 
 #: typing costs a cron run ~3 ms to import: its names are for the type checker only
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = [
-    "DEFAULT_URL",
-    "CertificateRejected",
-    "Client",
-    "ClientSettings",
-    "Hopeless",
-    "NotCronmetrics",
-    "Retry",
-    "WrongScheme",
-    "error_from_response",
-    "split_job_id",
-]
+__all__ = ["Client"]
 
-DEFAULT_URL = "http://127.0.0.1:9479"
 #: Per-request ceiling; callers with a deadline get less.
 REQUEST_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 3.0
 #: How long the probe for a wrong scheme (https:// to a plain server...) may take.
 PROBE_TIMEOUT = 1.0
-#: The server's id patterns (``cronmetrics.jobs.model``; a test keeps them equal).
-NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
-HOST_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
-_NAME_RE = re.compile(NAME_PATTERN)
-_HOST_RE = re.compile(HOST_PATTERN)
-
-TOKEN_HINT = "pass a valid token with --token (or CRONMETRICS_TOKEN, --token-file)"  # noqa: S105
 #: OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH
 _NAME_MISMATCH = (62, 64)
 CACERT_HINT = "pass the CA that signed it with --cacert FILE (or CRONMETRICS_CACERT)"
 URL_HINT = "check --url (or CRONMETRICS_URL)"
-
-
-class UsageError(CronmetricsError):
-    """A flag's value is wrong before anything was sent (exit 2, like a usage error)."""
-
-    code = "USAGE"
-    exit_code = 2
-
-
-class Hopeless(ServerUnavailable):
-    """The server is there, but this client as configured can never talk to it: trying
-    again cannot help, so it is not retried (a cron run learns it in one attempt)."""
-
-
-class WrongScheme(Hopeless):
-    """The URL says https:// to a plain HTTP server or http:// to a TLS one."""
-
-    code = "WRONG_SCHEME"
-
-
-class NotCronmetrics(Hopeless):
-    """A success that is not a cronmetrics answer: the URL points at another web app, so
-    the report was not recorded, and sending it again there will not record it."""
-
-    code = "NOT_CRONMETRICS"
-
-
-class CertificateRejected(Hopeless):
-    """The server's certificate is not trusted, or does not name the host of the URL."""
-
-    code = "CERTIFICATE_REJECTED"
-
-
-def split_job_id(job_id: str) -> tuple[str, str | None]:
-    """``name@host`` -> ``(name, host)``; :class:`UsageError` naming ``--job`` if malformed."""
-    name, _, host = job_id.partition("@")
-    if not _NAME_RE.match(name):
-        raise UsageError(
-            f"--job {job_id!r}: the name must start with a letter or '_' and hold only"
-            " letters, digits, '_', '.', '-' (name or name@host)"
-        )
-    if host and not _HOST_RE.match(host):
-        raise UsageError(f"--job {job_id!r}: the host part holds only letters, digits, '_.-'")
-    return name, host or None
-
-
-# -- answers -> exceptions -----------------------------------------------------------------
-
-
-def _error_classes() -> dict[str, type[CronmetricsError]]:
-    found: dict[str, type[CronmetricsError]] = {}
-    todo: list[type[CronmetricsError]] = [CronmetricsError]
-    while todo:
-        cls = todo.pop()
-        found.setdefault(cls.code, cls)
-        todo.extend(cls.__subclasses__())
-    return found
-
-
-_BY_STATUS: dict[int, type[CronmetricsError]] = {
-    401: err.Unauthorized,
-    403: err.Forbidden,
-    404: err.NotFound,
-    409: err.Conflict,
-    413: err.PayloadTooLarge,
-    415: err.UnsupportedMediaType,
-    429: err.RateLimited,
-}
-
-
-def _build_error(
-    status: int,
-    code: str,
-    message: str,
-    field: str | None,
-    body: Mapping[str, Any],
-    retry_after: float | None,
-) -> CronmetricsError:
-    if status >= 500 or code in ("UNAVAILABLE", "STORAGE_ERROR", "INTERNAL"):
-        return ServerUnavailable(f"server error ({status}): {message}", field=field)
-    cls = _error_classes().get(code) or _BY_STATUS.get(status, err.InvalidRequest)
-    if issubclass(cls, err.ValidationError):
-        problems = [
-            Problem(str(p.get("message", "")), field=p.get("field"))
-            for p in body.get("problems", [])
-            if isinstance(p, dict)
-        ] or [Problem(message, field=field)]
-        return cls(problems)
-    if issubclass(cls, err.RateLimited):
-        return cls(message, retry_after=retry_after if retry_after is not None else 1.0)
-    if cls in (CronmetricsError, err.ConfigError, UsageError):
-        cls = err.InvalidRequest
-    return cls(message, field=field)
-
-
-def error_from_response(
-    status: int, body: Any, fallback: str = "", *, retry_after: str | None = None
-) -> CronmetricsError:
-    """The exception a non-2xx answer stands for (the server's own code when it sent one)."""
-    wait = _retry_after_seconds(retry_after)
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict):
-        code = str(error.get("code") or "")
-        message = str(error.get("message") or fallback or f"HTTP {status}")
-        field = error.get("field")
-        field = field if isinstance(field, str) else None
-        return _build_error(status, code, message, field, error, wait)
-    text = fallback.strip().splitlines()[0][:200] if fallback.strip() else ""
-    message = f"HTTP {status}" + (f": {text}" if text else "")
-    return _build_error(status, "", message, None, {}, wait)
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    """``Retry-After`` in seconds (the delta-seconds form: the one the server sends)."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    return seconds if 0 <= seconds < 86400 else None
-
-
-def advice(exc: CronmetricsError) -> str:
-    """``exc``'s message with what to do about it, in one line."""
-    message = " ".join(exc.message.split())
-    if isinstance(exc, err.Unauthorized):
-        return f"{message}: {TOKEN_HINT}"
-    if isinstance(exc, err.Forbidden):
-        return f"{message}: use a token with the submit scope whose jobs globs cover this job"
-    if isinstance(exc, err.RateLimited):
-        return (
-            f"{message} (Retry-After {exc.retry_after:g}s); another client at this address"
-            " sends a wrong token: fix that one"
-        )
-    return message
-
-
-# -- settings ------------------------------------------------------------------------------
-
-
-class ClientSettings:
-    """What ``--url/--token/--token-file/--insecure/--cacert`` said (flags win over env)."""
-
-    __slots__ = ("cacert", "explicit_url", "insecure", "token", "url")
-
-    def __init__(
-        self,
-        url: str = DEFAULT_URL,
-        token: str | None = None,
-        *,
-        insecure: bool = False,
-        cacert: str | None = None,
-        explicit_url: bool = False,
-    ) -> None:
-        self.url = url.rstrip("/")
-        self.token = token or None
-        self.insecure = insecure
-        self.cacert = cacert
-        #: True when the URL came from a flag or CRONMETRICS_URL rather than the default
-        self.explicit_url = explicit_url
-
-    @classmethod
-    def resolve(
-        cls,
-        *,
-        url: str | None = None,
-        token: str | None = None,
-        token_file: str | None = None,
-        insecure: bool = False,
-        cacert: str | None = None,
-        environ: Mapping[str, str] | None = None,
-    ) -> ClientSettings:
-        """Flags, then ``CRONMETRICS_URL/_TOKEN/_TOKEN_FILE/_CACERT``, then defaults."""
-        env = os.environ if environ is None else environ
-        url = url or env.get("CRONMETRICS_URL") or None
-        explicit = url is not None
-        url = url or DEFAULT_URL
-        if not url.startswith(("http://", "https://")):
-            raise UsageError(f"--url {url!r} must start with http:// or https://")
-        token = token or None
-        if token is None and not token_file:
-            token = env.get("CRONMETRICS_TOKEN") or None
-        token_file = token_file or (env.get("CRONMETRICS_TOKEN_FILE") if token is None else None)
-        if token is None and token_file:
-            try:
-                with open(token_file, encoding="utf-8") as handle:
-                    token = handle.read().strip() or None
-            except OSError as exc:
-                raise UsageError(f"--token-file {token_file}: {exc.strerror or exc}") from None
-        cacert = cacert or env.get("CRONMETRICS_CACERT") or None
-        if cacert is not None and not os.path.isfile(cacert):  # noqa: PTH113 (pathlib: ~1 ms)
-            raise UsageError(f"--cacert {cacert}: no such file")
-        return cls(url, token, insecure=insecure, cacert=cacert, explicit_url=explicit)
-
-    def client(self, **kwargs: Any) -> Client:
-        return Client(self.url, self.token, cacert=self.cacert, insecure=self.insecure, **kwargs)
-
-
-# -- retries -------------------------------------------------------------------------------
-
-
-class Retry:
-    """Exponential backoff with full jitter inside a total time budget.
-
-    The n-th wait is uniform in ``[0, min(cap, base * 2**n)]``: a fleet whose jobs all fire
-    at the same minute spreads its retries instead of hammering a recovering server in
-    step. A 429's ``Retry-After`` is honoured when it fits in what is left of the budget.
-    """
-
-    def __init__(
-        self,
-        budget: float,
-        *,
-        base: float = 0.25,
-        cap: float = 4.0,
-        clock: Callable[[], float] = time.monotonic,
-        rng: Callable[[], float] | None = None,
-    ) -> None:
-        self.deadline = clock() + budget
-        self.base = base
-        self.cap = cap
-        self.clock = clock
-        self.rng = rng
-        self.attempt = 0
-
-    def _draw(self) -> float:
-        if self.rng is None:  # random is imported on the first retry, not at every start
-            import random
-
-            self.rng = random.random
-        return self.rng()
-
-    def remaining(self) -> float:
-        return self.deadline - self.clock()
-
-    def next_wait(self, exc: CronmetricsError) -> float | None:
-        """Seconds to wait before the next try, or None: give up (budget spent)."""
-        if isinstance(exc, err.RateLimited):
-            wait = exc.retry_after
-        else:
-            wait = self._draw() * min(self.cap, self.base * 2**self.attempt)
-        self.attempt += 1
-        if wait >= self.remaining():
-            return None
-        return wait
-
-
-def retryable(exc: CronmetricsError) -> bool:
-    """Network trouble, 5xx and 429 may pass; a 4xx or a wrong scheme will not change by
-    sending it again."""
-    return isinstance(exc, (ServerUnavailable, err.RateLimited)) and not isinstance(exc, Hopeless)
-
-
-# -- the client ----------------------------------------------------------------------------
-
-
-def _no_proxy(host: str, environ: Mapping[str, str]) -> bool:
-    raw = environ.get("no_proxy") or environ.get("NO_PROXY") or ""
-    for entry in (e.strip().lower() for e in raw.split(",")):
-        if entry == "*":
-            return True
-        entry = entry.lstrip(".")
-        if entry and (host == entry or host.endswith("." + entry)):
-            return True
-    return False
-
-
-def _proxy_for(
-    scheme: str, host: str, environ: Mapping[str, str]
-) -> tuple[str, int, str | None] | None:
-    """``(host, port, Proxy-Authorization or None)`` of the HTTP(S)_PROXY to go through,
-    as curl and httpx do."""
-    if host in ("127.0.0.1", "::1", "localhost") or _no_proxy(host.lower(), environ):
-        return None
-    value = environ.get(f"{scheme}_proxy") or environ.get(f"{scheme.upper()}_PROXY")
-    if not value:
-        return None
-    parts = urlsplit(value if "://" in value else f"http://{value}")
-    if not parts.hostname:
-        return None
-    auth = None
-    if parts.username is not None:
-        import base64
-        from urllib.parse import unquote
-
-        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-        auth = "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
-    return parts.hostname, parts.port or 8080, auth
 
 
 class Client:
@@ -404,7 +110,7 @@ class Client:
         self._context: Any = None
         if self.scheme == "https":
             self._context = _tls_context(cacert, insecure)
-        self._proxy = _proxy_for(self.scheme, self.host, os.environ if environ is None else environ)
+        self._proxy = proxy_for(self.scheme, self.host, os.environ if environ is None else environ)
         self._sleep = sleep
         self._clock = clock
         self._rng = rng
@@ -461,7 +167,7 @@ class Client:
                     raise ProtocolError(f"answer larger than {MAX_ANSWER} bytes")
         finally:
             sock.close()
-        status, answer_headers, data = _parse_answer(b"".join(chunks))
+        status, answer_headers, data = parse_answer(b"".join(chunks))
         return status, answer_headers, data, True
 
     def _exchange_via_proxy(
@@ -731,60 +437,6 @@ class Client:
         if not isinstance(body, dict):
             raise ServerUnavailable("server sent an unexpected answer (not a JSON object)")
         return body
-
-
-#: Bigger answers are not ours (a misrouted URL serving a file): stop reading.
-MAX_ANSWER = 8 << 20
-
-
-class ProtocolError(Exception):
-    """The peer's answer is broken HTTP/1.x."""
-
-
-class NotHttp(ProtocolError):
-    """The peer answered nothing, or something that is not HTTP/1.x at all."""
-
-
-def _parse_answer(raw: bytes) -> tuple[int, dict[str, str], bytes]:
-    """``(status, lower-cased headers, body)`` of a complete HTTP/1.x answer."""
-    end = raw.find(b"\r\n\r\n")
-    if not raw.startswith(b"HTTP/1.") or end < 0:
-        raise NotHttp("no HTTP answer" if not raw else "not an HTTP answer")
-    head = raw[:end].decode("latin-1").split("\r\n")
-    parts = head[0].split(" ", 2)
-    if len(parts) < 2 or not parts[1].isdigit():
-        raise ProtocolError(f"bad status line {head[0][:60]!r}")
-    headers: dict[str, str] = {}
-    for line in head[1:]:
-        key, sep, value = line.partition(":")
-        if sep:
-            headers[key.strip().lower()] = value.strip()
-    body = raw[end + 4 :]
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        body = _dechunk(body)
-    elif headers.get("content-length", "").isdigit():
-        length = int(headers["content-length"])
-        if len(body) < length:
-            raise ProtocolError(f"answer cut short: {len(body)} of {length} bytes")
-        body = body[:length]
-    return int(parts[1]), headers, body
-
-
-def _dechunk(data: bytes) -> bytes:
-    out: list[bytes] = []
-    pos = 0
-    while True:
-        eol = data.find(b"\r\n", pos)
-        if eol < 0:
-            raise ProtocolError("truncated chunked answer")
-        try:
-            size = int(data[pos:eol].split(b";")[0].strip() or b"0", 16)
-        except ValueError:
-            raise ProtocolError("bad chunk size in a chunked answer") from None
-        if size == 0:
-            return b"".join(out)
-        out.append(data[eol + 2 : eol + 2 + size])
-        pos = eol + 2 + size + 2
 
 
 def _bracketed(host: str) -> str:

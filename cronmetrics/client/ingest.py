@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from cronmetrics.client.http import Client, retryable, split_job_id
+from cronmetrics.client.http import Client
+from cronmetrics.client.retry import retryable
+from cronmetrics.client.settings import split_job_id
 from cronmetrics.client.tailing import Offset, head_digest, rotated
 from cronmetrics.errors import CronmetricsError, PayloadTooLarge, ServerUnavailable, ValidationError
 

@@ -21,7 +21,9 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 
-from cronmetrics.client.http import Client, Hopeless, advice, split_job_id
+from cronmetrics.client.failures import Hopeless, advice
+from cronmetrics.client.http import Client
+from cronmetrics.client.settings import split_job_id
 from cronmetrics.client.signals import drain, handling, wakeup
 from cronmetrics.errors import CronmetricsError, ServerUnavailable
 
