@@ -2,21 +2,18 @@
 
 pydantic-settings does the merging and the environment parsing; the file is read through
 :mod:`cronmetrics.jobs.yamlio` so a config file gets the same YAML 1.2 reading and the same
-``file:line: message`` errors as a job file.
+``file:line: message`` errors as a job file. The two settings sources (a strict file, a
+lenient environment) live in :mod:`cronmetrics.configsources`, the rules for a ``store``
+URL in :mod:`cronmetrics.storeurl`.
 """
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import os
 import re
-import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote
 
 import pydantic
 from pydantic import (
@@ -29,15 +26,11 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.fields import FieldInfo
-from pydantic_settings import (
-    BaseSettings,
-    EnvSettingsSource,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from cronmetrics.configsources import EnvSource, FileSource, file_settings
 from cronmetrics.errors import ConfigError, Problem
+from cronmetrics.storeurl import check_store_url, mask_url_password
 
 __all__ = ["Config", "Scope", "TokenConfig", "default_state_dir", "load_config"]
 
@@ -224,210 +217,6 @@ _AUTO_STATE_DIR = Path("\0default")
 _BIND_PATTERN = r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]*):(\d{1,5})$"
 _BIND_RE = re.compile(_BIND_PATTERN)
 
-#: what a ``store`` URL may say after ``?`` (redis-py connection options we support)
-STORE_URL_OPTIONS = frozenset(
-    {
-        "ssl_ca_certs",
-        "ssl_certfile",
-        "ssl_keyfile",
-        "ssl_cert_reqs",
-        "ssl_check_hostname",
-        "socket_timeout",
-        "socket_connect_timeout",
-    }
-)
-_STORE_RE = re.compile(
-    r"^(?P<scheme>rediss?)://(?:(?P<user>[^:@/]*)(?::(?P<password>[^@/]*))?@)?"
-    r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+)(?::(?P<port>\d{1,5}))?"
-    r"(?:/(?P<db>\d{1,2})?)?(?:\?(?P<query>.*))?$"
-)
-
-
-_HOST = r"(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+)(?::\d{1,5})?"
-_SENTINEL_RE = re.compile(
-    r"^(?P<scheme>rediss?)\+sentinel://(?:(?P<user>[^:@/]*)(?::(?P<password>[^@/]*))?@)?"
-    rf"(?P<hosts>{_HOST}(?:,{_HOST})*)/(?P<service>[A-Za-z0-9_.-]+)"
-    r"(?:/(?P<db>\d{1,2})?)?(?:\?(?P<query>.*))?$"
-)
-#: what a ``redis+sentinel://`` URL may say after ``?`` (``rediss+sentinel://``: also
-#: the ``ssl_*`` options, for the sentinels and the primary alike)
-SENTINEL_URL_OPTIONS = STORE_URL_OPTIONS
-_SECONDS_OPTIONS = frozenset({"socket_timeout", "socket_connect_timeout"})
-
-
-@dataclass(frozen=True)
-class SentinelURL:
-    """The parts of ``redis+sentinel://[:password@]host:port[,host:port...]/service/db``
-    (``rediss+sentinel://``: TLS to the sentinels and to the primary)."""
-
-    sentinels: tuple[tuple[str, int], ...]
-    service: str
-    db: int
-    password: str | None
-    username: str | None
-    #: socket timeouts, in seconds
-    options: dict[str, float]
-    tls: bool = False
-    #: redis-py's ``ssl_*`` connection options (``ssl_check_hostname`` a bool)
-    ssl: dict[str, str | bool] = field(default_factory=dict)
-
-
-def is_sentinel_url(value: str) -> bool:
-    """Whether ``value`` names Redis through Sentinel (``redis+sentinel://``, TLS or not)."""
-    return value.startswith(("redis+sentinel:", "rediss+sentinel:"))
-
-
-def parse_sentinel_url(value: str) -> SentinelURL | None:
-    """The parts of a Sentinel URL (port 26379 when left out), None for any other URL."""
-    match = _SENTINEL_RE.fullmatch(value)
-    if match is None:
-        return None
-    sentinels = []
-    for item in match.group("hosts").split(","):
-        host, colon, port = item.rpartition(":") if not item.endswith("]") else (item, "", "")
-        if not colon or host.endswith(":"):  # no port, or a bare IPv6 address
-            host, port = item, "26379"
-        if not 1 <= int(port) <= 65535:
-            raise ValueError(f"port {port} is out of range")
-        sentinels.append((host.strip("[]"), int(port)))
-    tls = match.group("scheme") == "rediss"
-    options: dict[str, float] = {}
-    ssl: dict[str, str | bool] = {}
-    for pair in filter(None, (match.group("query") or "").split("&")):
-        name, _, raw = pair.partition("=")
-        if name not in SENTINEL_URL_OPTIONS:
-            known = ", ".join(sorted(SENTINEL_URL_OPTIONS))
-            raise ValueError(f"unknown store URL option {name!r} (known: {known})")
-        if name not in _SECONDS_OPTIONS:
-            if not tls:
-                raise ValueError(f"{name} needs a rediss+sentinel:// (TLS) URL")
-            ssl[name] = _tls_option(name, unquote(raw))
-            continue
-        try:
-            options[name] = float(raw)
-        except ValueError:
-            raise ValueError(f"{name} must be a number of seconds, not {raw!r}") from None
-    db = int(match.group("db") or 0)
-    if db > 15:
-        raise ValueError("the Redis database number must be 0-15")
-    return SentinelURL(
-        tuple(sentinels),
-        match.group("service"),
-        db,
-        unquote(match.group("password")) if match.group("password") is not None else None,
-        unquote(match.group("user")) if match.group("user") else None,
-        options,
-        tls,
-        ssl,
-    )
-
-
-def _tls_option(name: str, raw: str) -> str | bool:
-    if name == "ssl_check_hostname":
-        if raw.lower() not in ("true", "false", "yes", "no", "1", "0"):
-            raise ValueError(f"ssl_check_hostname must be true or false, not {raw!r}")
-        return raw.lower() in ("true", "yes", "1")
-    if name == "ssl_cert_reqs" and raw not in ("none", "optional", "required"):
-        raise ValueError(f"ssl_cert_reqs must be none, optional or required, not {raw!r}")
-    return raw
-
-
-def check_store_url(value: str) -> str:
-    """``embedded``, or a ``redis://`` / ``rediss://`` / ``redis+sentinel://`` /
-    ``rediss+sentinel://`` URL whose parts we understand."""
-    if value == "embedded":
-        return value
-    if is_sentinel_url(value):
-        if parse_sentinel_url(value) is None:
-            raise ValueError(
-                "must be redis+sentinel://[:password@]host:port[,host:port...]/service/db "
-                "(rediss+sentinel:// for TLS)"
-            )
-        return value
-    match = _STORE_RE.fullmatch(value)
-    if match is None:
-        raise ValueError(
-            "must be 'embedded' or redis://[:password@]host:port/db (rediss:// for TLS; "
-            "redis+sentinel://[:password@]host:port[,host:port...]/service/db for Sentinel, "
-            "rediss+sentinel:// with TLS)"
-        )
-    if match.group("port") and not 1 <= int(match.group("port")) <= 65535:
-        raise ValueError(f"port {match.group('port')} is out of range")
-    if match.group("db") and int(match.group("db")) > 15:
-        raise ValueError("the Redis database number must be 0-15")
-    for pair in filter(None, (match.group("query") or "").split("&")):
-        name, _, raw = pair.partition("=")
-        if name not in STORE_URL_OPTIONS:
-            raise ValueError(
-                f"unknown store URL option {name!r} (known: {', '.join(sorted(STORE_URL_OPTIONS))})"
-            )
-        if name.startswith("ssl_"):
-            if match.group("scheme") != "rediss":
-                raise ValueError(f"{name} needs a rediss:// (TLS) URL")
-            _tls_option(name, unquote(raw))
-    return value
-
-
-def mask_url_password(url: str) -> str:
-    """The URL with its password (if any) replaced by ``***``, for logs and config show."""
-    return re.sub(r"^((?:rediss?|rediss?\+sentinel)://[^:@/]*:)[^@/]*@", r"\1***@", url)
-
-
-_file_data: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("_file_data")
-
-
-class _FileSource(PydanticBaseSettingsSource):
-    """The config file's mapping, already parsed by :func:`load_config`."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return _file_data.get({}).get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(_file_data.get({}))
-
-
-def _scalar_type(annotation: Any) -> Any:
-    """``StrictInt`` -> ``int``, ``SomeModel | None`` -> ``SomeModel``; else unchanged."""
-    while True:
-        origin = typing.get_origin(annotation)
-        if origin is Annotated:
-            annotation = typing.get_args(annotation)[0]
-        elif origin in (typing.Union, types.UnionType):
-            args = [a for a in typing.get_args(annotation) if a is not type(None)]
-            if len(args) != 1:
-                return annotation
-            annotation = args[0]
-        else:
-            return annotation
-
-
-def _coerce_env(annotation: Any, value: Any) -> Any:
-    """Environment values are strings; give strict number/boolean fields what they need.
-
-    The file keeps its strict typing (``days: "30"`` is an error there), but
-    ``CRONMETRICS_RETENTION__DAYS=30`` and ``CRONMETRICS_NO_AUTH=true`` must work.
-    """
-    target = _scalar_type(annotation)
-    if isinstance(value, dict) and isinstance(target, type) and issubclass(target, BaseModel):
-        fields = target.model_fields
-        return {
-            k: _coerce_env(fields[k].annotation, v) if k in fields else v for k, v in value.items()
-        }
-    if isinstance(value, str) and target in (int, float, bool):
-        try:
-            return pydantic.TypeAdapter(target).validate_python(value.strip())
-        except pydantic.ValidationError:
-            return value  # reported by the real validation, naming the variable
-    return value
-
-
-class _EnvSource(EnvSettingsSource):
-    def prepare_field_value(
-        self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool
-    ) -> Any:
-        prepared = super().prepare_field_value(field_name, field, value, value_is_complex)
-        return _coerce_env(field.annotation, prepared)
-
 
 class Config(BaseSettings):
     """The effective server configuration (docs/configuration.md)."""
@@ -544,7 +333,7 @@ class Config(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, _EnvSource(settings_cls), _FileSource(settings_cls)
+        return init_settings, EnvSource(settings_cls), FileSource(settings_cls)
 
     def redacted(self) -> dict[str, Any]:
         """The config as plain data with secrets masked, for ``config show``."""
@@ -586,14 +375,12 @@ def load_config(path: Path | None = None, **overrides: Any) -> Config:
             raise ConfigError(f"{path}:1:1: config file must be a mapping of settings")
         data = loaded
     flags = {k: v for k, v in overrides.items() if v is not None}
-    token = _file_data.set(data)
-    try:
-        return Config(**flags)
-    except pydantic.ValidationError as exc:
-        problems = problems_from_pydantic(exc, path=shown, text=text)
-        raise ConfigError(_describe([_attribute(p, flags) for p in problems])) from None
-    finally:
-        _file_data.reset(token)
+    with file_settings(data):
+        try:
+            return Config(**flags)
+        except pydantic.ValidationError as exc:
+            problems = problems_from_pydantic(exc, path=shown, text=text)
+            raise ConfigError(_describe([_attribute(p, flags) for p in problems])) from None
 
 
 def _attribute(problem: Problem, flags: dict[str, Any]) -> Problem:
@@ -603,7 +390,7 @@ def _attribute(problem: Problem, flags: dict[str, Any]) -> Problem:
     parts = problem.field.split(".")
     if parts[0] in flags:
         return Problem(problem.message, path=f"--{parts[0].replace('_', '-')}", field=problem.field)
-    node: Any = _EnvSource(Config)()
+    node: Any = EnvSource(Config)()
     for part in parts:
         if isinstance(node, dict) and part in node:
             node = node[part]

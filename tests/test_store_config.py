@@ -9,8 +9,9 @@ import pytest
 
 import cronmetrics.web.server as server_mod
 from cronmetrics.cli.main import main
-from cronmetrics.config import SentinelURL, load_config, mask_url_password, parse_sentinel_url
+from cronmetrics.config import load_config
 from cronmetrics.errors import ConfigError
+from cronmetrics.storeurl import SentinelURL, mask_url_password, parse_sentinel_url
 
 
 @pytest.fixture(autouse=True)

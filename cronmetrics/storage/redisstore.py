@@ -47,7 +47,7 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError
 
-from cronmetrics.config import Config, mask_url_password, parse_sentinel_url
+from cronmetrics.config import Config
 from cronmetrics.errors import Conflict, StorageError, StoreUnavailable
 from cronmetrics.logs import get_logger
 from cronmetrics.storage import redis_lua
@@ -63,6 +63,7 @@ from cronmetrics.storage.interface import (
 )
 from cronmetrics.storage.redismirror import Mirror, decode_state, encode_state, reason
 from cronmetrics.storage.transitions import apply_result, running_finishes
+from cronmetrics.storeurl import mask_url_password, parse_sentinel_url
 
 __all__ = ["RedisStore", "open_redis_store", "read_password"]
 

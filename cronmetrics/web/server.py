@@ -18,9 +18,10 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from cronmetrics.config import Config, is_sentinel_url
+from cronmetrics.config import Config
 from cronmetrics.errors import ConfigError, Conflict
 from cronmetrics.storage.statedir import claim_state_dir
+from cronmetrics.storeurl import is_sentinel_url
 from cronmetrics.web import lifecycle
 from cronmetrics.web.reconfigure import ConfigSource, check_auth
 from cronmetrics.web.tls import CertificateReloader
